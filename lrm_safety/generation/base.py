@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 512
+    seed: int = 0
+    batch_size: int = 16
+
+    @classmethod
+    def from_spec(cls, spec, **override) -> "Sampling":
+        values = dict(temperature=spec.temperature, top_p=spec.top_p, max_tokens=spec.max_tokens, seed=spec.seed,
+                      batch_size=spec.batch_size)
+        values.update({k: v for k, v in override.items() if v is not None})
+        return cls(**values)
+
+
+class Generator:
+    """Chat conversations in, completion texts out (same order)."""
+
+    name = "base"
+
+    def generate(self, conversations: list[list[dict]], sampling: Sampling, desc: Optional[str] = None) -> list[str]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass

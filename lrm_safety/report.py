@@ -1,0 +1,154 @@
+"""Metrics from per-sample records, and the report (markdown table + PNG charts).
+
+Kept apart from generation so `lrm-safety report PREFIX` can re-render from stored records alone.
+"""
+from __future__ import annotations
+
+import io
+import math
+from typing import Optional
+
+METRIC = {"harmful": "asr", "benign": "overRefusal", "math": "accuracy"}
+LABEL = {"asr": "attack success rate", "overRefusal": "over-refusal", "accuracy": "accuracy"}
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for k successes out of n."""
+    if n == 0:
+        return (0.0, 0.0)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4))
+
+
+def _hit(kind: str, rec: dict) -> bool:
+    if kind == "harmful":
+        return bool(rec["unsafe"])
+    if kind == "benign":
+        return bool(rec["refused"])
+    return bool(rec["correct"])
+
+
+def benchmark_metrics(kind: str, records: list[dict]) -> dict:
+    n = len(records)
+    k = sum(_hit(kind, r) for r in records)
+    out = {"n": n, "metric": METRIC[kind], "value": round(k / n, 4) if n else None, "ci95": list(wilson(k, n))}
+    if kind in ("harmful", "benign"):
+        decided = [r.get("reasoningDecision") for r in records]
+        out["reasoningRefuses"] = round(sum(d == "refuse" for d in decided) / n, 4) if n else None
+        out["reasoningAnswerDisagree"] = round(sum(
+            (d == "refuse") != bool(r.get("refused")) for d, r in zip(decided, records) if d != "unknown") / n, 4) if n else None
+    return out
+
+
+def compute(records: dict[str, dict[str, list[dict]]], kinds: dict[str, str]) -> dict:
+    """records[model][benchmark] -> metrics {benchmarks: {b: {trained, base, delta}}, headline}."""
+    benches: dict[str, dict] = {}
+    for bench, kind in kinds.items():
+        entry: dict = {"kind": kind, "metric": METRIC[kind]}
+        for model in ("base", "trained"):
+            if bench in records.get(model, {}):
+                entry[model] = benchmark_metrics(kind, records[model][bench])
+        if "base" in entry and "trained" in entry and entry["base"]["value"] is not None:
+            entry["delta"] = round(entry["trained"]["value"] - entry["base"]["value"], 4)
+        benches[bench] = entry
+    headline: dict[str, Optional[float]] = {"asr": None, "overRefusal": None, "mathAccuracy": None}
+    for bench, entry in benches.items():
+        key = {"asr": "asr", "overRefusal": "overRefusal", "accuracy": "mathAccuracy"}[entry["metric"]]
+        source = entry.get("trained") or entry.get("base")
+        if headline[key] is None and source:
+            if entry["metric"] != "asr" or bench in ("advbench", "custom") or not bench.startswith("advbench-"):
+                headline[key] = source["value"]
+    return {"benchmarks": benches, "headline": headline}
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def table_rows(metrics: dict) -> list[list[str]]:
+    rows = []
+    for bench, e in metrics["benchmarks"].items():
+        def cell(m):
+            if m not in e:
+                return "-"
+            lo, hi = e[m]["ci95"]
+            return f"{_pct(e[m]['value'])} [{_pct(lo)}, {_pct(hi)}]"
+
+        n = (e.get("trained") or e.get("base") or {}).get("n", 0)
+        delta = e.get("delta")
+        rows.append([bench, LABEL[e["metric"]], str(n), cell("base"), cell("trained"),
+                     "-" if delta is None else f"{100 * delta:+.1f} pts"])
+    return rows
+
+
+HEADER = ["benchmark", "metric", "n", "base", "trained", "delta"]
+
+
+def render_markdown(metrics: dict, title: str, charts: list[str]) -> str:
+    lines = [f"# {title}", "", "Lower is better for attack success rate and over-refusal; higher for accuracy. "
+             "Intervals are 95% Wilson intervals.", "",
+             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(r) + " |" for r in table_rows(metrics)]
+    lines.append("")
+    for e in metrics["benchmarks"].values():
+        if e["kind"] == "harmful" and "trained" in e and e["trained"].get("reasoningAnswerDisagree") is not None:
+            lines.append("Reasoning and answer are judged separately: on harmful prompts the trained model's reasoning "
+                         f"concluded refusal in {_pct(e['trained']['reasoningRefuses'])} of cases and disagreed with "
+                         f"its answer in {_pct(e['trained']['reasoningAnswerDisagree'])}.")
+            lines.append("")
+            break
+    lines += [f"![{c}]({c})" for c in charts]
+    return "\n".join(lines) + "\n"
+
+
+def render_charts(metrics: dict) -> dict[str, bytes]:
+    """One grouped bar chart per metric (base vs trained, with the interval as error bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    charts = {}
+    for metric in ("asr", "overRefusal", "accuracy"):
+        benches = [(b, e) for b, e in metrics["benchmarks"].items() if e["metric"] == metric]
+        if not benches:
+            continue
+        fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(benches) + 2), 3.2), dpi=100)
+        width = 0.38
+        for i, (model, colour) in enumerate((("base", "#9aa5b1"), ("trained", "#2f7ed8"))):
+            xs, vals, errs = [], [], [[], []]
+            for j, (b, e) in enumerate(benches):
+                if model in e and e[model]["value"] is not None:
+                    v = e[model]["value"]
+                    lo, hi = e[model]["ci95"]
+                    xs.append(j + (i - 0.5) * width)
+                    vals.append(100 * v)
+                    errs[0].append(100 * max(0.0, v - lo))
+                    errs[1].append(100 * max(0.0, hi - v))
+            if xs:
+                ax.bar(xs, vals, width, yerr=errs, capsize=3, label=model, color=colour)
+        ax.set_xticks(range(len(benches)), [b for b, _ in benches])
+        ax.set_ylabel(f"{LABEL[metric]} (%)")
+        ax.set_ylim(0, 105)
+        ax.legend(frameon=False)
+        ax.set_title(LABEL[metric])
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        plt.close(fig)
+        charts[f"chart-{metric}.png"] = buf.getvalue()
+    return charts
+
+
+def write_report(store, prefix: str, metrics: dict, title: str) -> list[str]:
+    charts = render_charts(metrics)
+    keys = []
+    for name, data in charts.items():
+        store.write_bytes(f"{prefix}/{name}", data)
+        keys.append(f"{prefix}/{name}")
+    store.write_json(f"{prefix}/metrics.json", metrics)
+    store.write_bytes(f"{prefix}/report.md", render_markdown(metrics, title, list(charts)).encode())
+    return keys + [f"{prefix}/metrics.json", f"{prefix}/report.md"]

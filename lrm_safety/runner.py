@@ -1,0 +1,81 @@
+"""Local runner: the four stages in order, each in a subprocess, with the same entry the pods run.
+
+A subprocess per stage gives each stage a fresh interpreter (memory returns to the OS between a
+training run and an evaluation), exactly as separate pods do on a cluster.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from rich.console import Console
+from rich.table import Table
+
+from .spec import STAGES, Experiment
+from .stages.common import StageContext
+
+console = Console()
+
+
+def _stage_cmd(spec_path: str, stage: str, shard: Optional[int] = None, num_shards: Optional[int] = None) -> list[str]:
+    cmd = [sys.executable, "-m", "lrm_safety.cli", "stage", stage, "--spec", spec_path]
+    if shard is not None:
+        cmd += ["--shard", str(shard), "--num-shards", str(num_shards)]
+    return cmd
+
+
+def run_pipeline(spec_path: str, stages: tuple[str, ...] = STAGES, force: bool = False) -> dict:
+    exp = Experiment.load(spec_path)
+    ctx = StageContext(exp, base_dir=Path(spec_path).resolve().parent)
+    if force:
+        for stage in stages:
+            ctx.store.delete_prefix(ctx.prefix(stage) + "/")
+    console.rule(f"[bold]lrm-safety run: {exp.name}")
+    console.print(f"artifacts: {ctx.store.uri(exp.name)}")
+    outcome = {}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "LRM_SAFETY_BASE_DIR": str(ctx.base_dir)}
+    for n, stage in enumerate(stages, 1):
+        if ctx.is_done(stage):
+            console.print(f"[green]✓ [{n}/{len(stages)}] {stage}: already done for this spec, skipped")
+            outcome[stage] = "skipped"
+            continue
+        console.print(f"[bold cyan]▶ [{n}/{len(stages)}] {stage}")
+        t0 = time.perf_counter()
+        if stage == "distill" and exp.spec.distill.shards > 1:
+            cmds = [_stage_cmd(spec_path, stage, s, exp.spec.distill.shards) for s in range(exp.spec.distill.shards)]
+        else:
+            cmds = [_stage_cmd(spec_path, stage)]
+        for cmd in cmds:
+            rc = subprocess.call(cmd, env=env)
+            if rc != 0:
+                console.print(f"[bold red]✗ {stage} failed (exit {rc}); fix the cause and rerun: finished work is kept")
+                raise SystemExit(rc)
+        if not ctx.is_done(stage):
+            raise SystemExit(f"{stage} exited 0 but wrote no matching manifest")
+        console.print(f"[green]✓ {stage} done in {time.perf_counter() - t0:.0f}s")
+        outcome[stage] = "ran"
+    if "evaluate" in stages:
+        show_results(ctx)
+    return outcome
+
+
+def show_results(ctx: StageContext) -> None:
+    from . import report
+
+    prefix = ctx.prefix("evaluate")
+    if not ctx.store.exists(f"{prefix}/metrics.json"):
+        return
+    metrics = ctx.store.read_json(f"{prefix}/metrics.json")
+    table = Table(title=f"{ctx.exp.name}: base vs trained (95% Wilson intervals)")
+    for h in report.HEADER:
+        table.add_column(h)
+    for row in report.table_rows(metrics):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"report: {ctx.store.uri(prefix + '/report.md')}")
+    for key in ctx.store.list(prefix + "/chart-"):
+        console.print(f"chart:  {ctx.store.uri(key)}")

@@ -1,0 +1,622 @@
+"""SafetyExperiment spec and status: the one source of truth.
+
+The CRD schema (`lrm_safety.crd`), the docs table and the operator's Job manifests are all derived
+from these models, so a field added here appears everywhere. Field docstrings become the CRD's
+descriptions. Defaults follow the study's released recipe (DESIGN.md section 6).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from enum import Enum
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "lrmsafety.io"
+API_VERSION = "v1alpha1"
+KIND = "SafetyExperiment"
+PLURAL = "safetyexperiments"
+STAGES = ("distill", "mix", "train", "evaluate")
+
+
+class _Model(BaseModel):
+    """camelCase on the wire (Kubernetes style), snake_case in Python; unknown fields are errors."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+        use_enum_values=True,
+        validate_default=True,
+    )
+
+
+# ---------------------------------------------------------------- enums
+class Style(str, Enum):
+    default = "default"
+    realsafe = "realsafe"
+    improved = "improved"
+    short = "short"
+    template = "template"
+    nocot = "nocot"
+
+
+class Backend(str, Enum):
+    vllm = "vllm"
+    transformers = "transformers"
+    openai = "openai"
+
+
+class Attack(str, Enum):
+    none = "none"
+    pap = "pap"
+    pair = "pair"
+
+
+class JudgeKind(str, Enum):
+    refusal = "refusal"
+    guard = "guard"
+    llm = "llm"
+
+
+class TrainMethod(str, Enum):
+    full = "full"
+    lora = "lora"
+
+
+class DeepSpeedStage(str, Enum):
+    none = "none"
+    zero2 = "zero2"
+    zero3 = "zero3"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    fp32 = "fp32"
+
+
+class BenchmarkName(str, Enum):
+    advbench = "advbench"
+    advbench_pap = "advbench-pap"
+    advbench_pair = "advbench-pair"
+    xstest = "xstest"
+    math500 = "math500"
+    aime = "aime"
+    custom = "custom"
+
+
+class BenchmarkKind(str, Enum):
+    harmful = "harmful"
+    benign = "benign"
+    math = "math"
+
+
+class Labeller(str, Enum):
+    teacher = "teacher"
+    guard = "guard"
+    labels = "labels"
+
+
+class OverlongPolicy(str, Enum):
+    regenerate = "regenerate"
+    truncate = "truncate"
+    drop = "drop"
+
+
+class Phase(str, Enum):
+    pending = "Pending"
+    running = "Running"
+    suspended = "Suspended"
+    succeeded = "Succeeded"
+    failed = "Failed"
+
+
+class StageState(str, Enum):
+    pending = "Pending"
+    running = "Running"
+    skipped = "Skipped"
+    succeeded = "Succeeded"
+    failed = "Failed"
+
+
+# ---------------------------------------------------------------- spec sections
+class SecretRef(_Model):
+    name: str = Field(min_length=1)
+    """Secret in the experiment's namespace."""
+    access_key_key: str = "AWS_ACCESS_KEY_ID"
+    """Key in the Secret holding the access key id."""
+    secret_key_key: str = "AWS_SECRET_ACCESS_KEY"
+    """Key in the Secret holding the secret access key."""
+
+
+class StorageSpec(_Model):
+    uri: str = "file://./artifacts"
+    """Artifact root: file:///abs/dir, file://./relative/dir or s3://bucket/prefix. Each stage writes under <uri>/<experiment>/<stage>/."""
+    endpoint: Optional[str] = None
+    """S3 endpoint URL for non-AWS servers (MinIO, SeaweedFS, Ceph); AWS_ENDPOINT_URL also works."""
+    region: Optional[str] = None
+    """S3 region."""
+    secret_ref: Optional[SecretRef] = None
+    """Secret with S3 credentials, mounted into stage pods as environment variables."""
+    delete_on_finalize: bool = False
+    """Delete the experiment's artifacts when the resource is deleted."""
+
+    @model_validator(mode="after")
+    def _scheme(self):
+        if not (self.uri.startswith("file://") or self.uri.startswith("s3://")):
+            raise ValueError("uri must start with file:// or s3://")
+        return self
+
+
+class ModelRef(_Model):
+    model: str = Field(min_length=1)
+    """Model reference: a Hugging Face id (read from the local cache), a local directory, an s3:// prefix, a .gguf file, or builtin:smollm2-135m-instruct."""
+    revision: Optional[str] = None
+    """Hub revision when model is a Hugging Face id."""
+
+
+class StudentSpec(ModelRef):
+    model: str = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
+    """The model to make safer."""
+
+
+class SamplingSpec(_Model):
+    temperature: float = Field(0.6, ge=0.0, le=2.0)
+    """Sampling temperature; 0 means greedy."""
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    """Nucleus sampling mass."""
+    max_tokens: int = Field(4096, ge=1, le=131072)
+    """Maximum new tokens per generation."""
+    seed: int = 0
+    """Sampling seed (per-sample seeds derive from it)."""
+    batch_size: int = Field(16, ge=1, le=4096)
+    """Prompts per generate call (transformers backend) or per request wave (openai backend)."""
+
+
+class TeacherSpec(_Model):
+    model: Optional[str] = "deepseek-ai/DeepSeek-R1"
+    """Teacher model reference (see student.model); ignored by the openai backend except as the request's model name."""
+    backend: Backend = Backend.vllm
+    """Generation backend: vllm (GPU), transformers (CPU fallback) or openai (any OpenAI-compatible endpoint)."""
+    endpoint: Optional[str] = None
+    """Base URL of an OpenAI-compatible server, e.g. http://vllm.ns.svc:8000/v1 (backend openai)."""
+    api_key_secret_ref: Optional[SecretRef] = None
+    """Secret whose access_key_key entry holds the endpoint's API key (backend openai)."""
+    tensor_parallel: int = Field(1, ge=1, le=64)
+    """GPUs the teacher is sharded over (backend vllm); also the distill pods' GPU request."""
+    max_model_len: Optional[int] = Field(None, ge=256)
+    """vLLM context length cap."""
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    """Fraction of GPU memory vLLM may use."""
+    max_concurrency: int = Field(16, ge=1, le=1024)
+    """In-flight requests (backend openai)."""
+
+    @model_validator(mode="after")
+    def _needs(self):
+        if self.backend == Backend.openai.value and not self.endpoint:
+            raise ValueError("backend openai needs endpoint (e.g. http://host:8000/v1)")
+        if self.backend != Backend.openai.value and not self.model:
+            raise ValueError(f"backend {self.backend} needs model")
+        return self
+
+
+class RectifySpec(_Model):
+    """The study's three failure patterns of naive distillation, each with a knob."""
+
+    safety_awareness: bool = True
+    """Instruct the teacher to assess risk explicitly before answering (pattern 1)."""
+    max_reasoning_tokens: Optional[int] = Field(1024, ge=16)
+    """Overthinking cap (pattern 2): reasoning longer than this is handled by overlong; null disables."""
+    overlong: OverlongPolicy = OverlongPolicy.regenerate
+    """What to do with reasoning over maxReasoningTokens: regenerate, truncate or drop."""
+    consistency_filter: bool = True
+    """Reject samples whose reasoning concludes refusal while the answer complies, or the reverse (pattern 3)."""
+    max_attempts: int = Field(3, ge=1, le=20)
+    """Generation attempts per prompt before the sample is rejected."""
+    refusal_text: str = "I'm sorry, but I can't help with that. This request could cause serious harm, so I won't provide it."
+    """Refusal used when a fixed refusal is configured (template style with templateRefusal fixed)."""
+
+
+class DistillSpec(_Model):
+    prompts: str = "builtin:demo-safety"
+    """Safety prompt set (JSONL or JSON with a prompt or query field): file://, s3://, a path, or builtin:demo-safety."""
+    prompt_field: Optional[str] = None
+    """Field holding the prompt; default: prompt, then query."""
+    math_prompts: Optional[str] = None
+    """Optional math prompt set distilled by the same teacher (problem or prompt field)."""
+    limit: Optional[int] = Field(None, ge=1)
+    """Use only the first N prompts."""
+    style: Style = Style.improved
+    """Reasoning style: default, realsafe, improved, short, template or nocot."""
+    rectify: RectifySpec = Field(default_factory=RectifySpec)
+    """Failure-pattern rectification."""
+    template_labeller: Labeller = Labeller.teacher
+    """Template style: who fills the 8-category checklist: the teacher, the guard judge, or labels carried in the prompt file (categories field)."""
+    template_refusal: str = Field("fixed", pattern="^(fixed|teacher)$")
+    """Template style: the answer for an unsafe verdict: fixed (rectify.refusalText) or teacher (asked to refuse)."""
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+    """Teacher sampling."""
+    shards: int = Field(1, ge=1, le=1024)
+    """Indexed-Job completions; each shard distills a disjoint slice and resumes on restart."""
+
+
+class MixSpec(_Model):
+    safety_source: Optional[str] = None
+    """Safety samples: default the distill stage's output; or a JSONL in the same schema (prompt and response fields)."""
+    safety_count: int = Field(1000, ge=0)
+    """Safety samples drawn (the study: 1000 or 400)."""
+    math_source: Optional[str] = "builtin:synthetic-math"
+    """Math CoT samples: distill (the distill stage's math output), a JSONL with prompt/response (or messages), or builtin:synthetic-math."""
+    math_count: int = Field(4000, ge=0)
+    """Math samples drawn (the study: 4000)."""
+    seed: int = 42
+    """Sampling seed; the same seed gives the same mixture."""
+    system_prompt: bool = False
+    """Prepend the style's system prompt to each training conversation."""
+    heldout_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    """Fraction kept aside as a validation split."""
+    max_length: Optional[int] = Field(None, ge=32)
+    """Token cap for a sample; default train.maxLength."""
+    overlength: OverlongPolicy = OverlongPolicy.drop
+    """Samples over maxLength: drop or truncate (regenerate is not possible here)."""
+
+    @model_validator(mode="after")
+    def _math(self):
+        if self.math_count > 0 and not self.math_source:
+            raise ValueError("mathCount > 0 needs mathSource (or set mathCount: 0)")
+        if self.overlength == OverlongPolicy.regenerate.value:
+            raise ValueError("overlength must be drop or truncate")
+        return self
+
+
+class LoraSpec(_Model):
+    r: int = Field(16, ge=1, le=1024)
+    """LoRA rank."""
+    alpha: int = Field(32, ge=1)
+    """LoRA scaling alpha."""
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    """LoRA dropout."""
+    target_modules: list[str] = Field(default_factory=lambda: ["all-linear"])
+    """Modules to adapt (peft names; all-linear adapts every linear layer)."""
+    merge: bool = True
+    """Merge adapters into the final model so it loads without peft."""
+
+
+class TrainSpec(_Model):
+    method: TrainMethod = TrainMethod.full
+    """full fine-tune or lora."""
+    lora: Optional[LoraSpec] = None
+    """LoRA options (method lora only)."""
+    deepspeed: DeepSpeedStage = DeepSpeedStage.zero2
+    """DeepSpeed ZeRO stage (the study used ZeRO-2); none trains without DeepSpeed."""
+    offload: bool = False
+    """Offload optimizer state (and ZeRO-3 parameters) to CPU."""
+    epochs: float = Field(1.0, gt=0.0)
+    """Training epochs."""
+    max_steps: Optional[int] = Field(None, ge=1)
+    """Stop after this many optimizer steps (overrides epochs)."""
+    learning_rate: float = Field(5e-6, gt=0.0, lt=1.0)
+    """Peak learning rate."""
+    lr_scheduler: str = Field("cosine", pattern="^(cosine|linear|constant|constant_with_warmup)$")
+    """Learning-rate schedule."""
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    """Warmup fraction of the steps."""
+    max_length: int = Field(4096, ge=32, le=262144)
+    """Maximum tokens per training sample."""
+    per_device_batch_size: int = Field(2, ge=1, le=1024)
+    """Sequences per device per micro-step."""
+    gradient_accumulation: int = Field(8, ge=1, le=4096)
+    """Micro-steps per optimizer step."""
+    gradient_checkpointing: bool = True
+    """Recompute activations to save memory."""
+    packing: bool = False
+    """Padding-free packing of samples into micro-batches (variable-length attention)."""
+    liger: bool = False
+    """Liger fused kernels (fused linear cross-entropy), GPU only."""
+    assistant_only_loss: bool = True
+    """Compute the loss on assistant tokens only."""
+    precision: Precision = Precision.auto
+    """auto: bf16 on GPU, fp32 on CPU."""
+    nodes: int = Field(1, ge=1, le=512)
+    """Nodes for the train job; > 1 runs an Indexed Job with a headless Service for rendezvous."""
+    gpus_per_node: Optional[int] = Field(None, ge=1, le=16)
+    """GPUs per node (torchrun nproc); needed when nodes > 1; default 1."""
+    save_steps: Optional[int] = Field(None, ge=1)
+    """Checkpoint every N steps (uploaded to the store for resume); default: once per epoch."""
+    seed: int = 42
+    """Training seed."""
+    logging_steps: int = Field(1, ge=1)
+    """Log (and record in the loss curve) every N steps."""
+
+    @model_validator(mode="after")
+    def _cross(self):
+        if self.nodes > 1 and self.gpus_per_node is None:
+            raise ValueError("nodes > 1 needs gpusPerNode")
+        if self.lora is not None and self.method != TrainMethod.lora.value:
+            raise ValueError("lora options are only valid with method: lora")
+        if self.method == TrainMethod.lora.value and self.lora is None:
+            self.lora = LoraSpec()
+        return self
+
+
+class JudgeSpec(_Model):
+    kind: JudgeKind = JudgeKind.refusal
+    """refusal (phrase matcher), guard (Llama-Guard-style classifier) or llm (rubric over an OpenAI-compatible endpoint)."""
+    model: Optional[str] = None
+    """Guard model reference (kind guard), or the model name sent to the endpoint (kind llm)."""
+    endpoint: Optional[str] = None
+    """OpenAI-compatible base URL (kind llm)."""
+    api_key_secret_ref: Optional[SecretRef] = None
+    """Secret holding the endpoint's API key (kind llm)."""
+
+    @model_validator(mode="after")
+    def _needs(self):
+        if self.kind == JudgeKind.guard.value and not self.model:
+            raise ValueError("kind guard needs model (e.g. meta-llama/Llama-Guard-3-8B)")
+        if self.kind == JudgeKind.llm.value and not self.endpoint:
+            raise ValueError("kind llm needs endpoint")
+        return self
+
+
+class BenchmarkSpec(_Model):
+    name: BenchmarkName
+    """advbench, advbench-pap, advbench-pair, xstest, math500, aime or custom."""
+    path: Optional[str] = None
+    """Data file (file://, s3:// or path); default: <evaluate.dataRoot>/<the benchmark's usual file>."""
+    kind: Optional[BenchmarkKind] = None
+    """custom only: harmful, benign or math."""
+    limit: Optional[int] = Field(None, ge=1)
+    """Use only the first N items."""
+
+    @model_validator(mode="after")
+    def _custom(self):
+        if self.name == BenchmarkName.custom.value and (self.kind is None or self.path is None):
+            raise ValueError("custom benchmarks need kind and path")
+        return self
+
+
+class PairSpec(_Model):
+    streams: int = Field(5, ge=1, le=64)
+    """Parallel attacker conversations per request."""
+    iterations: int = Field(5, ge=1, le=64)
+    """Refinement rounds per stream."""
+    attacker: Optional[str] = None
+    """Attacker model reference; default: the teacher."""
+
+
+def _default_benchmarks() -> list[BenchmarkSpec]:
+    return [BenchmarkSpec(name=n) for n in ("advbench", "xstest", "math500")]
+
+
+class EvaluateSpec(_Model):
+    benchmarks: list[BenchmarkSpec] = Field(default_factory=_default_benchmarks, min_length=1)
+    """Benchmarks to run."""
+    data_root: Optional[str] = None
+    """Directory holding the benchmark files (advbench_subset50.jsonl, xstest_safe250.jsonl, math500.jsonl, aime2024.jsonl)."""
+    judge: JudgeSpec = Field(default_factory=JudgeSpec)
+    """How responses are judged."""
+    backend: Backend = Backend.vllm
+    """Generation backend for the evaluated models."""
+    sampling: SamplingSpec = Field(default_factory=lambda: SamplingSpec(temperature=0.0, max_tokens=8192))
+    """Sampling for evaluation (greedy by default)."""
+    compare_base: bool = True
+    """Also evaluate the untrained student and report deltas."""
+    pair: PairSpec = Field(default_factory=PairSpec)
+    """PAIR attack settings (advbench-pair)."""
+    gpus: int = Field(1, ge=0, le=64)
+    """GPUs for the evaluate pod."""
+
+    @model_validator(mode="after")
+    def _paths(self):
+        for i, b in enumerate(self.benchmarks):
+            if b.path is None and self.data_root is None:
+                raise ValueError(f"benchmarks[{i}] ({b.name}) has no path: set evaluate.dataRoot or benchmarks[{i}].path")
+        return self
+
+
+class Toleration(_Model):
+    model_config = ConfigDict(extra="allow", alias_generator=to_camel, populate_by_name=True)
+    key: Optional[str] = None
+    operator: Optional[str] = None
+    value: Optional[str] = None
+    effect: Optional[str] = None
+    toleration_seconds: Optional[int] = None
+
+
+class ResourcesSpec(_Model):
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node selector for every stage pod."""
+    tolerations: list[Toleration] = Field(default_factory=list)
+    """Tolerations for every stage pod (e.g. nvidia.com/gpu)."""
+    priority_class_name: Optional[str] = None
+    """PriorityClass for stage pods."""
+    queue: Optional[str] = None
+    """Kueue LocalQueue: copied as the kueue.x-k8s.io/queue-name label onto each stage Job."""
+    cpu: str = "8"
+    """CPU request per stage pod."""
+    memory: str = "64Gi"
+    """Memory request per stage pod."""
+    shm_size: str = "16Gi"
+    """Size of the /dev/shm emptyDir (NCCL, dataloaders)."""
+    backoff_limit: int = Field(2, ge=0, le=20)
+    """Retries of a stage after a transient failure before the experiment fails."""
+    ttl_seconds_after_finished: Optional[int] = Field(None, ge=0)
+    """Delete finished Jobs after this many seconds."""
+
+
+class ImagesSpec(_Model):
+    worker: str = "ghcr.io/lrm-safety/worker:0.1.0"
+    """Image every stage pod runs."""
+    pull_policy: str = Field("IfNotPresent", pattern="^(Always|IfNotPresent|Never)$")
+    """imagePullPolicy of stage containers."""
+
+
+class SafetyExperimentSpec(_Model):
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    """Where artifacts go."""
+    student: StudentSpec = Field(default_factory=StudentSpec)
+    """The model to fine-tune."""
+    teacher: TeacherSpec = Field(default_factory=TeacherSpec)
+    """The model (or endpoint) that writes safety reasoning."""
+    distill: DistillSpec = Field(default_factory=DistillSpec)
+    """Stage 1: safety chain-of-thought distillation."""
+    mix: MixSpec = Field(default_factory=MixSpec)
+    """Stage 2: safety + math mixture."""
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    """Stage 3: supervised fine-tuning."""
+    evaluate: EvaluateSpec = Field(default_factory=lambda: EvaluateSpec(data_root="s3://lrm-safety-data/benchmarks"))
+    """Stage 4: safety, over-refusal and reasoning benchmarks."""
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    """Scheduling and retries for stage pods."""
+    images: ImagesSpec = Field(default_factory=ImagesSpec)
+    """Container images."""
+    suspend: bool = False
+    """Suspend the running stage Job (Kueue-compatible); false resumes it."""
+
+
+# ---------------------------------------------------------------- status
+class Condition(_Model):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", use_enum_values=True)
+    type: str
+    status: str = Field(pattern="^(True|False|Unknown)$")
+    reason: str = ""
+    message: str = ""
+    last_transition_time: Optional[str] = None
+
+
+class StageStatus(_Model):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", use_enum_values=True)
+    state: StageState = StageState.pending
+    job_name: Optional[str] = None
+    attempts: int = 0
+    started_at: Optional[str] = None
+    finished_at: Optional[str] = None
+    artifact_uri: Optional[str] = None
+    message: Optional[str] = None
+    summary: dict[str, Any] = Field(default_factory=dict)
+
+
+class Metrics(_Model):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    asr: Optional[float] = None
+    """Headline attack success rate (advbench, no attack) of the trained model."""
+    over_refusal: Optional[float] = None
+    """Headline over-refusal rate (xstest) of the trained model."""
+    math_accuracy: Optional[float] = None
+    """Headline math accuracy of the trained model."""
+    benchmarks: dict[str, Any] = Field(default_factory=dict)
+    """Per benchmark: trained, base and delta values."""
+
+
+class SafetyExperimentStatus(_Model):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", use_enum_values=True)
+    phase: Phase = Phase.pending
+    stage: Optional[str] = None
+    stages: dict[str, StageStatus] = Field(default_factory=dict)
+    metrics: Metrics = Field(default_factory=Metrics)
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: Optional[int] = None
+    message: Optional[str] = None
+
+
+# ---------------------------------------------------------------- loading and validation
+class SpecError(ValueError):
+    """A spec failed validation; `lines` are `spec.a.b: message` strings, one per problem."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+        super().__init__("\n".join(lines))
+
+
+def _loc_path(loc: tuple) -> str:
+    out = "spec"
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def format_errors(err: ValidationError) -> list[str]:
+    lines = []
+    for e in err.errors():
+        msg = e["msg"]
+        for prefix in ("Value error, ", "Assertion failed, "):
+            msg = msg.removeprefix(prefix)
+        for long, short in (("greater than or equal to", ">="), ("less than or equal to", "<="),
+                            ("greater than", ">"), ("less than", "<")):
+            if msg.startswith(f"Input should be {long}"):
+                msg = msg.replace(f"Input should be {long}", f"must be {short}")
+                break
+        if msg == "Extra inputs are not permitted":
+            msg = "unknown field (check spelling; fields are camelCase)"
+        lines.append(f"{_loc_path(tuple(e['loc']))}: {msg}")
+    return lines
+
+
+def parse_spec(data: dict[str, Any] | None) -> SafetyExperimentSpec:
+    try:
+        return SafetyExperimentSpec.model_validate(data or {})
+    except ValidationError as e:
+        raise SpecError(format_errors(e)) from None
+
+
+class Experiment(BaseModel):
+    """A whole SafetyExperiment document: name plus validated spec."""
+
+    name: str
+    namespace: str = "default"
+    spec: SafetyExperimentSpec
+    raw: dict[str, Any] = Field(default_factory=dict, exclude=True)
+
+    @classmethod
+    def from_manifest(cls, doc: dict[str, Any]) -> "Experiment":
+        problems = []
+        if doc.get("apiVersion") != f"{API_GROUP}/{API_VERSION}":
+            problems.append(f"apiVersion: must be {API_GROUP}/{API_VERSION}")
+        if doc.get("kind") != KIND:
+            problems.append(f"kind: must be {KIND}")
+        meta = doc.get("metadata") or {}
+        name = meta.get("name")
+        if not name or not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?", str(name)):
+            problems.append("metadata.name: required, lowercase DNS label of at most 42 characters (it prefixes Job names)")
+        try:
+            spec = parse_spec(doc.get("spec"))
+        except SpecError as e:
+            problems.extend(e.lines)
+            spec = None
+        if problems:
+            raise SpecError(problems)
+        return cls(name=name, namespace=meta.get("namespace") or "default", spec=spec, raw=doc)
+
+    @classmethod
+    def load(cls, path: str) -> "Experiment":
+        import yaml
+
+        with open(path) as f:
+            docs = [d for d in yaml.safe_load_all(f) if d]
+        if len(docs) != 1:
+            raise SpecError([f"{path}: expected one SafetyExperiment document, found {len(docs)}"])
+        return cls.from_manifest(docs[0])
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {
+            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+            "kind": KIND,
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "spec": spec_dict(self.spec),
+        }
+
+
+def spec_dict(spec: BaseModel) -> dict[str, Any]:
+    return spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def config_hash(*parts: Any) -> str:
+    """Stable hash of spec sections (and upstream hashes): a stage is redone only when this changes."""
+    norm = [spec_dict(p) if isinstance(p, BaseModel) else p for p in parts]
+    return hashlib.sha256(json.dumps(norm, sort_keys=True, default=str).encode()).hexdigest()[:16]

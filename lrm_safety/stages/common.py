@@ -1,0 +1,115 @@
+"""What every stage shares: the experiment, its store, prefixes, config hashes, inputs."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from ..spec import Experiment, config_hash
+from ..store import Store, open_store, parse_jsonl, read_uri_bytes
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+BUILTIN_DATA = {
+    "builtin:demo-safety": DATA_DIR / "demo_safety.jsonl",
+    "builtin:demo-eval-harmful": DATA_DIR / "demo_eval_harmful.jsonl",
+    "builtin:demo-eval-benign": DATA_DIR / "demo_eval_benign.jsonl",
+}
+
+
+@dataclass
+class StageContext:
+    exp: Experiment
+    base_dir: Path = field(default_factory=Path.cwd)
+    _store: Optional[Store] = None
+
+    @property
+    def spec(self):
+        return self.exp.spec
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            s = self.spec.storage
+            self._store = open_store(s.uri, endpoint=s.endpoint, region=s.region, base_dir=self.base_dir)
+        return self._store
+
+    def prefix(self, stage: str) -> str:
+        return f"{self.exp.name}/{stage}"
+
+    def hash(self, stage: str) -> str:
+        """Each stage's hash covers its own config and its upstream's hash, so a change reruns downstream."""
+        s = self.spec
+        if stage == "distill":
+            return config_hash("distill", s.teacher, s.distill)
+        if stage == "mix":
+            return config_hash("mix", s.mix, s.student.model, s.train.max_length, self.hash("distill"))
+        if stage == "train":
+            return config_hash("train", s.student, s.train, self.hash("mix"))
+        if stage == "evaluate":
+            return config_hash("evaluate", s.evaluate, s.student, self.hash("train"))
+        raise ValueError(stage)
+
+    def is_done(self, stage: str) -> bool:
+        return self.store.is_done(self.prefix(stage), self.hash(stage))
+
+    def require(self, stage: str) -> dict:
+        """The upstream stage's manifest, or a clear error if it has not finished with this config."""
+        if not self.is_done(stage):
+            raise RuntimeError(f"stage {stage} has not finished for this spec (no matching "
+                               f"{self.store.uri(self.prefix(stage))}/_SUCCESS.json); run it first")
+        return self.store.read_manifest(self.prefix(stage))
+
+    def read_rows(self, uri: str) -> list[dict]:
+        """Rows of a JSONL or JSON data file named by URI, path or builtin: name."""
+        if uri == "builtin:synthetic-math-eval":
+            from ..mathgen import synthetic_math
+
+            # A seed far from any mix seed: evaluation problems the demo never trains on.
+            return [{"problem": r["prompt"], "answer": r["reference"]} for r in synthetic_math(200, seed=1_000_003)]
+        if uri in BUILTIN_DATA:
+            data = BUILTIN_DATA[uri].read_bytes()
+        elif uri.startswith("builtin:"):
+            raise ValueError(f"unknown builtin data set {uri!r}; known: {', '.join(BUILTIN_DATA)}")
+        else:
+            data = read_uri_bytes(uri, endpoint=self.spec.storage.endpoint, base_dir=self.base_dir)
+        text = data.decode().strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return parse_jsonl(data)
+
+
+def write_termination_summary(summary: dict, path: str = "/dev/termination-log") -> None:
+    """Kubernetes copies this file into the pod status; the operator reads it into the experiment."""
+    path = os.environ.get("LRM_SAFETY_TERMINATION_LOG", path)
+    text = json.dumps(summary, separators=(",", ":"), default=str)
+    if len(text) > 3500:  # the kubelet keeps 4 KiB
+        text = json.dumps({k: v for k, v in summary.items() if k in ("stage", "counts", "metrics")},
+                          separators=(",", ":"), default=str)[:3500]
+    try:
+        with open(path, "w") as f:
+            f.write(text + "\n")
+    except OSError:
+        pass
+
+
+def token_counter(model_dir: Optional[Path]):
+    """Token counts with the model's tokenizer when we have one; a words-based estimate otherwise."""
+    if model_dir is not None:
+        try:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(model_dir)
+            return lambda text: len(tok(text, add_special_tokens=False)["input_ids"]), tok
+        except Exception:
+            pass
+    return lambda text: int(len(text.split()) * 4 / 3) + 1, None
+
+
+def length_stats(lengths: list[int]) -> dict:
+    if not lengths:
+        return {"n": 0}
+    s = sorted(lengths)
+    pick = lambda q: s[min(len(s) - 1, int(q * len(s)))]  # noqa: E731
+    return {"n": len(s), "mean": round(sum(s) / len(s), 1), "p50": pick(0.5), "p90": pick(0.9), "max": s[-1]}

@@ -1,0 +1,295 @@
+"""distill: the teacher writes safety reasoning in the chosen style, with the study's failure patterns rectified.
+
+Shard i of N takes prompts i, i+N, ... Results are written in small atomic part files under a
+directory keyed by the config hash, so a restarted shard skips what it already wrote, a changed
+config never mixes with old parts, and no shard writes another's files.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Optional
+
+from rich.console import Console
+from tqdm.auto import tqdm
+
+from .. import styles
+from ..generation import Sampling, make_generator
+from ..judges.refusal import judge_consistency
+from ..judges.math import extract_boxed, answers_match
+from ..models import resolve_model
+from .common import StageContext, length_stats, token_counter, write_termination_summary
+
+console = Console(stderr=True)
+STAGE = "distill"
+MATH_SYSTEM = ("You are a helpful assistant. Reason step by step between <think> and </think>, then give the final "
+               "answer after </think> with the result in \\boxed{}.")
+
+
+def load_prompts(ctx: StageContext) -> list[dict]:
+    """Safety prompts then math prompts, each with a stable id (a hash of the text)."""
+    d = ctx.spec.distill
+    out = []
+    for source, kind in ((d.prompts, "safety"), (d.math_prompts, "math")):
+        if not source:
+            continue
+        rows = ctx.read_rows(source)
+        if d.limit:
+            rows = rows[: d.limit]
+        for n, row in enumerate(rows):
+            field = d.prompt_field if d.prompt_field and kind == "safety" else None
+            text = row.get(field) if field else (row.get("prompt") or row.get("query") or row.get("problem"))
+            if not text:
+                raise ValueError(f"{source} row {n}: no {field or 'prompt/query/problem'} field "
+                                 f"(set distill.promptField to the field that holds the prompt)")
+            rec = {"id": f"{kind[0]}{hashlib.sha256(text.encode()).hexdigest()[:12]}", "kind": kind, "prompt": text}
+            for key in ("categories", "label", "answer"):
+                if key in row:
+                    rec[key] = row[key]
+            out.append(rec)
+    seen, unique = set(), []
+    for rec in out:
+        if rec["id"] not in seen:
+            seen.add(rec["id"])
+            unique.append(rec)
+    return unique
+
+
+def _harmful(rec: dict) -> Optional[bool]:
+    if "label" in rec:
+        return str(rec["label"]).lower() in ("harmful", "unsafe", "true", "1")
+    if "categories" in rec:
+        return bool(rec["categories"])
+    return None
+
+
+class Distiller:
+    """Builds one sample per prompt, regenerating rejected ones up to maxAttempts."""
+
+    def __init__(self, ctx: StageContext, generator, count_tokens):
+        self.ctx = ctx
+        self.d = ctx.spec.distill
+        self.r = self.d.rectify
+        self.gen = generator
+        self.count = count_tokens
+        self.base_sampling = Sampling.from_spec(self.d.sampling)
+
+    def _sampling(self, attempt: int) -> Sampling:
+        s = self.base_sampling
+        # A retry of a greedy config would reproduce the same text: sample instead.
+        temp = s.temperature if s.temperature > 0 or attempt == 0 else 0.7
+        return Sampling(temperature=temp, top_p=s.top_p if s.temperature > 0 else 0.95, max_tokens=s.max_tokens,
+                        seed=s.seed + 1000 * attempt, batch_size=s.batch_size)
+
+    def _ask(self, messages: list[list[dict]], attempt: int, desc: str, max_tokens: Optional[int] = None) -> list[str]:
+        if not messages:
+            return []
+        s = self._sampling(attempt)
+        if max_tokens:
+            s = Sampling(s.temperature, s.top_p, max_tokens, s.seed, s.batch_size)
+        return self.gen.generate(messages, s, desc=desc)
+
+    def _template_verdicts(self, recs: list[dict], attempt: int) -> list[dict]:
+        how = self.d.template_labeller
+        if how == "labels":
+            return [styles.verdicts_from_labels(r.get("categories", [])) for r in recs]
+        if how == "teacher":
+            texts = self._ask([[{"role": "user", "content": styles.CHECKLIST_PROMPT.format(prompt=r["prompt"])}]
+                               for r in recs], attempt, "checklist", max_tokens=160)
+            return [styles.parse_checklist(t) for t in texts]
+        from ..judges.guard import GuardJudge
+
+        guard = GuardJudge.from_spec(self.ctx.spec.evaluate.judge, base_dir=self.ctx.base_dir)
+        return [guard.categories(r["prompt"]) for r in recs]
+
+    def _responses(self, recs: list[dict], attempt: int) -> list[str]:
+        """One candidate response per record, in the style's format."""
+        style = self.d.style
+        math = [r for r in recs if r["kind"] == "math"]
+        safety = [r for r in recs if r["kind"] == "safety"]
+        out: dict[str, str] = {}
+        for r, text in zip(math, self._ask([[{"role": "system", "content": MATH_SYSTEM},
+                                             {"role": "user", "content": r["prompt"]}] for r in math], attempt, "math")):
+            out[r["id"]] = text
+        if style == "template":
+            verdicts = self._template_verdicts(safety, attempt)
+            unsafe = [(r, v) for r, v in zip(safety, verdicts) if any(v.values())]
+            safe = [(r, v) for r, v in zip(safety, verdicts) if not any(v.values())]
+            answers = self._ask([styles.teacher_messages("template", r["prompt"]) for r, _ in safe], attempt, "answer")
+            for (r, v), a in zip(safe, answers):
+                out[r["id"]] = styles.format_response(styles.template_reasoning(v), a)
+            if self.d.template_refusal == "teacher":
+                refusals = self._ask([[{"role": "user", "content": styles.REFUSE_PROMPT.format(prompt=r["prompt"])}]
+                                      for r, _ in unsafe], attempt, "refusal")
+            else:
+                refusals = [self.r.refusal_text] * len(unsafe)
+            for (r, v), a in zip(unsafe, refusals):
+                out[r["id"]] = styles.format_response(styles.template_reasoning(v), a)
+                r["_verdict_unsafe"] = True
+        else:
+            sys_style = "nocot" if style == "nocot" else style
+            texts = self._ask([styles.teacher_messages(sys_style, r["prompt"], self.r.safety_awareness) for r in safety],
+                              attempt, style)
+            for r, t in zip(safety, texts):
+                out[r["id"]] = styles.nocot_response(styles.parse_response(t)[1]) if style == "nocot" else t
+        return [out[r["id"]] for r in recs]
+
+    def _check(self, rec: dict, response: str) -> tuple[bool, Optional[str], str, dict, bool]:
+        """(accepted, reason, response, verdicts, retry): apply the rectification filters to one candidate."""
+        reasoning, answer = styles.parse_response(response)
+        verdicts: dict = {}
+        if rec["kind"] == "math":
+            if reasoning is None:
+                return False, "missing_reasoning", response, verdicts, True
+            if "answer" in rec:
+                got = extract_boxed(answer) or extract_boxed(reasoning)
+                verdicts["correct"] = bool(got) and answers_match(got, str(rec["answer"]))
+                if not verdicts["correct"]:
+                    return False, "wrong_answer", response, verdicts, True
+            return True, None, response, verdicts, False
+        if self.d.style != "nocot" and reasoning is None:
+            return False, "missing_reasoning", response, verdicts, True
+        limit = self.r.max_reasoning_tokens
+        if limit and reasoning and self.count(reasoning) > limit:
+            if self.r.overlong == "truncate":
+                words = reasoning.split()
+                while words and self.count(" ".join(words)) > limit:
+                    words = words[: int(len(words) * 0.9)]
+                response = styles.format_response(" ".join(words), answer)
+                verdicts["truncated"] = True
+            else:
+                return False, "overthinking", response, verdicts, self.r.overlong == "regenerate"
+        if self.r.consistency_filter:
+            ok, reason, v = judge_consistency(response, _harmful(rec))
+            verdicts.update(v)
+            if not ok:
+                return False, reason, response, verdicts, True
+        return True, None, response, verdicts, False
+
+    def run(self, recs: list[dict]) -> tuple[list[dict], dict]:
+        """Distil a batch of records; returns (results, rejection counts by reason)."""
+        reasons: dict[str, int] = {}
+        results: dict[str, dict] = {}
+        pending = list(recs)
+        for attempt in range(self.r.max_attempts):
+            if not pending:
+                break
+            retry = []
+            for rec, response in zip(pending, self._responses(pending, attempt)):
+                ok, reason, response, verdicts, again = self._check(rec, response)
+                reasoning, answer = styles.parse_response(response)
+                results[rec["id"]] = {
+                    **{k: v for k, v in rec.items() if not k.startswith("_")},
+                    "style": self.d.style, "reasoning": reasoning or "", "answer": answer, "response": response,
+                    "attempts": attempt + 1, "accepted": ok, "reason": reason, "verdicts": verdicts,
+                }
+                if not ok:
+                    reasons[reason] = reasons.get(reason, 0) + 1
+                    if again:
+                        retry.append(rec)
+            pending = retry
+        return [results[r["id"]] for r in recs], reasons
+
+
+def _parts_prefix(ctx: StageContext, shard: int) -> str:
+    return f"{ctx.prefix(STAGE)}/parts-{ctx.hash(STAGE)}/shard-{shard:05d}"
+
+
+def shard_key(ctx: StageContext, shard: int) -> str:
+    return f"{ctx.prefix(STAGE)}/shard-{shard:05d}.jsonl"
+
+
+def run_shard(ctx: StageContext, shard: int = 0, num_shards: Optional[int] = None) -> dict:
+    num_shards = num_shards or ctx.spec.distill.shards
+    if not 0 <= shard < num_shards:
+        raise ValueError(f"--shard {shard} is outside 0..{num_shards - 1}")
+    store, parts = ctx.store, _parts_prefix(ctx, shard)
+    done_key = f"{parts}/_DONE.json"
+    if store.exists(done_key):
+        console.print(f"[green]distill shard {shard}: already complete, skipping")
+        return store.read_json(done_key)
+    mine = [r for i, r in enumerate(load_prompts(ctx)) if i % num_shards == shard]
+    part_keys = [k for k in store.list(parts + "/") if k.endswith(".jsonl")]
+    done_ids = {row["id"] for k in part_keys for row in store.read_jsonl(k)}
+    todo = [r for r in mine if r["id"] not in done_ids]
+    console.print(f"distill shard {shard}/{num_shards}: {len(mine)} prompts, {len(mine) - len(todo)} already done")
+    reasons: dict[str, int] = {}
+    if todo:
+        t = ctx.spec.teacher
+        model = t.model if t.backend == "openai" else str(resolve_model(t.model, endpoint=ctx.spec.storage.endpoint,
+                                                                       base_dir=ctx.base_dir))
+        count, _ = token_counter(None if t.backend == "openai" else model)
+        gen = make_generator(t.backend, model, endpoint=t.endpoint, tensor_parallel=t.tensor_parallel,
+                             max_model_len=t.max_model_len, gpu_memory_utilization=t.gpu_memory_utilization,
+                             max_concurrency=t.max_concurrency, seed=ctx.spec.distill.sampling.seed)
+        distiller = Distiller(ctx, gen, count)
+        step = max(ctx.spec.distill.sampling.batch_size, 1)
+        next_part = len(part_keys)
+        with tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"distill shard {shard}", unit="prompt") as bar:
+            for start in range(0, len(todo), step):
+                rows, rej = distiller.run(todo[start:start + step])
+                for k, v in rej.items():
+                    reasons[k] = reasons.get(k, 0) + v
+                store.write_jsonl(f"{parts}/part-{next_part:05d}.jsonl", rows)  # atomic: resume point
+                next_part += 1
+                bar.update(len(rows))
+        gen.close()
+    rows = [row for k in sorted(k for k in store.list(parts + "/") if k.endswith(".jsonl")) for row in store.read_jsonl(k)]
+    order = {r["id"]: i for i, r in enumerate(mine)}
+    rows.sort(key=lambda r: order.get(r["id"], 1 << 30))
+    store.write_jsonl(shard_key(ctx, shard), rows)
+    summary = {"shard": shard, "prompts": len(mine), "accepted": sum(r["accepted"] for r in rows),
+               "rejected": sum(not r["accepted"] for r in rows), "regenerations": sum(r["attempts"] - 1 for r in rows),
+               "rejectionReasons": reasons}
+    store.write_json(done_key, summary)
+    return summary
+
+
+def finalize(ctx: StageContext) -> Optional[dict]:
+    """Write the stage manifest once every shard is complete (any shard, or the runner, may call this)."""
+    store, n = ctx.store, ctx.spec.distill.shards
+    summaries = []
+    for shard in range(n):
+        key = f"{_parts_prefix(ctx, shard)}/_DONE.json"
+        if not store.exists(key):
+            return None
+        summaries.append(store.read_json(key))
+    rows = [row for s in range(n) for row in store.read_jsonl(shard_key(ctx, s))]
+    reasons: dict[str, int] = {}  # every rejected attempt, by reason
+    for s in summaries:
+        for k, v in s.get("rejectionReasons", {}).items():
+            reasons[k] = reasons.get(k, 0) + v
+    count = lambda text: int(len(text.split()) * 4 / 3) + 1  # noqa: E731
+    counts = {
+        "prompts": len(rows),
+        "accepted": sum(r["accepted"] for r in rows),
+        "rejected": sum(not r["accepted"] for r in rows),
+        "acceptedSafety": sum(r["accepted"] and r["kind"] == "safety" for r in rows),
+        "acceptedMath": sum(r["accepted"] and r["kind"] == "math" for r in rows),
+        "regenerations": sum(r["attempts"] - 1 for r in rows),
+        "rejectionReasons": reasons,
+    }
+    accepted = [r for r in rows if r["accepted"]]
+    metrics = {"reasoningTokens": length_stats([count(r["reasoning"]) for r in accepted]),
+               "answerTokens": length_stats([count(r["answer"]) for r in accepted])}
+    manifest = store.write_manifest(ctx.prefix(STAGE), stage=STAGE, config_hash=ctx.hash(STAGE),
+                                    files=[shard_key(ctx, s) for s in range(n)], counts=counts, metrics=metrics,
+                                    extra={"style": ctx.spec.distill.style, "shards": n})
+    return manifest
+
+
+def run(ctx: StageContext, shard: Optional[int] = None, num_shards: Optional[int] = None) -> dict:
+    if ctx.is_done(STAGE):
+        console.print("[green]distill: manifest matches this spec, skipping")
+        return {"stage": STAGE, "skipped": True}
+    shards = [shard] if shard is not None else list(range(ctx.spec.distill.shards))
+    results = [run_shard(ctx, s, num_shards) for s in shards]
+    manifest = finalize(ctx)
+    summary = {"stage": STAGE, "shards": results, "counts": manifest["counts"] if manifest else {}}
+    write_termination_summary({"stage": STAGE, "counts": summary["counts"] or results[-1]})
+    return summary
+
+
+def accepted_rows(ctx: StageContext, kind: str) -> list[dict]:
+    manifest = ctx.require(STAGE)
+    rows = [row for s in range(manifest.get("shards", 1)) for row in ctx.store.read_jsonl(shard_key(ctx, s))]
+    return [r for r in rows if r["accepted"] and r["kind"] == kind]

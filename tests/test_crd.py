@@ -1,0 +1,52 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from lrm_safety.crd import crd, crd_yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_committed_crd_is_fresh():
+    committed = (REPO / "crds" / "safetyexperiment.yaml").read_text()
+    assert committed == crd_yaml(), "crds/safetyexperiment.yaml is stale: run `make crd`"
+
+
+def test_crd_validates_strict():
+    r = subprocess.run([str(Path(sys.executable).parent / "kubernetes-validate"), "--strict",
+                        str(REPO / "crds" / "safetyexperiment.yaml")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "passed" in r.stdout
+
+
+def test_crd_shape():
+    c = crd()
+    v = c["spec"]["versions"][0]
+    assert c["spec"]["group"] == "lrmsafety.io" and v["name"] == "v1alpha1"
+    assert c["spec"]["names"]["shortNames"] == ["sexp"]
+    assert v["subresources"] == {"status": {}}
+    assert [p["name"] for p in v["additionalPrinterColumns"]] == ["Phase", "Stage", "ASR", "Over-Refusal", "Age"]
+    assert v["additionalPrinterColumns"][0]["jsonPath"] == ".status.phase"
+    spec = v["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    style = spec["properties"]["distill"]["properties"]["style"]
+    assert style["enum"] == ["default", "realsafe", "improved", "short", "template", "nocot"]
+    assert style["default"] == "improved" and style["description"]
+    lr = spec["properties"]["train"]["properties"]["learningRate"]
+    assert lr["minimum"] == 0 and lr["exclusiveMinimum"] is True and lr["default"] == 5e-6
+
+
+def _no_refs(node):
+    if isinstance(node, dict):
+        assert "$ref" not in node and "anyOf" not in node
+        for v in node.values():
+            _no_refs(v)
+    elif isinstance(node, list):
+        for v in node:
+            _no_refs(v)
+
+
+def test_schema_is_structural():
+    _no_refs(crd())
+    assert yaml.safe_load(crd_yaml())["kind"] == "CustomResourceDefinition"

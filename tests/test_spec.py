@@ -1,0 +1,101 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lrm_safety.spec import Experiment, SafetyExperimentSpec, SpecError, config_hash, parse_spec
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_are_the_study_recipe():
+    s = SafetyExperimentSpec()
+    assert (s.mix.safety_count, s.mix.math_count) == (1000, 4000)
+    t = s.train
+    assert (t.learning_rate, t.lr_scheduler, t.warmup_ratio, t.epochs, t.max_length) == (5e-6, "cosine", 0.0, 1.0, 4096)
+    assert (t.deepspeed, t.per_device_batch_size, t.gradient_accumulation, t.gradient_checkpointing) == ("zero2", 2, 8, True)
+    assert t.precision == "auto" and t.assistant_only_loss
+    assert [b.name for b in s.evaluate.benchmarks] == ["advbench", "xstest", "math500"]
+    assert s.distill.style == "improved"
+    r = s.distill.rectify
+    assert r.safety_awareness and r.consistency_filter and r.max_reasoning_tokens
+
+
+def test_camel_case_round_trip():
+    s = parse_spec({"train": {"learningRate": 1e-5, "gradientAccumulation": 4}, "distill": {"style": "short"}})
+    assert s.train.learning_rate == 1e-5 and s.train.gradient_accumulation == 4 and s.distill.style == "short"
+    dumped = s.model_dump(mode="json", by_alias=True)
+    assert dumped["train"]["learningRate"] == 1e-5
+
+
+@pytest.mark.parametrize("spec,expected", [
+    ({"train": {"learningRate": -1}}, "spec.train.learningRate: must be > 0"),
+    ({"train": {"nodes": 2}}, "spec.train: Value error" if False else "nodes > 1 needs gpusPerNode"),
+    ({"train": {"lora": {"r": 8}}}, "lora options are only valid with method: lora"),
+    ({"distill": {"shards": 0}}, "spec.distill.shards: must be >= 1"),
+    ({"distill": {"style": "verbose"}}, "spec.distill.style: Input should be"),
+    ({"distill": {"stlye": "short"}}, "spec.distill.stlye: unknown field"),
+    ({"teacher": {"backend": "openai"}}, "backend openai needs endpoint"),
+    ({"mix": {"mathSource": None}}, "mathCount > 0 needs mathSource"),
+    ({"evaluate": {"benchmarks": [{"name": "advbench"}]}}, "set evaluate.dataRoot or benchmarks[0].path"),
+    ({"evaluate": {"dataRoot": "/d", "judge": {"kind": "guard"}}}, "kind guard needs model"),
+    ({"storage": {"uri": "gs://b"}}, "uri must start with file:// or s3://"),
+])
+def test_errors_name_the_field(spec, expected):
+    with pytest.raises(SpecError) as e:
+        parse_spec(spec)
+    assert any(expected in line for line in e.value.lines), e.value.lines
+    assert all(line.startswith("spec") for line in e.value.lines)
+
+
+def test_every_error_is_reported():
+    with pytest.raises(SpecError) as e:
+        parse_spec({"train": {"learningRate": 0, "epochs": -1}, "distill": {"shards": 0}})
+    paths = {line.split(":")[0] for line in e.value.lines}
+    assert paths == {"spec.train.learningRate", "spec.train.epochs", "spec.distill.shards"}
+
+
+def test_lora_defaults_filled_for_lora_method():
+    s = parse_spec({"train": {"method": "lora"}})
+    assert s.train.lora.r == 16 and s.train.lora.merge
+
+
+def test_config_hash_tracks_changes():
+    a, b = parse_spec({}), parse_spec({"train": {"learningRate": 1e-5}})
+    assert config_hash(a.train) != config_hash(b.train)
+    assert config_hash(a.mix) == config_hash(b.mix)
+
+
+def test_manifest_checks_header_and_name():
+    with pytest.raises(SpecError) as e:
+        Experiment.from_manifest({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "Bad_Name"}, "spec": {}})
+    text = "\n".join(e.value.lines)
+    assert "apiVersion: must be lrmsafety.io/v1alpha1" in text and "kind: must be SafetyExperiment" in text
+    assert "metadata.name" in text
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "lrm_safety.cli", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("example", ["experiment.yaml", "quickstart.yaml"])
+def test_validate_examples(example):
+    r = _cli("validate", str(REPO / "examples" / example))
+    assert r.returncode == 0, r.stderr
+
+
+def test_validate_broken_copy(tmp_path):
+    doc = yaml.safe_load((REPO / "examples" / "experiment.yaml").read_text())
+    doc["spec"]["train"]["learningRate"] = -0.1
+    doc["spec"]["train"]["nodes"] = 0
+    doc["spec"]["distill"]["style"] = "fancy"
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump(doc))
+    r = _cli("validate", str(broken))
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert "spec.train.learningRate: must be > 0" in lines
+    assert "spec.train.nodes: must be >= 1" in lines
+    assert any(line.startswith("spec.distill.style: ") for line in lines)
