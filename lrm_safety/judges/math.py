@@ -67,8 +67,6 @@ def normalize(ans: str) -> str:
 
 
 def _sympy_value(s: str):
-    import sympy
-
     expr = s
     expr = re.sub(r"\\frac\{([^{}]+)\}\{([^{}]+)\}", r"((\1)/(\2))", expr)
     expr = re.sub(r"\\sqrt\{([^{}]+)\}", r"sqrt(\1)", expr)
@@ -76,7 +74,11 @@ def _sympy_value(s: str):
     expr = expr.replace("{", "(").replace("}", ")")
     if "\\" in expr:
         return None
-    return sympy.sympify(expr)
+    from sympy.parsing.sympy_parser import (implicit_multiplication_application, parse_expr,
+                                            standard_transformations)
+
+    return parse_expr(expr, transformations=standard_transformations + (implicit_multiplication_application,),
+                      evaluate=True)
 
 
 def answers_match(predicted: Optional[str], reference: str) -> bool:

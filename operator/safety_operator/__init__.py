@@ -1,0 +1,1 @@
+"""The lrm-safety Kubernetes operator (kopf). Never runs ML code; needs no GPU."""

@@ -1,0 +1,38 @@
+"""Operator settings from the environment (the Helm chart sets these)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def _bool(value: str | None, default: bool) -> bool:
+    return default if value is None else value.lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    namespaces: tuple[str, ...] = ()  # empty: all namespaces
+    workers: int = 8
+    resync_seconds: float = 30.0
+    watch_server_timeout: int = 300
+    watch_client_timeout: int = 330
+    peering: bool = False
+    peering_name: str = "lrm-safety"
+    liveness: str = "http://0.0.0.0:8080/healthz"
+    priority: int = 0
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        e = os.environ
+        ns = tuple(n.strip() for n in e.get("LRM_SAFETY_NAMESPACES", "").split(",") if n.strip())
+        return cls(
+            namespaces=ns,
+            workers=int(e.get("LRM_SAFETY_WORKERS", "8")),
+            resync_seconds=float(e.get("LRM_SAFETY_RESYNC_SECONDS", "30")),
+            watch_server_timeout=int(e.get("LRM_SAFETY_WATCH_SERVER_TIMEOUT", "300")),
+            watch_client_timeout=int(e.get("LRM_SAFETY_WATCH_CLIENT_TIMEOUT", "330")),
+            peering=_bool(e.get("LRM_SAFETY_PEERING"), False),
+            peering_name=e.get("LRM_SAFETY_PEERING_NAME", "lrm-safety"),
+            liveness=e.get("LRM_SAFETY_LIVENESS", "http://0.0.0.0:8080/healthz"),
+            priority=int(e.get("LRM_SAFETY_PRIORITY", "0")),
+        )

@@ -1,0 +1,104 @@
+"""A kmock Kubernetes API emulator and the real kopf operator, each in its own thread and event loop."""
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+
+import kmock
+from kmock import ResourceInfo
+
+from lrm_safety.spec import API_GROUP, API_VERSION, KIND, PLURAL
+
+
+class EmulatedCluster:
+    """kmock serving the CRD plus builtin resources. No Job controller: tests move Job status themselves."""
+
+    def __init__(self):
+        self.url = None
+        self.emulator = None
+        self._ready = threading.Event()
+        self._stop = None
+        self._loop = None
+        self._thread = threading.Thread(target=self._main, daemon=True)
+
+    def _main(self):
+        self._loop = asyncio.new_event_loop()
+        self._loop.run_until_complete(self._serve())
+
+    async def _serve(self):
+        self._stop = asyncio.Event()
+        emulator = kmock.KubernetesEmulator()
+        emulator.resources.load_bundled()
+        emulator.resources[f"{API_GROUP}/{API_VERSION}/{PLURAL}"] = ResourceInfo(
+            kind=KIND, singular=KIND.lower(), namespaced=True, shortnames={"sexp"},
+            verbs={"get", "list", "watch", "create", "update", "patch", "delete"}, subresources={"status"})
+        async with emulator, kmock.Server(emulator) as server:
+            self.emulator = emulator
+            self.url = str(server.url).rstrip("/")
+            self._ready.set()
+            await self._stop.wait()
+
+    def __enter__(self):
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("kmock did not start")
+        return self
+
+    def __exit__(self, *exc):
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+class OperatorThread:
+    """The real operator (kopf) against the emulator; stop() and start again to simulate a restart."""
+
+    def __init__(self, url: str, resync: float = 1.0):
+        self.url = url
+        self.resync = resync
+        self.thread = None
+        self.stop_flag = None
+        self.error = None
+
+    def start(self):
+        from safety_operator import kube
+        from safety_operator.settings import Settings
+
+        os.environ["LRM_SAFETY_KUBE_SERVER"] = self.url
+        kube.Api.reset()
+        self.stop_flag, ready = threading.Event(), threading.Event()
+        settings = Settings(resync_seconds=self.resync, workers=4)
+
+        def target():
+            from safety_operator import handlers, main
+
+            handlers.SETTINGS = settings
+            try:
+                main.run(settings, stop_flag=self.stop_flag, ready_flag=ready)
+            except Exception as e:  # surfaced by the tests
+                self.error = e
+
+        self.thread = threading.Thread(target=target, daemon=True)
+        self.thread.start()
+        if not ready.wait(30):
+            raise RuntimeError(f"operator did not become ready: {self.error!r}")
+        return self
+
+    def stop(self):
+        self.stop_flag.set()
+        self.thread.join(30)
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2, what: str = "condition"):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as e:  # noqa: BLE001
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
