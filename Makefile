@@ -39,6 +39,7 @@ test-vllm: $(STAMP)
 
 crd: $(STAMP)
 	$(BIN)/lrm-safety crd > crds/safetyexperiment.yaml
+	$(BIN)/lrm-safety crd --docs > docs/spec.md
 	cp crds/safetyexperiment.yaml charts/lrm-safety-operator/crds/safetyexperiment.yaml
 
 clean:

@@ -29,9 +29,9 @@ def cmd_validate(args) -> int:
 
 
 def cmd_crd(args) -> int:
-    from .crd import crd_yaml
+    from .crd import crd_yaml, spec_docs
 
-    sys.stdout.write(crd_yaml())
+    sys.stdout.write(spec_docs() if args.docs else crd_yaml())
     return 0
 
 
@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--endpoint")
     s.set_defaults(fn=cmd_report)
     s = sub.add_parser("crd", help="print the CRD generated from the spec")
+    s.add_argument("--docs", action="store_true", help="print the spec reference (docs/spec.md) instead")
     s.set_defaults(fn=cmd_crd)
     s = sub.add_parser("operator", help="start the kopf operator")
     s.add_argument("rest", nargs=argparse.REMAINDER)

@@ -316,7 +316,9 @@ class TrainSpec(_Model):
     gradient_checkpointing: bool = True
     """Recompute activations to save memory."""
     packing: bool = False
-    """Padding-free packing of samples into micro-batches (variable-length attention)."""
+    """Padding-free packing of samples into micro-batches (variable-length attention; needs flash-attn)."""
+    optimize: bool = True
+    """Same math, faster execution: length-grouped batches, no DeepSpeed partitioning on a single process, and on GPUs with flash-attn/Liger installed padding-free packing and fused linear cross-entropy."""
     liger: bool = False
     """Liger fused kernels (fused linear cross-entropy), GPU only."""
     assistant_only_loss: bool = True

@@ -110,3 +110,19 @@ def write_experiment(path: Path, name: str, spec: dict) -> Path:
     path.write_text(yaml.safe_dump({"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyExperiment",
                                     "metadata": {"name": name}, "spec": spec}))
     return path
+
+
+def make_ctx(tmp_path: Path, spec: dict, name: str = "exp"):
+    """A StageContext over a file:// store in tmp_path, for calling stages in-process."""
+    from lrm_safety.spec import Experiment
+    from lrm_safety.stages.common import StageContext
+
+    full = {"storage": {"uri": f"file://{tmp_path}/store"}, "evaluate": {"dataRoot": str(SHARED_DATA)}, **spec}
+    doc = {"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyExperiment", "metadata": {"name": name}, "spec": full}
+    path = write_experiment(tmp_path / f"{name}.yaml", name, full)
+    ctx = StageContext(Experiment.from_manifest(doc), base_dir=tmp_path)
+    ctx.spec_path = str(path)
+    return ctx
+
+
+SMOL = "builtin:smollm2-135m-instruct"

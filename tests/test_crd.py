@@ -50,3 +50,13 @@ def _no_refs(node):
 def test_schema_is_structural():
     _no_refs(crd())
     assert yaml.safe_load(crd_yaml())["kind"] == "CustomResourceDefinition"
+
+
+def test_spec_docs_are_fresh_and_complete():
+    from lrm_safety.crd import spec_docs
+
+    text = (REPO / "docs" / "spec.md").read_text()
+    assert text == spec_docs(), "docs/spec.md is stale: run `make crd`"
+    for field in ("spec.train.learningRate", "spec.distill.rectify.maxReasoningTokens", "spec.evaluate.benchmarks[].name",
+                  "spec.resources.queue", "spec.storage.secretRef.name"):
+        assert f"`{field}`" in text

@@ -146,3 +146,10 @@ def test_job_state_and_termination_message():
     assert job_state({"status": {"conditions": [{"type": "Failed", "status": "False"}]}}) == "running"
     assert parse_termination_message('noise\n{"a": 1}\n') == {"a": 1}
     assert parse_termination_message("not json") == {}
+
+
+def test_operator_default_worker_image_applies_only_when_spec_names_none():
+    acts = decide(_body(), {}, {}, default_image="registry.local/worker:7")
+    assert acts.create[1]["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.local/worker:7"
+    own = decide(_body(images={"worker": "mine:1"}), {}, {}, default_image="registry.local/worker:7")
+    assert own.create[1]["spec"]["template"]["spec"]["containers"][0]["image"] == "mine:1"

@@ -222,7 +222,8 @@ def run_shard(ctx: StageContext, shard: int = 0, num_shards: Optional[int] = Non
                              max_model_len=t.max_model_len, gpu_memory_utilization=t.gpu_memory_utilization,
                              max_concurrency=t.max_concurrency, seed=ctx.spec.distill.sampling.seed)
         distiller = Distiller(ctx, gen, count)
-        step = max(ctx.spec.distill.sampling.batch_size, 1)
+        # A part holds several generate batches, so regenerations of its rejects batch well too.
+        step = 4 * max(ctx.spec.distill.sampling.batch_size, 1)
         next_part = len(part_keys)
         with tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"distill shard {shard}", unit="prompt") as bar:
             for start in range(0, len(todo), step):

@@ -86,20 +86,30 @@ def build(ctx: StageContext, count_tokens, tokenizer) -> tuple[dict[str, list[di
             counts[f"{kind}Shortfall"] = want - taken
     counts["duplicatesDropped"] = dupes
     max_len = m.max_length or spec.train.max_length
+    def render(messages) -> str:
+        if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+            return tokenizer.apply_chat_template(messages, tokenize=False)
+        return "\n".join(x["content"] for x in messages)
+
     kept, lengths, over = [], [], 0
     for s in samples:
-        text = (tokenizer.apply_chat_template(s["messages"], tokenize=False) if tokenizer is not None and
-                getattr(tokenizer, "chat_template", None) else "\n".join(x["content"] for x in s["messages"]))
-        n = count_tokens(text)
+        n = count_tokens(render(s["messages"]))
         if n > max_len:
             over += 1
             if m.overlength == "drop":
                 continue
-            # Truncate the assistant turn so the conversation fits.
+            # Truncate the assistant turn: the longest prefix whose conversation fits (binary search).
             resp = s["messages"][-1]["content"]
-            keep = max(1, int(len(resp) * (max_len / n) * 0.95))
-            s["messages"][-1]["content"] = resp[:keep]
-            n = count_tokens(resp[:keep]) + (n - count_tokens(resp))
+            lo, hi = 0, len(resp)
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                s["messages"][-1]["content"] = resp[:mid]
+                if count_tokens(render(s["messages"])) <= max_len:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            s["messages"][-1]["content"] = resp[:lo]
+            n = count_tokens(render(s["messages"]))
         s["tokens"] = n
         lengths.append(n)
         kept.append(s)

@@ -59,19 +59,50 @@ def precision(train_spec, cuda: bool) -> str:
     return "bf16" if cuda else "fp32"
 
 
-def sft_kwargs(train_spec, out_dir: str, cuda: bool, use_deepspeed: bool) -> dict:
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def runtime_profile(train_spec, cuda: bool, world_size: int, installed=_installed) -> dict:
+    """How to execute the spec here: attention kernel, packing, Liger, DeepSpeed.
+
+    Padding-free packing is only correct with varlen attention kernels (flash-attn): with SDPA the packed
+    samples attend to each other (measured: the loss differs from the padded batch's).
+    """
+    flash = cuda and installed("flash_attn")
+    opt = train_spec.optimize
+    packing = train_spec.packing or (opt and flash)
+    if packing and not flash:
+        raise RuntimeError("spec.train.packing needs flash-attn on a GPU (variable-length attention); without it "
+                           "packed samples attend to each other. Install flash-attn or set train.packing: false")
+    deepspeed = train_spec.deepspeed
+    if opt and world_size == 1 and deepspeed == "zero2" and not train_spec.offload:
+        deepspeed = "none"  # ZeRO-2 on one process partitions nothing: same optimizer, less overhead
+    return {
+        "attn": "flash_attention_2" if flash else "sdpa",
+        "packing": packing,
+        "liger": cuda and (train_spec.liger or opt) and installed("liger_kernel"),
+        "deepspeed": deepspeed,
+        "sampling": "group_by_length" if opt and not packing else "random",
+    }
+
+
+def sft_kwargs(train_spec, out_dir: str, cuda: bool, use_deepspeed: bool, profile: Optional[dict] = None) -> dict:
     """SFTConfig keyword arguments from the spec (kept pure so tests can assert the mapping)."""
+    profile = profile or {"packing": train_spec.packing, "liger": train_spec.liger and cuda, "sampling": "random"}
     prec = precision(train_spec, cuda)
     kw = dict(
         output_dir=out_dir, per_device_train_batch_size=train_spec.per_device_batch_size,
         gradient_accumulation_steps=train_spec.gradient_accumulation, learning_rate=train_spec.learning_rate,
         lr_scheduler_type=train_spec.lr_scheduler, warmup_steps=train_spec.warmup_ratio,  # float < 1 = ratio
         num_train_epochs=train_spec.epochs, max_steps=train_spec.max_steps or -1, max_length=train_spec.max_length,
-        packing=train_spec.packing, padding_free=train_spec.packing, completion_only_loss=train_spec.assistant_only_loss,
+        packing=profile["packing"], padding_free=profile["packing"], completion_only_loss=train_spec.assistant_only_loss,
         gradient_checkpointing=train_spec.gradient_checkpointing, bf16=prec == "bf16", fp16=prec == "fp16",
         logging_steps=train_spec.logging_steps, save_strategy="steps" if train_spec.save_steps else "epoch",
-        save_total_limit=2, report_to=[], seed=train_spec.seed, use_liger_kernel=train_spec.liger and cuda,
-        dataloader_num_workers=0, use_cpu=not cuda,
+        save_total_limit=2, report_to=[], seed=train_spec.seed, use_liger_kernel=profile["liger"],
+        dataloader_num_workers=0, use_cpu=not cuda, train_sampling_strategy=profile["sampling"],
     )
     if train_spec.save_steps:
         kw["save_steps"] = train_spec.save_steps
@@ -106,13 +137,19 @@ def launch_command(train_spec, spec_path: str, env: dict) -> Optional[list[str]]
 
 
 # ---------------------------------------------------------------- checkpoints in the store
+def checkpoints_prefix(ctx: StageContext) -> str:
+    """Keyed by config hash: a run with another config never resumes from these."""
+    return f"{ctx.prefix(STAGE)}/checkpoints-{ctx.hash(STAGE)}"
+
+
 def newest_checkpoint(store, prefix: str) -> Optional[str]:
+    """The highest-step checkpoint whose upload completed (its marker is written last)."""
     steps = []
-    for key in store.list(f"{prefix}/checkpoints/"):
+    for key in store.list(f"{prefix}/"):
         parts = key[len(prefix) + 1:].split("/")
-        if len(parts) == 3 and parts[2] == COMPLETE and parts[1].startswith("checkpoint-"):
-            steps.append(int(parts[1].split("-")[1]))
-    return f"{prefix}/checkpoints/checkpoint-{max(steps)}" if steps else None
+        if len(parts) == 2 and parts[1] == COMPLETE and parts[0].startswith("checkpoint-"):
+            steps.append(int(parts[0].split("-")[1]))
+    return f"{prefix}/checkpoint-{max(steps)}" if steps else None
 
 
 def _is_main() -> bool:
@@ -130,7 +167,7 @@ def _uploader(store, prefix: str):
                 return
             local = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if local.is_dir():
-                key = f"{prefix}/checkpoints/checkpoint-{state.global_step}"
+                key = f"{prefix}/checkpoint-{state.global_step}"
                 store.upload_dir(local, key)
                 store.write_json(f"{key}/{COMPLETE}", {"step": state.global_step})
 
@@ -187,7 +224,8 @@ def _train(ctx: StageContext) -> dict:
     ctx.require("mix")
     prefix = ctx.prefix(STAGE)
     cuda = torch.cuda.is_available()
-    use_ds = t.deepspeed != "none" and (cuda or os.environ.get("DS_ACCELERATOR") == "cpu") and (
+    profile = runtime_profile(t, cuda, int(os.environ.get("WORLD_SIZE", "1")))
+    use_ds = profile["deepspeed"] != "none" and (cuda or os.environ.get("DS_ACCELERATOR") == "cpu") and (
         "LOCAL_RANK" in os.environ)
     rows = store.read_jsonl(f"{ctx.prefix('mix')}/train.jsonl")
     dataset = Dataset.from_list(to_prompt_completion(rows))
@@ -198,15 +236,7 @@ def _train(ctx: StageContext) -> dict:
         tokenizer.pad_token = tokenizer.eos_token
     prec = precision(t, cuda)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(prec, torch.float32)
-    attn = "sdpa"
-    if t.packing:
-        try:
-            import flash_attn  # noqa: F401
-
-            attn = "flash_attention_2"
-        except ImportError:
-            pass
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=attn)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=profile["attn"])
     peft_config = None
     if t.method == "lora":
         from peft import LoraConfig
@@ -217,15 +247,16 @@ def _train(ctx: StageContext) -> dict:
                                  target_modules=tm[0] if tm == ["all-linear"] else tm)
     work = Path(tempfile.mkdtemp(prefix="lrm-train-"))
     resume = None
-    ckpt = newest_checkpoint(store, prefix)
+    ckpt_prefix = checkpoints_prefix(ctx)
+    ckpt = newest_checkpoint(store, ckpt_prefix)
     if ckpt:
         resume = str(store.download_dir(ckpt, work / "out" / ckpt.rsplit("/", 1)[1]))
         (Path(resume) / COMPLETE).unlink(missing_ok=True)
         console.print(f"train: resuming from {store.uri(ckpt)}")
     clock = _Clock()
-    cfg = SFTConfig(**sft_kwargs(t, str(work / "out"), cuda, use_ds))
+    cfg = SFTConfig(**sft_kwargs(t, str(work / "out"), cuda, use_ds, profile))
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config, callbacks=[_uploader(store, prefix), clock.callback])
+                         peft_config=peft_config, callbacks=[_uploader(store, ckpt_prefix), clock.callback])
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     result = trainer.train(resume_from_checkpoint=resume)
@@ -241,7 +272,8 @@ def _train(ctx: StageContext) -> dict:
         "trainRuntimeS": round(result.metrics.get("train_runtime", 0.0), 2),
         "tokensPerS": round(tokens * epochs_done / elapsed, 1) if elapsed else None,
         "peakMemoryGiB": round((torch.cuda.max_memory_allocated() if cuda else _rss()) / 2**30, 2),
-        "precision": prec, "deepspeed": t.deepspeed if use_ds else "none", "method": t.method,
+        "precision": prec, "deepspeed": profile["deepspeed"] if use_ds else "none", "method": t.method,
+        "attention": profile["attn"], "packing": profile["packing"], "liger": profile["liger"],
     }
     final = work / "model"
     trainer.save_model(str(final))  # collective under ZeRO-3: every rank calls it

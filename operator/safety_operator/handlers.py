@@ -34,7 +34,7 @@ def reconcile(namespace: str, name: str, body: dict | None = None) -> dict:
         jobs = api.list_jobs(namespace, name)
         finished = {n for n, j in jobs.items() if _done(j)}
         messages = {n: api.termination_message(namespace, n) for n in finished}
-        acts = decide(body, jobs, messages)
+        acts = decide(body, jobs, messages, SETTINGS.default_worker_image)
         for obj in acts.create:
             api.create_or_adopt(obj)
         for job, patch in acts.patch_jobs:

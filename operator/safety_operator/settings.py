@@ -20,6 +20,7 @@ class Settings:
     peering_name: str = "lrm-safety"
     liveness: str = "http://0.0.0.0:8080/healthz"
     priority: int = 0
+    default_worker_image: str = ""  # used for experiments whose spec names no images.worker
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -35,4 +36,5 @@ class Settings:
             peering_name=e.get("LRM_SAFETY_PEERING_NAME", "lrm-safety"),
             liveness=e.get("LRM_SAFETY_LIVENESS", "http://0.0.0.0:8080/healthz"),
             priority=int(e.get("LRM_SAFETY_PRIORITY", "0")),
+            default_worker_image=e.get("LRM_SAFETY_DEFAULT_WORKER_IMAGE", ""),
         )

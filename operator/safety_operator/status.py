@@ -94,8 +94,9 @@ def _metrics_from_summary(summary: dict, metrics: dict) -> dict:
     return m
 
 
-def decide(body: dict, jobs: dict[str, dict], pod_messages: dict[str, str]) -> Actions:
-    """What to do now for one experiment. `jobs` by name; `pod_messages` job name -> termination message."""
+def decide(body: dict, jobs: dict[str, dict], pod_messages: dict[str, str], default_image: str = "") -> Actions:
+    """What to do now for one experiment. `jobs` by name; `pod_messages` job name -> termination message;
+    `default_image`: the operator's worker image for specs that name none."""
     meta, raw_spec = body.get("metadata") or {}, body.get("spec") or {}
     name, namespace, uid = meta["name"], meta.get("namespace") or "default", meta.get("uid")
     old = body.get("status") or {}
@@ -124,6 +125,8 @@ def decide(body: dict, jobs: dict[str, dict], pod_messages: dict[str, str]) -> A
         acts.events.append(("Warning", "InvalidSpec", msg))
         acts.status = status
         return acts
+    if default_image and not (raw_spec.get("images") or {}).get("worker"):
+        spec.images.worker = default_image
 
     if not old.get("phase"):
         acts.create.append(manifests.render_configmap(name, namespace, spec, uid))

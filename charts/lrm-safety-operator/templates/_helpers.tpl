@@ -1,0 +1,47 @@
+{{- define "lrm-safety.name" -}}lrm-safety-operator{{- end -}}
+{{- define "lrm-safety.fullname" -}}{{- printf "%s-%s" .Release.Name "lrm-safety-operator" | trunc 63 | trimSuffix "-" -}}{{- end -}}
+{{- define "lrm-safety.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}{{- default (include "lrm-safety.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}{{- default "default" .Values.serviceAccount.name -}}{{- end -}}
+{{- end -}}
+{{- define "lrm-safety.labels" -}}
+app.kubernetes.io/name: {{ include "lrm-safety.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+{{- define "lrm-safety.selector" -}}
+app.kubernetes.io/name: {{ include "lrm-safety.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+{{/* The least-privilege rules shared by the ClusterRole and the per-namespace Roles. */}}
+{{- define "lrm-safety.namespacedRules" -}}
+- apiGroups: ["lrmsafety.io"]
+  resources: ["safetyexperiments"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["lrmsafety.io"]
+  resources: ["safetyexperiments/status"]
+  verbs: ["get", "patch"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["pods/status"]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["services", "configmaps"]
+  verbs: ["get", "list", "create"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create"]
+- apiGroups: ["kopf.dev"]
+  resources: ["kopfpeerings"]
+  verbs: ["get", "list", "watch", "patch"]
+{{- end -}}

