@@ -44,7 +44,7 @@ def main(argv=None) -> int:
         api = client.ApiClient(cfg)
         custom, batch = client.CustomObjectsApi(api), client.BatchV1Api(api)
         env = {**os.environ, "LRM_SAFETY_KUBE_SERVER": cluster.url, "LRM_SAFETY_WORKERS": str(args.workers),
-               "LRM_SAFETY_RESYNC_SECONDS": "30", "LRM_SAFETY_LIVENESS": "http://127.0.0.1:0/healthz"}
+               "LRM_SAFETY_RESYNC_SECONDS": "30", "LRM_SAFETY_LIVENESS": ""}
         op = subprocess.Popen([sys.executable, "-m", "lrm_safety.cli", "operator"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

@@ -58,9 +58,9 @@ def compute(records: dict[str, dict[str, list[dict]]], kinds: dict[str, str]) ->
     for bench, entry in benches.items():
         key = {"asr": "asr", "overRefusal": "overRefusal", "accuracy": "mathAccuracy"}[entry["metric"]]
         source = entry.get("trained") or entry.get("base")
-        if headline[key] is None and source:
-            if entry["metric"] != "asr" or bench in ("advbench", "custom") or not bench.startswith("advbench-"):
-                headline[key] = source["value"]
+        # The headline ASR is the first harmful benchmark without an attack (PAP/PAIR are reported per benchmark).
+        if headline[key] is None and source and not bench.startswith("advbench-"):
+            headline[key] = source["value"]
     return {"benchmarks": benches, "headline": headline}
 
 

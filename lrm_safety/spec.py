@@ -375,6 +375,8 @@ class BenchmarkSpec(_Model):
     """custom only: harmful, benign or math."""
     limit: Optional[int] = Field(None, ge=1)
     """Use only the first N items."""
+    label: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    """Name in metrics and the report (default: the benchmark name; custom-<index> for custom benchmarks)."""
 
     @model_validator(mode="after")
     def _custom(self):
@@ -419,7 +421,13 @@ class EvaluateSpec(_Model):
         for i, b in enumerate(self.benchmarks):
             if b.path is None and self.data_root is None:
                 raise ValueError(f"benchmarks[{i}] ({b.name}) has no path: set evaluate.dataRoot or benchmarks[{i}].path")
+        names = [b.label or (b.name if b.name != "custom" else f"custom-{i}") for i, b in enumerate(self.benchmarks)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"benchmark names repeat ({', '.join(names)}): give each a distinct label")
         return self
+
+    def named_benchmarks(self) -> dict[str, "BenchmarkSpec"]:
+        return {b.label or (b.name if b.name != "custom" else f"custom-{i}"): b for i, b in enumerate(self.benchmarks)}
 
 
 class Toleration(_Model):

@@ -148,7 +148,7 @@ def run(ctx: StageContext, **_) -> dict:
         return {"stage": STAGE, "skipped": True}
     spec, store = ctx.spec, ctx.store
     ev = spec.evaluate
-    benches = {b.name if b.name != "custom" else f"custom-{i}": b for i, b in enumerate(ev.benchmarks)}
+    benches = ev.named_benchmarks()
     items = {name: bm.load_items(ctx, b) for name, b in benches.items()}
     kinds = {name: bm.resolve(b).kind for name, b in benches.items()}
     sampling = Sampling.from_spec(ev.sampling)
@@ -169,22 +169,24 @@ def run(ctx: StageContext, **_) -> dict:
                 continue
             d = bm.resolve(b)
             if d.attack == "pair" and attacker is None:
+                # Its own generator: the target's is closed after each model, the attacker lives across both.
                 ref = ev.pair.attacker or spec.teacher.model
-                attacker = gen if ref == spec.student.model else make_generator(
-                    ev.backend, str(resolve_model(ref, base_dir=ctx.base_dir)))
+                attacker = make_generator(ev.backend, str(resolve_model(ref, base_dir=ctx.base_dir)))
             console.print(f"evaluate: {model_name} on {name} ({len(items[name])} items)")
             recs = run_benchmark(d.kind, d.attack, items[name], gen, sampling, judge, attacker, ev.pair)
             store.write_jsonl(key, recs)
             records[model_name][name] = recs
         if gen is not None:
             gen.close()
+    if attacker is not None:
+        attacker.close()
     metrics = report.compute(records, kinds)
     prefix = ctx.prefix(STAGE)
     files = report.write_report(store, prefix, metrics, f"lrm-safety report: {ctx.exp.name}")
     files += [f"{rp}/{m}/{n}.jsonl" for m in records for n in records[m]]
     store.write_manifest(prefix, stage=STAGE, config_hash=ctx.hash(STAGE), files=files,
                          counts={n: len(v) for n, v in items.items()}, metrics=metrics["headline"],
-                         extra={"kinds": kinds, "records": rp[len(prefix) + 1:]})
+                         extra={"kinds": kinds, "order": list(kinds), "records": rp[len(prefix) + 1:]})
     summary = {"stage": STAGE, "metrics": {**metrics["headline"], "benchmarks": {
         b: {k: e.get(k, {}).get("value") if k != "delta" else e.get("delta") for k in ("base", "trained", "delta")}
         for b, e in metrics["benchmarks"].items()}}}
@@ -202,6 +204,7 @@ def rerender(store, prefix: str, title: Optional[str] = None) -> str:
     for key in store.list(rp + "/"):
         model, name = key[len(rp) + 1:].split("/", 1)
         records.setdefault(model, {})[name.removesuffix(".jsonl")] = store.read_jsonl(key)
-    metrics = report.compute(records, manifest["kinds"])
+    kinds = {name: manifest["kinds"][name] for name in manifest.get("order", manifest["kinds"])}  # spec order
+    metrics = report.compute(records, kinds)
     report.write_report(store, prefix, metrics, title or f"lrm-safety report: {prefix.rsplit('/', 2)[0]}")
     return store.uri(f"{prefix}/report.md")

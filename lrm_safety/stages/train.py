@@ -266,7 +266,7 @@ def _train(ctx: StageContext) -> dict:
     epochs_done = trainer.state.epoch or 1.0
     elapsed = (clock.end - clock.start) if clock.start and clock.end else result.metrics.get("train_runtime", 0)
     metrics = {
-        "steps": trainer.state.global_step, "resumedFrom": resume and Path(resume).name,
+        "steps": trainer.state.global_step, "stepsThisRun": clock.steps, "resumedFrom": resume and Path(resume).name,
         "lossCurve": loss_curve, "finalLoss": loss_curve[-1]["loss"] if loss_curve else None,
         "firstLoss": loss_curve[0]["loss"] if loss_curve else None,
         "trainRuntimeS": round(result.metrics.get("train_runtime", 0.0), 2),

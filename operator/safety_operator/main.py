@@ -35,5 +35,5 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
-    run(settings, liveness=settings.liveness)
+    run(settings, liveness=settings.liveness or None)
     return 0
