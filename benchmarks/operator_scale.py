@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     p.add_argument("--experiments", type=int, default=200)
     p.add_argument("--workers", type=int, default=8, help="operator handler threads")
     p.add_argument("--timeout", type=float, default=600)
+    p.add_argument("--log", help="write the operator's log here")
     args = p.parse_args(argv)
 
     from kubernetes import client
@@ -44,9 +45,12 @@ def main(argv=None) -> int:
         api = client.ApiClient(cfg)
         custom, batch = client.CustomObjectsApi(api), client.BatchV1Api(api)
         env = {**os.environ, "LRM_SAFETY_KUBE_SERVER": cluster.url, "LRM_SAFETY_WORKERS": str(args.workers),
-               "LRM_SAFETY_RESYNC_SECONDS": "30", "LRM_SAFETY_LIVENESS": ""}
-        op = subprocess.Popen([sys.executable, "-m", "lrm_safety.cli", "operator"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               "LRM_SAFETY_RESYNC_SECONDS": "30", "LRM_SAFETY_LIVENESS": "",
+               # kmock has no generateName: every Event after the first fails with 409 and a traceback,
+               # which measures the emulator's error path rather than the operator.
+               "LRM_SAFETY_EVENTS": "false"}
+        log = open(args.log, "w") if args.log else subprocess.DEVNULL
+        op = subprocess.Popen([sys.executable, "-m", "lrm_safety.cli", "operator"], env=env, stdout=log, stderr=log)
         try:
             time.sleep(3)  # let the operator start its watches
             rss_idle = peak_rss_mib(op.pid)
@@ -64,18 +68,26 @@ def main(argv=None) -> int:
             created = time.perf_counter() - t0
             want = {f"scale-{i:04d}-distill-1" for i in range(args.experiments)}
             seen: set[str] = set()
+            progress = 0
             while True:
                 items = json.loads(batch.list_namespaced_job("default", _preload_content=False).data)["items"]
                 seen = {j["metadata"]["name"] for j in items} & want
                 if len(seen) == len(want) or time.perf_counter() - t0 > args.timeout:
                     break
+                if progress is not None and len(seen) // 25 != progress // 25:
+                    print(f"  {len(seen)}/{len(want)} first-stage Jobs after {time.perf_counter() - t0:.1f}s", flush=True)
+                progress = len(seen)
                 time.sleep(0.25)
             elapsed = time.perf_counter() - t0
             rss = peak_rss_mib(op.pid)
             dupes = len(items) - len({j["metadata"]["name"] for j in items})
         finally:
             op.terminate()
-            op.wait(20)
+            try:
+                op.wait(20)
+            except subprocess.TimeoutExpired:
+                op.kill()
+                op.wait()
     result = {"experiments": args.experiments, "workers": args.workers, "create_s": round(created, 2),
               "all_first_jobs_s": round(elapsed, 2), "jobs_found": len(seen), "duplicate_jobs": dupes,
               "operator_peak_rss_mib": round(rss, 1), "operator_idle_rss_mib": round(rss_idle, 1)}

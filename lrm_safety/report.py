@@ -61,7 +61,7 @@ def compute(records: dict[str, dict[str, list[dict]]], kinds: dict[str, str]) ->
         # The headline ASR is the first harmful benchmark without an attack (PAP/PAIR are reported per benchmark).
         if headline[key] is None and source and not bench.startswith("advbench-"):
             headline[key] = source["value"]
-    return {"benchmarks": benches, "headline": headline}
+    return {"benchmarks": benches, "headline": headline, "order": list(kinds)}
 
 
 def _pct(v) -> str:
@@ -70,7 +70,8 @@ def _pct(v) -> str:
 
 def table_rows(metrics: dict) -> list[list[str]]:
     rows = []
-    for bench, e in metrics["benchmarks"].items():
+    for bench in metrics.get("order") or metrics["benchmarks"]:  # metrics.json sorts keys; order keeps the spec's
+        e = metrics["benchmarks"][bench]
         def cell(m):
             if m not in e:
                 return "-"

@@ -72,7 +72,7 @@ def show_results(ctx: StageContext) -> None:
     metrics = ctx.store.read_json(f"{prefix}/metrics.json")
     table = Table(title=f"{ctx.exp.name}: base vs trained (95% Wilson intervals)")
     for h in report.HEADER:
-        table.add_column(h)
+        table.add_column(h, no_wrap=h in ("benchmark", "delta"))
     for row in report.table_rows(metrics):
         table.add_row(*row)
     console.print(table)

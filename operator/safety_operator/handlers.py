@@ -54,6 +54,7 @@ def _done(job: dict) -> bool:
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_):
     settings.posting.level = logging.INFO
+    settings.posting.enabled = SETTINGS.post_events
     settings.watching.server_timeout = SETTINGS.watch_server_timeout
     settings.watching.client_timeout = SETTINGS.watch_client_timeout
     settings.watching.connect_timeout = 30
@@ -92,8 +93,9 @@ def resync(namespace, name, body, **_):
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={manifests.LABEL_EXPERIMENT: kopf.PRESENT})
-def on_job_event(namespace, labels, type, **_):
-    if type == "DELETED":
+def on_job_event(namespace, labels, type, body, **_):
+    # Only a finished Job changes a decision; the Jobs the operator just created or patched need no reconcile.
+    if type == "DELETED" or not _done(body):
         return
     experiment = labels.get(manifests.LABEL_EXPERIMENT)
     if experiment and labels.get(manifests.LABEL_STAGE) in STAGES:

@@ -21,6 +21,7 @@ class Settings:
     liveness: str = "http://0.0.0.0:8080/healthz"
     priority: int = 0
     default_worker_image: str = ""  # used for experiments whose spec names no images.worker
+    post_events: bool = True
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -37,4 +38,5 @@ class Settings:
             liveness=e.get("LRM_SAFETY_LIVENESS", "http://0.0.0.0:8080/healthz"),
             priority=int(e.get("LRM_SAFETY_PRIORITY", "0")),
             default_worker_image=e.get("LRM_SAFETY_DEFAULT_WORKER_IMAGE", ""),
+            post_events=_bool(e.get("LRM_SAFETY_EVENTS"), True),
         )
