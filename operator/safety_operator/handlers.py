@@ -24,8 +24,9 @@ HONOURED = {("spec", "suspend"), ("spec", "resources", "nodeSelector"), ("spec",
             ("spec", "resources", "priorityClassName"), ("spec", "resources", "queue")}
 
 
-def reconcile(namespace: str, name: str, body: dict | None = None) -> dict:
-    """Fetch, decide, act. Serialised per experiment so a timer and a Job event never race."""
+def reconcile(namespace: str, name: str) -> dict:
+    """Fetch, decide, act. Serialised per experiment so a timer and a Job event never race; always reads the
+    current object rather than the triggering event's copy, which may be stale."""
     with _locks[(namespace, name)]:
         api = kube.Api.get()
         body = api.get_experiment(namespace, name)
@@ -69,8 +70,8 @@ def configure(settings: kopf.OperatorSettings, **_):
 
 @kopf.on.create(API_GROUP, API_VERSION, PLURAL)
 @kopf.on.resume(API_GROUP, API_VERSION, PLURAL)
-def on_create_or_resume(namespace, name, body, **_):
-    reconcile(namespace, name, dict(body))
+def on_create_or_resume(namespace, name, **_):
+    reconcile(namespace, name)
 
 
 @kopf.on.update(API_GROUP, API_VERSION, PLURAL)
@@ -81,7 +82,7 @@ def on_update(namespace, name, body, diff, **_):
         kopf.warn(body, reason="SpecChangeIgnored",
                   message=f"changes to {', '.join(ignored)} after start are ignored (only suspend and scheduling "
                           f"fields apply); create a new experiment to change them")
-    reconcile(namespace, name, dict(body))
+    reconcile(namespace, name)
 
 
 @kopf.timer(API_GROUP, API_VERSION, PLURAL, interval=SETTINGS.resync_seconds, initial_delay=SETTINGS.resync_seconds,
@@ -89,7 +90,7 @@ def on_update(namespace, name, body, diff, **_):
 def resync(namespace, name, body, **_):
     if (body.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
         return
-    reconcile(namespace, name, dict(body))
+    reconcile(namespace, name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={manifests.LABEL_EXPERIMENT: kopf.PRESENT})

@@ -140,8 +140,6 @@ def decide(body: dict, jobs: dict[str, dict], pod_messages: dict[str, str], defa
         jname = manifests.job_name(name, stage, attempt)
         job = jobs.get(jname)
         state = job_state(job) if st.get("state") == "Running" else "missing"
-        if st.get("state") == "Running" and job is None:
-            state = "missing"
         if state == "missing":
             if st.get("state") != "Running":
                 st.update(state="Running", attempts=attempt, jobName=jname, startedAt=now_iso(), message=None)
