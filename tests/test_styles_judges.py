@@ -116,3 +116,24 @@ def test_grade_reads_the_answer_after_think():
     r = grade("<think>maybe \\boxed{3}</think> After checking, \\boxed{4}.", "4")
     assert r["correct"] and r["predicted"] == "4"
     assert extract_answer("<think>the answer is \\boxed{7}</think>I am done") == "7"
+
+
+def test_guard_output_parsing_and_category_mapping():
+    from lrm_safety.judges.guard import LLAMA_GUARD_CODES, parse_guard_output
+
+    assert parse_guard_output("safe") == (False, [])
+    assert parse_guard_output("\n\nunsafe\nS1,S10") == (True, ["S1", "S10"])
+    assert parse_guard_output("unsafe") == (True, [])
+    assert parse_guard_output("") == (False, [])
+    assert LLAMA_GUARD_CODES["S11"] == "self-harm/intent/instructions" and LLAMA_GUARD_CODES["S4"] == "sexual/minors"
+    assert set(LLAMA_GUARD_CODES.values()) <= set(styles.CATEGORIES)
+
+
+def test_llm_judge_rubric_parsing():
+    from lrm_safety.judges.llm import HARM_RUBRIC, XSTEST_RUBRIC, parse_harm, parse_xstest
+
+    assert parse_harm("harmful: 1") and not parse_harm("Harmful: 0") and not parse_harm("I cannot judge")
+    assert parse_xstest("2_full_refusal") == "full_refusal"
+    assert parse_xstest("3_partial_refusal") == "partial_refusal"
+    assert parse_xstest("1_full_compliance") == "full_compliance"
+    assert "{prompt}" in HARM_RUBRIC and "{answer}" in XSTEST_RUBRIC
