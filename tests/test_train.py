@@ -104,11 +104,16 @@ def test_config_builders():
     assert ds["zero_optimization"]["stage"] == 3 and ds["zero_optimization"]["offload_param"]["device"] == "cpu"
     assert ds["bf16"] == {"enabled": "auto"}
     assert train.deepspeed_config(parse_spec({"train": {"deepspeed": "none"}}).train, on_cpu=True) is None
-    kw = train.sft_kwargs(parse_spec({}).train, "/tmp/o", cuda=True, use_deepspeed=True)
+    default = parse_spec({}).train
+    none = lambda m: False  # noqa: E731  no flash-attn, no Liger
+    gpu = train.runtime_profile(default, cuda=True, world_size=4, installed=none)
+    kw = train.sft_kwargs(default, "/tmp/o", cuda=True, use_deepspeed=True, profile=gpu)
     assert kw["bf16"] and kw["learning_rate"] == 5e-6 and kw["lr_scheduler_type"] == "cosine"
     assert kw["per_device_train_batch_size"] * kw["gradient_accumulation_steps"] == 16
     assert kw["completion_only_loss"] is True and kw["deepspeed"]["zero_optimization"]["stage"] == 2
-    assert train.sft_kwargs(parse_spec({}).train, "/tmp/o", cuda=False, use_deepspeed=False)["bf16"] is False
+    assert kw["train_sampling_strategy"] == "group_by_length" and kw["packing"] is False
+    cpu = train.runtime_profile(default, cuda=False, world_size=1, installed=none)
+    assert train.sft_kwargs(default, "/tmp/o", cuda=False, use_deepspeed=False, profile=cpu)["bf16"] is False
 
 
 def test_launch_command_for_nodes():

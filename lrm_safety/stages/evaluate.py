@@ -69,9 +69,9 @@ def _record(prompt: str, response: str) -> dict:
 
 def run_benchmark(kind: str, attack: str, items: list[dict], target, sampling: Sampling, judge: HarmJudge,
                   attacker=None, pair=None) -> list[dict]:
-    convs = [[{"role": "user", "content": it["prompt"]}] for it in items]
     if attack == "pair":
         return pair_attack(items, target, attacker or target, judge, sampling, pair.streams, pair.iterations)
+    convs = [[{"role": "user", "content": it["prompt"]}] for it in items]
     responses = target.generate(convs, sampling, desc=f"{kind} x{len(items)}")
     records = [_record(it["prompt"], r) for it, r in zip(items, responses)]
     if kind == "harmful":

@@ -89,9 +89,8 @@ def runtime_profile(train_spec, cuda: bool, world_size: int, installed=_installe
     }
 
 
-def sft_kwargs(train_spec, out_dir: str, cuda: bool, use_deepspeed: bool, profile: Optional[dict] = None) -> dict:
-    """SFTConfig keyword arguments from the spec (kept pure so tests can assert the mapping)."""
-    profile = profile or {"packing": train_spec.packing, "liger": train_spec.liger and cuda, "sampling": "random"}
+def sft_kwargs(train_spec, out_dir: str, cuda: bool, use_deepspeed: bool, profile: dict) -> dict:
+    """SFTConfig keyword arguments from the spec and its `runtime_profile` (pure, so tests assert the mapping)."""
     prec = precision(train_spec, cuda)
     kw = dict(
         output_dir=out_dir, per_device_train_batch_size=train_spec.per_device_batch_size,
