@@ -331,6 +331,8 @@ class TrainSpec(_Model):
     """GPUs per node (torchrun nproc); needed when nodes > 1; default 1."""
     save_steps: Optional[int] = Field(None, ge=1)
     """Checkpoint every N steps (uploaded to the store for resume); default: once per epoch."""
+    keep_checkpoints: bool = False
+    """Keep the newest resumable checkpoint in the store after the model is written (with optimizer state it is about 3x the model's size)."""
     seed: int = 42
     """Training seed."""
     logging_steps: int = Field(1, ge=1)

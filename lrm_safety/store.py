@@ -20,10 +20,6 @@ MANIFEST = "_SUCCESS.json"
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -52,6 +48,7 @@ class Store:
 
     # -- primitives each backend implements
     def read_bytes(self, key: str) -> bytes: ...
+    def iter_bytes(self, key: str) -> Iterator[bytes]: ...
     def write_bytes(self, key: str, data: bytes) -> None: ...
     def write_stream(self, key: str, chunks: Iterable[bytes]) -> None: ...
     def exists(self, key: str) -> bool: ...
@@ -60,6 +57,10 @@ class Store:
     def delete_prefix(self, prefix: str) -> int: ...
     def upload_file(self, local: str | Path, key: str) -> None: ...
     def download_file(self, key: str, local: str | Path) -> None: ...
+
+    def local_path(self, key: str) -> Optional[Path]:
+        """Where the object already lies on this machine's disk, if it does (file:// stores)."""
+        return None
 
     # -- derived helpers
     def uri(self, key: str = "") -> str:
@@ -83,8 +84,26 @@ class Store:
         for path in sorted(p for p in local.rglob("*") if p.is_file()):
             key = _join(prefix, path.relative_to(local).as_posix())
             self.upload_file(path, key)
+            self._known()[key] = (path.stat().st_size, sha256_file(path))
             keys.append(key)
         return keys
+
+    def _known(self) -> dict[str, tuple[int, str]]:
+        return self.__dict__.setdefault("_digests", {})
+
+    def digest(self, key: str) -> tuple[int, str]:
+        """(size, sha256) of a stored object, streamed: a model's weights are never held in memory whole.
+
+        Files this process uploaded are hashed from the local copy, so a manifest never re-downloads them.
+        """
+        known = self._known().get(key)
+        if known and self.size(key) == known[0]:
+            return known
+        h, n = hashlib.sha256(), 0
+        for chunk in self.iter_bytes(key):
+            h.update(chunk)
+            n += len(chunk)
+        return n, h.hexdigest()
 
     def download_dir(self, prefix: str, local: str | Path) -> Path:
         local = Path(local)
@@ -108,9 +127,9 @@ class Store:
         """Record every file's size and sha256, then write the manifest last."""
         entries = []
         for key in sorted(set(files)):
-            data = self.read_bytes(key)
+            size, sha = self.digest(key)
             entries.append({"key": key[len(prefix.rstrip('/')) + 1:] if key.startswith(prefix) else key,
-                            "bytes": len(data), "sha256": sha256_bytes(data)})
+                            "bytes": size, "sha256": sha})
         manifest = {
             "stage": stage,
             "configHash": config_hash,
@@ -154,8 +173,15 @@ class FileStore(Store):
             raise ValueError(f"key {key!r} escapes the store root")
         return path
 
+    def local_path(self, key: str) -> Optional[Path]:
+        return self._path(key)
+
     def read_bytes(self, key: str) -> bytes:
         return self._path(key).read_bytes()
+
+    def iter_bytes(self, key: str) -> Iterator[bytes]:
+        with open(self._path(key), "rb") as f:
+            yield from iter(lambda: f.read(1 << 20), b"")
 
     def write_bytes(self, key: str, data: bytes) -> None:
         self.write_stream(key, [data])
@@ -202,11 +228,8 @@ class FileStore(Store):
         return len(keys)
 
     def upload_file(self, local: str | Path, key: str) -> None:
-        def chunks():
-            with open(local, "rb") as f:
-                yield from iter(lambda: f.read(1 << 20), b"")
-
-        self.write_stream(key, chunks())
+        with open(local, "rb") as f:
+            self.write_stream(key, iter(lambda: f.read(1 << 20), b""))
 
     def download_file(self, key: str, local: str | Path) -> None:
         local = Path(local)
@@ -241,6 +264,13 @@ class S3Store(Store):
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
         except self.client.exceptions.NoSuchKey:
             raise FileNotFoundError(self.uri(key)) from None
+
+    def iter_bytes(self, key: str) -> Iterator[bytes]:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        except self.client.exceptions.NoSuchKey:
+            raise FileNotFoundError(self.uri(key)) from None
+        yield from body.iter_chunks(1 << 20)
 
     def write_bytes(self, key: str, data: bytes) -> None:
         if len(data) >= MULTIPART_THRESHOLD:

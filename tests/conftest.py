@@ -97,6 +97,27 @@ def smol_dir():
     return resolve_model("builtin:smollm2-135m-instruct")
 
 
+@pytest.fixture(scope="session")
+def tiny_dir(smol_dir, tmp_path_factory):
+    """A 3M-parameter Llama with SmolLM2's tokenizer and chat template, randomly initialised.
+
+    For tests of training mechanics (resume, ZeRO shards) where what is learned does not matter: its
+    checkpoints are megabytes, not the 1.6 GB of SmolLM2's with optimizer state.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    tok = AutoTokenizer.from_pretrained(smol_dir)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
 @pytest.fixture
 def shared_data():
     if not SHARED_DATA.is_dir():

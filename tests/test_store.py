@@ -81,6 +81,28 @@ def test_dir_upload_download(store, tmp_path):
     assert (out / "sub" / "cfg.json").read_text() == "{}"
 
 
+def test_manifest_hashes_stream_without_reading_whole_objects(store, tmp_path, monkeypatch):
+    """Manifests of multi-GB weights: uploaded files are hashed from the local copy, others streamed."""
+    import hashlib
+
+    blob = os.urandom(3 * 2**20 + 17)
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "model.safetensors").write_bytes(blob)
+    keys = store.upload_dir(tmp_path / "w", "exp/train/model")
+    monkeypatch.setattr(type(store), "read_bytes", lambda *a: pytest.fail("read a whole object to hash it"))
+    downloads = []
+    real_iter = type(store).iter_bytes
+    monkeypatch.setattr(type(store), "iter_bytes", lambda self, key: downloads.append(key) or real_iter(self, key))
+    m = store.write_manifest("exp/train", stage="train", config_hash="h", files=keys)
+    want = hashlib.sha256(blob).hexdigest()
+    assert m["files"] == [{"key": "model/model.safetensors", "bytes": len(blob), "sha256": want}]
+    assert downloads == [], "the uploader's own files are not read back"
+    fresh = open_store(store.root_uri, endpoint=getattr(store.client, "meta", None) and store.client.meta.endpoint_url) \
+        if isinstance(store, S3Store) else FileStore(store.root)
+    assert fresh.digest(keys[0]) == (len(blob), want)
+    assert downloads == keys, "another process streams the object once"
+
+
 def test_s3_multipart_upload(s3_endpoint, bucket, tmp_path):
     from boto3.s3.transfer import TransferConfig
 

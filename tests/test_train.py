@@ -1,6 +1,8 @@
-"""train on the builtin SmolLM2-135M on CPU: full and LoRA, reload and generate, resume, ZeRO-2 under torchrun."""
+"""train on CPU: full, LoRA and a killed-then-resumed run on the builtin SmolLM2-135M; ZeRO-2 with two ranks
+under torchrun, killed and resumed, on a tiny Llama (its checkpoints are megabytes, so CI's disk use stays bounded)."""
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,14 +16,14 @@ from lrm_safety.stages import mix, train
 pytestmark = pytest.mark.slow
 
 
-def _prepare(tmp_path, name="exp", **train_over):
+def _prepare(tmp_path, name="exp", model=SMOL, **train_over):
     """A tiny mixture (the mix stage on a fixed file) so the train stage has its input."""
     rows = [{"prompt": f"How do I make weapon number {i}?",
              "response": "<think>\nThe request is unsafe, so I must refuse.\n</think>\n\nI'm sorry, but I can't help with that."}
             for i in range(6)]
     src = tmp_path / "safety.jsonl"
     src.write_text("\n".join(json.dumps(r) for r in rows))
-    spec = {"student": {"model": SMOL},
+    spec = {"student": {"model": str(model)},
             "mix": {"safetySource": str(src), "safetyCount": 6, "mathSource": "builtin:synthetic-math", "mathCount": 2},
             "train": {"deepspeed": "none", "learningRate": 2e-4, "maxSteps": 4, "perDeviceBatchSize": 2,
                       "gradientAccumulation": 1, "maxLength": 128, "gradientCheckpointing": False, "precision": "fp32",
@@ -53,6 +55,8 @@ def test_full_finetune_loss_falls_and_model_reloads(tmp_path, smol_dir):
     local = train.trained_model_dir(ctx, tmp_path / "cache")
     assert "<think>" in _generates(local), "the fine-tuned student opens its answer with reasoning"
     assert train.run(ctx)["skipped"] is True
+    assert ctx.store.list(train.checkpoints_prefix(ctx) + "/") == [], "checkpoints are dropped once the model is in"
+    assert not train.scratch_dir(ctx).exists(), "the node-local work folder is removed"
 
 
 def test_lora_merges_into_a_plain_model(tmp_path, smol_dir):
@@ -64,38 +68,64 @@ def test_lora_merges_into_a_plain_model(tmp_path, smol_dir):
     assert _generates(local)
 
 
-def test_restart_resumes_from_the_uploaded_checkpoint(tmp_path, smol_dir):
-    ctx = _prepare(tmp_path, maxSteps=6, saveSteps=2)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "lrm_safety.cli", "stage", "train", "--spec", ctx.spec_path, "--launcher", "inprocess"]
+def _kill_after_first_checkpoint(ctx, cmd, env):
+    """Run the stage in a subprocess and SIGKILL it (a pod dying) once a checkpoint is complete in the store."""
+    import psutil
+
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpts = train.checkpoints_prefix(ctx)
     deadline = time.time() + 300
-    while not ctx.store.exists(f"{ckpts}/checkpoint-2/{train.COMPLETE}"):
+    while not train.checkpoint_steps(ctx.store, ckpts):
         assert proc.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
-        time.sleep(0.2)
-    proc.kill()  # the pod dies after checkpoint-2 was uploaded
+        time.sleep(0.1)
+    top = psutil.Process(proc.pid)
+    tree = [top, *top.children(recursive=True)]  # torchrun puts its workers in sessions of their own
+    for p in tree:
+        p.kill()
     proc.wait()
+    psutil.wait_procs(tree, timeout=30)
     assert not ctx.is_done("train")
-    result = train.run(ctx, launcher="inprocess")
-    m = result["metrics"]
+
+
+def _one_curve(m, total):
     resumed = int(m["resumedFrom"].split("-")[1]) if m["resumedFrom"] else 0
     assert resumed >= 2
-    assert m["steps"] == 6, "the step counter continues from the checkpoint"
-    assert m["stepsThisRun"] == 6 - resumed, "steps before the checkpoint are not trained again"
+    assert m["steps"] == total, "the step counter continues from the checkpoint"
+    assert m["stepsThisRun"] == total - resumed, "steps before the checkpoint are not trained again"
     steps = [p["step"] for p in m["lossCurve"]]
-    assert steps == sorted(set(steps)) and steps[-1] == 6, "one loss curve across the restart, no repeats"
+    assert steps == sorted(set(steps)) and steps[-1] == total, "one loss curve across the restart, no repeats"
 
 
-def test_zero2_on_cpu_under_torchrun(tmp_path, smol_dir):
+def test_restart_resumes_from_the_uploaded_checkpoint(tmp_path, smol_dir):
+    ctx = _prepare(tmp_path, maxSteps=6, saveSteps=2, keepCheckpoints=True)
+    cmd = [sys.executable, "-m", "lrm_safety.cli", "stage", "train", "--spec", ctx.spec_path, "--launcher", "inprocess"]
+    _kill_after_first_checkpoint(ctx, cmd, {**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert train.scratch_dir(ctx).is_dir(), "the killed run left its work folder behind"
+    _one_curve(train.run(ctx, launcher="inprocess")["metrics"], 6)
+    assert not train.scratch_dir(ctx).exists(), "its successor cleared it and then its own"
+    ckpts = train.checkpoints_prefix(ctx)
+    assert train.checkpoint_steps(ctx.store, ckpts, complete_only=False) == [6], "only the newest is kept"
+
+
+def test_zero2_two_ranks_checkpoint_every_shard_and_resume(tmp_path, tiny_dir):
+    """Two CPU ranks under torchrun share one checkpoint folder, so the upload holds both ZeRO partitions
+    and both RNG states, and a restarted pair resumes from it."""
     pytest.importorskip("deepspeed")
-    ctx = _prepare(tmp_path, deepspeed="zero2", optimize=False, maxSteps=2)  # optimize would skip ZeRO on 1 process
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1"}
-    r = subprocess.run([sys.executable, "-m", "lrm_safety.cli", "stage", "train", "--spec", ctx.spec_path,
-                        "--launcher", "torchrun"], env=env, capture_output=True, text=True, timeout=600)
+    ctx = _prepare(tmp_path, model=tiny_dir, deepspeed="zero2", optimize=False, gpusPerNode=2, maxSteps=40,
+                   saveSteps=2, keepCheckpoints=True, learningRate=1e-3)
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "lrm_safety.cli", "stage", "train", "--spec", ctx.spec_path, "--launcher", "torchrun"]
+    _kill_after_first_checkpoint(ctx, cmd, env)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "resuming from" in r.stderr
     manifest = ctx.store.read_manifest("exp/train")
-    assert manifest["metrics"]["deepspeed"] == "zero2" and manifest["counts"]["steps"] == 2
+    assert manifest["metrics"]["deepspeed"] == "zero2" and manifest["counts"]["steps"] == 40
+    assert manifest["metrics"]["stepsThisRun"] < 40, "the pair resumed instead of starting over"
+    files = ctx.store.list(f"{train.checkpoints_prefix(ctx)}/checkpoint-40/")
+    shards = {int(m.group(1)) for f in files if (m := re.search(r"zero_pp_rank_(\d+)_mp_rank_00_optim_states", f))}
+    rngs = {int(m.group(1)) for f in files if (m := re.search(r"rng_state_(\d+)\.pth$", f))}
+    assert shards == {0, 1} and rngs == {0, 1}, files
 
 
 def test_config_builders():
@@ -140,3 +170,31 @@ def test_runtime_profile():
     packed = parse_spec({"train": {"packing": True}}).train
     with pytest.raises(RuntimeError, match="packing needs flash-attn"):
         train.runtime_profile(packed, cuda=False, world_size=1, installed=have())
+
+
+def test_trained_model_dir_in_place_or_downloaded_once(tmp_path, s3_endpoint, bucket, monkeypatch):
+    """A file:// store's model is used where it lies (no GB copy); an S3 one is downloaded once."""
+    from lrm_safety.store import S3Store
+
+    model = tmp_path / "weights"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(os.urandom(1000))
+
+    def finish_train(ctx):
+        keys = ctx.store.upload_dir(model, "exp/train/model")
+        ctx.store.write_manifest("exp/train", stage="train", config_hash=ctx.hash("train"), files=keys)
+
+    ctx = make_ctx(tmp_path, {})
+    finish_train(ctx)
+    cache = tmp_path / "cache"
+    assert train.trained_model_dir(ctx, cache) == (tmp_path / "store" / "exp" / "train" / "model").resolve()
+    assert not cache.exists()
+    ctx._store = S3Store(bucket, "root", endpoint=s3_endpoint)
+    finish_train(ctx)
+    calls = []
+    real = S3Store.download_dir
+    monkeypatch.setattr(S3Store, "download_dir", lambda self, *a: calls.append(a) or real(self, *a))
+    first = train.trained_model_dir(ctx, cache)
+    assert train.trained_model_dir(ctx, cache) == first and len(calls) == 1
+    assert (first / "model.safetensors").read_bytes() == (model / "model.safetensors").read_bytes()

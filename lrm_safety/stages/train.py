@@ -2,7 +2,9 @@
 
 Conversations become prompt/completion pairs, so TRL's completion-only loss trains on the
 assistant turn alone (the study's assistant-only loss) with any chat template. Checkpoints are
-uploaded as they are saved; a restarted pod downloads the newest complete one and resumes.
+uploaded as they are saved (each node uploads its own ZeRO shards); a restarted pod downloads the
+newest complete one and resumes. The store keeps only that newest one, and none once the model is
+written unless `train.keepCheckpoints`: with optimizer state each is about 3x the model.
 Several GPUs or nodes: the stage re-execs itself under torchrun with rendezvous from the
 environment the operator sets (MASTER_ADDR, JOB_COMPLETION_INDEX).
 """
@@ -14,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -121,10 +124,10 @@ def to_prompt_completion(rows: list[dict]) -> list[dict]:
     return out
 
 
-def launch_command(train_spec, spec_path: str, env: dict) -> Optional[list[str]]:
-    """torchrun argv when this pod must run several processes (or is one node of several); else None."""
+def launch_command(train_spec, spec_path: str, env: dict, force: bool = False) -> Optional[list[str]]:
+    """torchrun argv when this pod must run several processes (or is one node of several, or `force`); else None."""
     nproc = train_spec.gpus_per_node or 1
-    if env.get("LOCAL_RANK") is not None or (nproc == 1 and train_spec.nodes == 1):
+    if env.get("LOCAL_RANK") is not None or (nproc == 1 and train_spec.nodes == 1 and not force):
         return None
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--nnodes={train_spec.nodes}"]
     if train_spec.nodes > 1:
@@ -142,33 +145,83 @@ def checkpoints_prefix(ctx: StageContext) -> str:
 
 
 def newest_checkpoint(store, prefix: str) -> Optional[str]:
-    """The highest-step checkpoint whose upload completed (its marker is written last)."""
-    steps = []
+    """The highest-step checkpoint whose upload completed."""
+    steps = checkpoint_steps(store, prefix)
+    return f"{prefix}/checkpoint-{steps[-1]}" if steps else None
+
+
+def checkpoint_steps(store, prefix: str, complete_only: bool = True) -> list[int]:
+    """Steps of the checkpoints under `prefix`; complete ones only (their marker is written last) by default."""
+    steps = set()
     for key in store.list(f"{prefix}/"):
         parts = key[len(prefix) + 1:].split("/")
-        if len(parts) == 2 and parts[1] == COMPLETE and parts[0].startswith("checkpoint-"):
-            steps.append(int(parts[0].split("-")[1]))
-    return f"{prefix}/checkpoint-{max(steps)}" if steps else None
+        if parts[0].startswith("checkpoint-") and (parts[-1] == COMPLETE or not complete_only):
+            steps.add(int(parts[0].split("-")[1]))
+    return sorted(steps)
+
+
+def prune_checkpoints(store, prefix: str, keep_from: Optional[int] = None) -> int:
+    """Delete checkpoints below step `keep_from` (all when None), marker first so none is ever half-resumable."""
+    removed = 0
+    for step in checkpoint_steps(store, prefix, complete_only=False):
+        if keep_from is None or step < keep_from:
+            key = f"{prefix}/checkpoint-{step}"
+            store.delete_prefix(f"{key}/{COMPLETE}")
+            removed += store.delete_prefix(f"{key}/")
+    return removed
+
+
+def scratch_dir(ctx: StageContext) -> Path:
+    """Node-local work folder, the same for every rank of the node and for every restart of the same run.
+
+    Shared by the ranks so that DeepSpeed writes all of a node's shards into one checkpoint folder; stable
+    across restarts so that what a killed pod left behind is cleared by its successor instead of leaking.
+    """
+    import hashlib
+
+    root = Path(os.environ.get("LRM_SAFETY_SCRATCH") or tempfile.gettempdir())
+    where = hashlib.sha256(ctx.store.uri(ctx.prefix(STAGE)).encode()).hexdigest()[:8]
+    return root / f"lrm-train-{ctx.exp.name}-{ctx.hash(STAGE)}-{where}"
 
 
 def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def _is_local_main() -> bool:
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def _uploader(store, prefix: str):
     from transformers import TrainerCallback
 
     class Upload(TrainerCallback):
-        """Upload each saved checkpoint, marker last, so a half-uploaded one is never resumed from."""
+        """Each node uploads its checkpoint files (ZeRO shards are per rank), then rank 0 writes the marker.
+
+        The marker is written after every node's upload and before older checkpoints are pruned, so the store
+        always holds one complete checkpoint and never resumes from a half-uploaded one.
+        """
 
         def on_save(self, args, state, control, **kw):
-            if not _is_main():
-                return
-            local = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if local.is_dir():
-                key = f"{prefix}/checkpoint-{state.global_step}"
+            step = state.global_step
+            local = Path(args.output_dir) / f"checkpoint-{step}"
+            key = f"{prefix}/checkpoint-{step}"
+            if _is_local_main() and local.is_dir():
                 store.upload_dir(local, key)
-                store.write_json(f"{key}/{COMPLETE}", {"step": state.global_step})
+                for old in local.parent.glob("checkpoint-*"):
+                    if old != local and old.name.split("-")[-1].isdigit() and int(old.name.split("-")[-1]) < step:
+                        shutil.rmtree(old, ignore_errors=True)  # the store has it; local disk is bounded
+            _barrier()
+            if _is_main():
+                store.write_json(f"{key}/{COMPLETE}", {"step": step})
+                prune_checkpoints(store, prefix, keep_from=step)
 
     return Upload()
 
@@ -201,9 +254,7 @@ def run(ctx: StageContext, launcher: str = "auto", spec_path: Optional[str] = No
         return {"stage": STAGE, "skipped": True}
     t = ctx.spec.train
     if launcher == "torchrun" or (launcher == "auto" and spec_path):
-        cmd = launch_command(t, spec_path, dict(os.environ)) if launcher == "auto" else [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={t.gpus_per_node or 1}",
-            "-m", "lrm_safety.cli", "stage", "train", "--spec", spec_path, "--launcher", "inprocess"]
+        cmd = launch_command(t, spec_path, dict(os.environ), force=launcher == "torchrun")
         if cmd:
             console.print(f"train: launching {' '.join(cmd[2:6])} ...")
             rc = subprocess.call(cmd)
@@ -221,7 +272,6 @@ def _train(ctx: StageContext) -> dict:
 
     spec, t, store = ctx.spec, ctx.spec.train, ctx.store
     ctx.require("mix")
-    prefix = ctx.prefix(STAGE)
     cuda = torch.cuda.is_available()
     profile = runtime_profile(t, cuda, int(os.environ.get("WORLD_SIZE", "1")))
     use_ds = profile["deepspeed"] != "none" and (cuda or os.environ.get("DS_ACCELERATOR") == "cpu") and (
@@ -244,18 +294,43 @@ def _train(ctx: StageContext) -> dict:
         tm = lo.target_modules
         peft_config = LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, task_type="CAUSAL_LM",
                                  target_modules=tm[0] if tm == ["all-linear"] else tm)
-    work = Path(tempfile.mkdtemp(prefix="lrm-train-"))
-    resume = None
+    work = scratch_dir(ctx)
     ckpt_prefix = checkpoints_prefix(ctx)
-    ckpt = newest_checkpoint(store, ckpt_prefix)
-    if ckpt:
-        resume = str(store.download_dir(ckpt, work / "out" / ckpt.rsplit("/", 1)[1]))
-        (Path(resume) / COMPLETE).unlink(missing_ok=True)
-        console.print(f"train: resuming from {store.uri(ckpt)}")
     clock = _Clock()
     cfg = SFTConfig(**sft_kwargs(t, str(work / "out"), cuda, use_ds, profile))
-    trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config, callbacks=[_uploader(store, ckpt_prefix), clock.callback])
+    _ = cfg.device  # sets up the process group under torchrun, so a node's ranks can wait for its download
+    with _workspace(store, ckpt_prefix, work) as resume:
+        trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer,
+                             peft_config=peft_config, callbacks=[_uploader(store, ckpt_prefix), clock.callback])
+        return _fit(ctx, trainer, rows, resume, work, clock, profile, use_ds, dtype)
+
+
+@contextmanager
+def _workspace(store, ckpt_prefix: str, work: Path):
+    """Clear the node's scratch folder, fetch the newest complete checkpoint into it, yield its path; clean up."""
+    ckpt = newest_checkpoint(store, ckpt_prefix)
+    resume = str(work / "out" / ckpt.rsplit("/", 1)[1]) if ckpt else None
+    if _is_local_main():
+        shutil.rmtree(work, ignore_errors=True)  # what a killed predecessor left
+        if ckpt:
+            store.download_dir(ckpt, resume)
+            (Path(resume) / COMPLETE).unlink(missing_ok=True)
+            console.print(f"train: resuming from {store.uri(ckpt)}")
+    _barrier()
+    try:
+        yield resume
+    finally:
+        if _is_local_main():
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _fit(ctx: StageContext, trainer, rows: list[dict], resume: Optional[str], work: Path, clock: "_Clock",
+         profile: dict, use_ds: bool, dtype) -> dict:
+    import torch
+
+    t, store, prefix = ctx.spec.train, ctx.store, ctx.prefix(STAGE)
+    cuda = torch.cuda.is_available()
+    prec = precision(t, cuda)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     result = trainer.train(resume_from_checkpoint=resume)
@@ -283,18 +358,19 @@ def _train(ctx: StageContext) -> dict:
             merged = AutoPeftModelForCausalLM.from_pretrained(str(final), dtype=dtype).merge_and_unload()
             shutil.rmtree(final)
             merged.save_pretrained(str(final), safe_serialization=True)
-        tokenizer.save_pretrained(str(final))
+        trainer.processing_class.save_pretrained(str(final))
         keys = store.upload_dir(final, f"{prefix}/model")
         store.write_json(f"{prefix}/metrics.json", metrics)
         store.write_manifest(prefix, stage=STAGE, config_hash=ctx.hash(STAGE), files=keys + [f"{prefix}/metrics.json"],
                              counts={"samples": len(rows), "steps": metrics["steps"]},
                              metrics={k: v for k, v in metrics.items() if k != "lossCurve"},
                              extra={"model": store.uri(f"{prefix}/model")})
+        if not t.keep_checkpoints:
+            prune_checkpoints(store, checkpoints_prefix(ctx))  # after the manifest: a crash before it still resumes
         console.print(f"train: {metrics['steps']} steps, loss {metrics['firstLoss']} -> {metrics['finalLoss']}, "
                       f"model at {store.uri(prefix + '/model')}")
         write_termination_summary({"stage": STAGE, "counts": {"steps": metrics["steps"]},
                                    "metrics": {k: metrics[k] for k in ("finalLoss", "tokensPerS")}})
-    shutil.rmtree(work, ignore_errors=True)
     return {"stage": STAGE, "metrics": metrics}
 
 
@@ -305,8 +381,11 @@ def _rss() -> int:
 
 
 def trained_model_dir(ctx: StageContext, cache: Path) -> Path:
-    """Download the trained model once into `cache` (evaluate and the report use it)."""
+    """The trained model as a local folder: in place on a file:// store, else downloaded once into `cache`."""
     ctx.require(STAGE)
+    in_place = ctx.store.local_path(f"{ctx.prefix(STAGE)}/model")
+    if in_place is not None:
+        return in_place
     out = cache / f"{ctx.exp.name}-{ctx.hash(STAGE)}"
     if not (out / "config.json").is_file():
         tmp = cache / (out.name + ".partial")

@@ -74,8 +74,9 @@ def stage_gpus(spec: SafetyExperimentSpec, stage: str) -> int:
 
 
 def _env(spec: SafetyExperimentSpec) -> list[dict]:
+    # Model downloads and train's checkpoints go to the pod's /cache volume, not the container's root layer.
     env = [{"name": "LRM_SAFETY_CACHE", "value": "/cache"}, {"name": "HF_HOME", "value": "/cache/hf"},
-           {"name": "PYTHONUNBUFFERED", "value": "1"}]
+           {"name": "LRM_SAFETY_SCRATCH", "value": "/cache/scratch"}, {"name": "PYTHONUNBUFFERED", "value": "1"}]
     ref = spec.storage.secret_ref
     if ref:
         env += [
