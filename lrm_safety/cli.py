@@ -94,7 +94,7 @@ def cmd_render(args) -> int:
 def cmd_operator(args) -> int:
     from safety_operator.main import main as operator_main
 
-    return operator_main(args.rest)
+    return operator_main(["--verbose"] if args.verbose else [])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("crd", help="print the CRD generated from the spec")
     s.add_argument("--docs", action="store_true", help="print the spec reference (docs/spec.md) instead")
     s.set_defaults(fn=cmd_crd)
-    s = sub.add_parser("operator", help="start the kopf operator")
-    s.add_argument("rest", nargs=argparse.REMAINDER)
+    s = sub.add_parser("operator", help="start the kopf operator (settings from LRM_SAFETY_* env)")
+    s.add_argument("--verbose", action="store_true", help="debug logging")
     s.set_defaults(fn=cmd_operator)
     return p
 

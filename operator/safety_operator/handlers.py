@@ -64,6 +64,7 @@ def configure(settings: kopf.OperatorSettings, **_):
     settings.peering.name = SETTINGS.peering_name
     settings.peering.mandatory = SETTINGS.peering
     settings.peering.clusterwide = True
+    settings.peering.lifetime = SETTINGS.peering_lifetime
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=API_GROUP)
 

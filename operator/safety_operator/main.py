@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import random
 import threading
 from typing import Optional
 
@@ -11,13 +12,25 @@ import kopf
 
 from .settings import Settings
 
+# kopf pauses every operator when peers share a priority, so the chart's identical replicas would all stand
+# still. Each replica adds a random tie-breaker below the configured priority: the highest one acts, the
+# rest stand by and take over once its peering entry expires (settings.peering_lifetime).
+TIE_BREAK = 1_000_000
+
+
+def effective_priority(settings: Settings, rng: random.Random = random.SystemRandom()) -> int:
+    return settings.priority * TIE_BREAK + rng.randrange(TIE_BREAK) if settings.peering else settings.priority
+
 
 def run(settings: Settings, *, stop_flag: Optional[threading.Event] = None, ready_flag=None,
         registry: Optional[kopf.OperatorRegistry] = None, liveness: Optional[str] = None) -> None:
     from . import handlers  # noqa: F401  registers the handlers
 
     standalone = not settings.peering
-    kw = dict(standalone=standalone, priority=settings.priority, stop_flag=stop_flag, ready_flag=ready_flag,
+    priority = effective_priority(settings)
+    if not standalone:
+        logging.getLogger(__name__).info("peering %r with priority %d", settings.peering_name, priority)
+    kw = dict(standalone=standalone, priority=priority, stop_flag=stop_flag, ready_flag=ready_flag,
               liveness_endpoint=liveness, registry=registry)
     if settings.namespaces:
         kw["namespaces"] = list(settings.namespaces)
@@ -32,8 +45,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="lrm-safety operator")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    kopf.configure(verbose=args.verbose, log_prefix=True)  # "[namespace/name]" on every per-object line
     settings = Settings.from_env()
     run(settings, liveness=settings.liveness or None)
     return 0

@@ -18,6 +18,7 @@ class Settings:
     watch_client_timeout: int = 330
     peering: bool = False
     peering_name: str = "lrm-safety"
+    peering_lifetime: int = 60  # seconds a silent peer counts as alive: how soon a standby takes over
     liveness: str = "http://0.0.0.0:8080/healthz"
     priority: int = 0
     default_worker_image: str = ""  # used for experiments whose spec names no images.worker
@@ -35,6 +36,7 @@ class Settings:
             watch_client_timeout=int(e.get("LRM_SAFETY_WATCH_CLIENT_TIMEOUT", "330")),
             peering=_bool(e.get("LRM_SAFETY_PEERING"), False),
             peering_name=e.get("LRM_SAFETY_PEERING_NAME", "lrm-safety"),
+            peering_lifetime=int(e.get("LRM_SAFETY_PEERING_LIFETIME", "60")),
             liveness=e.get("LRM_SAFETY_LIVENESS", "http://0.0.0.0:8080/healthz"),
             priority=int(e.get("LRM_SAFETY_PRIORITY", "0")),
             default_worker_image=e.get("LRM_SAFETY_DEFAULT_WORKER_IMAGE", ""),
