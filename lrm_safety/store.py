@@ -224,7 +224,15 @@ class FileStore(Store):
     def delete_prefix(self, prefix: str) -> int:
         keys = self.list(prefix)
         for key in keys:
-            self._path(key).unlink()
+            path = self._path(key)
+            path.unlink()
+            for parent in path.parents:  # no empty folders left behind, as on S3
+                if parent == self.root:
+                    break
+                try:
+                    parent.rmdir()
+                except OSError:  # not empty (or a writer just put something there)
+                    break
         return len(keys)
 
     def upload_file(self, local: str | Path, key: str) -> None:

@@ -19,6 +19,8 @@ def test_roundtrip_and_listing(store):
     assert store.list("exp/") == ["exp/a/one.txt", "exp/a/rows.jsonl", "exp/b/x.json"]
     assert store.delete_prefix("exp/a/") == 2
     assert store.list("exp/") == ["exp/b/x.json"]
+    if isinstance(store, FileStore):
+        assert not (store.root / "exp" / "a").exists() and (store.root / "exp" / "b").is_dir()
     with pytest.raises(FileNotFoundError):
         store.read_bytes("exp/a/one.txt")
 

@@ -56,6 +56,7 @@ def test_full_finetune_loss_falls_and_model_reloads(tmp_path, smol_dir):
     assert "<think>" in _generates(local), "the fine-tuned student opens its answer with reasoning"
     assert train.run(ctx)["skipped"] is True
     assert ctx.store.list(train.checkpoints_prefix(ctx) + "/") == [], "checkpoints are dropped once the model is in"
+    assert not ctx.store.local_path(train.checkpoints_prefix(ctx)).exists(), "and their folders"
     assert not train.scratch_dir(ctx).exists(), "the node-local work folder is removed"
 
 
