@@ -84,21 +84,22 @@ class Store:
         for path in sorted(p for p in local.rglob("*") if p.is_file()):
             key = _join(prefix, path.relative_to(local).as_posix())
             self.upload_file(path, key)
-            self._known()[key] = (path.stat().st_size, sha256_file(path))
+            self._uploaded()[key] = path
             keys.append(key)
         return keys
 
-    def _known(self) -> dict[str, tuple[int, str]]:
-        return self.__dict__.setdefault("_digests", {})
+    def _uploaded(self) -> dict[str, Path]:
+        """Local source of each file this process uploaded (hashed only if a manifest asks for it)."""
+        return self.__dict__.setdefault("_sources", {})
 
     def digest(self, key: str) -> tuple[int, str]:
         """(size, sha256) of a stored object, streamed: a model's weights are never held in memory whole.
 
         Files this process uploaded are hashed from the local copy, so a manifest never re-downloads them.
         """
-        known = self._known().get(key)
-        if known and self.size(key) == known[0]:
-            return known
+        local = self._uploaded().get(key)
+        if local is not None and local.is_file() and local.stat().st_size == self.size(key):
+            return local.stat().st_size, sha256_file(local)
         h, n = hashlib.sha256(), 0
         for chunk in self.iter_bytes(key):
             h.update(chunk)
