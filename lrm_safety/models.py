@@ -24,9 +24,13 @@ class ModelResolutionError(RuntimeError):
     pass
 
 
+def cache_base() -> Path:
+    """The node's cache: `$LRM_SAFETY_CACHE` (pods: their /cache volume), else ~/.cache/lrm-safety."""
+    return Path(os.environ.get("LRM_SAFETY_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lrm-safety"))
+
+
 def cache_root() -> Path:
-    root = os.environ.get("LRM_SAFETY_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lrm-safety")
-    path = Path(root) / "models"
+    path = cache_base() / "models"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

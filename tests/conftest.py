@@ -118,6 +118,13 @@ def tiny_dir(smol_dir, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def ext_dir(tmp_path_factory):
+    """A torch JIT-extension cache of the test session's own: DeepSpeed's CPU ops build once per session, and
+    no lock left in the user's cache by some earlier run decides the outcome."""
+    return tmp_path_factory.mktemp("torch-extensions")
+
+
 @pytest.fixture
 def shared_data():
     if not SHARED_DATA.is_dir():

@@ -73,11 +73,16 @@ def _kill_after_first_checkpoint(ctx, cmd, env):
     """Run the stage in a subprocess and SIGKILL it (a pod dying) once a checkpoint is complete in the store."""
     import psutil
 
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = ctx.base_dir / "killed-run.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     ckpts = train.checkpoints_prefix(ctx)
     deadline = time.time() + 300
     while not train.checkpoint_steps(ctx.store, ckpts):
-        assert proc.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"no checkpoint (exit {proc.poll()}) after {time.time() - deadline + 300:.0f} s; the run "
+                        f"printed:\n{log.read_text(errors='replace')[-3000:]}")
         time.sleep(0.1)
     top = psutil.Process(proc.pid)
     tree = [top, *top.children(recursive=True)]  # torchrun puts its workers in sessions of their own
@@ -109,15 +114,21 @@ def test_restart_resumes_from_the_uploaded_checkpoint(tmp_path, smol_dir):
 
 
 @pytest.mark.parametrize("ranks", [1, 2])
-def test_zero2_under_torchrun_checkpoints_every_shard_and_resumes(tmp_path, tiny_dir, ranks):
+def test_zero2_under_torchrun_checkpoints_every_shard_and_resumes(tmp_path, tiny_dir, ext_dir, ranks):
     """CPU ranks under torchrun share one checkpoint folder, so the upload holds every ZeRO partition and
-    RNG state, and restarted ranks resume from it."""
+    RNG state, and restarted ranks resume from it. A build lock left in the op cache by a run killed while
+    DeepSpeed compiled its CPU collectives does not hang the next one."""
     pytest.importorskip("deepspeed")
     ctx = _prepare(tmp_path, model=tiny_dir, deepspeed="zero2", optimize=False, gpusPerNode=ranks, maxSteps=40,
                    saveSteps=2, keepCheckpoints=True, learningRate=1e-3)
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    baton = ext_dir / "deepspeed_shm_comm" / "lock"
+    baton.parent.mkdir(parents=True, exist_ok=True)
+    baton.touch()
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
+           "TORCH_EXTENSIONS_DIR": str(ext_dir)}
     cmd = [sys.executable, "-m", "lrm_safety.cli", "stage", "train", "--spec", ctx.spec_path, "--launcher", "torchrun"]
     _kill_after_first_checkpoint(ctx, cmd, env)
+    assert "stale build lock" in (ctx.base_dir / "killed-run.log").read_text()
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "resuming from" in r.stderr

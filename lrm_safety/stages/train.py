@@ -22,6 +22,7 @@ from typing import Optional
 
 from rich.console import Console
 
+from ..extension_cache import extension_cache
 from ..models import resolve_model
 from .common import StageContext, write_termination_summary
 
@@ -150,13 +151,20 @@ def newest_checkpoint(store, prefix: str) -> Optional[str]:
     return f"{prefix}/checkpoint-{steps[-1]}" if steps else None
 
 
+def _step_of(name: str) -> Optional[int]:
+    """N for a `checkpoint-N` folder name, else None."""
+    head, _, tail = name.partition("-")
+    return int(tail) if head == "checkpoint" and tail.isdigit() else None
+
+
 def checkpoint_steps(store, prefix: str, complete_only: bool = True) -> list[int]:
     """Steps of the checkpoints under `prefix`; complete ones only (their marker is written last) by default."""
     steps = set()
     for key in store.list(f"{prefix}/"):
         parts = key[len(prefix) + 1:].split("/")
-        if parts[0].startswith("checkpoint-") and (parts[-1] == COMPLETE or not complete_only):
-            steps.add(int(parts[0].split("-")[1]))
+        step = _step_of(parts[0])
+        if step is not None and (parts[-1] == COMPLETE or not complete_only):
+            steps.add(step)
     return sorted(steps)
 
 
@@ -217,7 +225,8 @@ def _uploader(store, prefix: str):
             if _is_local_main() and local.is_dir():
                 store.upload_dir(local, key)
                 for old in local.parent.glob("checkpoint-*"):
-                    if old != local and old.name.split("-")[-1].isdigit() and int(old.name.split("-")[-1]) < step:
+                    old_step = _step_of(old.name)
+                    if old_step is not None and old_step < step:
                         shutil.rmtree(old, ignore_errors=True)  # the store has it; local disk is bounded
             _barrier()
             if _is_main():
@@ -254,15 +263,21 @@ def run(ctx: StageContext, launcher: str = "auto", spec_path: Optional[str] = No
         console.print("[green]train: manifest matches this spec, skipping")
         return {"stage": STAGE, "skipped": True}
     t = ctx.spec.train
+    cmd = None
     if launcher == "torchrun" or (launcher == "auto" and spec_path):
         cmd = launch_command(t, spec_path, dict(os.environ), force=launcher == "torchrun")
-        if cmd:
-            console.print(f"train: launching {' '.join(cmd[2:6])} ...")
-            rc = subprocess.call(cmd)
-            if rc != 0:
-                raise SystemExit(rc)
-            return ctx.store.read_manifest(ctx.prefix(STAGE)) or {"stage": STAGE}
-    return _train(ctx)
+    if os.environ.get("LOCAL_RANK") is not None:
+        return _train(ctx)  # a rank under torchrun: the launcher holds the extension cache
+    with extension_cache() as (_, stale):
+        if stale:
+            console.print(f"train: removed {len(stale)} stale build lock(s) left by a killed run: {stale[0]}")
+        if not cmd:
+            return _train(ctx)
+        console.print(f"train: launching {' '.join(cmd[2:6])} ...")
+        rc = subprocess.call(cmd)
+    if rc != 0:
+        raise SystemExit(rc)
+    return ctx.store.read_manifest(ctx.prefix(STAGE)) or {"stage": STAGE}
 
 
 def _train(ctx: StageContext) -> dict:
