@@ -81,7 +81,8 @@ def test_full_pipeline_reaches_succeeded_with_metrics(cluster, operator):
     for stage in ("distill", "mix", "train", "evaluate"):
         job = wait_job(cluster, "full", f"full-{stage}-1")
         assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-full"
-        assert get(cluster, "full")["status"]["stage"] == stage
+        # kopf patches status after the handler that created the Job returns: wait for it, do not race it.
+        wait_for(lambda: get(cluster, "full")["status"]["stage"] == stage, 20, what=f"status.stage {stage}")
         finish_job(cluster, f"full-{stage}-1", summary=summaries.get(stage, {"stage": stage}))
     status = wait_for(lambda: (s := get(cluster, "full").get("status", {})).get("phase") == "Succeeded" and s,
                       20, what="Succeeded")
@@ -96,7 +97,7 @@ def test_failed_job_is_retried_then_reported(cluster, operator):
     wait_job(cluster, "flaky", "flaky-distill-1")
     finish_job(cluster, "flaky-distill-1", ok=False)  # e.g. OOM-killed: transient
     wait_job(cluster, "flaky", "flaky-distill-2")
-    assert get(cluster, "flaky")["status"]["stages"]["distill"]["attempts"] == 2
+    wait_for(lambda: get(cluster, "flaky")["status"]["stages"]["distill"]["attempts"] == 2, 20, what="attempts 2")
     finish_job(cluster, "flaky-distill-2", ok=False)
     status = wait_for(lambda: (s := get(cluster, "flaky")["status"]).get("phase") == "Failed" and s, 20, what="Failed")
     assert status["stages"]["distill"]["state"] == "Failed" and "backoffLimit 1" in status["message"]
