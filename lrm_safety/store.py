@@ -20,12 +20,17 @@ MANIFEST = "_SUCCESS.json"
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
+def file_chunks(path: str | Path, size: int = 1 << 20) -> Iterator[bytes]:
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        yield from iter(lambda: f.read(size), b"")
+
+
+def sized_sha256(chunks: Iterable[bytes]) -> tuple[int, str]:
+    h, n = hashlib.sha256(), 0
+    for chunk in chunks:
+        h.update(chunk)
+        n += len(chunk)
+    return n, h.hexdigest()
 
 
 def _jsonl(rows: Iterable[dict]) -> bytes:
@@ -99,12 +104,8 @@ class Store:
         """
         local = self._uploaded().get(key)
         if local is not None and local.is_file() and local.stat().st_size == self.size(key):
-            return local.stat().st_size, sha256_file(local)
-        h, n = hashlib.sha256(), 0
-        for chunk in self.iter_bytes(key):
-            h.update(chunk)
-            n += len(chunk)
-        return n, h.hexdigest()
+            return sized_sha256(file_chunks(local))
+        return sized_sha256(self.iter_bytes(key))
 
     def download_dir(self, prefix: str, local: str | Path) -> Path:
         local = Path(local)
@@ -181,8 +182,7 @@ class FileStore(Store):
         return self._path(key).read_bytes()
 
     def iter_bytes(self, key: str) -> Iterator[bytes]:
-        with open(self._path(key), "rb") as f:
-            yield from iter(lambda: f.read(1 << 20), b"")
+        return file_chunks(self._path(key))
 
     def write_bytes(self, key: str, data: bytes) -> None:
         self.write_stream(key, [data])
@@ -237,8 +237,7 @@ class FileStore(Store):
         return len(keys)
 
     def upload_file(self, local: str | Path, key: str) -> None:
-        with open(local, "rb") as f:
-            self.write_stream(key, iter(lambda: f.read(1 << 20), b""))
+        self.write_stream(key, file_chunks(local))
 
     def download_file(self, key: str, local: str | Path) -> None:
         local = Path(local)

@@ -262,12 +262,11 @@ def run(ctx: StageContext, launcher: str = "auto", spec_path: Optional[str] = No
     if ctx.is_done(STAGE):
         console.print("[green]train: manifest matches this spec, skipping")
         return {"stage": STAGE, "skipped": True}
-    t = ctx.spec.train
-    cmd = None
-    if launcher == "torchrun" or (launcher == "auto" and spec_path):
-        cmd = launch_command(t, spec_path, dict(os.environ), force=launcher == "torchrun")
     if os.environ.get("LOCAL_RANK") is not None:
         return _train(ctx)  # a rank under torchrun: the launcher holds the extension cache
+    cmd = None
+    if launcher == "torchrun" or (launcher == "auto" and spec_path):
+        cmd = launch_command(ctx.spec.train, spec_path, dict(os.environ), force=launcher == "torchrun")
     with extension_cache() as (_, stale):
         if stale:
             console.print(f"train: removed {len(stale)} stale build lock(s) left by a killed run: {stale[0]}")
