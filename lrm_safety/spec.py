@@ -607,13 +607,7 @@ class Experiment(BaseModel):
 
     @classmethod
     def load(cls, path: str) -> "Experiment":
-        import yaml
-
-        with open(path) as f:
-            docs = [d for d in yaml.safe_load_all(f) if d]
-        if len(docs) != 1:
-            raise SpecError([f"{path}: expected one SafetyExperiment document, found {len(docs)}"])
-        return cls.from_manifest(docs[0])
+        return cls.from_manifest(load_document(path, KIND))
 
     def to_manifest(self) -> dict[str, Any]:
         return {
@@ -622,6 +616,30 @@ class Experiment(BaseModel):
             "metadata": {"name": self.name, "namespace": self.namespace},
             "spec": spec_dict(self.spec),
         }
+
+
+def load_document(path: str, kind: str) -> dict[str, Any]:
+    """The one YAML document in `path`, or a SpecError whose line names the file, the position and the fix."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            docs = [d for d in yaml.safe_load_all(f) if d is not None]
+    except FileNotFoundError:
+        raise SpecError([f"{path}: no such file"]) from None
+    except IsADirectoryError:
+        raise SpecError([f"{path}: is a directory, not a {kind} YAML file"]) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError([f"{path}{where}: YAML syntax error: {problem} (check the indentation and quoting there)"]) from None
+    if len(docs) != 1:
+        raise SpecError([f"{path}: expected one {kind} document, found {len(docs)}"])
+    if not isinstance(docs[0], dict):
+        raise SpecError([f"{path}: expected a {kind} mapping (apiVersion, kind, metadata, spec), "
+                         f"found a {type(docs[0]).__name__}"])
+    return docs[0]
 
 
 def spec_dict(spec: BaseModel) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from .errors import BadInput
+
 # The 8 categories of the study's template checklist.
 CATEGORIES = (
     "harassment/threatening",
@@ -116,7 +118,7 @@ def verdicts_from_labels(labels) -> dict[str, bool]:
     labels = {str(x).lower() for x in (labels or [])}
     unknown = labels - set(CATEGORIES)
     if unknown:
-        raise ValueError(f"unknown categories {sorted(unknown)}; known: {', '.join(CATEGORIES)}")
+        raise BadInput(f"unknown categories {sorted(unknown)}; known: {', '.join(CATEGORIES)}")
     return {c: c in labels for c in CATEGORIES}
 
 

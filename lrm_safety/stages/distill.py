@@ -13,11 +13,12 @@ from rich.console import Console
 from tqdm.auto import tqdm
 
 from .. import styles
+from ..errors import BadInput
 from ..generation import Sampling, make_generator
 from ..judges.refusal import judge_consistency
 from ..judges.math import extract_boxed, answers_match
 from ..models import resolve_model
-from .common import StageContext, length_stats, token_counter, write_termination_summary
+from .common import StageContext, length_stats, skipped, summary_from_manifest, token_counter
 
 console = Console(stderr=True)
 STAGE = "distill"
@@ -39,7 +40,7 @@ def load_prompts(ctx: StageContext) -> list[dict]:
             field = d.prompt_field if d.prompt_field and kind == "safety" else None
             text = row.get(field) if field else (row.get("prompt") or row.get("query") or row.get("problem"))
             if not text:
-                raise ValueError(f"{source} row {n}: no {field or 'prompt/query/problem'} field "
+                raise BadInput(f"{source} row {n}: no {field or 'prompt/query/problem'} field "
                                  f"(set distill.promptField to the field that holds the prompt)")
             rec = {"id": f"{kind[0]}{hashlib.sha256(text.encode()).hexdigest()[:12]}", "kind": kind, "prompt": text}
             for key in ("categories", "label", "answer"):
@@ -201,7 +202,7 @@ def shard_key(ctx: StageContext, shard: int) -> str:
 def run_shard(ctx: StageContext, shard: int = 0, num_shards: Optional[int] = None) -> dict:
     num_shards = num_shards or ctx.spec.distill.shards
     if not 0 <= shard < num_shards:
-        raise ValueError(f"--shard {shard} is outside 0..{num_shards - 1}")
+        raise BadInput(f"--shard {shard} is outside 0..{num_shards - 1}")
     store, parts = ctx.store, _parts_prefix(ctx, shard)
     done_key = f"{parts}/_DONE.json"
     if store.exists(done_key):
@@ -279,15 +280,17 @@ def finalize(ctx: StageContext) -> Optional[dict]:
 
 
 def run(ctx: StageContext, shard: Optional[int] = None, num_shards: Optional[int] = None) -> dict:
-    if ctx.is_done(STAGE):
-        console.print("[green]distill: manifest matches this spec, skipping")
-        return {"stage": STAGE, "skipped": True}
+    done = skipped(ctx, STAGE, console)
+    if done:
+        return done
     shards = [shard] if shard is not None else list(range(ctx.spec.distill.shards))
     results = [run_shard(ctx, s, num_shards) for s in shards]
     manifest = finalize(ctx)
-    summary = {"stage": STAGE, "shards": results, "counts": manifest["counts"] if manifest else {}}
-    write_termination_summary({"stage": STAGE, "counts": summary["counts"] or results[-1]})
-    return summary
+    if manifest:  # this pod finished the last shard: the counts cover every shard
+        return summary_from_manifest(manifest)
+    # Other shards are still running: report this shard's own counts; the operator adds them up.
+    own = {k: sum(r[k] for r in results) for k in ("prompts", "accepted", "rejected", "regenerations")}
+    return {"stage": STAGE, "shard": shard, "complete": False, "counts": own}
 
 
 def accepted_rows(ctx: StageContext, kind: str) -> list[dict]:

@@ -19,7 +19,7 @@ from ..judges.refusal import is_refusal, reasoning_decision
 from ..models import cache_root, resolve_model
 from ..styles import parse_response
 from . import train as train_stage
-from .common import StageContext, write_termination_summary
+from .common import StageContext, skipped, summary_from_manifest
 
 console = Console(stderr=True)
 STAGE = "evaluate"
@@ -143,9 +143,9 @@ def _model_dirs(ctx: StageContext) -> dict[str, Path]:
 
 
 def run(ctx: StageContext, **_) -> dict:
-    if ctx.is_done(STAGE):
-        console.print("[green]evaluate: manifest matches this spec, skipping")
-        return {"stage": STAGE, "skipped": True}
+    done = skipped(ctx, STAGE, console)
+    if done:
+        return done
     spec, store = ctx.spec, ctx.store
     ev = spec.evaluate
     benches = ev.named_benchmarks()
@@ -184,14 +184,15 @@ def run(ctx: StageContext, **_) -> dict:
     prefix = ctx.prefix(STAGE)
     files = report.write_report(store, prefix, metrics, f"lrm-safety report: {ctx.exp.name}")
     files += [f"{rp}/{m}/{n}.jsonl" for m in records for n in records[m]]
-    store.write_manifest(prefix, stage=STAGE, config_hash=ctx.hash(STAGE), files=files,
-                         counts={n: len(v) for n, v in items.items()}, metrics=metrics["headline"],
-                         extra={"kinds": kinds, "order": list(kinds), "records": rp[len(prefix) + 1:]})
-    summary = {"stage": STAGE, "metrics": {**metrics["headline"], "benchmarks": {
+    summary = {"metrics": {**metrics["headline"], "benchmarks": {
         b: {k: e.get(k, {}).get("value") if k != "delta" else e.get("delta") for k in ("base", "trained", "delta")}
         for b, e in metrics["benchmarks"].items()}}}
-    write_termination_summary(summary)
-    return {**summary, "report": store.uri(f"{prefix}/report.md"), "table": report.table_rows(metrics)}
+    manifest = store.write_manifest(prefix, stage=STAGE, config_hash=ctx.hash(STAGE), files=files,
+                                    counts={n: len(v) for n, v in items.items()}, metrics=metrics["headline"],
+                                    extra={"kinds": kinds, "order": list(kinds), "records": rp[len(prefix) + 1:],
+                                           "summary": summary})
+    return {**summary_from_manifest(manifest), "report": store.uri(f"{prefix}/report.md"),
+            "table": report.table_rows(metrics)}
 
 
 def rerender(store, prefix: str, title: Optional[str] = None) -> str:

@@ -9,10 +9,11 @@ import random
 from rich.console import Console
 
 from .. import styles
+from ..errors import BadInput
 from ..mathgen import synthetic_math
 from ..models import resolve_model
 from . import distill
-from .common import StageContext, length_stats, token_counter, write_termination_summary
+from .common import StageContext, length_stats, skipped, token_counter
 
 console = Console(stderr=True)
 STAGE = "mix"
@@ -27,7 +28,7 @@ def _as_pair(row: dict) -> tuple[str, str]:
     prompt = row.get("prompt") or row.get("query") or row.get("problem")
     response = row.get("response") or row.get("solution")
     if not prompt or not response:
-        raise ValueError("a sample needs prompt and response fields (or messages)")
+        raise BadInput("a sample needs prompt and response fields (or messages)")
     return prompt, response
 
 
@@ -36,14 +37,14 @@ def _math_rows(ctx: StageContext) -> list[dict]:
     if m.math_count == 0:
         return []
     if not m.math_source:
-        raise ValueError("spec.mix.mathSource: no math source; set it (distill, a JSONL path, or builtin:synthetic-math) "
+        raise BadInput("spec.mix.mathSource: no math source; set it (distill, a JSONL path, or builtin:synthetic-math) "
                          "or set mathCount: 0")
     if m.math_source == "builtin:synthetic-math":
         return synthetic_math(m.math_count, seed=m.seed)
     if m.math_source == "distill":
         rows = distill.accepted_rows(ctx, "math")
         if not rows:
-            raise ValueError("spec.mix.mathSource is distill but the distill stage produced no math samples "
+            raise BadInput("spec.mix.mathSource is distill but the distill stage produced no math samples "
                              "(set distill.mathPrompts)")
         return rows
     return ctx.read_rows(m.math_source)
@@ -124,15 +125,15 @@ def build(ctx: StageContext, count_tokens, tokenizer) -> tuple[dict[str, list[di
 
 
 def run(ctx: StageContext, **_) -> dict:
-    if ctx.is_done(STAGE):
-        console.print("[green]mix: manifest matches this spec, skipping")
-        return {"stage": STAGE, "skipped": True}
+    done = skipped(ctx, STAGE, console)
+    if done:
+        return done
     student = ctx.spec.student
     count, tok = token_counter(resolve_model(student.model, revision=student.revision,
                                              endpoint=ctx.spec.storage.endpoint, base_dir=ctx.base_dir))
     splits, counts, metrics = build(ctx, count, tok)
     if not splits["train"]:
-        raise RuntimeError("mix produced no training samples: distill accepted none and no math was mixed in")
+        raise BadInput("mix produced no training samples: distill accepted none and no math was mixed in")
     prefix = ctx.prefix(STAGE)
     files = []
     for name, rows in splits.items():
@@ -143,6 +144,4 @@ def run(ctx: StageContext, **_) -> dict:
                              metrics=metrics)
     console.print(f"mix: {counts['train']} train / {counts['heldout']} held out "
                   f"({counts.get('safety', 0)} safety + {counts.get('math', 0)} math)")
-    summary = {"stage": STAGE, "counts": counts, "metrics": metrics}
-    write_termination_summary(summary)
-    return summary
+    return {"stage": STAGE, "counts": counts, "metrics": metrics, "complete": True}

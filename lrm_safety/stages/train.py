@@ -22,9 +22,10 @@ from typing import Optional
 
 from rich.console import Console
 
+from ..errors import BadInput
 from ..extension_cache import extension_cache
 from ..models import resolve_model
-from .common import StageContext, write_termination_summary
+from .common import StageContext, skipped, summary_from_manifest
 
 console = Console(stderr=True)
 STAGE = "train"
@@ -79,7 +80,7 @@ def runtime_profile(train_spec, cuda: bool, world_size: int, installed=_installe
     opt = train_spec.optimize
     packing = train_spec.packing or (opt and flash)
     if packing and not flash:
-        raise RuntimeError("spec.train.packing needs flash-attn on a GPU (variable-length attention); without it "
+        raise BadInput("spec.train.packing needs flash-attn on a GPU (variable-length attention); without it "
                            "packed samples attend to each other. Install flash-attn or set train.packing: false")
     deepspeed = train_spec.deepspeed
     if opt and world_size == 1 and deepspeed == "zero2" and not train_spec.offload:
@@ -259,11 +260,12 @@ class _Clock:
 
 # ---------------------------------------------------------------- the stage
 def run(ctx: StageContext, launcher: str = "auto", spec_path: Optional[str] = None, **_) -> dict:
-    if ctx.is_done(STAGE):
-        console.print("[green]train: manifest matches this spec, skipping")
-        return {"stage": STAGE, "skipped": True}
+    done = skipped(ctx, STAGE, console)
+    if done:
+        return done
     if os.environ.get("LOCAL_RANK") is not None:
         return _train(ctx)  # a rank under torchrun: the launcher holds the extension cache
+    ctx.require("mix")  # bad input is found here, where its exit code survives (torchrun reports any failure as 1)
     cmd = None
     if launcher == "torchrun" or (launcher == "auto" and spec_path):
         cmd = launch_command(ctx.spec.train, spec_path, dict(os.environ), force=launcher == "torchrun")
@@ -276,7 +278,7 @@ def run(ctx: StageContext, launcher: str = "auto", spec_path: Optional[str] = No
         rc = subprocess.call(cmd)
     if rc != 0:
         raise SystemExit(rc)
-    return ctx.store.read_manifest(ctx.prefix(STAGE)) or {"stage": STAGE}
+    return summary_from_manifest(ctx.require(STAGE))
 
 
 def _train(ctx: StageContext) -> dict:
@@ -379,13 +381,13 @@ def _fit(ctx: StageContext, trainer, rows: list[dict], resume: Optional[str], wo
         store.write_manifest(prefix, stage=STAGE, config_hash=ctx.hash(STAGE), files=keys + [f"{prefix}/metrics.json"],
                              counts={"samples": len(rows), "steps": metrics["steps"]},
                              metrics={k: v for k, v in metrics.items() if k != "lossCurve"},
-                             extra={"model": store.uri(f"{prefix}/model")})
+                             extra={"model": store.uri(f"{prefix}/model"), "summary": {
+                                 "counts": {"steps": metrics["steps"]},
+                                 "metrics": {k: metrics[k] for k in ("finalLoss", "tokensPerS")}}})
         if not t.keep_checkpoints:
             prune_checkpoints(store, checkpoints_prefix(ctx))  # after the manifest: a crash before it still resumes
         console.print(f"train: {metrics['steps']} steps, loss {metrics['firstLoss']} -> {metrics['finalLoss']}, "
                       f"model at {store.uri(prefix + '/model')}")
-        write_termination_summary({"stage": STAGE, "counts": {"steps": metrics["steps"]},
-                                   "metrics": {k: metrics[k] for k in ("finalLoss", "tokensPerS")}})
     return {"stage": STAGE, "metrics": metrics}
 
 
