@@ -117,9 +117,18 @@ def cmd_render(args) -> int:
 
     from safety_operator.manifests import render_all
 
+    from safety_operator.manifests import stage_compute, stage_secrets
+    from .spec import STAGES
+
     exp = _load(args.file)
     docs = render_all(exp.name, exp.namespace, exp.spec, uid=None)
-    sys.stdout.write(yaml.safe_dump_all(docs, sort_keys=False))
+    lines = [f"# {exp.name}: one pod per stage (distill: one per shard; train: one per node) requests"]
+    for stage in STAGES:
+        c = stage_compute(exp.spec, stage)
+        secrets = sorted({e["valueFrom"]["secretKeyRef"]["name"] for e in stage_secrets(exp.spec, stage)})
+        lines.append(f"#   {stage:9s} gpus {c['gpus']} ({exp.spec.resources.gpu_resource}), cpu {c['cpu']}, "
+                     f"memory {c['memory']}; secrets: {', '.join(secrets) or 'none'}")
+    sys.stdout.write("\n".join(lines) + "\n" + yaml.safe_dump_all(docs, sort_keys=False))
     return 0
 
 

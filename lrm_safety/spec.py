@@ -415,8 +415,6 @@ class EvaluateSpec(_Model):
     """Also evaluate the untrained student and report deltas."""
     pair: PairSpec = Field(default_factory=PairSpec)
     """PAIR attack settings (advbench-pair)."""
-    gpus: int = Field(1, ge=0, le=64)
-    """GPUs for the evaluate pod."""
 
     @model_validator(mode="after")
     def _paths(self):
@@ -441,6 +439,17 @@ class Toleration(_Model):
     toleration_seconds: Optional[int] = None
 
 
+class StageResources(_Model):
+    """Compute for one stage's pods; unset fields fall back to the defaults described in `resources`."""
+
+    gpus: Optional[int] = Field(None, ge=0, le=64)
+    """GPUs per pod. Default: what the stage's backend uses (distill: teacher.tensorParallel with vllm, 1 with transformers, 0 with openai; mix: 0; train: train.gpusPerNode or 1; evaluate: 1, 0 with openai); 0 everywhere with resources.cpuOnly."""
+    cpu: Optional[str] = None
+    """CPU request per pod (default resources.cpu)."""
+    memory: Optional[str] = None
+    """Memory request and limit per pod (default resources.memory)."""
+
+
 class ResourcesSpec(_Model):
     node_selector: dict[str, str] = Field(default_factory=dict)
     """Node selector for every stage pod."""
@@ -451,15 +460,33 @@ class ResourcesSpec(_Model):
     queue: Optional[str] = None
     """Kueue LocalQueue: copied as the kueue.x-k8s.io/queue-name label onto each stage Job."""
     cpu: str = "8"
-    """CPU request per stage pod."""
+    """CPU request per stage pod (per-stage override: resources.<stage>.cpu)."""
     memory: str = "64Gi"
-    """Memory request per stage pod."""
+    """Memory request and limit per stage pod (per-stage override: resources.<stage>.memory)."""
+    cpu_only: bool = False
+    """Request no GPU for any stage: a CPU-only cluster (transformers backend, fp32 training) or an endpoint teacher."""
+    gpu_resource: str = Field("nvidia.com/gpu", pattern=r"^[a-z0-9.-]+/[a-z0-9.-]+$")
+    """Extended resource name GPUs are requested under (e.g. amd.com/gpu)."""
+    distill: StageResources = Field(default_factory=StageResources)
+    """distill pods' compute."""
+    mix: StageResources = Field(default_factory=StageResources)
+    """mix pods' compute."""
+    train: StageResources = Field(default_factory=StageResources)
+    """train pods' compute (GPUs: set train.gpusPerNode, one torchrun process per GPU)."""
+    evaluate: StageResources = Field(default_factory=StageResources)
+    """evaluate pods' compute."""
     shm_size: str = "16Gi"
     """Size of the /dev/shm emptyDir (NCCL, dataloaders)."""
+    model_cache: Optional[str] = Field(None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    """An existing PersistentVolumeClaim mounted at /cache in every stage pod (ReadWriteMany, or node-local), so models are downloaded and converted once per cluster instead of once per pod; default: a per-pod emptyDir."""
     backoff_limit: int = Field(2, ge=0, le=20)
-    """Retries of a stage after a transient failure before the experiment fails."""
+    """Retries of a stage after a transient failure before the experiment fails (a failure with exit code 3, bad input, is never retried)."""
+    retry_backoff_seconds: int = Field(30, ge=0, le=3600)
+    """Wait before retry n: this many seconds x 2^(n-1), at most 10 minutes."""
+    start_timeout_seconds: int = Field(1800, ge=1, le=86400)
+    """Fail a stage attempt whose pods have not started running after this long (unschedulable, image pull errors, a missing Secret), with the pods' waiting reason; a missing Secret or ConfigMap is permanent, other reasons are retried."""
     ttl_seconds_after_finished: Optional[int] = Field(None, ge=0)
-    """Delete finished Jobs after this many seconds."""
+    """Delete finished Jobs after this many seconds (the experiment's status keeps their results)."""
 
 
 class ImagesSpec(_Model):
@@ -490,6 +517,20 @@ class SafetyExperimentSpec(_Model):
     """Container images."""
     suspend: bool = False
     """Suspend the running stage Job (Kueue-compatible); false resumes it."""
+
+    @model_validator(mode="after")
+    def _compute(self):
+        train_gpus = self.resources.train.gpus
+        procs = self.train.gpus_per_node or 1
+        if train_gpus not in (None, 0) and train_gpus != procs:
+            raise ValueError(f"resources.train.gpus ({train_gpus}) must equal train.gpusPerNode ({procs}): torchrun "
+                             f"runs one process per GPU; set train.gpusPerNode instead")
+        distill_gpus = self.resources.distill.gpus
+        if (self.teacher.backend == Backend.vllm.value and distill_gpus not in (None, 0)
+                and distill_gpus < self.teacher.tensor_parallel):
+            raise ValueError(f"resources.distill.gpus ({distill_gpus}) is below teacher.tensorParallel "
+                             f"({self.teacher.tensor_parallel}): vLLM shards the teacher over that many GPUs")
+        return self
 
 
 # ---------------------------------------------------------------- status

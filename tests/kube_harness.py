@@ -11,6 +11,10 @@ from kmock import ResourceInfo
 
 from lrm_safety.spec import API_GROUP, API_VERSION, KIND, PLURAL
 
+# The operator's timers are set when its handlers are imported: fast wake-ups for tests.
+os.environ.setdefault("LRM_SAFETY_RESYNC_SECONDS", "1")
+os.environ.setdefault("LRM_SAFETY_TICK_SECONDS", "0.3")
+
 
 class EmulatedCluster:
     """kmock serving the CRD plus builtin resources. No Job controller: tests move Job status themselves."""
@@ -68,7 +72,7 @@ class OperatorThread:
         os.environ["LRM_SAFETY_KUBE_SERVER"] = self.url
         kube.Api.reset()
         self.stop_flag, ready = threading.Event(), threading.Event()
-        settings = Settings(resync_seconds=self.resync, workers=4)
+        settings = Settings(resync_seconds=self.resync, workers=4, tick_seconds=float(os.environ["LRM_SAFETY_TICK_SECONDS"]))
 
         def target():
             from safety_operator import handlers, main

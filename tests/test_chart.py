@@ -53,9 +53,13 @@ def test_default_values_cluster_scope():
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert c["securityContext"]["readOnlyRootFilesystem"] is True and c["securityContext"]["allowPrivilegeEscalation"] is False
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    env = {e["name"]: e["value"] for e in c["env"]}
+    env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["LRM_SAFETY_NAMESPACES"] == "" and env["LRM_SAFETY_PEERING"] == "false"
     assert not any(d["kind"] == "ClusterKopfPeering" for d in docs)
+    # Manifest reads (finished stages are never run again) with optional credentials: no Secret, no crash.
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
+    assert env["LRM_SAFETY_READ_STORE"] == "true"
+    assert refs["AWS_ACCESS_KEY_ID"] == {"name": "lrm-safety-s3", "key": "AWS_ACCESS_KEY_ID", "optional": True}
 
 
 def test_namespaced_scope_and_leader_election():
@@ -64,7 +68,7 @@ def test_namespaced_scope_and_leader_election():
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["research", "team-b"]
     cluster = next(d for d in docs if d["kind"] == "ClusterRole")
     assert not any("jobs" in r["resources"] for r in cluster["rules"]), "namespaced mode grants Jobs per namespace only"
-    env = {e["name"]: e["value"] for e in next(d for d in docs if d["kind"] == "Deployment")
+    env = {e["name"]: e.get("value") for e in next(d for d in docs if d["kind"] == "Deployment")
            ["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["LRM_SAFETY_NAMESPACES"] == "research,team-b" and env["LRM_SAFETY_PEERING"] == "true"
     assert any(d["kind"] == "ClusterKopfPeering" for d in docs)
@@ -72,7 +76,7 @@ def test_namespaced_scope_and_leader_election():
 
 def test_rbac_is_least_privilege():
     docs = render() + render("watch.allNamespaces=false", "watch.namespaces={a}")
-    allowed = {"safetyexperiments", "safetyexperiments/status", "jobs", "pods", "pods/status", "services", "configmaps",
+    allowed = {"safetyexperiments", "safetyexperiments/status", "safetyexperiments/finalizers", "jobs", "pods", "pods/status", "services", "configmaps",
                "events", "kopfpeerings", "clusterkopfpeerings", "customresourcedefinitions", "namespaces"}
     write_verbs = {"create", "patch", "update", "delete", "deletecollection"}
     for role in (d for d in docs if d["kind"] in ("ClusterRole", "Role")):
@@ -84,6 +88,17 @@ def test_rbac_is_least_privilege():
             if "events" in rule["resources"]:
                 assert rule["verbs"] == ["create"]
             assert "delete" not in rule["verbs"], "deletion cascades through ownerReferences"
+            if "safetyexperiments/finalizers" in rule["resources"]:
+                assert rule["verbs"] == ["update"] and rule["resources"] == ["safetyexperiments/finalizers"]
+
+
+@pytest.mark.parametrize("sets", [(), ("watch.allNamespaces=false", "watch.namespaces={research}")])
+def test_rbac_allows_owner_references_under_owner_reference_enforcement(sets):
+    """OwnerReferencesPermissionEnforcement: blockOwnerDeletion needs update on the owner's finalizers."""
+    roles = [d for d in render(*sets) if d["kind"] in ("ClusterRole", "Role")]
+    grants = [r for role in roles for r in role["rules"]
+              if "safetyexperiments/finalizers" in r["resources"] and "lrmsafety.io" in r["apiGroups"]]
+    assert grants and all("update" in r["verbs"] for r in grants)
 
 
 def test_bad_values_fail_at_install():

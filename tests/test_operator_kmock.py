@@ -8,8 +8,6 @@ import os
 
 import pytest
 
-os.environ.setdefault("LRM_SAFETY_RESYNC_SECONDS", "1")
-
 from kubernetes import client  # noqa: E402
 
 from kube_harness import EmulatedCluster, OperatorThread, wait_for  # noqa: E402
@@ -54,11 +52,17 @@ def jobs(cluster, name=None):
             if name is None or j["metadata"]["labels"]["lrmsafety.io/experiment"] == name}
 
 
+def pod_labels(cluster, job):
+    """What the Job controller puts on its pods: the template's labels plus job-name."""
+    tmpl = jobs(cluster)[job]["spec"]["template"]["metadata"]["labels"]
+    return {**tmpl, "job-name": job, "batch.kubernetes.io/job-name": job}
+
+
 def finish_job(cluster, job, ok=True, summary=None, reason="BackoffLimitExceeded"):
     """Play the Job controller and kubelet: pod with a termination message, then the Job condition."""
     if ok:
         pod = {"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"name": f"{job}-pod", "namespace": NS, "labels": {"job-name": job}},
+               "metadata": {"name": f"{job}-pod", "namespace": NS, "labels": pod_labels(cluster, job)},
                "spec": {"containers": [{"name": "c", "image": "x"}]},
                "status": {"containerStatuses": [{"name": "c", "image": "x", "imageID": "", "ready": False,
                                                  "restartCount": 0, "state": {"terminated": {
@@ -93,7 +97,7 @@ def test_full_pipeline_reaches_succeeded_with_metrics(cluster, operator):
 
 
 def test_failed_job_is_retried_then_reported(cluster, operator):
-    create(cluster, "flaky", {"resources": {"backoffLimit": 1}})
+    create(cluster, "flaky", {"resources": {"backoffLimit": 1, "retryBackoffSeconds": 1}})
     wait_job(cluster, "flaky", "flaky-distill-1")
     finish_job(cluster, "flaky-distill-1", ok=False)  # e.g. OOM-killed: transient
     wait_job(cluster, "flaky", "flaky-distill-2")
@@ -144,5 +148,116 @@ def test_restart_mid_stage_creates_no_second_job(cluster):
             wait_job(cluster, "rs", f"rs-{stage}-1")
             finish_job(cluster, f"rs-{stage}-1")
         wait_for(lambda: get(cluster, "rs")["status"]["phase"] == "Succeeded", 20, what="Succeeded")
+    finally:
+        op2.stop()
+
+
+def events(cluster, name, reason=None):
+    items = json.loads(cluster.core.list_namespaced_event(NS, _preload_content=False).data)["items"]
+    return [e for e in items if e["involvedObject"]["name"] == name and (reason is None or e["reason"] == reason)]
+
+
+def add_pod(cluster, job, state, name=None, conditions=None):
+    """A stage pod as the kubelet reports it (kmock runs none)."""
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": name or f"{job}-x", "namespace": NS, "labels": pod_labels(cluster, job)},
+           "spec": {"containers": [{"name": "c", "image": "x"}]},
+           "status": {"phase": "Pending", "conditions": conditions or [],
+                      "containerStatuses": [{"name": "c", "image": "x", "imageID": "", "ready": False,
+                                             "restartCount": 0, "state": state}] if state else []}}
+    cluster.core.create_namespaced_pod(NS, pod)
+
+
+def test_waiting_pod_shows_its_reason_then_fails_at_the_start_timeout(cluster, operator):
+    create(cluster, "stuck", {"resources": {"startTimeoutSeconds": 3}})
+    wait_job(cluster, "stuck", "stuck-distill-1")
+    add_pod(cluster, "stuck-distill-1", {"waiting": {"reason": "CreateContainerConfigError",
+                                                     "message": 'secret "lrm-safety-s3" not found'}})
+    status = wait_for(lambda: (s := get(cluster, "stuck")["status"])["stages"]["distill"].get("waiting") and s, 10,
+                      what="waiting reason in status")
+    assert 'secret "lrm-safety-s3" not found' in status["stages"]["distill"]["waiting"]["message"]
+    prog = next(c for c in status["conditions"] if c["type"] == "Progressing")
+    assert prog["status"] == "False" and prog["reason"] == "CreateContainerConfigError"
+    wait_for(lambda: events(cluster, "stuck", "CreateContainerConfigError"), 10, what="a Warning event")
+    # After the start timeout the attempt fails; a missing Secret is not worth a retry.
+    status = wait_for(lambda: (s := get(cluster, "stuck")["status"]).get("phase") == "Failed" and s, 15, what="Failed")
+    assert "start timeout 3s" in status["message"] and "not found" in status["message"]
+    assert jobs(cluster, "stuck")["stuck-distill-1"]["spec"]["activeDeadlineSeconds"] == 1, "its pods are stopped"
+    assert sorted(jobs(cluster, "stuck")) == ["stuck-distill-1"]
+    assert len(events(cluster, "stuck", "CreateContainerConfigError")) == 1, "one event per distinct reason"
+
+
+def test_bad_input_exit_code_fails_at_once_and_exit_1_is_retried(cluster, operator):
+    create(cluster, "codes", {"resources": {"backoffLimit": 3, "retryBackoffSeconds": 1}})
+    wait_job(cluster, "codes", "codes-distill-1")
+    add_pod(cluster, "codes-distill-1", {"terminated": {"exitCode": 1, "reason": "Error", "message": json.dumps(
+        {"stage": "distill", "error": "EndpointConnectionError: Could not connect to the endpoint URL"})}})
+    finish_job(cluster, "codes-distill-1", ok=False)
+    wait_job(cluster, "codes", "codes-distill-2")
+    st = get(cluster, "codes")["status"]["stages"]["distill"]
+    assert st["failures"][0]["exitCode"] == 1 and "EndpointConnectionError" in st["failures"][0]["reason"]
+    add_pod(cluster, "codes-distill-2", {"terminated": {"exitCode": 3, "reason": "Error", "message": json.dumps(
+        {"stage": "distill", "error": "s3://data/prompts.jsonl: NoSuchKey", "permanent": True})}})
+    finish_job(cluster, "codes-distill-2", ok=False, reason="PodFailurePolicy")
+    status = wait_for(lambda: (s := get(cluster, "codes")["status"]).get("phase") == "Failed" and s, 15, what="Failed")
+    assert "bad input, not retried" in status["message"] and "NoSuchKey" in status["message"]
+    assert sorted(jobs(cluster, "codes")) == ["codes-distill-1", "codes-distill-2"]
+
+
+def test_forbidden_job_create_sets_a_condition_and_an_event(cluster, operator, monkeypatch):
+    """kmock has no admission plugins, so the API's 403 (e.g. OwnerReferencesPermissionEnforcement without
+    update on safetyexperiments/finalizers) is raised by the client as the real API server's answer would be."""
+    from kubernetes.client import BatchV1Api
+    from kubernetes.client.rest import ApiException
+
+    def forbidden(self, namespace, body, **kw):
+        e = ApiException(status=403, reason="Forbidden")
+        e.body = json.dumps({"kind": "Status", "status": "Failure", "reason": "Forbidden", "code": 403, "message":
+                             'jobs.batch "deny-distill-1" is forbidden: cannot set blockOwnerDeletion if an '
+                             'ownerReference refers to a resource you can\'t set finalizers on'})
+        raise e
+
+    monkeypatch.setattr(BatchV1Api, "create_namespaced_job", forbidden)
+    create(cluster, "deny")
+    status = wait_for(lambda: (s := get(cluster, "deny").get("status", {})) and
+                      any(c["type"] == "Degraded" and c["status"] == "True" for c in s.get("conditions", [])) and s,
+                      20, what="Degraded condition")
+    cond = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert cond["reason"] == "ReconcileError" and "403 Forbidden" in cond["message"]
+    assert "can't set finalizers on" in cond["message"] and "create Job default/deny-distill-1" in cond["message"]
+    wait_for(lambda: events(cluster, "deny", "ReconcileError"), 10, what="a Warning event")
+    assert jobs(cluster, "deny") == {}
+    monkeypatch.undo()  # RBAC fixed: the next try creates the Job and clears the condition
+    wait_job(cluster, "deny", "deny-distill-1")
+    wait_for(lambda: any(c["type"] == "Degraded" and c["status"] == "False"
+                         for c in get(cluster, "deny")["status"]["conditions"]), 20, what="Degraded cleared")
+
+
+def test_restart_after_finished_jobs_were_deleted_runs_no_stage_again(cluster, s3_endpoint, bucket):
+    """ttlSecondsAfterFinished removed a finished Job while the operator was down: the store says it finished."""
+    from lrm_safety.spec import Experiment, parse_spec
+    from lrm_safety.stages.common import StageContext
+
+    spec = {"storage": {"uri": f"s3://{bucket}/exps", "endpoint": s3_endpoint}, "resources": {"ttlSecondsAfterFinished": 0}}
+    op = OperatorThread(cluster.url).start()
+    create(cluster, "ttl", spec)
+    wait_job(cluster, "ttl", "ttl-distill-1")
+    wait_for(lambda: get(cluster, "ttl")["status"]["stage"] == "distill", 20, what="distill running")
+    op.stop()
+    # While it is down: the pod finishes the stage (its manifest), the Job completes, the TTL controller deletes it.
+    full = parse_spec({"evaluate": {"dataRoot": "s3://data"}, **spec})
+    ctx = StageContext(Experiment(name="ttl", namespace=NS, spec=full))
+    ctx.store.write_manifest("ttl/distill", stage="distill", config_hash=ctx.hash("distill"),
+                             counts={"accepted": 16, "prompts": 16})
+    cluster.batch.delete_namespaced_job("ttl-distill-1", NS)
+    op2 = OperatorThread(cluster.url).start()
+    try:
+        wait_job(cluster, "ttl", "ttl-mix-1")
+        st = get(cluster, "ttl")["status"]["stages"]["distill"]
+        assert st["state"] == "Succeeded" and st["summary"]["counts"]["accepted"] == 16 and "store" in st["message"]
+        import time
+
+        time.sleep(2)
+        assert sorted(jobs(cluster, "ttl")) == ["ttl-mix-1"], "distill is not run again"
     finally:
         op2.stop()

@@ -43,17 +43,76 @@ def test_every_stage_job_is_valid_and_safe(stage):
     assert secret_env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {"name": "s3-creds", "key": "AWS_ACCESS_KEY_ID"}
     assert "value" not in secret_env["AWS_SECRET_ACCESS_KEY"]
     assert job["spec"]["backoffLimit"] == 0
-    rule = job["spec"]["podFailurePolicy"]["rules"][0]
-    assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == list(range(1, 128))
+    assert pod["automountServiceAccountToken"] is False, "stage pods never call the API"
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["LRM_SAFETY_TERMINATION_LOG"] == "/dev/termination-log" and env["LRM_SAFETY_SCRATCH"] == "/scratch"
+    assert {"name": "cache", "emptyDir": {}} in pod["volumes"] and {"name": "scratch", "emptyDir": {}} in pod["volumes"]
 
 
-def test_gpu_requests_follow_the_spec():
-    spec = _spec(teacher={"tensorParallel": 4}, train={"gpusPerNode": 8}, evaluate={"gpus": 2})
-    gpus = {s: _container(m.render_job("e", "ns", spec, s))["resources"]["limits"].get("nvidia.com/gpu")
+def test_pod_failure_policy_fails_at_once_only_on_the_bad_input_exit_code():
+    """Exit 3 is the worker's bad input; 1 (any Python exception), 137 (OOM kill) and the rest are retried."""
+    from lrm_safety.errors import BAD_INPUT_EXIT
+
+    rules = m.render_job("e", "ns", _spec(), "mix")["spec"]["podFailurePolicy"]["rules"]
+    fail_on = rules[0]["onExitCodes"]
+    assert rules[0]["action"] == "FailJob" and fail_on["operator"] == "In" and fail_on["values"] == [BAD_INPUT_EXIT] == [3]
+
+    def fails_at_once(code):  # the Job controller's rule matching, for one container's exit code
+        return fail_on["operator"] == "In" and code in fail_on["values"]
+
+    assert fails_at_once(3) and not fails_at_once(1) and not fails_at_once(137) and not fails_at_once(2)
+    assert rules[1] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+
+
+def _gpus(spec):
+    return {s: _container(m.render_job("e", "ns", spec, s))["resources"]["limits"].get("nvidia.com/gpu")
             for s in ("distill", "mix", "train", "evaluate")}
-    assert gpus == {"distill": "4", "mix": None, "train": "8", "evaluate": "2"}
+
+
+def test_gpu_requests_follow_the_backend():
+    assert _gpus(_spec(teacher={"tensorParallel": 4}, train={"gpusPerNode": 8})) == {
+        "distill": "4", "mix": None, "train": "8", "evaluate": "1"}
     openai = _spec(teacher={"backend": "openai", "endpoint": "http://r1:8000/v1"})
-    assert "nvidia.com/gpu" not in _container(m.render_job("e", "ns", openai, "distill"))["resources"]["limits"]
+    assert _gpus(openai)["distill"] is None, "an endpoint teacher needs no GPU in the pod"
+    assert _gpus(_spec(teacher={"backend": "transformers"}))["distill"] == "1"
+
+
+def test_cpu_only_and_per_stage_compute():
+    assert set(_gpus(_spec(resources={"cpuOnly": True})).values()) == {None}, "a CPU-only cluster can schedule them"
+    spec = _spec(resources={"evaluate": {"gpus": 2, "cpu": "16", "memory": "200Gi"}, "mix": {"memory": "4Gi"},
+                            "gpuResource": "amd.com/gpu"})
+    ev = _container(_valid(m.render_job("e", "ns", spec, "evaluate")))["resources"]
+    assert ev == {"requests": {"cpu": "16", "memory": "200Gi", "amd.com/gpu": "2"},
+                  "limits": {"memory": "200Gi", "amd.com/gpu": "2"}}
+    assert _container(m.render_job("e", "ns", spec, "mix"))["resources"]["requests"] == {"cpu": "8", "memory": "4Gi"}
+    assert m.stage_compute(spec, "train") == {"gpus": 1, "cpu": "8", "memory": "64Gi"}
+
+
+def test_per_stage_gpu_overrides_that_contradict_the_spec_are_rejected():
+    from lrm_safety.spec import SpecError
+
+    with pytest.raises(SpecError, match="resources.train.gpus .2. must equal train.gpusPerNode .1."):
+        _spec(resources={"train": {"gpus": 2}})
+    with pytest.raises(SpecError, match="below teacher.tensorParallel"):
+        _spec(resources={"distill": {"gpus": 2}}, teacher={"tensorParallel": 4})
+
+
+def test_each_stage_gets_only_the_secrets_it_reads():
+    spec = _spec(teacher={"backend": "openai", "endpoint": "http://r1/v1", "apiKeySecretRef": {"name": "r1-key"}},
+                 evaluate={"judge": {"kind": "llm", "endpoint": "http://judge/v1", "apiKeySecretRef": {"name": "j-key"}}})
+    secrets = {stage: sorted(e["valueFrom"]["secretKeyRef"]["name"] + ":" + e["name"]
+                             for e in _container(m.render_job("e", "ns", spec, stage))["env"] if "valueFrom" in e)
+               for stage in ("distill", "mix", "train", "evaluate")}
+    storage = ["s3-creds:AWS_ACCESS_KEY_ID", "s3-creds:AWS_SECRET_ACCESS_KEY"]
+    assert secrets == {"distill": sorted(storage + ["r1-key:OPENAI_API_KEY"]), "mix": storage, "train": storage,
+                       "evaluate": sorted(storage + ["j-key:LRM_SAFETY_JUDGE_API_KEY"])}
+
+
+def test_model_cache_pvc_replaces_the_per_pod_cache():
+    job = _valid(m.render_job("e", "ns", _spec(resources={"modelCache": "models-rwx"}), "train"))
+    vols = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert vols["cache"] == {"name": "cache", "persistentVolumeClaim": {"claimName": "models-rwx"}}
+    assert vols["scratch"] == {"name": "scratch", "emptyDir": {}}, "checkpoints stay node-local"
 
 
 def test_distill_is_an_indexed_job_over_shards():
@@ -137,3 +196,10 @@ def test_cli_render_prints_valid_yaml():
     assert r.returncode == 0, r.stderr
     docs = list(yaml.safe_load_all(r.stdout))
     assert [d["kind"] for d in docs][:2] == ["ConfigMap", "Job"]
+    # Per-stage compute and secrets, in a comment header: an endpoint teacher needs no GPU in its pod.
+    assert "#   distill   gpus 0 (nvidia.com/gpu), cpu 8, memory 64Gi; secrets: lrm-safety-s3, r1-api-key" in r.stdout
+    assert "#   train     gpus 4 (nvidia.com/gpu)" in r.stdout and "#   mix       gpus 0" in r.stdout
+    quick = subprocess.run([sys.executable, "-m", "lrm_safety.cli", "render",
+                            str(Path(__file__).resolve().parent.parent / "examples" / "quickstart.yaml")],
+                           capture_output=True, text=True)
+    assert quick.returncode == 0 and "gpus 1" not in quick.stdout and "nvidia.com/gpu:" not in quick.stdout

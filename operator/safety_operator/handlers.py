@@ -1,57 +1,160 @@
-"""kopf handlers: thin wrappers that gather inputs, call `status.decide`, and apply its actions.
+"""kopf handlers: thin wrappers that gather what the operator observed, call `status.decide`, apply its actions.
 
-Triggers: the experiment's create/resume/update, a periodic timer (a safety net for missed
-events), and events on the stage Jobs it owns. Every trigger runs the same idempotent reconcile.
+Event-driven, not polling: the stage Jobs and their pods are kept in memory by kopf indices fed by the
+watch streams, so a reconcile reads one object (the experiment, fresh) and lists nothing. Triggers: the
+experiment's create/resume/update, a stage Job finishing, a stage pod starting or getting stuck, and
+wake-ups that `decide` asks for (a retry's backoff, a start deadline). A safety-net reconcile runs every
+`resync_seconds` (+ jitter) for unfinished experiments only; a finished one costs nothing.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import threading
+import time
 from collections import defaultdict
+from typing import Optional
 
 import kopf
+from kubernetes.client.rest import ApiException
 
-from lrm_safety.spec import API_GROUP, API_VERSION, PLURAL, STAGES
+from lrm_safety.spec import API_GROUP, API_VERSION, PLURAL, STAGES, parse_spec
 
 from . import kube, manifests
+from . import pods as podinfo
 from .settings import Settings
-from .status import decide
+from .status import Observed, decide, set_condition, utcnow
+from .store_check import finished_in_store
 
 log = logging.getLogger("lrm-safety-operator")
 _locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+_due: dict[tuple[str, str], float] = {}  # monotonic time of the next look each experiment asked for
+_errors: dict[tuple[str, str], int] = defaultdict(int)  # consecutive failed reconciles (for their backoff)
+_pod_signals: dict[str, tuple] = {}  # pod uid -> what of it matters to a decision (reconcile when it changes)
 SETTINGS = Settings.from_env()
 HONOURED = {("spec", "suspend"), ("spec", "resources", "nodeSelector"), ("spec", "resources", "tolerations"),
             ("spec", "resources", "priorityClassName"), ("spec", "resources", "queue")}
+LABELS = {manifests.LABEL_EXPERIMENT: kopf.PRESENT}
 
 
-def reconcile(namespace: str, name: str) -> dict:
-    """Fetch, decide, act. Serialised per experiment so a timer and a Job event never race; always reads the
+def _finished(status: Optional[dict]) -> bool:
+    """Nothing left to do: Succeeded, or Failed after a Job started (an invalid spec that never ran may be fixed)."""
+    status = status or {}
+    if status.get("phase") == "Succeeded":
+        return True
+    if status.get("phase") != "Failed":
+        return False
+    invalid = any(c.get("type") == "Failed" and c.get("reason") == "InvalidSpec" for c in status.get("conditions") or [])
+    started = any((st or {}).get("attempts") for st in (status.get("stages") or {}).values())
+    return started or not invalid
+
+
+def _jitter() -> float:
+    return SETTINGS.resync_seconds * (1 + 0.2 * random.random())
+
+
+def reconcile(namespace: str, name: str, jobs: dict[str, dict], pods: dict[str, list[dict]]) -> None:
+    """Fetch the experiment, decide, act. Serialised per experiment so two triggers never race; always reads the
     current object rather than the triggering event's copy, which may be stale."""
-    with _locks[(namespace, name)]:
+    key = (namespace, name)
+    with _locks[key]:
         api = kube.Api.get()
         body = api.get_experiment(namespace, name)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-            return {}
-        jobs = api.list_jobs(namespace, name)
-        finished = {n for n, j in jobs.items() if _done(j)}
-        messages = {n: api.termination_message(namespace, n) for n in finished}
-        acts = decide(body, jobs, messages, SETTINGS.default_worker_image)
-        for obj in acts.create:
-            api.create_or_adopt(obj)
-        for job, patch in acts.patch_jobs:
-            api.patch_job(namespace, job, patch)
-        if acts.status:
-            api.patch_status(namespace, name, acts.status)
+            _due.pop(key, None)
+            return
+        lookup = lambda stage: None  # noqa: E731
+        if SETTINGS.read_store:
+            try:
+                lookup = finished_in_store(name, namespace, parse_spec(body.get("spec") or {}))
+            except Exception:  # an invalid spec: decide reports it
+                pass
+        acts = decide(Observed(body=body, jobs=jobs, pods=pods, finished_in_store=lookup, now=utcnow()),
+                      SETTINGS.default_worker_image)
+        try:
+            for obj in acts.create:
+                api.create_or_adopt(obj)
+            for job, patch in acts.patch_jobs:
+                api.patch_job(namespace, job, patch)
+            status = acts.status
+            if _degraded(body) and not status:
+                status = dict(body.get("status") or {})
+            if status and _degraded(body):
+                status["conditions"] = set_condition(status.get("conditions") or [], "Degraded", False,
+                                                     "Reconciled", "")
+            if status:
+                api.patch_status(namespace, name, status)
+        except ApiException as e:
+            _errors[key] += 1
+            _report_api_error(api, body, e)
+            _due[key] = time.monotonic() + min(10 * 2 ** (_errors[key] - 1), SETTINGS.resync_seconds)
+            raise
+        _errors.pop(key, None)
         for type_, reason, message in acts.events:
             api.event(body, type_, reason, message)
-        return acts.status
+        wait = acts.requeue_after if acts.requeue_after is not None else _jitter()
+        _due[key] = time.monotonic() + (wait if not _finished(status or body.get("status")) else float("inf"))
 
 
-def _done(job: dict) -> bool:
-    return any(c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
-               for c in (job.get("status") or {}).get("conditions") or [])
+def _degraded(body: dict) -> bool:
+    return any(c.get("type") == "Degraded" and c.get("status") == "True"
+               for c in (body.get("status") or {}).get("conditions") or [])
 
 
+def _report_api_error(api: "kube.Api", body: dict, e: ApiException) -> None:
+    """A refused create or patch (RBAC, admission, quota) as a condition and a Warning event with the API's words."""
+    message = f"{kube.describe_api_error(e)}"
+    log.warning("reconcile of %s failed: %s", body["metadata"]["name"], message)
+    try:
+        conds = set_condition((body.get("status") or {}).get("conditions") or [], "Degraded", True, "ReconcileError",
+                              message)
+        api.patch_status(body["metadata"].get("namespace") or "default", body["metadata"]["name"],
+                         {"conditions": conds})
+    except ApiException as e2:
+        log.warning("cannot record the error in status either: %s", kube.describe_api_error(e2))
+    api.event(body, "Warning", "ReconcileError", message)
+
+
+# ---------------------------------------------------------------- in-memory views of the stage Jobs and pods
+def _trim_job(body: dict) -> dict:
+    meta = body.get("metadata") or {}
+    return {"metadata": {"name": meta.get("name"), "labels": dict(meta.get("labels") or {})},
+            "spec": {k: v for k, v in (body.get("spec") or {}).items() if k in ("suspend", "completions",
+                                                                                 "activeDeadlineSeconds")},
+            "status": {"conditions": list((body.get("status") or {}).get("conditions") or [])}}
+
+
+@kopf.index("batch", "v1", "jobs", labels=LABELS)
+def stage_jobs(namespace, labels, body, **_):
+    return {(namespace, labels[manifests.LABEL_EXPERIMENT]): _trim_job(body)}
+
+
+@kopf.index("", "v1", "pods", labels=LABELS)
+def stage_pods(namespace, labels, body, **_):
+    return {(namespace, labels[manifests.LABEL_EXPERIMENT]): podinfo.trim(body)}
+
+
+def _observed(namespace: str, name: str, stage_jobs, stage_pods) -> tuple[dict, dict]:
+    """Snapshots taken on the event loop (indices change there), handed to a worker thread."""
+    key = (namespace, name)
+    jobs = {j["metadata"]["name"]: j for j in stage_jobs.get(key, [])}
+    pods: dict[str, list[dict]] = defaultdict(list)
+    for pod in stage_pods.get(key, []):
+        job = podinfo.job_of(pod)
+        if job is None:  # pods are labelled by the Job controller; fall back to ours
+            labels = pod["labels"]
+            job = manifests.job_name(name, labels.get(manifests.LABEL_STAGE, ""), int(labels.get(manifests.LABEL_ATTEMPT, 1)))
+        pods[job].append(pod)
+    return jobs, dict(pods)
+
+
+async def _run(namespace: str, name: str, stage_jobs, stage_pods) -> None:
+    jobs, pods = _observed(namespace, name, stage_jobs, stage_pods)
+    await asyncio.to_thread(reconcile, namespace, name, jobs, pods)
+
+
+# ---------------------------------------------------------------- triggers
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_):
     settings.posting.level = logging.INFO
@@ -71,42 +174,71 @@ def configure(settings: kopf.OperatorSettings, **_):
 
 @kopf.on.create(API_GROUP, API_VERSION, PLURAL)
 @kopf.on.resume(API_GROUP, API_VERSION, PLURAL)
-def on_create_or_resume(namespace, name, **_):
-    reconcile(namespace, name)
+async def on_create_or_resume(namespace, name, status, stage_jobs, stage_pods, **_):
+    if _finished(status):
+        return  # a restarted operator reads nothing for finished experiments
+    await _run(namespace, name, stage_jobs, stage_pods)
 
 
 @kopf.on.update(API_GROUP, API_VERSION, PLURAL)
-def on_update(namespace, name, body, diff, **_):
+async def on_update(namespace, name, body, diff, status, stage_jobs, stage_pods, **_):
+    started = any((st or {}).get("attempts") for st in ((status or {}).get("stages") or {}).values())
     ignored = sorted({".".join(path) for _, path, _, _ in diff
                       if path and path[0] == "spec" and tuple(path[:3]) not in HONOURED and tuple(path[:2]) not in HONOURED})
-    if ignored and (body.get("status") or {}).get("phase") not in (None, "Pending"):
-        kopf.warn(body, reason="SpecChangeIgnored",
-                  message=f"changes to {', '.join(ignored)} after start are ignored (only suspend and scheduling "
-                          f"fields apply); create a new experiment to change them")
-    reconcile(namespace, name)
-
-
-@kopf.timer(API_GROUP, API_VERSION, PLURAL, interval=SETTINGS.resync_seconds, initial_delay=SETTINGS.resync_seconds,
-            idle=None)
-def resync(namespace, name, body, **_):
-    if (body.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+    if ignored and started:
+        await asyncio.to_thread(
+            kube.Api.get().event, dict(body), "Warning", "SpecChangeIgnored",
+            f"changes to {', '.join(ignored)} after start are ignored (only suspend and scheduling fields apply); "
+            f"create a new experiment to change them")
+    if _finished(status):
         return
-    reconcile(namespace, name)
+    await _run(namespace, name, stage_jobs, stage_pods)
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={manifests.LABEL_EXPERIMENT: kopf.PRESENT})
-def on_job_event(namespace, labels, type, body, **_):
+@kopf.timer(API_GROUP, API_VERSION, PLURAL, interval=SETTINGS.tick_seconds, initial_delay=SETTINGS.tick_seconds,
+            idle=None, when=lambda status, **_: not _finished(status))
+async def wake_up(namespace, name, stage_jobs, stage_pods, **_):
+    """Free unless due: a retry's backoff or a start deadline passed, or the safety net's interval elapsed."""
+    key = (namespace, name)
+    if key not in _due:
+        _due[key] = time.monotonic() + _jitter()  # first sight (e.g. after a restart): resume already reconciled
+        return
+    if time.monotonic() < _due[key]:
+        return
+    await _run(namespace, name, stage_jobs, stage_pods)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=LABELS)
+async def on_job_event(namespace, labels, type, body, stage_jobs, stage_pods, **_):
     # Only a finished Job changes a decision; the Jobs the operator just created or patched need no reconcile.
-    if type == "DELETED" or not _done(body):
+    from .status import job_state
+
+    if type == "DELETED" or job_state(body) not in ("succeeded", "failed"):
         return
     experiment = labels.get(manifests.LABEL_EXPERIMENT)
     if experiment and labels.get(manifests.LABEL_STAGE) in STAGES:
-        reconcile(namespace, experiment)
+        await _run(namespace, experiment, stage_jobs, stage_pods)
+
+
+@kopf.on.event("", "v1", "pods", labels=LABELS)
+async def on_pod_event(namespace, labels, type, body, uid, stage_jobs, stage_pods, **_):
+    """A stage pod that starts or gets stuck (unschedulable, image pull, a missing Secret) changes the status."""
+    if type == "DELETED":
+        _pod_signals.pop(uid, None)
+        return
+    signal = (podinfo.started([body]), podinfo.waiting_reason([body]))
+    if _pod_signals.get(uid) == signal:
+        return
+    _pod_signals[uid] = signal
+    experiment = labels.get(manifests.LABEL_EXPERIMENT)
+    if experiment and (signal[0] or signal[1]):
+        await _run(namespace, experiment, stage_jobs, stage_pods)
 
 
 @kopf.on.delete(API_GROUP, API_VERSION, PLURAL, optional=True)
 def on_delete(namespace, name, spec, **_):
     """Jobs, Services and the ConfigMap go with the owner (ownerReferences); artifacts stay unless asked."""
+    _due.pop((namespace, name), None)
     storage = (spec or {}).get("storage") or {}
     if storage.get("deleteOnFinalize"):
         from lrm_safety.store import open_store

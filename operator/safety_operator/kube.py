@@ -10,7 +10,7 @@ from typing import Optional
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from lrm_safety.spec import API_GROUP, API_VERSION, PLURAL
+from lrm_safety.spec import API_GROUP, API_VERSION, KIND, PLURAL
 
 from . import manifests
 
@@ -40,7 +40,8 @@ class Api:
     _instance: Optional["Api"] = None
     _lock = threading.Lock()
 
-    def __init__(self, api_client: client.ApiClient):
+    def __init__(self, api_client: client.ApiClient, post_events: bool = True):
+        self.post_events = post_events
         self.client = api_client
         self.custom = client.CustomObjectsApi(api_client)
         self.batch = client.BatchV1Api(api_client)
@@ -50,7 +51,9 @@ class Api:
     def get(cls) -> "Api":
         with cls._lock:
             if cls._instance is None:
-                cls._instance = cls(_api_client())
+                from .settings import Settings
+
+                cls._instance = cls(_api_client(), post_events=Settings.from_env().post_events)
             return cls._instance
 
     @classmethod
@@ -74,19 +77,11 @@ class Api:
         return {j["metadata"]["name"]: j for j in items
                 if (j.get("metadata", {}).get("labels") or {}).get(manifests.LABEL_EXPERIMENT) == experiment}
 
-    def termination_message(self, namespace: str, job: str) -> str:
-        """The summary JSON a finished stage pod left in its termination message (index 0 for Indexed Jobs)."""
+    def job_pods(self, namespace: str, job: str) -> list[dict]:
+        """One LIST, for tools and tests; the operator itself reads pods from its watch-fed index."""
         data = _raw(self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}", _preload_content=False))
-        best = ""
-        for pod in (data or {}).get("items") or []:
-            labels = pod.get("metadata", {}).get("labels") or {}
-            if labels.get("job-name") != job and labels.get("batch.kubernetes.io/job-name") != job:
-                continue
-            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-                term = (cs.get("state") or {}).get("terminated") or {}
-                if term.get("exitCode") == 0 and term.get("message"):
-                    best = term["message"]
-        return best
+        return [p for p in (data or {}).get("items") or []
+                if (p.get("metadata", {}).get("labels") or {}).get("job-name") == job]
 
     def create_or_adopt(self, obj: dict) -> None:
         kind, meta = obj["kind"], obj["metadata"]
@@ -103,20 +98,58 @@ class Api:
             log.info("created %s %s/%s", kind, ns, meta["name"])
         except ApiException as e:
             if e.status != 409:
+                e._where = f"create {kind} {ns}/{meta['name']}: "
                 raise
             log.info("%s %s/%s exists: adopting it", kind, ns, meta["name"])
 
     def patch_job(self, namespace: str, name: str, patch: dict) -> None:
-        self.batch.patch_namespaced_job(name, namespace, patch)
+        try:
+            self.batch.patch_namespaced_job(name, namespace, patch)
+        except ApiException as e:
+            if e.status == 404:  # gone meanwhile (ttlSecondsAfterFinished): nothing to stop or resume
+                return
+            e._where = f"patch Job {namespace}/{name}: "
+            raise
 
     def patch_status(self, namespace: str, name: str, status: dict) -> None:
-        self.custom.patch_namespaced_custom_object_status(API_GROUP, API_VERSION, namespace, PLURAL, name,
-                                                          {"status": status})
+        try:
+            self.custom.patch_namespaced_custom_object_status(API_GROUP, API_VERSION, namespace, PLURAL, name,
+                                                              {"status": status})
+        except ApiException as e:
+            e._where = f"patch {KIND} {namespace}/{name} status: "
+            raise
 
     def event(self, body: dict, type_: str, reason: str, message: str) -> None:
-        import kopf
+        """A core/v1 Event on the experiment, named as client-go names them (`<object>.<unique hex>`)."""
+        meta = body.get("metadata") or {}
+        log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "[%s/%s] %s %s: %s",
+                meta.get("namespace"), meta.get("name"), type_, reason, message)
+        if not self.post_events:
+            return
+        import datetime as dt
+        import uuid
 
+        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+        ns = meta.get("namespace") or "default"
+        event = {"apiVersion": "v1", "kind": "Event",
+                 "metadata": {"name": f"{meta.get('name')}.{uuid.uuid4().hex[:16]}", "namespace": ns},
+                 "involvedObject": {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "name": meta.get("name"),
+                                    "namespace": ns, "uid": meta.get("uid")},
+                 "type": type_, "reason": reason[:128], "message": message[:1024], "count": 1,
+                 "firstTimestamp": now, "lastTimestamp": now,
+                 "source": {"component": "lrm-safety-operator"}, "reportingComponent": "lrm-safety-operator"}
         try:
-            kopf.event(body, type=type_, reason=reason, message=message)
-        except Exception:  # outside a kopf context (e.g. a unit test): log instead
-            log.info("event %s %s: %s", type_, reason, message)
+            self.core.create_namespaced_event(ns, event)
+        except ApiException as e:  # events are best effort: never fail a reconcile over one
+            log.info("event %s not posted: %s", reason, describe_api_error(e))
+
+
+def describe_api_error(e: ApiException) -> str:
+    """`POST .../jobs: 403 Forbidden: <the API server's message>` from an ApiException."""
+    detail = ""
+    try:
+        detail = json.loads(e.body or "{}").get("message", "")
+    except (ValueError, AttributeError):
+        detail = (e.body or "")[:300] if isinstance(e.body, str) else ""
+    where = getattr(e, "_where", "")
+    return f"{where}{e.status} {e.reason}: {detail}".strip()

@@ -17,9 +17,11 @@ LABEL_ATTEMPT = f"{API_GROUP}/attempt"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 SPEC_MOUNT = "/etc/lrm-safety"
 SPEC_FILE = "experiment.yaml"
-GPU = "nvidia.com/gpu"
-# Exit codes our own code uses for bad input; the Job fails at once instead of retrying them.
-PERMANENT_EXIT_CODES = list(range(1, 128))
+# The worker's exit code for bad input (lrm_safety.errors.BAD_INPUT_EXIT): the Job fails at once on it, and the
+# operator does not retry. Every other exit (1 for any Python exception, 137 for an OOM kill) is retried.
+from lrm_safety.errors import BAD_INPUT_EXIT  # noqa: E402
+
+TERMINATION_LOG = "/dev/termination-log"
 
 
 def job_name(experiment: str, stage: str, attempt: int = 1) -> str:
@@ -64,70 +66,100 @@ def render_configmap(experiment: str, namespace: str, spec: SafetyExperimentSpec
 
 
 def stage_gpus(spec: SafetyExperimentSpec, stage: str) -> int:
+    """GPUs one pod of the stage requests: the override, else what the stage's backend uses."""
+    r = spec.resources
+    override = getattr(r, stage).gpus
+    if override is not None:
+        return override
+    if r.cpu_only:
+        return 0
     if stage == "distill":
-        return spec.teacher.tensor_parallel if spec.teacher.backend != "openai" else 0
+        return {"vllm": spec.teacher.tensor_parallel, "transformers": 1}.get(spec.teacher.backend, 0)
     if stage == "train":
         return spec.train.gpus_per_node or 1
     if stage == "evaluate":
-        return spec.evaluate.gpus
+        return 0 if spec.evaluate.backend == "openai" else 1
     return 0
 
 
-def _env(spec: SafetyExperimentSpec) -> list[dict]:
-    # Model downloads and train's checkpoints go to the pod's /cache volume, not the container's root layer.
-    env = [{"name": "LRM_SAFETY_CACHE", "value": "/cache"}, {"name": "HF_HOME", "value": "/cache/hf"},
-           {"name": "LRM_SAFETY_SCRATCH", "value": "/cache/scratch"}, {"name": "PYTHONUNBUFFERED", "value": "1"}]
+def stage_compute(spec: SafetyExperimentSpec, stage: str) -> dict[str, Any]:
+    """{gpus, cpu, memory} of one pod of the stage (what `lrm-safety render` shows)."""
+    own = getattr(spec.resources, stage)
+    return {"gpus": stage_gpus(spec, stage), "cpu": own.cpu or spec.resources.cpu,
+            "memory": own.memory or spec.resources.memory}
+
+
+def _secret_env(name: str, ref, key: str) -> dict:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": key}}}
+
+
+def stage_secrets(spec: SafetyExperimentSpec, stage: str) -> list[dict]:
+    """Only the secrets this stage reads: storage for all; the teacher's key for distill; the judge's for evaluate."""
+    env = []
     ref = spec.storage.secret_ref
     if ref:
-        env += [
-            {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.access_key_key}}},
-            {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.secret_key_key}}},
-        ]
+        env += [_secret_env("AWS_ACCESS_KEY_ID", ref, ref.access_key_key),
+                _secret_env("AWS_SECRET_ACCESS_KEY", ref, ref.secret_key_key)]
+    key = spec.teacher.api_key_secret_ref
+    if stage == "distill" and key and spec.teacher.backend == "openai":
+        env.append(_secret_env("OPENAI_API_KEY", key, key.access_key_key))
+    jkey = spec.evaluate.judge.api_key_secret_ref
+    if stage == "evaluate" and jkey and spec.evaluate.judge.kind == "llm":
+        env.append(_secret_env("LRM_SAFETY_JUDGE_API_KEY", jkey, jkey.access_key_key))
+    return env
+
+
+def _env(spec: SafetyExperimentSpec, stage: str) -> list[dict]:
+    # Models live in /cache (shared by pods when resources.modelCache names a PVC); train's checkpoints and
+    # compiled ops in the pod's own /scratch, never on a cache that other nodes share.
+    env = [{"name": "LRM_SAFETY_CACHE", "value": "/cache"}, {"name": "HF_HOME", "value": "/cache/hf"},
+           {"name": "LRM_SAFETY_SCRATCH", "value": "/scratch"},
+           {"name": "TORCH_EXTENSIONS_DIR", "value": "/scratch/torch_extensions"},
+           {"name": "LRM_SAFETY_TERMINATION_LOG", "value": TERMINATION_LOG}, {"name": "PYTHONUNBUFFERED", "value": "1"}]
+    env += stage_secrets(spec, stage)
     if spec.storage.endpoint:
         env.append({"name": "AWS_ENDPOINT_URL", "value": spec.storage.endpoint})
     if spec.storage.region:
         env.append({"name": "AWS_REGION", "value": spec.storage.region})
-    key = spec.teacher.api_key_secret_ref
-    if key:
-        env.append({"name": "OPENAI_API_KEY", "valueFrom": {"secretKeyRef": {"name": key.name, "key": key.access_key_key}}})
-    jkey = spec.evaluate.judge.api_key_secret_ref
-    if jkey:
-        env.append({"name": "LRM_SAFETY_JUDGE_API_KEY",
-                    "valueFrom": {"secretKeyRef": {"name": jkey.name, "key": jkey.access_key_key}}})
     return env
 
 
 def _pod_spec(experiment: str, spec: SafetyExperimentSpec, stage: str, command: list[str], extra_env: list[dict],
               subdomain: Optional[str] = None) -> dict:
     r = spec.resources
-    gpus = stage_gpus(spec, stage)
-    requests: dict[str, Any] = {"cpu": r.cpu, "memory": r.memory}
-    limits: dict[str, Any] = {"memory": r.memory}
-    if gpus:
-        requests[GPU] = str(gpus)  # quantities are strings in the API
-        limits[GPU] = str(gpus)
+    compute = stage_compute(spec, stage)
+    requests: dict[str, Any] = {"cpu": compute["cpu"], "memory": compute["memory"]}
+    limits: dict[str, Any] = {"memory": compute["memory"]}
+    if compute["gpus"]:
+        requests[r.gpu_resource] = str(compute["gpus"])  # quantities are strings in the API
+        limits[r.gpu_resource] = str(compute["gpus"])
     container = {
         "name": stage,
         "image": spec.images.worker,
         "imagePullPolicy": spec.images.pull_policy,
         "command": command,
-        "env": _env(spec) + extra_env,
+        "env": _env(spec, stage) + extra_env,
         "resources": {"requests": requests, "limits": limits},
         "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "runAsUser": 1000,
                             "capabilities": {"drop": ["ALL"]}},
+        "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True},
-                         {"name": "dshm", "mountPath": "/dev/shm"}, {"name": "cache", "mountPath": "/cache"}],
+                         {"name": "dshm", "mountPath": "/dev/shm"}, {"name": "cache", "mountPath": "/cache"},
+                         {"name": "scratch", "mountPath": "/scratch"}],
     }
+    cache = {"persistentVolumeClaim": {"claimName": r.model_cache}} if r.model_cache else {"emptyDir": {}}
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
+        "automountServiceAccountToken": False,  # stage pods never call the Kubernetes API
         "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
         "volumes": [
             {"name": "spec", "configMap": {"name": configmap_name(experiment)}},
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": r.shm_size}},
-            {"name": "cache", "emptyDir": {}},
+            {"name": "cache", **cache},
+            {"name": "scratch", "emptyDir": {}},
         ],
     }
     if r.node_selector:
@@ -170,10 +202,11 @@ def render_job(experiment: str, namespace: str, spec: SafetyExperimentSpec, stag
     pod_labels = {"app.kubernetes.io/name": "lrm-safety", LABEL_EXPERIMENT: experiment, LABEL_STAGE: stage,
                   LABEL_ATTEMPT: str(attempt)}
     multi_node = stage == "train" and spec.train.nodes > 1
-    # Bad input (our exit codes 1-127) fails the Job at once; for multi-node train any failed worker does,
-    # since the others would hang in NCCL. Evictions do not count as failures.
+    # Bad input (exit 3) fails the Job at once; for multi-node train any failed worker does, since the others
+    # would hang in NCCL (the operator then reads the exit codes to tell bad input from bad luck). Evictions
+    # do not count as failures.
     fail_on = ({"operator": "NotIn", "values": [0]} if multi_node else
-               {"operator": "In", "values": PERMANENT_EXIT_CODES})
+               {"operator": "In", "values": [BAD_INPUT_EXIT]})
     job_spec: dict[str, Any] = {
         "completions": completions,
         "parallelism": completions,

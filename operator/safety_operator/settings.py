@@ -13,7 +13,9 @@ def _bool(value: str | None, default: bool) -> bool:
 class Settings:
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
     workers: int = 8
-    resync_seconds: float = 30.0
+    resync_seconds: float = 300.0  # safety net for missed watch events, unfinished experiments only (+0-20% jitter)
+    tick_seconds: float = 10.0  # how often due wake-ups (retry backoffs, start deadlines) are checked: no API call
+    read_store: bool = True  # read stage manifests before starting or re-creating a stage (needs S3 credentials)
     watch_server_timeout: int = 300
     watch_client_timeout: int = 330
     peering: bool = False
@@ -31,7 +33,9 @@ class Settings:
         return cls(
             namespaces=ns,
             workers=int(e.get("LRM_SAFETY_WORKERS", "8")),
-            resync_seconds=float(e.get("LRM_SAFETY_RESYNC_SECONDS", "30")),
+            resync_seconds=float(e.get("LRM_SAFETY_RESYNC_SECONDS", "300")),
+            tick_seconds=float(e.get("LRM_SAFETY_TICK_SECONDS", "10")),
+            read_store=_bool(e.get("LRM_SAFETY_READ_STORE"), True),
             watch_server_timeout=int(e.get("LRM_SAFETY_WATCH_SERVER_TIMEOUT", "300")),
             watch_client_timeout=int(e.get("LRM_SAFETY_WATCH_CLIENT_TIMEOUT", "330")),
             peering=_bool(e.get("LRM_SAFETY_PEERING"), False),

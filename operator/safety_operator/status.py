@@ -1,22 +1,53 @@
-"""The operator's decisions as a pure function: (experiment, its Jobs, pod summaries) -> actions.
+"""The operator's decisions as a pure function: what it observed of one experiment -> actions.
 
-All state lives in the experiment's status and in the Job objects, so the same inputs give the same
-decision whether the operator has run for days or just restarted.
+All state lives in the experiment's status, the Job objects, their pods and the store's manifests, so
+the same observation gives the same decision whether the operator has run for days or just restarted.
+`decide` also says when it next needs to look (a retry's backoff, a start deadline), so the operator
+polls nothing: watches and those wake-ups drive it.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from lrm_safety.spec import STAGES, SafetyExperimentSpec, SpecError, parse_spec
 
-from . import manifests
+from . import manifests, pods as podinfo
+
+MAX_BACKOFF_S = 600
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def parse_time(text: Optional[str]) -> Optional[dt.datetime]:
+    if not text:
+        return None
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return iso(utcnow())
+
+
+@dataclass
+class Observed:
+    """One experiment as the operator sees it now."""
+
+    body: dict
+    jobs: dict[str, dict] = field(default_factory=dict)  # this experiment's Jobs by name
+    pods: dict[str, list[dict]] = field(default_factory=dict)  # Job name -> its pods
+    # stage -> the summary of a finished manifest for this stage's config in the store, or None (not there, or
+    # the operator cannot read the store). Called only before a stage's first Job and when a Job has vanished.
+    finished_in_store: Callable[[str], Optional[dict]] = lambda stage: None
+    now: dt.datetime = field(default_factory=utcnow)
 
 
 @dataclass
@@ -25,6 +56,7 @@ class Actions:
     create: list[dict] = field(default_factory=list)  # objects to create (409 = adopt)
     patch_jobs: list[tuple[str, dict]] = field(default_factory=list)  # (job name, merge patch)
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    requeue_after: Optional[float] = None  # seconds until the next look is due (None: only on events)
 
 
 def job_state(job: Optional[dict]) -> str:
@@ -41,46 +73,26 @@ def job_state(job: Optional[dict]) -> str:
     return "running"
 
 
-def failure_is_permanent(job: dict) -> bool:
-    """Our own validation exits 1-127 -> the pod failure policy fails the Job with reason PodFailurePolicy."""
-    for c in (job.get("status") or {}).get("conditions") or []:
-        if c.get("type") in ("Failed", "FailureTarget") and c.get("status") == "True":
-            return c.get("reason") == "PodFailurePolicy"
-    return False
-
-
-def failure_message(job: dict) -> str:
-    for c in (job.get("status") or {}).get("conditions") or []:
-        if c.get("type") == "Failed" and c.get("status") == "True":
-            return f"{c.get('reason', 'Failed')}: {c.get('message', '')}".strip(": ")
-    return "Job failed"
-
-
-def parse_termination_message(text: Optional[str]) -> dict:
-    """The last JSON line a stage pod wrote to /dev/termination-log."""
-    for line in reversed((text or "").strip().splitlines()):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return {}
-
-
-def set_condition(conditions: list[dict], type_: str, status: bool, reason: str, message: str = "") -> list[dict]:
+def set_condition(conditions: list[dict], type_: str, status: bool, reason: str, message: str = "",
+                  now: Optional[dt.datetime] = None) -> list[dict]:
     """Kubernetes convention: lastTransitionTime changes only when status flips."""
     value = "True" if status else "False"
+    stamp = iso(now or utcnow())
     out = [dict(c) for c in conditions]
     for c in out:
         if c["type"] == type_:
             if c["status"] != value:
-                c["lastTransitionTime"] = now_iso()
+                c["lastTransitionTime"] = stamp
             c.update(status=value, reason=reason, message=message[:1000])
             return out
     out.append({"type": type_, "status": value, "reason": reason, "message": message[:1000],
-                "lastTransitionTime": now_iso()})
+                "lastTransitionTime": stamp})
     return out
+
+
+def retry_delay(base: int, attempt: int) -> int:
+    """Seconds before attempt `attempt + 1`: base x 2^(attempt-1), capped."""
+    return min(base * 2 ** max(attempt - 1, 0), MAX_BACKOFF_S) if base else 0
 
 
 def _metrics_from_summary(summary: dict, metrics: dict) -> dict:
@@ -94,11 +106,238 @@ def _metrics_from_summary(summary: dict, metrics: dict) -> dict:
     return m
 
 
-def decide(body: dict, jobs: dict[str, dict], pod_messages: dict[str, str], default_image: str = "") -> Actions:
-    """What to do now for one experiment. `jobs` by name; `pod_messages` job name -> termination message;
-    `default_image`: the operator's worker image for specs that name none."""
+def finish(status: dict, phase: str, reason: str, message: str, now: dt.datetime, ready: bool = False,
+           failed: bool = False) -> None:
+    """An end state: phase, message and the Ready/Progressing/Failed conditions agree."""
+    status["phase"] = phase
+    status["message"] = message
+    conds = set_condition(status["conditions"], "Ready", ready, reason, message, now)
+    conds = set_condition(conds, "Progressing", False, reason, message, now)
+    status["conditions"] = set_condition(conds, "Failed", failed, reason, message, now)
+
+
+def _clear(st: dict, *keys: str) -> None:
+    """Drop keys from a status section: null where the stored status has them (a merge patch deletes a null)."""
+    for key in keys:
+        if key in st:
+            st[key] = None
+
+
+def _never_started(status: dict) -> bool:
+    return not any((st or {}).get("attempts") for st in (status.get("stages") or {}).values())
+
+
+class _Decision:
+    """One reconcile's working state; `decide` is its only entry point."""
+
+    def __init__(self, obs: Observed, spec: SafetyExperimentSpec, status: dict, old: dict):
+        meta = obs.body.get("metadata") or {}
+        self.obs, self.spec, self.status, self.old = obs, spec, status, old
+        self.name, self.namespace, self.uid = meta["name"], meta.get("namespace") or "default", meta.get("uid")
+        self.now = obs.now
+        self.acts = Actions()
+
+    # -- helpers
+    def cond(self, type_: str, ok: bool, reason: str, message: str = "") -> None:
+        self.status["conditions"] = set_condition(self.status["conditions"], type_, ok, reason, message, self.now)
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.acts.events.append((type_, reason, message))
+
+    def wake_in(self, seconds: float) -> None:
+        seconds = max(float(seconds), 1.0)
+        if self.acts.requeue_after is None or seconds < self.acts.requeue_after:
+            self.acts.requeue_after = seconds
+
+    def finish(self, phase: str, reason: str, message: str, ready: bool = False, failed: bool = False) -> None:
+        finish(self.status, phase, reason, message, self.now, ready=ready, failed=failed)
+
+    def start_attempt(self, stage: str, st: dict, attempt: int) -> None:
+        jname = manifests.job_name(self.name, stage, attempt)
+        if _never_started(self.status):
+            # The spec every pod reads, frozen when the first Job starts.
+            self.acts.create.append(manifests.render_configmap(self.name, self.namespace, self.spec, self.uid))
+        st.update(state="Running", attempts=attempt, jobName=jname, attemptStartedAt=iso(self.now), message=None)
+        _clear(st, "nextRetryAt", "waiting", "runningSince")
+        st["startedAt"] = st.get("startedAt") or iso(self.now)
+        self.acts.create += manifests.render_stage(self.name, self.namespace, self.spec, stage, attempt, self.uid)
+        self.event("Normal", "StageStarted", f"{stage}: created Job {jname} (attempt {attempt})")
+
+    def succeed(self, stage: str, st: dict, summary: dict, how: str) -> None:
+        st.update(state="Succeeded", finishedAt=iso(self.now), summary=summary, message=how,
+                  artifactUri=f"{self.spec.storage.uri.rstrip('/')}/{self.name}/{stage}")
+        _clear(st, "nextRetryAt", "waiting", "attemptStartedAt", "runningSince")
+        self.status["metrics"] = _metrics_from_summary(summary, self.status["metrics"])
+        self.event("Normal", "StageSucceeded", f"{stage}: {how}")
+
+    def fail_attempt(self, stage: str, st: dict, reason: str, permanent: bool, exit_code=None) -> bool:
+        """Record a failed attempt; schedule the retry, or fail the experiment. True when the experiment failed."""
+        attempt = st.get("attempts") or 1
+        failures = list(st.get("failures") or [])
+        failures.append({"attempt": attempt, "reason": reason, "exitCode": exit_code, "at": iso(self.now),
+                         "permanent": permanent})
+        st["failures"] = failures[-20:]
+        _clear(st, "waiting", "runningSince")
+        limit = self.spec.resources.backoff_limit
+        if permanent or attempt > limit:
+            why = "bad input, not retried" if permanent else f"failed {attempt} time(s), backoffLimit {limit}"
+            every = "; ".join(f"attempt {f['attempt']}: {f['reason']}" for f in st["failures"])
+            st.update(state="Failed", finishedAt=iso(self.now), message=f"{why}: {every}")
+            self.status["stage"] = stage
+            self.finish("Failed", "StageFailed", f"{stage} {why}: {reason}", failed=True)
+            self.event("Warning", "StageFailed", f"{stage}: {why}: {reason}")
+            return True
+        delay = retry_delay(self.spec.resources.retry_backoff_seconds, attempt)
+        st.update(attempts=attempt + 1, jobName=manifests.job_name(self.name, stage, attempt + 1),
+                  nextRetryAt=iso(self.now + dt.timedelta(seconds=delay)),
+                  message=f"attempt {attempt} failed ({reason}); retry {attempt + 1} of {limit + 1} in {delay}s")
+        self.event("Warning", "StageRetry", f"{stage}: attempt {attempt} failed ({reason}); retrying in {delay}s")
+        return False
+
+    # -- the stage being worked on
+    def run_stage(self, stage: str, st: dict) -> str:
+        """Advance one stage; returns 'next' (it succeeded: go on), 'wait' (it is in progress) or 'failed'."""
+        if st.get("state") in (None, "Pending"):
+            done = self.obs.finished_in_store(stage)
+            if done is not None:
+                self.succeed(stage, st, done, "already finished in the store for this config: no Job")
+                return "next"
+            self.start_attempt(stage, st, 1)
+            return "wait"
+        retry_at = parse_time(st.get("nextRetryAt"))
+        if retry_at is not None:
+            if self.now < retry_at:
+                self.wake_in((retry_at - self.now).total_seconds())
+                return "wait"
+            self.start_attempt(stage, st, st["attempts"])
+            return "wait"
+        jname = st.get("jobName") or manifests.job_name(self.name, stage, st.get("attempts") or 1)
+        job = self.obs.jobs.get(jname)
+        pods = self.obs.pods.get(jname) or []
+        state = job_state(job)
+        if state == "missing":
+            done = self.obs.finished_in_store(stage)
+            if done is not None:  # e.g. the Job was deleted after it finished (ttlSecondsAfterFinished)
+                self.succeed(stage, st, done, f"Job {jname} is gone; the store has the finished stage")
+                return "next"
+            # Lost before it finished: create it again (same name, so an existing one answers 409 and is adopted).
+            self.acts.create += manifests.render_stage(self.name, self.namespace, self.spec, stage,
+                                                       st.get("attempts") or 1, self.uid)
+            state = "suspended" if self.spec.suspend else "running"
+        if state == "succeeded":
+            summary = podinfo.combine_summaries(pods) or self.obs.finished_in_store(stage) or {}
+            self.succeed(stage, st, summary, f"Job {jname} succeeded")
+            return "next"
+        if state == "failed":
+            f = podinfo.failure(job, pods)
+            if self.fail_attempt(stage, st, f["reason"], f["permanent"], f["exitCode"]):
+                return "failed"
+            return self.run_stage(stage, st)  # starts the retry now if there is no backoff
+        if self.watch_start(stage, st, jname, job, pods, state):
+            return "failed"
+        self.apply_suspend(stage, jname, job)
+        return "wait"
+
+    def watch_start(self, stage: str, st: dict, jname: str, job, pods: list[dict], state: str) -> bool:
+        """Report pods held up before they run, and fail the attempt once resources.startTimeoutSeconds passes.
+        True when that failed the experiment."""
+        if state == "suspended" or self.spec.suspend:
+            # Queued (Kueue) or paused: the start clock begins again when it resumes.
+            _clear(st, "attemptStartedAt", "waiting", "runningSince")
+            return False
+        if not st.get("attemptStartedAt"):
+            st["attemptStartedAt"] = iso(self.now)
+        if st.get("runningSince") or podinfo.started(pods):
+            # Running: the start clock is done with (a pod recreated after an eviction is the Job's business).
+            st["runningSince"] = st.get("runningSince") or iso(self.now)
+            if st.get("waiting"):
+                _clear(st, "waiting")
+                self.event("Normal", "PodsStarted", f"{stage}: {jname} is running")
+            return False
+        held = podinfo.waiting_reason(pods)
+        if held:
+            reason, message = held
+            previous = (st.get("waiting") or {}).get("reason")
+            st["waiting"] = {"reason": reason, "message": message[:500],
+                             "since": (st.get("waiting") or {}).get("since") if previous == reason else iso(self.now)}
+            if previous != reason:
+                self.event("Warning", reason, f"{stage}: {message}")
+        deadline = parse_time(st["attemptStartedAt"]) + dt.timedelta(seconds=self.spec.resources.start_timeout_seconds)
+        if self.now < deadline:
+            self.wake_in((deadline - self.now).total_seconds())
+            return False
+        w = st.get("waiting") or {}
+        reason = (f"{w['reason']}: {w['message']}" if w else "no pod started") + \
+            f" (start timeout {self.spec.resources.start_timeout_seconds}s)"
+        if job is not None:  # stop the held-up pods: the Job controller fails the Job (DeadlineExceeded)
+            self.acts.patch_jobs.append((jname, {"spec": {"activeDeadlineSeconds": 1}}))
+        permanent = bool(w) and podinfo.waiting_is_permanent(w["reason"], w["message"])
+        if self.fail_attempt(stage, st, reason, permanent):
+            return True
+        return self.run_stage(stage, st) == "failed"
+
+    def apply_suspend(self, stage: str, jname: str, job) -> None:
+        st_phase = self.old.get("phase")
+        job_suspended = bool(job and (job.get("spec") or {}).get("suspend"))
+        if job is not None and self.spec.suspend and not job_suspended:
+            self.acts.patch_jobs.append((jname, {"spec": {"suspend": True}}))
+        elif job is not None and not self.spec.suspend and job_suspended and not self.spec.resources.queue:
+            # With a Kueue queue, Kueue owns suspend on the Job and admits it when capacity frees.
+            self.acts.patch_jobs.append((jname, {"spec": {"suspend": False}}))
+        if self.spec.suspend:
+            if st_phase != "Suspended":
+                self.event("Normal", "Suspended", f"{stage}: Job {jname} suspended")
+            self.status["phase"] = "Suspended"
+            self.cond("Suspended", True, "SuspendedBySpec", f"{stage} suspended")
+            self.cond("Progressing", False, "Suspended", f"{stage} suspended")
+        else:
+            if st_phase == "Suspended":
+                self.event("Normal", "Resumed", f"{stage}: Job {jname} resumed")
+            self.status["phase"] = "Running"
+            if any(c["type"] == "Suspended" for c in self.status["conditions"]):
+                self.cond("Suspended", False, "Resumed", "")
+        self.cond("Ready", False, "StageRunning", f"{stage} running")
+
+    def progressing(self, stage: str, st: dict) -> None:
+        """The Progressing condition says what the running stage waits for, if anything."""
+        if self.spec.suspend or self.status.get("phase") == "Failed":
+            return
+        if st.get("nextRetryAt"):
+            self.cond("Progressing", True, "RetryScheduled", f"{stage}: {st.get('message')}")
+        elif st.get("waiting"):
+            w = st["waiting"]
+            self.cond("Progressing", False, w["reason"], f"{stage}: {w['message']}")
+        else:
+            self.cond("Progressing", True, "StageRunning", f"{stage} running ({st.get('jobName')})")
+
+    def run(self) -> Actions:
+        for stage in STAGES:
+            st = self.status["stages"].setdefault(stage, {"state": "Pending", "attempts": 0})
+            if st.get("state") == "Succeeded":
+                continue
+            outcome = self.run_stage(stage, st)
+            if outcome == "next":
+                continue
+            if outcome == "wait":
+                self.status["stage"] = stage
+                if self.status.get("phase") not in ("Running", "Suspended"):
+                    self.status["phase"] = "Suspended" if self.spec.suspend else "Running"
+                    self.cond("Ready", False, "StageRunning", f"{stage} running")
+                self.progressing(stage, st)
+            break
+        else:
+            self.status["stage"] = None
+            self.finish("Succeeded", "Succeeded", "all stages succeeded", ready=True)
+            self.event("Normal", "Succeeded", "all stages succeeded")
+        if self.status != self.old:
+            self.acts.status = self.status
+        return self.acts
+
+
+def decide(obs: Observed, default_image: str = "") -> Actions:
+    """What to do now for one experiment. `default_image`: the operator's worker image for specs that name none."""
+    body = obs.body
     meta, raw_spec = body.get("metadata") or {}, body.get("spec") or {}
-    name, namespace, uid = meta["name"], meta.get("namespace") or "default", meta.get("uid")
     old = body.get("status") or {}
     status = json.loads(json.dumps(old))  # deep copy
     status.setdefault("stages", {})
@@ -106,102 +345,28 @@ def decide(body: dict, jobs: dict[str, dict], pod_messages: dict[str, str], defa
     status.setdefault("metrics", {})
     if meta.get("generation") is not None:
         status["observedGeneration"] = meta["generation"]
-    acts = Actions()
-
-    def finish(phase: str, reason: str, message: str, ready: bool = False, failed: bool = False):
-        status["phase"] = phase
-        status["message"] = message
-        conds = set_condition(status["conditions"], "Ready", ready, reason, message)
-        conds = set_condition(conds, "Progressing", False, reason, message)
-        status["conditions"] = set_condition(conds, "Failed", failed, reason, message)
-
-    if old.get("phase") in ("Succeeded", "Failed"):
-        return acts
+    failed_reason = next((c.get("reason") for c in status["conditions"] if c.get("type") == "Failed"
+                          and c.get("status") == "True"), None)
+    if old.get("phase") == "Succeeded":
+        return Actions()
+    if old.get("phase") == "Failed" and not (failed_reason == "InvalidSpec" and _never_started(old)):
+        return Actions()  # only a spec that never started a Job is looked at again (it may have been fixed)
     try:
         spec: SafetyExperimentSpec = parse_spec(raw_spec)
     except SpecError as e:
         msg = "invalid spec: " + "; ".join(e.lines)
-        finish("Failed", "InvalidSpec", msg, failed=True)
-        acts.events.append(("Warning", "InvalidSpec", msg))
-        acts.status = status
-        return acts
+        if old.get("message") == msg and old.get("phase") == "Failed":
+            return Actions()
+        finish(status, "Failed", "InvalidSpec", msg, obs.now, failed=True)
+        return Actions(status=status, events=[("Warning", "InvalidSpec", msg)])
+    if old.get("phase") == "Failed":  # fixed before any Job started: start over
+        status["phase"] = None
+        status["message"] = None
+        status["conditions"] = set_condition(status["conditions"], "Failed", False, "SpecFixed",
+                                             "the spec is valid now", obs.now)
     if default_image and not (raw_spec.get("images") or {}).get("worker"):
         spec.images.worker = default_image
-
-    if not old.get("phase"):
-        acts.create.append(manifests.render_configmap(name, namespace, spec, uid))
-        acts.events.append(("Normal", "Accepted", f"spec valid; stages: {', '.join(STAGES)}"))
-
-    for stage in STAGES:
-        st = status["stages"].setdefault(stage, {"state": "Pending", "attempts": 0})
-        if st.get("state") == "Succeeded":
-            continue
-        attempt = max(st.get("attempts") or 0, 1)
-        jname = manifests.job_name(name, stage, attempt)
-        job = jobs.get(jname)
-        state = job_state(job) if st.get("state") == "Running" else "missing"
-        if state == "missing":
-            if st.get("state") != "Running":
-                st.update(state="Running", attempts=attempt, jobName=jname, startedAt=now_iso(), message=None)
-                acts.events.append(("Normal", "StageStarted", f"{stage}: created Job {jname} (attempt {attempt})"))
-            # Also after a restart that lost the Job: create is idempotent (409 -> adopt).
-            acts.create += manifests.render_stage(name, namespace, spec, stage, attempt, uid)
-            state = "suspended" if spec.suspend else "running"
-        if state == "succeeded":
-            summary = parse_termination_message(pod_messages.get(jname))
-            st.update(state="Succeeded", finishedAt=now_iso(), summary=summary,
-                      artifactUri=f"{spec.storage.uri.rstrip('/')}/{name}/{stage}", message=None)
-            status["metrics"] = _metrics_from_summary(summary, status["metrics"])
-            acts.events.append(("Normal", "StageSucceeded", f"{stage}: Job {jname} succeeded"))
-            continue
-        if state == "failed":
-            msg = failure_message(job)
-            permanent = failure_is_permanent(job)
-            if not permanent and attempt <= spec.resources.backoff_limit:
-                st.update(attempts=attempt + 1, jobName=manifests.job_name(name, stage, attempt + 1),
-                          message=f"attempt {attempt} failed ({msg}); retrying")
-                acts.events.append(("Warning", "StageRetry", f"{stage}: attempt {attempt} failed ({msg}); retrying"))
-                acts.create += manifests.render_stage(name, namespace, spec, stage, attempt + 1, uid)
-                state = "running"
-            else:
-                why = "permanent failure (bad input; see the pod log)" if permanent else \
-                    f"failed {attempt} time(s), backoffLimit {spec.resources.backoff_limit}"
-                st.update(state="Failed", finishedAt=now_iso(), message=f"{msg}; {why}")
-                status["stage"] = stage
-                finish("Failed", "StageFailed", f"{stage} {why}: {msg}", failed=True)
-                acts.events.append(("Warning", "StageFailed", f"{stage}: {why}: {msg}"))
-                acts.status = status
-                return acts
-        # The stage is running or suspended: honour spec.suspend on its Job.
-        status["stage"] = stage
-        job_suspended = bool(job and (job.get("spec") or {}).get("suspend"))
-        queued = bool(spec.resources.queue)
-        if job is not None and spec.suspend and not job_suspended:
-            acts.patch_jobs.append((jname, {"spec": {"suspend": True}}))
-        elif job is not None and not spec.suspend and job_suspended and not queued:
-            # With a Kueue queue, Kueue owns suspend on the Job and admits it when capacity frees.
-            acts.patch_jobs.append((jname, {"spec": {"suspend": False}}))
-        if spec.suspend:
-            if old.get("phase") != "Suspended":
-                acts.events.append(("Normal", "Suspended", f"{stage}: Job {jname} suspended"))
-            status["phase"] = "Suspended"
-            conds = set_condition(status["conditions"], "Suspended", True, "SuspendedBySpec", f"{stage} suspended")
-            status["conditions"] = set_condition(conds, "Progressing", False, "Suspended", f"{stage} suspended")
-        else:
-            if old.get("phase") == "Suspended":
-                acts.events.append(("Normal", "Resumed", f"{stage}: Job {jname} resumed"))
-            status["phase"] = "Running"
-            conds = status["conditions"]
-            if any(c["type"] == "Suspended" for c in conds):
-                conds = set_condition(conds, "Suspended", False, "Resumed", "")
-            status["conditions"] = set_condition(conds, "Progressing", True, "StageRunning", f"{stage} running ({jname})")
-        status["conditions"] = set_condition(status["conditions"], "Ready", False, "StageRunning", f"{stage} running")
-        break
-    else:
-        status["stage"] = None
-        finish("Succeeded", "Succeeded", "all stages succeeded", ready=True)
-        acts.events.append(("Normal", "Succeeded", "all stages succeeded"))
-
-    if status != old:
-        acts.status = status
-    return acts
+    d = _Decision(obs, spec, status, old)
+    if not old.get("phase") or old.get("phase") == "Failed":
+        d.event("Normal", "Accepted", f"spec valid; stages: {', '.join(STAGES)}")
+    return d.run()

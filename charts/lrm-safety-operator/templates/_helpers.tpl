@@ -23,6 +23,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["lrmsafety.io"]
   resources: ["safetyexperiments/status"]
   verbs: ["get", "patch"]
+{{- /* Owner references with blockOwnerDeletion need update on the owner's finalizers wherever the
+       OwnerReferencesPermissionEnforcement admission plugin runs (OpenShift's default): without it every
+       Job and ConfigMap create is 403. */}}
+- apiGroups: ["lrmsafety.io"]
+  resources: ["safetyexperiments/finalizers"]
+  verbs: ["update"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "patch"]

@@ -1,0 +1,53 @@
+"""Does the store already hold a stage's finished output for this config? The operator asks before it starts a
+stage and when a stage's Job has vanished (ttlSecondsAfterFinished, a manual delete), so a finished stage never
+runs again because its Job is gone.
+
+Read with the operator's own S3 credentials (the chart's `s3.credentialsSecret`), short timeouts and one
+retry: an unreachable store only means the Job is created, and the worker, which checks the same manifest
+first, then skips in seconds.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional
+
+from lrm_safety.spec import Experiment, SafetyExperimentSpec
+
+log = logging.getLogger("lrm-safety-operator")
+
+
+def _client(endpoint: Optional[str], region: Optional[str]):
+    import os
+
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=endpoint or os.environ.get("AWS_ENDPOINT_URL"),
+                        region_name=region or os.environ.get("AWS_REGION") or "us-east-1",
+                        config=Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"},
+                                      s3={"addressing_style": "path"}))
+
+
+def finished_in_store(name: str, namespace: str, spec: SafetyExperimentSpec) -> Callable[[str], Optional[dict]]:
+    """stage -> the finished stage's summary (from its manifest), or None. file:// stores are the pods', not ours."""
+    if not spec.storage.uri.startswith("s3://"):
+        return lambda stage: None
+    from lrm_safety.stages.common import StageContext, summary_from_manifest
+    from lrm_safety.store import S3Store
+
+    ctx = StageContext(Experiment(name=name, namespace=namespace, spec=spec))
+
+    def lookup(stage: str) -> Optional[dict]:
+        try:
+            if ctx._store is None:
+                bucket, _, prefix = spec.storage.uri[5:].partition("/")
+                ctx._store = S3Store(bucket, prefix, client=_client(spec.storage.endpoint, spec.storage.region))
+            if not ctx.is_done(stage):
+                return None
+            return summary_from_manifest(ctx.store.read_manifest(ctx.prefix(stage)))
+        except Exception as e:  # no credentials, no bucket, an outage: the worker decides instead
+            log.info("%s/%s: cannot read the %s manifest (%s: %s); the stage's pod will check it", namespace, name,
+                     stage, type(e).__name__, e)
+            return None
+
+    return lookup
