@@ -1,9 +1,15 @@
 """Operator scale: N SafetyExperiments created at once against the kmock API emulator.
 
-The operator runs as its own process (`lrm-safety operator`), so its peak RSS is its own (VmHWM).
-Prints the time until every experiment's first-stage Job exists, and the operator's peak RSS.
+The operator runs as its own process (`lrm-safety operator`), so its peak RSS is its own (VmHWM). kmock
+records every request it serves; the benchmark's own calls carry their own User-Agent and are not counted.
+Prints:
+- the time until every experiment's first-stage Job exists, and the operator's peak RSS;
+- the operator's API requests per experiment until its first Job;
+- the operator's request rate with the N experiments idle (a stage running, nothing happening) over
+  `--idle-seconds` (use at least the resync interval, 300 s by default, to include the safety net);
+- the same with the N experiments finished (expected 0).
 
-  python benchmarks/operator_scale.py --experiments 200
+  python benchmarks/operator_scale.py --experiments 100 --idle-seconds 330 --finished-seconds 60
 """
 from __future__ import annotations
 
@@ -13,11 +19,13 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
+BENCH_AGENT = "lrm-safety-benchmark"
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -27,11 +35,32 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def operator_requests(emulator, since: int = 0) -> list:
+    """The requests kmock served to anyone but this script, from index `since`."""
+    return [r for r in list(emulator._requests)[since:] if r.headers.get("User-Agent", "") != BENCH_AGENT]
+
+
+def kinds(requests) -> dict[str, int]:
+    """Requests by method and resource path shape (names replaced), to see where they go."""
+    out: Counter = Counter()
+    for r in requests:
+        parts = [p for p in r.url.path.split("/") if p]
+        shape = "/".join(p if i < 3 or p in ("namespaces", "status", "jobs", "pods", "events", "configmaps",
+                                                  "safetyexperiments", "services") else "*"
+                         for i, p in enumerate(parts))
+        watch = "?watch" if r.params.get("watch") in ("true", "1") else ""
+        out[f"{r.method.value if hasattr(r.method, 'value') else r.method} /{shape}{watch}"] += 1
+    return dict(out.most_common())
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--experiments", type=int, default=200)
+    p.add_argument("--experiments", type=int, default=100)
     p.add_argument("--workers", type=int, default=8, help="operator handler threads")
     p.add_argument("--timeout", type=float, default=600)
+    p.add_argument("--idle-seconds", type=float, default=60, help="window for the idle request rate")
+    p.add_argument("--finished-seconds", type=float, default=30, help="window for the finished request rate")
+    p.add_argument("--resync-seconds", type=float, default=300, help="the operator's safety-net interval")
     p.add_argument("--log", help="write the operator's log here")
     args = p.parse_args(argv)
 
@@ -39,21 +68,22 @@ def main(argv=None) -> int:
 
     from kube_harness import EmulatedCluster
 
+    n = args.experiments
     with EmulatedCluster() as cluster:
         cfg = client.Configuration()
         cfg.host = cluster.url
         api = client.ApiClient(cfg)
+        api.user_agent = BENCH_AGENT
         custom, batch = client.CustomObjectsApi(api), client.BatchV1Api(api)
         env = {**os.environ, "LRM_SAFETY_KUBE_SERVER": cluster.url, "LRM_SAFETY_WORKERS": str(args.workers),
-               "LRM_SAFETY_RESYNC_SECONDS": "30", "LRM_SAFETY_LIVENESS": "",
-               # kmock has no generateName: every Event after the first fails with 409 and a traceback,
-               # which measures the emulator's error path rather than the operator.
-               "LRM_SAFETY_EVENTS": "false"}
+               "LRM_SAFETY_RESYNC_SECONDS": str(args.resync_seconds), "LRM_SAFETY_LIVENESS": "",
+               "LRM_SAFETY_READ_STORE": "false", "LRM_SAFETY_TICK_SECONDS": "10"}
         log = open(args.log, "w") if args.log else subprocess.DEVNULL
         op = subprocess.Popen([sys.executable, "-m", "lrm_safety.cli", "operator"], env=env, stdout=log, stderr=log)
         try:
             time.sleep(3)  # let the operator start its watches
             rss_idle = peak_rss_mib(op.pid)
+            start_index = len(cluster.emulator._requests)
 
             def create(i: int):
                 body = {"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyExperiment",
@@ -64,9 +94,9 @@ def main(argv=None) -> int:
 
             t0 = time.perf_counter()
             with ThreadPoolExecutor(16) as pool:
-                list(pool.map(create, range(args.experiments)))
+                list(pool.map(create, range(n)))
             created = time.perf_counter() - t0
-            want = {f"scale-{i:04d}-distill-1" for i in range(args.experiments)}
+            want = {f"scale-{i:04d}-distill-1" for i in range(n)}
             seen: set[str] = set()
             progress = 0
             while True:
@@ -74,13 +104,31 @@ def main(argv=None) -> int:
                 seen = {j["metadata"]["name"] for j in items} & want
                 if len(seen) == len(want) or time.perf_counter() - t0 > args.timeout:
                     break
-                if progress is not None and len(seen) // 25 != progress // 25:
+                if len(seen) // 25 != progress // 25:
                     print(f"  {len(seen)}/{len(want)} first-stage Jobs after {time.perf_counter() - t0:.1f}s", flush=True)
                 progress = len(seen)
                 time.sleep(0.25)
             elapsed = time.perf_counter() - t0
             rss = peak_rss_mib(op.pid)
             dupes = len(items) - len({j["metadata"]["name"] for j in items})
+            time.sleep(3)  # status patches and events of the last creations
+            to_first = operator_requests(cluster.emulator, start_index)
+            print(f"operator requests until every first Job: {len(to_first)} ({len(to_first) / n:.1f} per experiment)")
+
+            print(f"idle window: {args.idle_seconds:.0f}s with {n} experiments running a stage ...", flush=True)
+            mark = len(cluster.emulator._requests)
+            time.sleep(args.idle_seconds)
+            idle = operator_requests(cluster.emulator, mark)
+
+            for i in range(n):  # every experiment finishes
+                custom.patch_namespaced_custom_object_status(
+                    "lrmsafety.io", "v1alpha1", "default", "safetyexperiments", f"scale-{i:04d}",
+                    {"status": {"phase": "Succeeded", "stage": None}})
+            time.sleep(3)
+            print(f"finished window: {args.finished_seconds:.0f}s with {n} finished experiments ...", flush=True)
+            mark = len(cluster.emulator._requests)
+            time.sleep(args.finished_seconds)
+            finished = operator_requests(cluster.emulator, mark)
         finally:
             op.terminate()
             try:
@@ -88,12 +136,21 @@ def main(argv=None) -> int:
             except subprocess.TimeoutExpired:
                 op.kill()
                 op.wait()
-    result = {"experiments": args.experiments, "workers": args.workers, "create_s": round(created, 2),
+    per_5min = len(idle) / n / args.idle_seconds * 300
+    result = {"experiments": n, "workers": args.workers, "create_s": round(created, 2),
               "all_first_jobs_s": round(elapsed, 2), "jobs_found": len(seen), "duplicate_jobs": dupes,
-              "operator_peak_rss_mib": round(rss, 1), "operator_idle_rss_mib": round(rss_idle, 1)}
+              "operator_peak_rss_mib": round(rss, 1), "operator_idle_rss_mib": round(rss_idle, 1),
+              "requests_to_first_job_per_experiment": round(len(to_first) / n, 2),
+              "requests_to_first_job_by_kind": kinds(to_first),
+              "idle_window_s": args.idle_seconds, "idle_requests": len(idle),
+              "idle_requests_per_experiment_per_5min": round(per_5min, 3), "idle_requests_by_kind": kinds(idle),
+              "finished_window_s": args.finished_seconds, "finished_requests": len(finished),
+              "finished_requests_by_kind": kinds(finished)}
     print("RESULT", json.dumps(result))
-    print(f"{len(seen)}/{args.experiments} first-stage Jobs in {elapsed:.1f}s "
-          f"({args.experiments / elapsed:.1f} experiments/s); operator peak RSS {rss:.0f} MiB")
+    print(f"{len(seen)}/{n} first-stage Jobs in {elapsed:.1f}s ({n / elapsed:.1f} experiments/s); "
+          f"operator peak RSS {rss:.0f} MiB; {len(to_first) / n:.1f} requests per experiment to its first Job; "
+          f"idle: {len(idle)} requests in {args.idle_seconds:.0f}s = {per_5min:.2f} per experiment per 5 min; "
+          f"finished: {len(finished)} requests in {args.finished_seconds:.0f}s")
     return 0 if len(seen) == len(want) and dupes == 0 else 1
 
 

@@ -124,16 +124,16 @@ def resolve_model(ref: str, *, revision: Optional[str] = None, endpoint: Optiona
     ref = ref.strip()
     if ref.startswith("builtin:") or ref in BUILTIN:
         name = ref.removeprefix("builtin:")
-        return _cached(f"builtin:{name}", lambda out: convert_gguf(builtin_gguf(name), out))
+        return cached_dir(f"builtin:{name}", lambda out: convert_gguf(builtin_gguf(name), out))
     if ref.startswith("s3://"):
-        return _cached(ref, lambda out: _download_s3(ref, out, endpoint))
+        return cached_dir(ref, lambda out: _download_s3(ref, out, endpoint))
     path = Path(ref.removeprefix("file://"))
     if not path.is_absolute() and (Path(base_dir) / path).exists():
         path = Path(base_dir) / path
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelResolutionError(f"GGUF file {path} does not exist")
-        return _cached(str(path.resolve()), lambda out: convert_gguf(path.resolve(), out))
+        return cached_dir(str(path.resolve()), lambda out: convert_gguf(path.resolve(), out))
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelResolutionError(f"{path} has no config.json: not a Hugging Face model directory")
@@ -143,7 +143,9 @@ def resolve_model(ref: str, *, revision: Optional[str] = None, endpoint: Optiona
     return _hub(ref, revision)
 
 
-def _cached(key: str, build) -> Path:
+def cached_dir(key: str, build) -> Path:
+    """`build(out)` once per cache for `key`, under a file lock: pods sharing a cache (resources.modelCache)
+    never download or convert the same model twice, and a half-built folder is never taken for a model."""
     out = cache_root() / _slug(key)
     if (out / "config.json").is_file():
         return out

@@ -543,15 +543,42 @@ class Condition(_Model):
     last_transition_time: Optional[str] = None
 
 
+class Waiting(_Model):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    reason: str
+    """The pod's waiting reason (CreateContainerConfigError, ErrImagePull, Unschedulable...)."""
+    message: str = ""
+    since: Optional[str] = None
+
+
+class AttemptFailure(_Model):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    attempt: int
+    reason: str
+    exit_code: Optional[int] = None
+    """The stage container's exit code: 3 is bad input (not retried); any other is retried."""
+    at: Optional[str] = None
+    permanent: bool = False
+
+
 class StageStatus(_Model):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", use_enum_values=True)
     state: StageState = StageState.pending
     job_name: Optional[str] = None
     attempts: int = 0
     started_at: Optional[str] = None
+    attempt_started_at: Optional[str] = None
+    """When the current attempt's Job was created (or resumed): the start timeout counts from here."""
+    running_since: Optional[str] = None
     finished_at: Optional[str] = None
     artifact_uri: Optional[str] = None
     message: Optional[str] = None
+    waiting: Optional[Waiting] = None
+    """Why the current attempt's pods have not started, while they have not."""
+    failures: list[AttemptFailure] = Field(default_factory=list)
+    """Every failed attempt with its reason (the newest 20)."""
+    next_retry_at: Optional[str] = None
+    """When the next attempt starts (exponential backoff)."""
     summary: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -575,6 +602,8 @@ class SafetyExperimentStatus(_Model):
     metrics: Metrics = Field(default_factory=Metrics)
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: Optional[int] = None
+    spec_generation: Optional[int] = None
+    """The generation whose spec the stage pods read (frozen into the <name>-spec ConfigMap at the first Job)."""
     message: Optional[str] = None
 
 

@@ -260,7 +260,10 @@ class S3Store(Store):
             "s3",
             endpoint_url=endpoint,
             region_name=region or os.environ.get("AWS_REGION") or "us-east-1",
-            config=Config(retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"}),
+            # Retries ride out short outages; AWS_MAX_ATTEMPTS / AWS_RETRY_MODE tune them as for any AWS client.
+            config=Config(retries={"max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS") or 5),
+                                   "mode": os.environ.get("AWS_RETRY_MODE") or "standard"},
+                          s3={"addressing_style": "path"}),
         )
         self.transfer = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD)
 

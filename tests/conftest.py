@@ -32,42 +32,58 @@ def _weed() -> str:
     return found
 
 
+class Seaweed:
+    """A real S3 server (SeaweedFS `weed mini`) on free loopback ports; stop() and start() keep ports and data."""
+
+    def __init__(self, data: Path):
+        self.data = data
+        self.ports = {name: free_port() for name in ("s3", "master", "volume", "filer", "admin", "webdav", "debug")}
+        self.grpc = {name: free_port() for name in ("master", "volume", "filer", "admin")}
+        self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
+        self.proc = None
+        self.log = None
+
+    def start(self) -> "Seaweed":
+        p, g = self.ports, self.grpc
+        cmd = [_weed(), "mini", f"-dir={self.data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.port={p['s3']}",
+               f"-master.port={p['master']}", f"-volume.port={p['volume']}", f"-filer.port={p['filer']}",
+               f"-admin.port={p['admin']}", f"-webdav.port={p['webdav']}", f"-debug.port={p['debug']}",
+               f"-master.port.grpc={g['master']}", f"-volume.port.grpc={g['volume']}",
+               f"-filer.port.grpc={g['filer']}", f"-admin.port.grpc={g['admin']}"]
+        self.log = open(self.data / "weed.log", "a")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        import boto3
+        from botocore.config import Config
+
+        client = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                              config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=5))
+        deadline = time.time() + 60
+        while True:
+            try:
+                client.list_buckets()
+                return self
+            except Exception:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    self.proc.kill()
+                    raise RuntimeError(f"SeaweedFS did not start: {(self.data / 'weed.log').read_text()[-2000:]}")
+                time.sleep(0.3)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory):
-    """A real S3 server (SeaweedFS `weed mini`) on free loopback ports, stopped after the session."""
-    data = tmp_path_factory.mktemp("seaweed")
-    ports = {name: free_port() for name in ("s3", "master", "volume", "filer", "admin", "webdav", "debug")}
-    grpc = {name: free_port() for name in ("master", "volume", "filer", "admin")}
-    cmd = [_weed(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.port={ports['s3']}",
-           f"-master.port={ports['master']}", f"-volume.port={ports['volume']}", f"-filer.port={ports['filer']}",
-           f"-admin.port={ports['admin']}", f"-webdav.port={ports['webdav']}", f"-debug.port={ports['debug']}",
-           f"-master.port.grpc={grpc['master']}", f"-volume.port.grpc={grpc['volume']}",
-           f"-filer.port.grpc={grpc['filer']}", f"-admin.port.grpc={grpc['admin']}"]
-    log = open(data / "weed.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{ports['s3']}"
-    import boto3
-    from botocore.config import Config
-
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=5))
-    deadline = time.time() + 60
-    while True:
-        try:
-            client.list_buckets()
-            break
-        except Exception:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                raise RuntimeError(f"SeaweedFS did not start: {(data / 'weed.log').read_text()[-2000:]}")
-            time.sleep(0.3)
-    yield endpoint
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    """The session's S3 server, stopped after the session."""
+    server = Seaweed(tmp_path_factory.mktemp("seaweed")).start()
+    yield server.endpoint
+    server.stop()
 
 
 @pytest.fixture

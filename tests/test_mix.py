@@ -4,6 +4,7 @@ import json
 import pytest
 
 from conftest import make_ctx
+from lrm_safety.errors import BadInput
 from lrm_safety.mathgen import synthetic_math
 from lrm_safety.judges.math import grade
 from lrm_safety.stages import mix
@@ -73,7 +74,7 @@ def test_missing_math_source_is_a_clear_error(tmp_path):
 
 def test_math_from_distill_without_math_prompts_is_a_clear_error(tmp_path):
     ctx = make_ctx(tmp_path, {"mix": {"mathSource": "distill", "mathCount": 5}})
-    with pytest.raises(RuntimeError, match="stage distill has not finished"):
+    with pytest.raises(BadInput, match="stage distill has not finished"):
         mix._math_rows(ctx)
 
 

@@ -331,3 +331,17 @@ def test_operator_default_worker_image_applies_only_when_spec_names_none():
     assert acts.create[1]["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.local/worker:7"
     own = decide(_obs(_body(images={"worker": "mine:1"})), default_image="registry.local/worker:7")
     assert own.create[1]["spec"]["template"]["spec"]["containers"][0]["image"] == "mine:1"
+
+
+def test_spec_changes_are_ignored_only_after_the_spec_was_frozen():
+    from safety_operator.status import ignored_changes
+
+    diff = [("change", ("spec", "train", "learningRate"), 1e-6, 1e-5), ("change", ("spec", "suspend"), False, True),
+            ("change", ("spec", "resources", "queue"), None, "q")]
+    never = {"phase": "Failed", "stages": {}}
+    assert ignored_changes(diff, never, 2) == [], "an invalid spec that never ran is validated again"
+    started = {"phase": "Running", "specGeneration": 2, "stages": {"distill": {"attempts": 1}}}
+    assert ignored_changes(diff, started, 2) == [], "the change that started it, seen again"
+    assert ignored_changes(diff, started, 3) == ["spec.train.learningRate"], "suspend and scheduling apply"
+    body = _body()
+    assert decide(_obs(body)).status["specGeneration"] == 3, "the generation frozen into the ConfigMap"

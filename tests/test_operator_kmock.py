@@ -115,6 +115,13 @@ def test_invalid_spec_fails_with_the_field_path(cluster, operator):
     assert "spec.train.learningRate: must be > 0" in status["message"]
     assert "spec.distill.shards: must be >= 1" in status["message"]
     assert jobs(cluster, "bad") == {}, "no Job may start for an invalid spec"
+    # Fixed before any Job started: validated again, and it starts.
+    cluster.custom.patch_namespaced_custom_object(G, V, NS, P, "bad", {"spec": {"train": {"learningRate": 1e-5},
+                                                                              "distill": {"shards": 2}}})
+    wait_job(cluster, "bad", "bad-distill-1")
+    status = wait_for(lambda: (s := get(cluster, "bad")["status"]).get("phase") == "Running" and s, 20, what="Running")
+    assert next(c for c in status["conditions"] if c["type"] == "Failed")["status"] == "False"
+    assert not events(cluster, "bad", "SpecChangeIgnored"), "nothing had started: the change is not ignored"
 
 
 def test_suspend_and_resume(cluster, operator):

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from conftest import SMOL, make_ctx
+from lrm_safety.errors import BadInput
 from lrm_safety.spec import parse_spec
 from lrm_safety.stages import mix, train
 
@@ -52,7 +53,7 @@ def test_full_finetune_loss_falls_and_model_reloads(tmp_path, smol_dir):
     assert m["tokensPerS"] > 0 and m["precision"] == "fp32"
     manifest = ctx.store.read_manifest("exp/train")
     assert any(f["key"] == "model/model.safetensors" for f in manifest["files"])
-    local = train.trained_model_dir(ctx, tmp_path / "cache")
+    local = train.trained_model_dir(ctx)
     assert "<think>" in _generates(local), "the fine-tuned student opens its answer with reasoning"
     assert train.run(ctx)["skipped"] is True
     assert ctx.store.list(train.checkpoints_prefix(ctx) + "/") == [], "checkpoints are dropped once the model is in"
@@ -64,7 +65,7 @@ def test_lora_merges_into_a_plain_model(tmp_path, smol_dir):
     ctx = _prepare(tmp_path, method="lora", lora={"r": 8, "alpha": 16}, learningRate=1e-3)
     m = train.run(ctx, launcher="inprocess")["metrics"]
     assert m["method"] == "lora" and m["finalLoss"] < m["firstLoss"]
-    local = train.trained_model_dir(ctx, tmp_path / "cache")
+    local = train.trained_model_dir(ctx)
     assert not (local / "adapter_config.json").exists(), "merged: loads without peft"
     assert _generates(local)
 
@@ -181,7 +182,7 @@ def test_runtime_profile():
     recipe = parse_spec({"train": {"optimize": False}}).train
     assert train.runtime_profile(recipe, cuda=True, world_size=1, installed=have("flash_attn"))["deepspeed"] == "zero2"
     packed = parse_spec({"train": {"packing": True}}).train
-    with pytest.raises(RuntimeError, match="packing needs flash-attn"):
+    with pytest.raises(BadInput, match="packing needs flash-attn"):
         train.runtime_profile(packed, cuda=False, world_size=1, installed=have())
 
 
@@ -201,13 +202,14 @@ def test_trained_model_dir_in_place_or_downloaded_once(tmp_path, s3_endpoint, bu
     ctx = make_ctx(tmp_path, {})
     finish_train(ctx)
     cache = tmp_path / "cache"
-    assert train.trained_model_dir(ctx, cache) == (tmp_path / "store" / "exp" / "train" / "model").resolve()
+    monkeypatch.setenv("LRM_SAFETY_CACHE", str(cache))
+    assert train.trained_model_dir(ctx) == (tmp_path / "store" / "exp" / "train" / "model").resolve()
     assert not cache.exists()
     ctx._store = S3Store(bucket, "root", endpoint=s3_endpoint)
     finish_train(ctx)
     calls = []
     real = S3Store.download_dir
     monkeypatch.setattr(S3Store, "download_dir", lambda self, *a: calls.append(a) or real(self, *a))
-    first = train.trained_model_dir(ctx, cache)
-    assert train.trained_model_dir(ctx, cache) == first and len(calls) == 1
+    first = train.trained_model_dir(ctx)
+    assert train.trained_model_dir(ctx) == first and len(calls) == 1 and cache in first.parents
     assert (first / "model.safetensors").read_bytes() == (model / "model.safetensors").read_bytes()

@@ -16,7 +16,7 @@ from .. import report
 from ..generation import Sampling, make_generator
 from ..judges.math import grade
 from ..judges.refusal import is_refusal, reasoning_decision
-from ..models import cache_root, resolve_model
+from ..models import resolve_model
 from ..styles import parse_response
 from . import train as train_stage
 from .common import StageContext, skipped, summary_from_manifest
@@ -135,7 +135,7 @@ def _records_prefix(ctx: StageContext) -> str:
 
 def _model_dirs(ctx: StageContext) -> dict[str, Path]:
     spec = ctx.spec
-    out = {"trained": train_stage.trained_model_dir(ctx, cache_root())}
+    out = {"trained": train_stage.trained_model_dir(ctx)}
     if spec.evaluate.compare_base:
         out = {"base": resolve_model(spec.student.model, revision=spec.student.revision,
                                      endpoint=spec.storage.endpoint, base_dir=ctx.base_dir), **out}

@@ -24,7 +24,7 @@ from rich.console import Console
 
 from ..errors import BadInput
 from ..extension_cache import extension_cache
-from ..models import resolve_model
+from ..models import cached_dir, resolve_model
 from .common import StageContext, skipped, summary_from_manifest
 
 console = Console(stderr=True)
@@ -397,17 +397,17 @@ def _rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def trained_model_dir(ctx: StageContext, cache: Path) -> Path:
-    """The trained model as a local folder: in place on a file:// store, else downloaded once into `cache`."""
+def trained_model_dir(ctx: StageContext) -> Path:
+    """The trained model as a local folder: in place on a file:// store, else downloaded once into the cache."""
     ctx.require(STAGE)
     in_place = ctx.store.local_path(f"{ctx.prefix(STAGE)}/model")
     if in_place is not None:
         return in_place
-    out = cache / f"{ctx.exp.name}-{ctx.hash(STAGE)}"
-    if not (out / "config.json").is_file():
-        tmp = cache / (out.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    def download(out: Path) -> Path:
+        tmp = out.with_name(out.name + ".partial")
         ctx.store.download_dir(f"{ctx.prefix(STAGE)}/model", tmp)
         tmp.rename(out)
-    return out
+        return out
 
+    return cached_dir(f"trained:{ctx.store.uri(ctx.prefix(STAGE))}:{ctx.hash(STAGE)}", download)

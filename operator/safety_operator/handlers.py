@@ -24,7 +24,7 @@ from lrm_safety.spec import API_GROUP, API_VERSION, PLURAL, STAGES, parse_spec
 from . import kube, manifests
 from . import pods as podinfo
 from .settings import Settings
-from .status import Observed, decide, set_condition, utcnow
+from .status import Observed, decide, ignored_changes, set_condition, utcnow
 from .store_check import finished_in_store
 
 log = logging.getLogger("lrm-safety-operator")
@@ -33,8 +33,6 @@ _due: dict[tuple[str, str], float] = {}  # monotonic time of the next look each 
 _errors: dict[tuple[str, str], int] = defaultdict(int)  # consecutive failed reconciles (for their backoff)
 _pod_signals: dict[str, tuple] = {}  # pod uid -> what of it matters to a decision (reconcile when it changes)
 SETTINGS = Settings.from_env()
-HONOURED = {("spec", "suspend"), ("spec", "resources", "nodeSelector"), ("spec", "resources", "tolerations"),
-            ("spec", "resources", "priorityClassName"), ("spec", "resources", "queue")}
 LABELS = {manifests.LABEL_EXPERIMENT: kopf.PRESENT}
 
 
@@ -181,11 +179,9 @@ async def on_create_or_resume(namespace, name, status, stage_jobs, stage_pods, *
 
 
 @kopf.on.update(API_GROUP, API_VERSION, PLURAL)
-async def on_update(namespace, name, body, diff, status, stage_jobs, stage_pods, **_):
-    started = any((st or {}).get("attempts") for st in ((status or {}).get("stages") or {}).values())
-    ignored = sorted({".".join(path) for _, path, _, _ in diff
-                      if path and path[0] == "spec" and tuple(path[:3]) not in HONOURED and tuple(path[:2]) not in HONOURED})
-    if ignored and started:
+async def on_update(namespace, name, body, meta, diff, status, stage_jobs, stage_pods, **_):
+    ignored = ignored_changes(diff, status, meta.get("generation"))
+    if ignored:
         await asyncio.to_thread(
             kube.Api.get().event, dict(body), "Warning", "SpecChangeIgnored",
             f"changes to {', '.join(ignored)} after start are ignored (only suspend and scheduling fields apply); "
@@ -195,17 +191,22 @@ async def on_update(namespace, name, body, diff, status, stage_jobs, stage_pods,
     await _run(namespace, name, stage_jobs, stage_pods)
 
 
-@kopf.timer(API_GROUP, API_VERSION, PLURAL, interval=SETTINGS.tick_seconds, initial_delay=SETTINGS.tick_seconds,
-            idle=None, when=lambda status, **_: not _finished(status))
-async def wake_up(namespace, name, stage_jobs, stage_pods, **_):
-    """Free unless due: a retry's backoff or a start deadline passed, or the safety net's interval elapsed."""
+@kopf.daemon(API_GROUP, API_VERSION, PLURAL, when=lambda status, **_: not _finished(status), cancellation_timeout=5)
+async def wake_up(namespace, name, stopped, stage_jobs, stage_pods, **_):
+    """One sleeping task per unfinished experiment: it reconciles when a look is due (a retry's backoff, a start
+    deadline, the safety net), costs no API request otherwise, and ends when the experiment finishes."""
     key = (namespace, name)
-    if key not in _due:
-        _due[key] = time.monotonic() + _jitter()  # first sight (e.g. after a restart): resume already reconciled
-        return
-    if time.monotonic() < _due[key]:
-        return
-    await _run(namespace, name, stage_jobs, stage_pods)
+    _due.setdefault(key, time.monotonic() + _jitter())  # resume/create has just reconciled it
+    while not stopped:
+        left = _due.get(key, 0.0) - time.monotonic()
+        if left > 0:
+            await stopped.wait(min(left, SETTINGS.tick_seconds))  # re-read: a reconcile may bring the look forward
+            continue
+        _due[key] = time.monotonic() + _jitter()
+        try:
+            await _run(namespace, name, stage_jobs, stage_pods)
+        except Exception as e:  # reported as a condition and event already; the next look retries
+            log.info("wake-up reconcile of %s/%s failed: %s", namespace, name, e)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=LABELS)

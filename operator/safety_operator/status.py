@@ -157,6 +157,7 @@ class _Decision:
         if _never_started(self.status):
             # The spec every pod reads, frozen when the first Job starts.
             self.acts.create.append(manifests.render_configmap(self.name, self.namespace, self.spec, self.uid))
+            self.status["specGeneration"] = (self.obs.body.get("metadata") or {}).get("generation")
         st.update(state="Running", attempts=attempt, jobName=jname, attemptStartedAt=iso(self.now), message=None)
         _clear(st, "nextRetryAt", "waiting", "runningSince")
         st["startedAt"] = st.get("startedAt") or iso(self.now)
@@ -332,6 +333,27 @@ class _Decision:
         if self.status != self.old:
             self.acts.status = self.status
         return self.acts
+
+
+HONOURED = {("spec", "suspend"), ("spec", "resources", "nodeSelector"), ("spec", "resources", "tolerations"),
+            ("spec", "resources", "priorityClassName"), ("spec", "resources", "queue")}
+
+
+def ignored_changes(diff, status: Optional[dict], generation: Optional[int]) -> list[str]:
+    """Spec fields changed after the spec was frozen for the stage pods (other than suspend and scheduling).
+
+    Frozen means: a Job has started, at a generation below this one. A change to a spec that never started a
+    Job is not ignored (it is validated again), and neither is a replay of the change that started it.
+    """
+    status = status or {}
+    if _never_started(status):
+        return []
+    frozen = status.get("specGeneration")
+    if frozen is not None and generation is not None and generation <= frozen:
+        return []
+    return sorted({".".join(map(str, path)) for _, path, _, _ in diff
+                   if path and path[0] == "spec" and tuple(path[:3]) not in HONOURED
+                   and tuple(path[:2]) not in HONOURED})
 
 
 def decide(obs: Observed, default_image: str = "") -> Actions:
