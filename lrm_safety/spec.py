@@ -74,6 +74,16 @@ class DeepSpeedStage(str, Enum):
     zero3 = "zero3"
 
 
+class Loss(str, Enum):
+    all = "all"
+    completion = "completion"
+
+
+class Rendering(str, Enum):
+    prompt_completion = "prompt-completion"
+    conversation = "conversation"
+
+
 class Precision(str, Enum):
     auto = "auto"
     bf16 = "bf16"
@@ -98,6 +108,7 @@ class BenchmarkKind(str, Enum):
 
 
 class Labeller(str, Enum):
+    oneshot = "oneshot"
     teacher = "teacher"
     guard = "guard"
     labels = "labels"
@@ -207,20 +218,43 @@ class TeacherSpec(_Model):
 
 
 class RectifySpec(_Model):
-    """The study's three failure patterns of naive distillation, each with a knob."""
+    """The study's three failure patterns of naive distillation, each with a knob. Unset knobs take the style's
+    default: the `default` style is the study's naive baseline (nothing rectified), `improved` its rectified recipe."""
 
-    safety_awareness: bool = True
-    """Instruct the teacher to assess risk explicitly before answering (pattern 1)."""
-    max_reasoning_tokens: Optional[int] = Field(1024, ge=16)
-    """Overthinking cap (pattern 2): reasoning longer than this is handled by overlong; null disables."""
+    safety_awareness: Optional[bool] = None
+    """Give the teacher the style's safety instruction (pattern 1); default: true for every style that has one; false sends the raw prompt."""
+    max_reasoning_tokens: Optional[int] = Field(None, ge=16)
+    """Overthinking cap (pattern 2) in teacher tokens, handled by overlong; default none: the release asks for brevity by instruction and caps nothing."""
     overlong: OverlongPolicy = OverlongPolicy.regenerate
     """What to do with reasoning over maxReasoningTokens: regenerate, truncate or drop."""
-    consistency_filter: bool = True
-    """Reject samples whose reasoning concludes refusal while the answer complies, or the reverse (pattern 3)."""
+    consistency_filter: Optional[bool] = None
+    """Reject samples whose reasoning concludes refusal while the answer complies, or the reverse, and compliant answers to prompts labelled harmful (pattern 3); default: on for improved, off for the other styles."""
     max_attempts: int = Field(3, ge=1, le=20)
     """Generation attempts per prompt before the sample is rejected."""
-    refusal_text: str = "I'm sorry, but I can't help with that. This request could cause serious harm, so I won't provide it."
-    """Refusal used when a fixed refusal is configured (template style with templateRefusal fixed)."""
+    refusal_text: str = "I'm sorry, I can't assist with that request."
+    """The fixed refusal: every nocot answer to a harmful prompt (as in the release's sft_train_nocot.json), and template answers with templateRefusal: fixed."""
+
+    def resolved(self, style: str) -> "RectifySpec":
+        """The knobs in force for `style`."""
+        return self.model_copy(update={
+            "safety_awareness": self.safety_awareness if self.safety_awareness is not None else style != "default",
+            "consistency_filter": self.consistency_filter if self.consistency_filter is not None else style == "improved",
+        })
+
+
+class InstructionSpec(_Model):
+    text: Optional[str] = None
+    """The instruction itself."""
+    path: Optional[str] = None
+    """A file (path, file:// or s3://) holding the instruction, e.g. one of the release's prompts."""
+    placement: str = Field("prefix", pattern="^(prefix|system)$")
+    """prefix: put it in front of the user's query (the release's realsafe/improved); system: a system prompt (short/template)."""
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.text is None) == (self.path is None):
+            raise ValueError("give exactly one of text or path")
+        return self
 
 
 class DistillSpec(_Model):
@@ -234,12 +268,14 @@ class DistillSpec(_Model):
     """Use only the first N prompts."""
     style: Style = Style.improved
     """Reasoning style: default, realsafe, improved, short, template or nocot."""
+    instruction: Optional[InstructionSpec] = None
+    """Replace the style's instruction with your own text (or file) and placement, e.g. the release's exact prompts."""
     rectify: RectifySpec = Field(default_factory=RectifySpec)
     """Failure-pattern rectification."""
-    template_labeller: Labeller = Labeller.teacher
-    """Template style: who fills the 8-category checklist: the teacher, the guard judge, or labels carried in the prompt file (categories field)."""
+    template_labeller: Labeller = Labeller.oneshot
+    """Template style: oneshot (the teacher fills the one-shot template itself, as the release), or code writes the checklist from labels by: teacher (the teacher classifies), guard (the guard judge), labels (the prompt file's categories field)."""
     template_refusal: str = Field("fixed", pattern="^(fixed|teacher)$")
-    """Template style: the answer for an unsafe verdict: fixed (rectify.refusalText) or teacher (asked to refuse)."""
+    """Template style built by code: the answer for an unsafe verdict: fixed (rectify.refusalText) or teacher (asked to refuse)."""
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
     """Teacher sampling."""
     shards: int = Field(1, ge=1, le=1024)
@@ -248,28 +284,31 @@ class DistillSpec(_Model):
 
 class MixSpec(_Model):
     safety_source: Optional[str] = None
-    """Safety samples: default the distill stage's output; or a JSONL in the same schema (prompt and response fields)."""
+    """Safety samples: default the distill stage's output; or a JSONL/JSON in the same schema (prompt and response fields, or messages), e.g. the release's sft_train_<style>.json."""
     safety_count: int = Field(1000, ge=0)
-    """Safety samples drawn (the study: 1000 or 400)."""
-    math_source: Optional[str] = "builtin:synthetic-math"
-    """Math CoT samples: distill (the distill stage's math output), a JSONL with prompt/response (or messages), or builtin:synthetic-math."""
+    """Safety samples drawn: random.seed(seed); random.sample(safety, safetyCount), as the release's dataset/proc.py (the study: 1000 or 400)."""
+    allow_shortfall: bool = False
+    """Train with fewer safety samples than safetyCount when distill accepted fewer; by default mix fails and says how many it has."""
+    math_source: Optional[str] = "s3://lrm-safety-data/sft/sft_train_math.json"
+    """Math CoT samples: a JSONL/JSON with prompt/response (or messages); default: the release's 4,000 R1 math samples (its dataset/data/sft_train_math.json) where docs/install.md stages them; distill (the distill stage's math output, from distill.mathPrompts); or builtin:synthetic-math (arithmetic, for the CPU demo only)."""
     math_count: int = Field(4000, ge=0)
-    """Math samples drawn (the study: 4000)."""
+    """Math samples: all of them when the source has at most this many (the release keeps all 4,000); else a sample drawn with an RNG of its own, so the safety subset never depends on the math pool."""
     seed: int = 42
     """Sampling seed; the same seed gives the same mixture."""
+    dedupe: bool = False
+    """Drop samples whose normalised prompt repeats (the release does not)."""
     system_prompt: bool = False
     """Prepend the style's system prompt to each training conversation."""
     heldout_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     """Fraction kept aside as a validation split."""
-    max_length: Optional[int] = Field(None, ge=32)
-    """Token cap for a sample; default train.maxLength."""
-    overlength: OverlongPolicy = OverlongPolicy.drop
-    """Samples over maxLength: drop or truncate (regenerate is not possible here)."""
+    overlength: OverlongPolicy = OverlongPolicy.truncate
+    """Samples longer than train.maxLength tokens (as the student is trained on them): truncate (train keeps the first maxLength tokens, as TRL does) or drop."""
 
     @model_validator(mode="after")
     def _math(self):
         if self.math_count > 0 and not self.math_source:
-            raise ValueError("mathCount > 0 needs mathSource (or set mathCount: 0)")
+            raise ValueError("mathCount > 0 needs mathSource: the study mixes 4,000 math CoT samples (the release's "
+                             "sft_train_math.json); name that file, distill (with distill.mathPrompts), or set mathCount: 0")
         if self.overlength == OverlongPolicy.regenerate.value:
             raise ValueError("overlength must be drop or truncate")
         return self
@@ -311,18 +350,22 @@ class TrainSpec(_Model):
     """Maximum tokens per training sample."""
     per_device_batch_size: int = Field(2, ge=1, le=1024)
     """Sequences per device per micro-step."""
-    gradient_accumulation: int = Field(8, ge=1, le=4096)
-    """Micro-steps per optimizer step."""
+    global_batch_size: Optional[int] = Field(64, ge=1, le=1_000_000)
+    """Samples per optimizer step over all processes (the release: 4 GPUs x 2 x 8 = 64); gradient accumulation is derived from it: globalBatchSize / (perDeviceBatchSize x gpusPerNode x nodes), which must divide. Ignored when only gradientAccumulation is given."""
+    gradient_accumulation: Optional[int] = Field(None, ge=1, le=4096)
+    """Micro-steps per optimizer step; default: derived from globalBatchSize."""
     gradient_checkpointing: bool = True
     """Recompute activations to save memory."""
     packing: bool = False
-    """Padding-free packing of samples into micro-batches (variable-length attention; needs flash-attn)."""
+    """Pack several samples into one row (changes samples per optimizer step; the release does not pack). Needs flash-attn on a GPU."""
     optimize: bool = True
-    """Same math, faster execution: length-grouped batches, no DeepSpeed partitioning on a single process, and on GPUs with flash-attn/Liger installed padding-free packing and fused linear cross-entropy."""
+    """Speed only, never samples per step or the loss: length-grouped batches, no DeepSpeed partitioning on a single process, and on GPUs with flash-attn/Liger installed padding-free micro-batches (one row per sample, no padding) and fused linear cross-entropy."""
     liger: bool = False
     """Liger fused kernels (fused linear cross-entropy), GPU only."""
-    assistant_only_loss: bool = True
-    """Compute the loss on assistant tokens only."""
+    loss: Loss = Loss.all
+    """Tokens the loss is computed on: all (the whole sequence, as the release's TRL 0.16 collator did) or completion (the response only)."""
+    rendering: Rendering = Rendering.prompt_completion
+    """How a conversation becomes training text: prompt-completion (the student's generation prompt, then the response with its reasoning as plain text) or conversation (the whole chat through the chat template, as the release's TRL 0.16 code path did: the DeepSeek-R1-Distill template then drops the reasoning from every example; see docs/spec.md)."""
     precision: Precision = Precision.auto
     """auto: bf16 on GPU, fp32 on CPU."""
     nodes: int = Field(1, ge=1, le=512)
@@ -338,10 +381,35 @@ class TrainSpec(_Model):
     logging_steps: int = Field(1, ge=1)
     """Log (and record in the loss curve) every N steps."""
 
+    @property
+    def world_size(self) -> int:
+        return self.nodes * (self.gpus_per_node or 1)
+
+    @property
+    def accumulation(self) -> int:
+        """Gradient accumulation steps: given, or derived from globalBatchSize."""
+        if self.gradient_accumulation is not None:
+            return self.gradient_accumulation
+        return self.global_batch_size // (self.per_device_batch_size * self.world_size)
+
     @model_validator(mode="after")
     def _cross(self):
         if self.nodes > 1 and self.gpus_per_node is None:
             raise ValueError("nodes > 1 needs gpusPerNode")
+        if self.gradient_accumulation is not None and "global_batch_size" not in self.model_fields_set:
+            self.global_batch_size = None  # an explicit gradientAccumulation decides; the default global batch yields
+        if self.global_batch_size is None and self.gradient_accumulation is None:
+            raise ValueError("set globalBatchSize (samples per optimizer step) or gradientAccumulation")
+        if self.global_batch_size is not None:
+            per_step = self.per_device_batch_size * self.world_size
+            if self.global_batch_size % per_step:
+                raise ValueError(f"globalBatchSize {self.global_batch_size} is not a multiple of perDeviceBatchSize x "
+                                 f"gpusPerNode x nodes = {per_step}: change one of them (the release: 64 = 2 x 4 x 8)")
+            if self.gradient_accumulation is not None and \
+                    self.gradient_accumulation * per_step != self.global_batch_size:
+                raise ValueError(f"gradientAccumulation {self.gradient_accumulation} x {per_step} samples per micro-step "
+                                 f"is not globalBatchSize {self.global_batch_size}: set one of them, or set "
+                                 f"globalBatchSize: null")
         if self.lora is not None and self.method != TrainMethod.lora.value:
             raise ValueError("lora options are only valid with method: lora")
         if self.method == TrainMethod.lora.value and self.lora is None:

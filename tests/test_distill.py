@@ -97,10 +97,11 @@ def test_template_style_with_labels_and_fixed_refusal(tmp_path, smol_dir):
     distill.run(ctx)
     rows = {r["prompt"]: r for r in ctx.store.read_jsonl("exp/distill/shard-00000.jsonl")}
     bomb = rows["How do I build a pipe bomb?"]
-    assert "- illicit/violent: yes" in bomb["reasoning"] and "must refuse" in bomb["reasoning"]
+    assert "* illicit/violent: Yes." in bomb["reasoning"] and "must refuse" in bomb["reasoning"]
     assert bomb["answer"] == ctx.spec.distill.rectify.refusal_text and bomb["accepted"]
     kill = rows["How do I kill a stuck Python process?"]
-    assert kill["reasoning"].count(": no") == 8 and "request is safe" in kill["reasoning"]
+    assert kill["reasoning"].count(": No.") == 8 and "request is safe" in kill["reasoning"]
+    assert "<think>" not in kill["answer"] and kill["response"].count("<think>") == 1
 
 
 def test_overthinking_truncate_and_drop(tmp_path):
@@ -125,3 +126,80 @@ def test_missing_prompt_field_is_a_clear_error(tmp_path):
     ctx = make_ctx(tmp_path, {"distill": {"prompts": str(bad)}})
     with pytest.raises(ValueError, match="set distill.promptField"):
         distill.load_prompts(ctx)
+
+
+class ScriptedTeacher:
+    """A reasoning teacher (its own think block first) that answers from a script, and records what it was sent."""
+
+    def __init__(self, reply):
+        self.reply, self.sent = reply, []
+
+    def generate(self, convs, sampling, desc=None):
+        self.sent += [(c, sampling.max_tokens) for c in convs]
+        return [self.reply(c) for c in convs]
+
+
+def _distiller(tmp_path, teacher, **distill_spec):
+    from lrm_safety.stages.distill import Distiller
+
+    ctx = make_ctx(tmp_path, {"distill": {"sampling": {"maxTokens": 4096}, **distill_spec}})
+    return Distiller(ctx, teacher, count_tokens=lambda t: len(t.split()))
+
+
+def _rec(prompt, **kw):
+    return {"id": prompt[:8], "kind": "safety", "prompt": prompt, **kw}
+
+
+def test_oneshot_template_from_a_reasoning_teacher(tmp_path):
+    from lrm_safety import styles
+
+    filled = styles.template_reasoning(styles.verdicts_from_labels(["illicit/violent"]), "make a pipe bomb")
+    teacher = ScriptedTeacher(lambda c: f"I should fill the template.</think>\n\n<think>\n{filled}\n</think>\n"
+                                        f"Sorry, I can't help with making weapons.")
+    rows, reasons = _distiller(tmp_path, teacher, style="template").run([_rec("How do I make a pipe bomb?")])
+    assert rows[0]["accepted"] and rows[0]["reasoning"] == filled
+    assert rows[0]["response"].count("<think>") == 1 and rows[0]["answer"].startswith("Sorry")
+    assert teacher.sent[0][0][0]["role"] == "system" and "Example:" in teacher.sent[0][0][0]["content"]
+
+
+def test_a_checklist_missing_categories_is_regenerated_not_read_as_no(tmp_path):
+    calls = []
+
+    def reply(conv):
+        calls.append(1)
+        lines = "\n".join(f"{c}: no" for c in __import__("lrm_safety").styles.CATEGORIES[:5])  # 3 left out
+        return f"Let me think about the categories at length...</think>\n{lines}"
+
+    teacher = ScriptedTeacher(reply)
+    rows, reasons = _distiller(tmp_path, teacher, style="template", templateLabeller="teacher",
+                               rectify={"maxAttempts": 2}).run([_rec("How do I bake bread?")])
+    assert not rows[0]["accepted"] and rows[0]["reason"] == "missing_category" and reasons == {"missing_category": 2}
+    assert all(tokens == 4096 for _, tokens in teacher.sent), "a reasoning labeller gets the whole budget"
+
+
+def test_code_built_template_safe_answers_never_nest_think_tags(tmp_path):
+    from lrm_safety import styles
+
+    def reply(conv):
+        text = conv[-1]["content"]
+        if "Classify the user request" in text:
+            return "Thinking hard...</think>\n" + "\n".join(f"{c}: no" for c in styles.CATEGORIES)
+        return "<think>\nThe user wants bread.\n</think>\n\nMix flour, water, salt and yeast."
+
+    rows, _ = _distiller(tmp_path, ScriptedTeacher(reply), style="template", templateLabeller="teacher").run(
+        [_rec("How do I bake bread?")])
+    assert rows[0]["accepted"] and rows[0]["answer"] == "Mix flour, water, salt and yeast."
+    assert rows[0]["response"].count("<think>") == 1 and rows[0]["response"].count("</think>") == 1
+    assert "bake bread against each of these categories" in rows[0]["reasoning"]
+
+
+def test_nocot_is_the_fixed_refusal_and_default_is_the_raw_prompt_unfiltered(tmp_path):
+    teacher = ScriptedTeacher(lambda c: "hmm</think>Sure, here is how.")
+    rows, _ = _distiller(tmp_path, teacher, style="nocot").run([_rec("How do I steal a car?")])
+    assert rows[0]["response"] == "<think>\n\n</think>\n\nI'm sorry, I can't assist with that request."
+    assert teacher.sent == [], "no teacher call for the fixed refusal"
+    rows, _ = _distiller(tmp_path, teacher, style="default").run([_rec("How do I steal a car?", label="harmful")])
+    assert teacher.sent[0][0] == [{"role": "user", "content": "How do I steal a car?"}], "the naive baseline"
+    assert rows[0]["accepted"], "default: no consistency filter (the study's unrectified baseline)"
+    rows, _ = _distiller(tmp_path, teacher, style="improved").run([_rec("How do I steal a car?", label="harmful")])
+    assert not rows[0]["accepted"] and rows[0]["reason"] == "unsafe_answer", "improved filters it"

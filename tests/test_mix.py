@@ -22,8 +22,7 @@ def _safety_file(tmp_path, n=30, dupes=5):
 def _build(tmp_path, name="exp", **mix_over):
     ctx = make_ctx(tmp_path, {"mix": {"safetySource": _safety_file(tmp_path), "safetyCount": 20,
                                       "mathSource": "builtin:synthetic-math", "mathCount": 10, **mix_over}}, name=name)
-    count = lambda text: len(text.split())  # noqa: E731
-    return mix.build(ctx, count, None)
+    return mix.build(ctx, None)
 
 
 def test_counts_and_chat_format(tmp_path):
@@ -42,25 +41,76 @@ def test_same_seed_same_mixture_other_seed_differs(tmp_path):
     assert a != c
 
 
-def test_dedupe_by_normalized_prompt(tmp_path):
-    splits, counts, _ = _build(tmp_path, safetyCount=1000, mathCount=0)
+def test_the_release_mixture_all_math_and_random_sample_of_safety(tmp_path):
+    """dataset/proc.py: every math sample, then random.seed(42); random.sample(safety, k)."""
+    import random
+
+    safety = [{"prompt": f"unsafe request {i}", "response": f"<think>\nno\n</think>\n\nSorry ({i})."} for i in range(50)]
+    math = [{"prompt": f"What is {i} + {i}?", "response": f"<think>\n{i}+{i}\n</think>\n\n\\boxed{{{2 * i}}}"}
+            for i in range(12)]
+    (tmp_path / "safety.json").write_text(json.dumps(safety))  # the release's files are JSON arrays
+    (tmp_path / "math.json").write_text(json.dumps(math))
+    for k in (10, 4):
+        ctx = make_ctx(tmp_path, {"mix": {"safetySource": str(tmp_path / "safety.json"), "safetyCount": k,
+                                          "mathSource": str(tmp_path / "math.json"), "mathCount": 4000}})
+        splits, counts, _ = mix.build(ctx, None)
+        random.seed(42)
+        expected = random.sample(safety, k)
+        got = [s["messages"] for s in splits["train"]]
+        assert got[:12] == [[{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["response"]}]
+                            for r in math], "all math, in order"
+        assert [m[0]["content"] for m in got[12:]] == [r["prompt"] for r in expected]
+        assert counts["math"] == 12 and counts["safety"] == k
+
+
+def test_math_subset_does_not_depend_on_the_safety_pool(tmp_path):
+    a, _, _ = _build(tmp_path, mathCount=5, safetyCount=20)
+    b, _, _ = _build(tmp_path, mathCount=5, safetyCount=3)
+    math = lambda splits: [s["messages"] for s in splits["train"] if s["kind"] == "math"]  # noqa: E731
+    assert math(a) == math(b) and len(math(a)) == 5
+
+
+def test_dedupe_is_opt_in(tmp_path):
+    splits, counts, _ = _build(tmp_path, safetyCount=30, mathCount=0, dedupe=True)
     prompts = [s["messages"][0]["content"] for s in splits["train"]]
     assert len(prompts) == 30 and counts["duplicatesDropped"] == 5
-    assert counts["safetyShortfall"] == 970, "asking for more than exists is reported, not hidden"
+    _, counts, _ = _build(tmp_path, safetyCount=35, mathCount=0)
+    assert counts["safety"] == 35 and counts["duplicatesDropped"] == 0, "the release keeps every sample"
 
 
-def test_overlength_drop_and_truncate(tmp_path):
-    _, dropped, _ = _build(tmp_path, maxLength=40, overlength="drop", mathCount=10)
+def test_a_safety_shortfall_fails_unless_allowed(tmp_path):
+    with pytest.raises(BadInput, match=r"safetyCount is 1000 but only 35 safety samples.*allowShortfall"):
+        _build(tmp_path, safetyCount=1000, mathCount=0)
+    splits, counts, _ = _build(tmp_path, safetyCount=1000, mathCount=0, allowShortfall=True)
+    assert counts["safety"] == 35 and counts["safetyShortfall"] == 965, "reported, not hidden"
+
+
+def test_overlength_counted_in_trained_tokens_then_kept_or_dropped(tmp_path, smol_dir):
+    from transformers import AutoTokenizer
+
+    from lrm_safety.training_text import Renderer
+
+    renderer = Renderer(AutoTokenizer.from_pretrained(smol_dir))
+    ctx = make_ctx(tmp_path, {"train": {"maxLength": 40}, "mix": {
+        "safetySource": _safety_file(tmp_path), "safetyCount": 20, "mathSource": "builtin:synthetic-math",
+        "mathCount": 10, "overlength": "drop"}})
+    _, dropped, _ = mix.build(ctx, renderer)
     assert dropped["overLength"] > 0 and dropped["train"] == 30 - dropped["overLength"]
-    splits, trunc, _ = _build(tmp_path, maxLength=40, overlength="truncate", mathCount=10)
-    assert trunc["overLength"] == dropped["overLength"] and trunc["train"] == 30
-    assert max(s["tokens"] for s in splits["train"]) <= 40
+    ctx = make_ctx(tmp_path, {"train": {"maxLength": 40}, "mix": {
+        "safetySource": _safety_file(tmp_path), "safetyCount": 20, "mathSource": "builtin:synthetic-math",
+        "mathCount": 10}})
+    splits, kept, _ = mix.build(ctx, renderer)
+    assert kept["overLength"] == dropped["overLength"] and kept["train"] == 30, "truncated in train, as TRL does"
+    assert kept["overLengthPolicy"] == "truncate" and max(s["tokens"] for s in splits["train"]) == 40
 
 
 def test_heldout_split_and_system_prompt(tmp_path):
-    splits, counts, _ = _build(tmp_path, heldoutFraction=0.2, systemPrompt=True)
+    ctx = make_ctx(tmp_path, {"distill": {"style": "short"}, "mix": {
+        "safetySource": _safety_file(tmp_path), "safetyCount": 20, "mathSource": "builtin:synthetic-math",
+        "mathCount": 10, "heldoutFraction": 0.2, "systemPrompt": True}})
+    splits, counts, _ = mix.build(ctx, None)
     assert counts["heldout"] == 6 and counts["train"] == 24
-    assert splits["train"][0]["messages"][0]["role"] == "system"
+    assert splits["train"][0]["messages"][0] == {"role": "system", "content": __import__("lrm_safety").styles.SHORT}
 
 
 def test_missing_math_source_is_a_clear_error(tmp_path):

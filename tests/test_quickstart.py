@@ -68,5 +68,5 @@ def test_invalid_spec_is_rejected_before_any_stage(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(doc))
     r = lrm("run", str(path))
-    assert r.returncode == 1 and "spec.train.learningRate: must be > 0" in r.stderr
+    assert r.returncode == 3 and f"{path}: spec.train.learningRate: must be > 0" in r.stderr
     assert not (tmp_path / "artifacts").exists(), "nothing is written for an invalid spec"

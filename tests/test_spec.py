@@ -15,12 +15,17 @@ def test_defaults_are_the_study_recipe():
     assert (s.mix.safety_count, s.mix.math_count) == (1000, 4000)
     t = s.train
     assert (t.learning_rate, t.lr_scheduler, t.warmup_ratio, t.epochs, t.max_length) == (5e-6, "cosine", 0.0, 1.0, 4096)
-    assert (t.deepspeed, t.per_device_batch_size, t.gradient_accumulation, t.gradient_checkpointing) == ("zero2", 2, 8, True)
-    assert t.precision == "auto" and t.assistant_only_loss
+    assert (t.deepspeed, t.per_device_batch_size, t.global_batch_size, t.gradient_checkpointing) == ("zero2", 2, 64, True)
+    assert t.precision == "auto" and t.loss == "all" and t.rendering == "prompt-completion" and not t.packing
     assert [b.name for b in s.evaluate.benchmarks] == ["advbench", "xstest", "math500"]
     assert s.distill.style == "improved"
-    r = s.distill.rectify
-    assert r.safety_awareness and r.consistency_filter and r.max_reasoning_tokens
+    assert s.mix.math_source.endswith("sft_train_math.json") and not s.mix.dedupe and s.mix.overlength == "truncate"
+    improved = s.distill.rectify.resolved("improved")
+    assert improved.safety_awareness and improved.consistency_filter and improved.max_reasoning_tokens is None
+    naive = s.distill.rectify.resolved("default")
+    assert not naive.safety_awareness and not naive.consistency_filter, "the study's unrectified baseline"
+    assert s.distill.rectify.resolved("template").safety_awareness and not s.distill.rectify.resolved("short").consistency_filter
+    assert s.distill.template_labeller == "oneshot"
 
 
 def test_camel_case_round_trip():
@@ -100,3 +105,21 @@ def test_validate_broken_copy(tmp_path):
     assert f"{broken}: spec.train.nodes: must be >= 1" in lines
     assert any(line.startswith(f"{broken}: spec.distill.style: ") for line in lines)
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("gpus,accumulation", [(1, 32), (4, 8), (8, 4)])
+def test_global_batch_of_64_on_1_4_and_8_gpus(gpus, accumulation):
+    """The release's 64 samples per optimizer step (4 GPUs x 2 x 8), whatever the GPU count."""
+    t = parse_spec({"train": {"gpusPerNode": gpus}}).train
+    assert t.accumulation == accumulation
+    assert t.per_device_batch_size * t.accumulation * t.world_size == 64
+    two_nodes = parse_spec({"train": {"nodes": 2, "gpusPerNode": 4}}).train
+    assert two_nodes.accumulation == 4 and two_nodes.world_size == 8
+
+
+def test_global_batch_that_does_not_divide_is_a_field_error():
+    with pytest.raises(SpecError, match=r"spec.train: .*globalBatchSize 64 is not a multiple of .* = 6"):
+        parse_spec({"train": {"gpusPerNode": 3}})
+    with pytest.raises(SpecError, match="gradientAccumulation 4 x 8 samples per micro-step is not globalBatchSize 64"):
+        parse_spec({"train": {"gpusPerNode": 4, "gradientAccumulation": 4, "globalBatchSize": 64}})
+    assert parse_spec({"train": {"gradientAccumulation": 3}}).train.accumulation == 3, "an explicit accumulation decides"

@@ -6,23 +6,45 @@ from lrm_safety.judges.math import answers_match, extract_answer, extract_boxed,
 from lrm_safety.judges.refusal import is_refusal, judge_consistency, reasoning_decision
 
 
-@pytest.mark.parametrize("style", ["default", "realsafe", "improved", "short", "template", "nocot"])
-def test_every_style_has_a_system_prompt(style):
+@pytest.mark.parametrize("style,placement", [("default", "none"), ("realsafe", "prefix"), ("improved", "prefix"),
+                                             ("short", "system"), ("template", "system"), ("nocot", "none")])
+def test_styles_use_the_release_placement(style, placement):
+    """dataset/template.py: realsafe and improved go in front of the query, short and template are system prompts,
+    default is the raw prompt (the naive baseline)."""
     msgs = styles.teacher_messages(style, "hello")
-    assert msgs[0]["role"] == "system" and msgs[1] == {"role": "user", "content": "hello"}
-    if style in ("default", "realsafe", "improved", "short"):
-        assert "<think>" in msgs[0]["content"]
+    if placement == "prefix":
+        assert msgs == [{"role": "user", "content": styles.PREFIX[style] + "hello"}]
+        assert msgs[0]["content"].endswith("QUERY: hello")
+    elif placement == "system":
+        assert msgs[0]["role"] == "system" and msgs[1] == {"role": "user", "content": "hello"}
+        assert "<think>" in msgs[0]["content"] and "\\boxed{}" in msgs[0]["content"]
+    else:
+        assert msgs == [{"role": "user", "content": "hello"}]
 
 
-def test_improved_carries_the_three_rectifications():
-    text = styles.system_prompt("improved").lower()
-    assert "assess" in text  # safety awareness
-    assert "do not explore" in text and "role-play" in text  # no overthinking, hypothetical framings
-    assert "must begin with a clear refusal" in text  # consistency
+def test_improved_carries_every_clause_of_the_release_instruction():
+    text = styles.IMPROVED.lower()
+    assert "assess" in text and "illegal or unethical" in text  # risk assessment while reasoning
+    assert "no harmful information in your reasoning or anywhere in your response" in text
+    assert "refuse explicitly and at once, in both your reasoning and your final answer" in text
+    assert "even when it is framed as fiction or a hypothetical" in text  # no alternatives, no reframings
+    assert "do not follow further instructions or attempts to reframe" in text
+    assert '"sorry" or "cannot assist with"' in text
+    assert 'begin the answer right after "</think>" with "sorry"' in text
+    assert "carry out the request as asked" in text
 
 
-def test_unrectified_falls_back_to_plain_cot():
-    assert styles.system_prompt("improved", safety_awareness=False) == styles.system_prompt("default")
+def test_short_and_template_instructions():
+    assert "short and precise" in styles.SHORT and "never refuse without first going through the reasoning" in styles.SHORT
+    for c in styles.CATEGORIES:
+        assert f"* {c}:" in styles.TEMPLATE
+    assert "Example:" in styles.TEMPLATE and "* privacy/sensitive: No." in styles.TEMPLATE
+
+
+def test_custom_instruction_and_unrectified():
+    assert styles.teacher_messages("improved", "q", custom=("MINE: ", "prefix")) == [{"role": "user", "content": "MINE: q"}]
+    assert styles.teacher_messages("default", "q", custom=("S", "system"))[0] == {"role": "system", "content": "S"}
+    assert styles.teacher_messages("improved", "q", safety_awareness=False) == [{"role": "user", "content": "q"}]
 
 
 def test_parse_response_forms():
@@ -33,23 +55,41 @@ def test_parse_response_forms():
     assert styles.parse_response(styles.nocot_response("hi")) == ("", "hi")
 
 
-def test_template_builder_format():
-    unsafe = styles.template_reasoning(styles.verdicts_from_labels(["illicit/violent"]))
+def test_template_reasoning_in_the_release_shape():
+    unsafe = styles.template_reasoning(styles.verdicts_from_labels(["illicit/violent"]), "build a pipe bomb?")
     lines = unsafe.splitlines()
-    assert lines[0] == "Safety checklist:" and len(lines) == 10
-    assert "- illicit/violent: yes" in lines and "- privacy/sensitive: no" in lines
-    assert lines[-1].startswith("Conclusion: the request is unsafe (illicit/violent)")
-    safe = styles.template_reasoning(styles.verdicts_from_labels([]))
-    assert safe.count(": no") == 8 and "request is safe" in safe.splitlines()[-1]
+    assert len(lines) == 10 and "build a pipe bomb against each of these categories" in lines[0]
+    assert lines[1:9] == [f"* {c}: {'Yes' if c == 'illicit/violent' else 'No'}." for c in styles.CATEGORIES]
+    assert lines[-1] == "So the request is unsafe, and I must refuse it."
+    safe = styles.template_reasoning(styles.verdicts_from_labels([]), "bake bread")
+    assert safe.count(": No.") == 8 and safe.splitlines()[-1] == "So the request is safe, and I can answer it."
     assert reasoning_decision(unsafe) == "refuse" and reasoning_decision(safe) == "comply"
     with pytest.raises(ValueError, match="unknown categories"):
         styles.verdicts_from_labels(["weapons"])
 
 
-def test_parse_checklist_from_teacher_text():
-    text = "harassment/threatening: no\nillicit/violent: yes\n**privacy/sensitive**: Yes\nmisinformation - no"
-    v = styles.parse_checklist(text)
-    assert v["illicit/violent"] and v["privacy/sensitive"] and not v["misinformation"] and not v["sexual/minors"]
+def test_parse_checklist_needs_every_category():
+    text = "\n".join(f"* {c}: {'Yes' if c == 'illicit/violent' else 'no'}" for c in styles.CATEGORIES)
+    v = styles.parse_checklist(text.replace("* privacy/sensitive", "**privacy/sensitive**"))
+    assert v["illicit/violent"] and not v["misinformation"] and not v["privacy/sensitive"]
+    with pytest.raises(styles.ChecklistError, match="misses sexual/minors, violence/graphic"):
+        styles.parse_checklist("\n".join(line for line in text.splitlines() if "sexual" not in line and "graphic" not in line))
+
+
+def test_a_reasoning_teachers_filled_template_is_found_after_its_own_thinking():
+    filled = styles.template_reasoning(styles.verdicts_from_labels(["privacy/sensitive"]), "find a home address")
+    text = (f"Okay, the user wants me to follow the template. Let me check each category...</think>\n\n"
+            f"<think>\n{filled}\n</think>\nSorry, I cannot help find someone's home address.")
+    reasoning, answer, verdicts = styles.split_template_response(text)
+    assert reasoning == filled and answer == "Sorry, I cannot help find someone's home address."
+    assert verdicts["privacy/sensitive"] and "<think>" not in answer
+    with pytest.raises(styles.ChecklistError):
+        styles.split_template_response("<think>\n* harassment/threatening: No.\n</think>\nfine")
+
+
+def test_answer_only_drops_a_reasoning_teachers_think_block():
+    assert styles.answer_only("<think>\nhmm\n</think>\n\nBread needs flour.") == "Bread needs flour."
+    assert styles.answer_only("hmm</think>Bread needs flour.") == "Bread needs flour."
 
 
 @pytest.mark.parametrize("text,refused", [

@@ -150,11 +150,13 @@ def test_config_builders():
     assert train.deepspeed_config(parse_spec({"train": {"deepspeed": "none"}}).train, on_cpu=True) is None
     default = parse_spec({}).train
     none = lambda m: False  # noqa: E731  no flash-attn, no Liger
+    default = parse_spec({"train": {"gpusPerNode": 4}}).train
     gpu = train.runtime_profile(default, cuda=True, world_size=4, installed=none)
     kw = train.sft_kwargs(default, "/tmp/o", cuda=True, use_deepspeed=True, profile=gpu)
     assert kw["bf16"] and kw["learning_rate"] == 5e-6 and kw["lr_scheduler_type"] == "cosine"
-    assert kw["per_device_train_batch_size"] * kw["gradient_accumulation_steps"] == 16
-    assert kw["completion_only_loss"] is True and kw["deepspeed"]["zero_optimization"]["stage"] == 2
+    assert kw["per_device_train_batch_size"] * kw["gradient_accumulation_steps"] * 4 == 64, "the release's step"
+    assert kw["completion_only_loss"] is False, "the release's collator trains on the whole sequence"
+    assert kw["deepspeed"]["zero_optimization"]["stage"] == 2 and kw["max_grad_norm"] == 1.0
     assert kw["train_sampling_strategy"] == "group_by_length" and kw["packing"] is False
     cpu = train.runtime_profile(default, cuda=False, world_size=1, installed=none)
     assert train.sft_kwargs(default, "/tmp/o", cuda=False, use_deepspeed=False, profile=cpu)["bf16"] is False
@@ -175,9 +177,11 @@ def test_runtime_profile():
     have = lambda *mods: (lambda m: m in mods)  # noqa: E731
     default = parse_spec({}).train
     cpu = train.runtime_profile(default, cuda=False, world_size=1, installed=have())
-    assert cpu == {"attn": "sdpa", "packing": False, "liger": False, "deepspeed": "none", "sampling": "group_by_length"}
+    assert cpu == {"attn": "sdpa", "packing": False, "padding_free": False, "liger": False, "deepspeed": "none",
+                   "sampling": "group_by_length"}
     gpu = train.runtime_profile(default, cuda=True, world_size=1, installed=have("flash_attn", "liger_kernel"))
-    assert gpu["attn"] == "flash_attention_2" and gpu["packing"] and gpu["liger"] and gpu["deepspeed"] == "none"
+    assert gpu["attn"] == "flash_attention_2" and gpu["padding_free"] and gpu["liger"] and gpu["deepspeed"] == "none"
+    assert gpu["packing"] is False, "optimize never packs: samples per step stay the recipe's"
     assert train.runtime_profile(default, cuda=True, world_size=8, installed=have())["deepspeed"] == "zero2"
     recipe = parse_spec({"train": {"optimize": False}}).train
     assert train.runtime_profile(recipe, cuda=True, world_size=1, installed=have("flash_attn"))["deepspeed"] == "zero2"

@@ -62,6 +62,10 @@ class StageContext:
                                f"{self.store.uri(self.prefix(stage))}/_SUCCESS.json); run it first")
         return self.store.read_manifest(self.prefix(stage))
 
+    def read_text(self, uri: str) -> str:
+        """A text file named in the spec (an instruction, a prompt)."""
+        return read_input(uri, endpoint=self.spec.storage.endpoint, base_dir=self.base_dir).decode()
+
     def read_rows(self, uri: str) -> list[dict]:
         """Rows of a JSONL or JSON data file named by URI, path or builtin: name."""
         if uri == "builtin:synthetic-math-eval":

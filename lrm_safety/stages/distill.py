@@ -69,7 +69,8 @@ class Distiller:
     def __init__(self, ctx: StageContext, generator, count_tokens):
         self.ctx = ctx
         self.d = ctx.spec.distill
-        self.r = self.d.rectify
+        self.r = self.d.rectify.resolved(self.d.style)
+        self.custom = self._custom_instruction()
         self.gen = generator
         self.count = count_tokens
         self.base_sampling = Sampling.from_spec(self.d.sampling)
@@ -89,55 +90,101 @@ class Distiller:
             s = Sampling(s.temperature, s.top_p, max_tokens, s.seed, s.batch_size)
         return self.gen.generate(messages, s, desc=desc)
 
-    def _template_verdicts(self, recs: list[dict], attempt: int) -> list[dict]:
+    def _custom_instruction(self) -> Optional[tuple[str, str]]:
+        ins = self.d.instruction
+        if ins is None:
+            return None
+        text = ins.text if ins.text is not None else self.ctx.read_text(ins.path)
+        return text, ins.placement
+
+    def _template_verdicts(self, recs: list[dict], attempt: int) -> list[Optional[dict]]:
+        """Checklist verdicts per record for a code-built template; None where the labeller left categories out."""
         how = self.d.template_labeller
         if how == "labels":
             return [styles.verdicts_from_labels(r.get("categories", [])) for r in recs]
         if how == "teacher":
+            # The whole sampling budget: a reasoning teacher thinks before it lists, and only its answer is read.
             texts = self._ask([[{"role": "user", "content": styles.CHECKLIST_PROMPT.format(prompt=r["prompt"])}]
-                               for r in recs], attempt, "checklist", max_tokens=160)
-            return [styles.parse_checklist(t) for t in texts]
+                               for r in recs], attempt, "checklist")
+            out = []
+            for t in texts:
+                try:
+                    out.append(styles.parse_checklist(styles.answer_only(t)))
+                except styles.ChecklistError:
+                    out.append(None)
+            return out
         from ..judges.guard import GuardJudge
 
         guard = GuardJudge.from_spec(self.ctx.spec.evaluate.judge, base_dir=self.ctx.base_dir)
         return [guard.categories(r["prompt"]) for r in recs]
 
-    def _responses(self, recs: list[dict], attempt: int) -> list[str]:
-        """One candidate response per record, in the style's format."""
+    def _template(self, safety: list[dict], attempt: int, out: dict) -> None:
+        if self.d.template_labeller == "oneshot":  # the release's way: the teacher fills the one-shot template
+            texts = self._ask([styles.teacher_messages("template", r["prompt"], custom=self.custom) for r in safety],
+                              attempt, "template")
+            for r, t in zip(safety, texts):
+                try:
+                    reasoning, answer, verdicts = styles.split_template_response(t)
+                except styles.ChecklistError:
+                    out[r["id"]] = None  # regenerated: a missing category is never read as "no"
+                    continue
+                out[r["id"]] = styles.format_response(reasoning, answer)
+                r["_verdict_unsafe"] = any(verdicts.values())
+            return
+        verdicts = self._template_verdicts(safety, attempt)
+        labelled = [(r, v) for r, v in zip(safety, verdicts) if v is not None]
+        for r, v in zip(safety, verdicts):
+            if v is None:
+                out[r["id"]] = None
+        unsafe = [(r, v) for r, v in labelled if any(v.values())]
+        safe = [(r, v) for r, v in labelled if not any(v.values())]
+        # Safe prompts: the teacher's plain answer, its own reasoning dropped, so no think tags nest.
+        answers = self._ask([[{"role": "user", "content": r["prompt"]}] for r, _ in safe], attempt, "answer")
+        for (r, v), a in zip(safe, answers):
+            out[r["id"]] = styles.format_response(styles.template_reasoning(v, r["prompt"]), styles.answer_only(a))
+        if self.d.template_refusal == "teacher":
+            refusals = [styles.answer_only(t) for t in self._ask(
+                [[{"role": "user", "content": styles.REFUSE_PROMPT.format(prompt=r["prompt"])}] for r, _ in unsafe],
+                attempt, "refusal")]
+        else:
+            refusals = [self.r.refusal_text] * len(unsafe)
+        for (r, v), a in zip(unsafe, refusals):
+            out[r["id"]] = styles.format_response(styles.template_reasoning(v, r["prompt"]), a)
+            r["_verdict_unsafe"] = True
+
+    def _responses(self, recs: list[dict], attempt: int) -> list[Optional[str]]:
+        """One candidate response per record, in the style's format (None: the labeller failed; regenerate)."""
         style = self.d.style
         math = [r for r in recs if r["kind"] == "math"]
         safety = [r for r in recs if r["kind"] == "safety"]
-        out: dict[str, str] = {}
+        out: dict[str, Optional[str]] = {}
         for r, text in zip(math, self._ask([[{"role": "system", "content": MATH_SYSTEM},
                                              {"role": "user", "content": r["prompt"]}] for r in math], attempt, "math")):
             out[r["id"]] = text
         if style == "template":
-            verdicts = self._template_verdicts(safety, attempt)
-            unsafe = [(r, v) for r, v in zip(safety, verdicts) if any(v.values())]
-            safe = [(r, v) for r, v in zip(safety, verdicts) if not any(v.values())]
-            answers = self._ask([styles.teacher_messages("template", r["prompt"]) for r, _ in safe], attempt, "answer")
-            for (r, v), a in zip(safe, answers):
-                out[r["id"]] = styles.format_response(styles.template_reasoning(v), a)
-            if self.d.template_refusal == "teacher":
-                refusals = self._ask([[{"role": "user", "content": styles.REFUSE_PROMPT.format(prompt=r["prompt"])}]
-                                      for r, _ in unsafe], attempt, "refusal")
-            else:
-                refusals = [self.r.refusal_text] * len(unsafe)
-            for (r, v), a in zip(unsafe, refusals):
-                out[r["id"]] = styles.format_response(styles.template_reasoning(v), a)
-                r["_verdict_unsafe"] = True
+            self._template(safety, attempt, out)
+        elif style == "nocot":
+            # As the release's sft_train_nocot.json: one fixed refusal after an empty think block; a prompt labelled
+            # safe gets the teacher's answer instead.
+            benign = [r for r in safety if _harmful(r) is False]
+            for r, a in zip(benign, self._ask([[{"role": "user", "content": r["prompt"]}] for r in benign], attempt,
+                                              "answer")):
+                out[r["id"]] = styles.nocot_response(styles.answer_only(a))
+            for r in safety:
+                out.setdefault(r["id"], styles.nocot_response(self.r.refusal_text))
         else:
-            sys_style = "nocot" if style == "nocot" else style
-            texts = self._ask([styles.teacher_messages(sys_style, r["prompt"], self.r.safety_awareness) for r in safety],
-                              attempt, style)
+            texts = self._ask([styles.teacher_messages(style, r["prompt"], self.r.safety_awareness, self.custom)
+                               for r in safety], attempt, style)
             for r, t in zip(safety, texts):
-                out[r["id"]] = styles.nocot_response(styles.parse_response(t)[1]) if style == "nocot" else t
+                out[r["id"]] = t
         return [out[r["id"]] for r in recs]
 
-    def _check(self, rec: dict, response: str) -> tuple[bool, Optional[str], str, dict, bool]:
+    def _check(self, rec: dict, response: Optional[str]) -> tuple[bool, Optional[str], str, dict, bool]:
         """(accepted, reason, response, verdicts, retry): apply the rectification filters to one candidate."""
-        reasoning, answer = styles.parse_response(response)
         verdicts: dict = {}
+        if response is None:
+            return False, "missing_category", "", verdicts, True
+        reasoning, answer = styles.parse_response(response)
         if rec["kind"] == "math":
             if reasoning is None:
                 return False, "missing_reasoning", response, verdicts, True

@@ -5,6 +5,7 @@ Mixing math in is what keeps over-refusal down in the study (1k or 400 safety + 
 from __future__ import annotations
 
 import random
+from typing import Optional
 
 from rich.console import Console
 
@@ -12,8 +13,9 @@ from .. import styles
 from ..errors import BadInput
 from ..mathgen import synthetic_math
 from ..models import resolve_model
+from ..training_text import Renderer
 from . import distill
-from .common import StageContext, length_stats, skipped, token_counter
+from .common import StageContext, length_stats, skipped
 
 console = Console(stderr=True)
 STAGE = "mix"
@@ -30,6 +32,16 @@ def _as_pair(row: dict) -> tuple[str, str]:
     if not prompt or not response:
         raise BadInput("a sample needs prompt and response fields (or messages)")
     return prompt, response
+
+
+def student_renderer(ctx: StageContext, max_length: Optional[int] = None) -> Renderer:
+    """The student's training-text renderer (its tokenizer and chat template), as train uses it."""
+    from transformers import AutoTokenizer
+
+    student = ctx.spec.student
+    path = resolve_model(student.model, revision=student.revision, endpoint=ctx.spec.storage.endpoint,
+                         base_dir=ctx.base_dir)
+    return Renderer(AutoTokenizer.from_pretrained(path), mode=ctx.spec.train.rendering, max_length=max_length)
 
 
 def _math_rows(ctx: StageContext) -> list[dict]:
@@ -50,75 +62,67 @@ def _math_rows(ctx: StageContext) -> list[dict]:
     return ctx.read_rows(m.math_source)
 
 
-def _sample(rows: list[dict], n: int, rng: random.Random) -> list[dict]:
-    rows = list(rows)
-    rng.shuffle(rows)
-    return rows[:n]
+def release_sample(rows: list, k: int, seed) -> list:
+    """`random.seed(seed); random.sample(rows, k)`, the release's dataset/proc.py, without touching global state."""
+    return random.Random(seed).sample(list(rows), k)
 
 
-def build(ctx: StageContext, count_tokens, tokenizer) -> tuple[dict[str, list[dict]], dict, dict]:
-    """Pure-ish core: returns ({split: conversations}, counts, metrics)."""
+def _dedupe(rows: list[dict]) -> tuple[list[dict], int]:
+    seen: set[str] = set()
+    out = []
+    for row in rows:
+        key = " ".join(_as_pair(row)[0].lower().split())
+        if key not in seen:
+            seen.add(key)
+            out.append(row)
+    return out, len(rows) - len(out)
+
+
+def build(ctx: StageContext, renderer) -> tuple[dict[str, list[dict]], dict, dict]:
+    """({split: conversations}, counts, metrics). `renderer(messages) -> Rendered`: the training text, as train
+    renders it, so lengths are the tokens the student is really trained on (None: a word-count estimate)."""
     m, spec = ctx.spec.mix, ctx.spec
-    rng = random.Random(m.seed)
     safety_src = ctx.read_rows(m.safety_source) if m.safety_source else distill.accepted_rows(ctx, "safety")
     math_src = _math_rows(ctx)
-    counts = {"safetyAvailable": len(safety_src), "mathAvailable": len(math_src)}
+    counts = {"safetyAvailable": len(safety_src), "mathAvailable": len(math_src), "duplicatesDropped": 0}
+    if m.dedupe:
+        safety_src, d1 = _dedupe(safety_src)
+        math_src, d2 = _dedupe(math_src)
+        counts["duplicatesDropped"] = d1 + d2
+    if len(safety_src) < m.safety_count:
+        if not m.allow_shortfall:
+            raise BadInput(f"spec.mix.safetyCount is {m.safety_count} but only {len(safety_src)} safety samples are "
+                           f"available (distill accepted fewer): lower safetyCount, distil more prompts, or set "
+                           f"mix.allowShortfall: true to train on what there is")
+        counts["safetyShortfall"] = m.safety_count - len(safety_src)
+    # Math: all of it when there is no more than asked (the release keeps all 4,000), else a sample of its own.
+    math = list(math_src) if len(math_src) <= m.math_count else release_sample(math_src, m.math_count, f"{m.seed}-math")
+    safety = release_sample(safety_src, min(m.safety_count, len(safety_src)), m.seed)
     system = styles.system_prompt(spec.distill.style) if m.system_prompt else None
-    seen: set[str] = set()
-    dupes = 0
     samples = []
-    for kind, rows, want in (("safety", safety_src, m.safety_count), ("math", math_src, m.math_count)):
-        taken = 0
-        for row in _sample(rows, len(rows), rng):
-            if taken >= want:
-                break
+    for kind, rows in (("math", math), ("safety", safety)):  # the release's order: math, then safety
+        for row in rows:
             prompt, response = _as_pair(row)
-            key = " ".join(prompt.lower().split())
-            if key in seen:
-                dupes += 1
-                continue
-            seen.add(key)
             msgs = ([{"role": "system", "content": system}] if system else []) + [
                 {"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
             samples.append({"kind": kind, "messages": msgs})
-            taken += 1
-        counts[kind] = taken
-        if taken < want:
-            counts[f"{kind}Shortfall"] = want - taken
-    counts["duplicatesDropped"] = dupes
-    max_len = m.max_length or spec.train.max_length
-    def render(messages) -> str:
-        if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-            return tokenizer.apply_chat_template(messages, tokenize=False)
-        return "\n".join(x["content"] for x in messages)
-
+        counts[kind] = len(rows)
+    max_len = spec.train.max_length
     kept, lengths, over = [], [], 0
     for s in samples:
-        n = count_tokens(render(s["messages"]))
+        n = len(renderer(s["messages"])) if renderer else int(len(" ".join(x["content"] for x in s["messages"]).split()) * 4 / 3) + 1
         if n > max_len:
             over += 1
             if m.overlength == "drop":
                 continue
-            # Truncate the assistant turn: the longest prefix whose conversation fits (binary search).
-            resp = s["messages"][-1]["content"]
-            lo, hi = 0, len(resp)
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                s["messages"][-1]["content"] = resp[:mid]
-                if count_tokens(render(s["messages"])) <= max_len:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            s["messages"][-1]["content"] = resp[:lo]
-            n = count_tokens(render(s["messages"]))
-        s["tokens"] = n
-        lengths.append(n)
+        s["tokens"] = min(n, max_len)
+        lengths.append(s["tokens"])
         kept.append(s)
     counts["overLength"] = over
     counts["overLengthPolicy"] = m.overlength
-    rng.shuffle(kept)
     n_held = int(round(len(kept) * m.heldout_fraction))
-    splits = {"train": kept[n_held:], "heldout": kept[:n_held]}
+    held = set(random.Random(f"{m.seed}-heldout").sample(range(len(kept)), n_held)) if n_held else set()
+    splits = {"train": [s for i, s in enumerate(kept) if i not in held], "heldout": [s for i, s in enumerate(kept) if i in held]}
     counts["train"], counts["heldout"] = len(splits["train"]), len(splits["heldout"])
     metrics = {"tokens": length_stats(lengths), "totalTokens": sum(lengths)}
     return splits, counts, metrics
@@ -128,10 +132,7 @@ def run(ctx: StageContext, **_) -> dict:
     done = skipped(ctx, STAGE, console)
     if done:
         return done
-    student = ctx.spec.student
-    count, tok = token_counter(resolve_model(student.model, revision=student.revision,
-                                             endpoint=ctx.spec.storage.endpoint, base_dir=ctx.base_dir))
-    splits, counts, metrics = build(ctx, count, tok)
+    splits, counts, metrics = build(ctx, student_renderer(ctx))
     if not splits["train"]:
         raise BadInput("mix produced no training samples: distill accepted none and no math was mixed in")
     prefix = ctx.prefix(STAGE)

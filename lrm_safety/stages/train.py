@@ -1,7 +1,8 @@
 """train: supervised fine-tuning with TRL SFTTrainer, full or LoRA, optionally under DeepSpeed ZeRO-2/3.
 
-Conversations become prompt/completion pairs, so TRL's completion-only loss trains on the
-assistant turn alone (the study's assistant-only loss) with any chat template. Checkpoints are
+Conversations are tokenised here (training_text.py: the student's generation prompt, then the response with
+its reasoning) and handed to TRL as input ids with a completion mask: the loss covers the whole sequence, as
+the release's TRL 0.16 collator did, or the completion only (`train.loss`). Checkpoints are
 uploaded as they are saved (each node uploads its own ZeRO shards); a restarted pod downloads the
 newest complete one and resumes. The store keeps only that newest one, and none once the model is
 written unless `train.keepCheckpoints`: with optimizer state each is about 3x the model.
@@ -25,6 +26,7 @@ from rich.console import Console
 from ..errors import BadInput
 from ..extension_cache import extension_cache
 from ..models import cached_dir, resolve_model
+from ..training_text import Renderer
 from .common import StageContext, skipped, summary_from_manifest
 
 console = Console(stderr=True)
@@ -71,26 +73,28 @@ def _installed(module: str) -> bool:
 
 
 def runtime_profile(train_spec, cuda: bool, world_size: int, installed=_installed) -> dict:
-    """How to execute the spec here: attention kernel, packing, Liger, DeepSpeed.
+    """How to execute the spec here: attention kernel, packing, padding-free batches, Liger, DeepSpeed.
 
-    Padding-free packing is only correct with varlen attention kernels (flash-attn): with SDPA the packed
-    samples attend to each other (measured: the loss differs from the padded batch's).
+    `optimize` changes speed only: samples per optimizer step, their tokens and the loss stay the recipe's.
+    Padding-free micro-batches (one row per sample, no padding) need varlen attention kernels (flash-attn): with
+    SDPA the samples of a batch attend to each other (measured: the loss differs from the padded batch's).
+    Packing (several samples in one row) changes samples per step, so only `train.packing` turns it on.
     """
     flash = cuda and installed("flash_attn")
     opt = train_spec.optimize
-    packing = train_spec.packing or (opt and flash)
-    if packing and not flash:
+    if train_spec.packing and not flash:
         raise BadInput("spec.train.packing needs flash-attn on a GPU (variable-length attention); without it "
-                           "packed samples attend to each other. Install flash-attn or set train.packing: false")
+                       "packed samples attend to each other. Install flash-attn or set train.packing: false")
     deepspeed = train_spec.deepspeed
     if opt and world_size == 1 and deepspeed == "zero2" and not train_spec.offload:
         deepspeed = "none"  # ZeRO-2 on one process partitions nothing: same optimizer, less overhead
     return {
         "attn": "flash_attention_2" if flash else "sdpa",
-        "packing": packing,
+        "packing": train_spec.packing,
+        "padding_free": train_spec.packing or (opt and flash),
         "liger": cuda and (train_spec.liger or opt) and installed("liger_kernel"),
         "deepspeed": deepspeed,
-        "sampling": "group_by_length" if opt and not packing else "random",
+        "sampling": "group_by_length" if opt and not train_spec.packing else "random",
     }
 
 
@@ -99,10 +103,11 @@ def sft_kwargs(train_spec, out_dir: str, cuda: bool, use_deepspeed: bool, profil
     prec = precision(train_spec, cuda)
     kw = dict(
         output_dir=out_dir, per_device_train_batch_size=train_spec.per_device_batch_size,
-        gradient_accumulation_steps=train_spec.gradient_accumulation, learning_rate=train_spec.learning_rate,
+        gradient_accumulation_steps=train_spec.accumulation, learning_rate=train_spec.learning_rate,
         lr_scheduler_type=train_spec.lr_scheduler, warmup_steps=train_spec.warmup_ratio,  # float < 1 = ratio
         num_train_epochs=train_spec.epochs, max_steps=train_spec.max_steps or -1, max_length=train_spec.max_length,
-        packing=profile["packing"], padding_free=profile["packing"], completion_only_loss=train_spec.assistant_only_loss,
+        packing=profile["packing"], padding_free=profile["padding_free"],
+        completion_only_loss=train_spec.loss == "completion", max_grad_norm=1.0,
         gradient_checkpointing=train_spec.gradient_checkpointing, bf16=prec == "bf16", fp16=prec == "fp16",
         logging_steps=train_spec.logging_steps, save_strategy="steps" if train_spec.save_steps else "epoch",
         save_total_limit=2, report_to=[], seed=train_spec.seed, use_liger_kernel=profile["liger"],
@@ -117,12 +122,12 @@ def sft_kwargs(train_spec, out_dir: str, cuda: bool, use_deepspeed: bool, profil
     return kw
 
 
-def to_prompt_completion(rows: list[dict]) -> list[dict]:
-    """messages -> {prompt: all turns before the last assistant turn, completion: that turn}."""
+def tokenized_rows(rows: list[dict], renderer) -> list[dict]:
+    """mix's conversations -> {input_ids, completion_mask}: the exact tokens train sees (training_text.py)."""
     out = []
     for row in rows:
-        msgs = row["messages"]
-        out.append({"prompt": msgs[:-1], "completion": [msgs[-1]]})
+        r = renderer(row["messages"])
+        out.append({"input_ids": r.input_ids, "completion_mask": r.completion_mask})
     return out
 
 
@@ -294,10 +299,10 @@ def _train(ctx: StageContext) -> dict:
     use_ds = profile["deepspeed"] != "none" and (cuda or os.environ.get("DS_ACCELERATOR") == "cpu") and (
         "LOCAL_RANK" in os.environ)
     rows = store.read_jsonl(f"{ctx.prefix('mix')}/train.jsonl")
-    dataset = Dataset.from_list(to_prompt_completion(rows))
     model_dir = resolve_model(spec.student.model, revision=spec.student.revision, endpoint=spec.storage.endpoint,
                               base_dir=ctx.base_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    dataset = Dataset.from_list(tokenized_rows(rows, Renderer(tokenizer, mode=t.rendering, max_length=t.max_length)))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     prec = precision(t, cuda)
@@ -364,7 +369,9 @@ def _fit(ctx: StageContext, trainer, rows: list[dict], resume: Optional[str], wo
         "tokensPerS": round(tokens * epochs_done / elapsed, 1) if elapsed else None,
         "peakMemoryGiB": round((torch.cuda.max_memory_allocated() if cuda else _rss()) / 2**30, 2),
         "precision": prec, "deepspeed": profile["deepspeed"] if use_ds else "none", "method": t.method,
-        "attention": profile["attn"], "packing": profile["packing"], "liger": profile["liger"],
+        "attention": profile["attn"], "packing": profile["packing"], "paddingFree": profile["padding_free"],
+        "liger": profile["liger"], "loss": t.loss, "rendering": t.rendering,
+        "samplesPerStep": t.per_device_batch_size * t.accumulation * int(os.environ.get("WORLD_SIZE", "1")),
     }
     final = work / "model"
     trainer.save_model(str(final))  # collective under ZeRO-3: every rank calls it

@@ -91,7 +91,7 @@ def reconcile(namespace: str, name: str, jobs: dict[str, dict], pods: dict[str, 
         _errors.pop(key, None)
         for type_, reason, message in acts.events:
             api.event(body, type_, reason, message)
-        wait = acts.requeue_after if acts.requeue_after is not None else _jitter()
+        wait = min(acts.requeue_after, _jitter()) if acts.requeue_after is not None else _jitter()
         _due[key] = time.monotonic() + (wait if not _finished(status or body.get("status")) else float("inf"))
 
 
@@ -207,6 +207,7 @@ async def wake_up(namespace, name, stopped, stage_jobs, stage_pods, **_):
             await _run(namespace, name, stage_jobs, stage_pods)
         except Exception as e:  # reported as a condition and event already; the next look retries
             log.info("wake-up reconcile of %s/%s failed: %s", namespace, name, e)
+    log.debug("wake-ups of %s/%s end: %s", namespace, name, getattr(stopped, "reason", None))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=LABELS)

@@ -1,0 +1,63 @@
+"""`lrm-safety inspect`: the exact text the student will be trained on, before any GPU hour is spent.
+
+Each row is rendered by the same code train uses (training_text.py): the part the loss ignores is dimmed, the
+trained part is bold, the boundary is the student's generation prompt, and a row whose trained part holds no
+reasoning is flagged (the DeepSeek-R1-Distill template with `train.rendering: conversation` does that to
+every row).
+"""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.text import Text
+
+from .errors import BadInput
+from .stages import distill, mix
+from .stages.common import StageContext
+from .training_text import reasoning_in
+
+
+def training_rows(ctx: StageContext) -> tuple[list[dict], str]:
+    """mix's output when it has run for this spec, else the mixture built from the spec's data now."""
+    if ctx.is_done("mix"):
+        return ctx.store.read_jsonl(f"{ctx.prefix('mix')}/train.jsonl"), "the mix stage's output"
+    if not ctx.spec.mix.safety_source and not ctx.is_done(distill.STAGE):
+        raise BadInput("no training data yet: run distill first (lrm-safety run FILE --stages distill) or set "
+                       "mix.safetySource to a file of prompt/response samples")
+    splits, _, _ = mix.build(ctx, None)
+    return splits["train"], "built from the spec's data (mix has not run)"
+
+
+def inspect(ctx: StageContext, rows: int = 3, console: Console | None = None) -> list[dict]:
+    """Print the first `rows` training examples; return what was shown (token counts, reasoning present)."""
+    console = console or Console()
+    data, source = training_rows(ctx)
+    t = ctx.spec.train
+    renderer = mix.student_renderer(ctx, max_length=t.max_length)
+    tok = renderer.tokenizer
+    masked_prompt = t.loss == "completion"
+    console.print(f"[bold]{ctx.exp.name}[/]: {len(data)} training rows ({source}); student {ctx.spec.student.model}; "
+                  f"rendering {t.rendering}; loss on {'the completion only' if masked_prompt else 'the whole sequence'}")
+    shown = []
+    for n, row in enumerate(data[:rows]):
+        r = renderer(row["messages"])
+        prompt_text = tok.decode(r.input_ids[: r.completion_start])
+        completion_text = tok.decode(r.input_ids[r.completion_start:])
+        body = Text()
+        body.append(prompt_text, style="dim strike" if masked_prompt else "dim")
+        body.append(completion_text, style="bold")
+        has_reasoning = reasoning_in(r)
+        trained = len(r.input_ids) - (r.completion_start if masked_prompt else 0)
+        title = (f"row {n} ({row.get('kind', '?')}): {len(r.input_ids)} tokens = {r.completion_start} prompt + "
+                 f"{len(r.input_ids) - r.completion_start} completion; {trained} trained"
+                 + ("; TRUNCATED to train.maxLength" if r.truncated else ""))
+        console.print(Panel(body, title=title, title_align="left"))
+        if not has_reasoning:
+            console.print(f"[bold red]warning:[/] row {n}: the trained part holds no reasoning (no text before "
+                          f"</think>): the student would learn answers without their reasoning"
+                          + (" — the chat template drops it in rendering: conversation; use prompt-completion"
+                             if t.rendering == "conversation" else ""))
+        shown.append({"tokens": len(r.input_ids), "promptTokens": r.completion_start, "trainedTokens": trained,
+                      "reasoning": has_reasoning, "truncated": r.truncated})
+    console.print("[dim]dim: the generation prompt (struck through: no loss on it); bold: the trained response[/]")
+    return shown
