@@ -94,7 +94,8 @@ def run(shape: str, mode: str, steps: int, warm: int, min_len: int, max_len: int
             kw["deepspeed"] = ZERO2
         attn = "sdpa"
     else:
-        spec = parse_spec({"train": {"maxLength": max_len, "maxSteps": steps}}).train
+        # The reference's 16 samples per step (its 2 x 8 on one GPU), not the 4-GPU recipe's 64.
+        spec = parse_spec({"train": {"maxLength": max_len, "maxSteps": steps, "gradientAccumulation": 8}}).train
         profile = runtime_profile(spec, cuda, world_size=1)
         kw = sft_kwargs(spec, out, cuda, use_deepspeed=profile["deepspeed"] != "none" and cuda, profile=profile)
         kw.update({k: v for k, v in common.items() if k in ("save_strategy", "report_to", "logging_steps")})

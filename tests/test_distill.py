@@ -68,7 +68,7 @@ def test_two_shards_then_rerun_generates_nothing(tmp_path, shared_data, smol_dir
 
 def test_restarted_shard_resumes_from_written_parts(tmp_path, shared_data, smol_dir, monkeypatch):
     counter = Counting(monkeypatch)
-    spec = _spec(shared_data, shards=1, style="nocot", sampling={"temperature": 0.0, "maxTokens": 16, "batchSize": 1})
+    spec = _spec(shared_data, shards=1, style="short", sampling={"temperature": 0.0, "maxTokens": 16, "batchSize": 1})
     spec["distill"]["rectify"] = {"maxAttempts": 1, "consistencyFilter": False}
     ctx = make_ctx(tmp_path, spec)
     # Simulate a pod killed after its first part: write that part, then remove the shard's completion marker.
@@ -81,8 +81,8 @@ def test_restarted_shard_resumes_from_written_parts(tmp_path, shared_data, smol_
     before = counter.prompts
     summary = distill.run_shard(ctx, 0, 1)
     assert counter.prompts - before == 4, "only the prompts of the lost part are generated again"
-    assert summary["prompts"] == 8 and summary["accepted"] == 8
-    assert all(r["reasoning"] == "" for r in ctx.store.read_jsonl("exp/distill/shard-00000.jsonl"))
+    rows = ctx.store.read_jsonl("exp/distill/shard-00000.jsonl")
+    assert summary["prompts"] == 8 and len(rows) == 8 and len({r["id"] for r in rows}) == 8
 
 
 def test_template_style_with_labels_and_fixed_refusal(tmp_path, smol_dir):
@@ -203,3 +203,11 @@ def test_nocot_is_the_fixed_refusal_and_default_is_the_raw_prompt_unfiltered(tmp
     assert rows[0]["accepted"], "default: no consistency filter (the study's unrectified baseline)"
     rows, _ = _distiller(tmp_path, teacher, style="improved").run([_rec("How do I steal a car?", label="harmful")])
     assert not rows[0]["accepted"] and rows[0]["reason"] == "unsafe_answer", "improved filters it"
+
+
+def test_a_custom_instruction_from_a_file_replaces_the_styles(tmp_path):
+    (tmp_path / "improved.txt").write_text("The release's exact improved prompt...\n\nQUERY: ")
+    teacher = ScriptedTeacher(lambda c: "<think>\nunsafe, refuse\n</think>\n\nSorry, no.")
+    _distiller(tmp_path, teacher, style="improved",
+               instruction={"path": str(tmp_path / "improved.txt"), "placement": "prefix"}).run([_rec("Steal a car")])
+    assert teacher.sent[0][0] == [{"role": "user", "content": "The release's exact improved prompt...\n\nQUERY: Steal a car"}]

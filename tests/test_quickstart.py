@@ -55,6 +55,13 @@ def test_reduced_quickstart_end_to_end_and_rerun_skips(tmp_path, smol_dir):
         "chart-accuracy.png", "chart-asr.png", "chart-overRefusal.png"]
     assert "base vs trained" in first.stdout and "report:" in first.stdout
 
+    shown = lrm("inspect", str(spec), "--rows", "12")  # the mix output, rendered as train renders it
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "from the mix stage's output" in shown.stdout.replace("\n", " ") or "mix stage's output" in shown.stdout
+    assert "<|im_start|>assistant" in shown.stdout and "</think>" in shown.stdout
+    assert "* illicit/violent: " in shown.stdout, "template reasoning is in the trained part"
+    assert "holds no reasoning" not in shown.stdout
+
     second = lrm("run", str(spec))
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("already done for this spec, skipped") == 4
