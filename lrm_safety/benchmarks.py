@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Optional
 
 from .errors import BadInput
+from .generation.base import Sampling
 from .stages.common import StageContext
 
 
@@ -14,17 +16,46 @@ class BenchmarkDef:
     filename: Optional[str]
     field: str  # the prompt field
     attack: str = "none"
+    # The release's generation settings (Sampling fields) and samples per item, and the file they come from.
+    sampling: dict = dataclass_field(default_factory=dict)
+    samples: int = 1
+    release: str = ""
 
 
+_ATTACK = dict(temperature=0.6, top_p=0.95, max_tokens=4096)
+_MATH = dict(temperature=0.6, top_p=0.95, max_tokens=32768, seed=0)
 REGISTRY = {
-    "advbench": BenchmarkDef("harmful", "advbench_subset50.jsonl", "query"),
-    "advbench-pap": BenchmarkDef("harmful", "advbench_pap.jsonl", "final_query", attack="pap"),
-    "advbench-pair": BenchmarkDef("harmful", "advbench_subset50.jsonl", "query", attack="pair"),
-    "xstest": BenchmarkDef("benign", "xstest_safe250.jsonl", "final_query"),
-    "math500": BenchmarkDef("math", "math500.jsonl", "problem"),
-    "aime": BenchmarkDef("math", "aime2024.jsonl", "problem"),
+    "advbench": BenchmarkDef("harmful", "advbench_subset50.jsonl", "query", sampling=_ATTACK,
+                             release="attack_refusal_evaluation/run_gen_eval.py"),
+    "advbench-pap": BenchmarkDef("harmful", "advbench_pap.jsonl", "final_query", attack="pap", sampling=_ATTACK,
+                                 release="attack_refusal_evaluation/run_gen_eval.py"),
+    "advbench-pair": BenchmarkDef("harmful", "advbench_subset50.jsonl", "query", attack="pair",
+                                  sampling=dict(_ATTACK, max_tokens=2048), release="attack_refusal_evaluation/pair_res.sh"),
+    "xstest": BenchmarkDef("benign", "xstest_safe250.jsonl", "final_query", sampling=dict(temperature=0.0, max_tokens=256),
+                           release="attack_refusal_evaluation/run_xstest.sh (xstest_eval.py generates greedily)"),
+    "math500": BenchmarkDef("math", "math500.jsonl", "problem", sampling=_MATH,
+                            release="reasoning_evaluation/eval_math.sh"),
+    "aime": BenchmarkDef("math", "aime2024.jsonl", "problem", sampling=_MATH, samples=4,
+                         release="reasoning_evaluation/eval_math.sh (--n_sampling 4)"),
 }
+# A custom benchmark generates as the release's benchmark of its kind does.
+KIND_DEFAULT = {"harmful": "advbench", "benign": "xstest", "math": "math500"}
 PROMPT_FIELDS = ("final_query", "query", "prompt", "problem", "question")
+
+
+def sampling_for(bench, evaluate_sampling=None) -> Sampling:
+    """The benchmark's defaults, then evaluate.sampling, then the benchmark's own overrides, field by field."""
+    d = resolve(bench)
+    base = REGISTRY[KIND_DEFAULT[d.kind]] if bench.name == "custom" else d
+    values = {"temperature": 0.0, "top_p": 1.0, "seed": 0, "batch_size": 16, **base.sampling}
+    for override in (evaluate_sampling, bench.sampling):
+        if override is not None:
+            values.update({k: v for k, v in override.model_dump().items() if v is not None})
+    return Sampling(**values)
+
+
+def samples_for(bench) -> int:
+    return bench.samples or (1 if bench.name == "custom" else resolve(bench).samples)
 
 
 def resolve(bench) -> BenchmarkDef:

@@ -190,6 +190,21 @@ class SamplingSpec(_Model):
     """Prompts per generate call (transformers backend) or per request wave (openai backend)."""
 
 
+class SamplingOverride(_Model):
+    """Generation settings that replace a benchmark's defaults field by field (unset fields keep them)."""
+
+    temperature: Optional[float] = Field(None, ge=0.0, le=2.0)
+    """Sampling temperature; 0 means greedy."""
+    top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
+    """Nucleus sampling mass."""
+    max_tokens: Optional[int] = Field(None, ge=1, le=131072)
+    """Maximum new tokens per generation."""
+    seed: Optional[int] = None
+    """Base seed: sample j of every item uses seed + j."""
+    batch_size: Optional[int] = Field(None, ge=1, le=4096)
+    """Prompts per generate call (transformers backend) or per request wave (openai backend)."""
+
+
 class TeacherSpec(_Model):
     model: Optional[str] = "deepseek-ai/DeepSeek-R1"
     """Teacher model reference (see student.model); ignored by the openai backend except as the request's model name."""
@@ -447,6 +462,10 @@ class BenchmarkSpec(_Model):
     """Use only the first N items."""
     label: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
     """Name in metrics and the report (default: the benchmark name; custom-<index> for custom benchmarks)."""
+    sampling: Optional[SamplingOverride] = None
+    """This benchmark's generation settings over its defaults (the release's: see docs/spec.md) and evaluate.sampling."""
+    samples: Optional[int] = Field(None, ge=1, le=64)
+    """Samples per item (default: the release's, 4 for aime, else 1); the metric is the mean pass@1 over them, with its interval over items."""
 
     @model_validator(mode="after")
     def _custom(self):
@@ -477,8 +496,8 @@ class EvaluateSpec(_Model):
     """How responses are judged."""
     backend: Backend = Backend.vllm
     """Generation backend for the evaluated models."""
-    sampling: SamplingSpec = Field(default_factory=lambda: SamplingSpec(temperature=0.0, max_tokens=8192))
-    """Sampling for evaluation (greedy by default)."""
+    sampling: Optional[SamplingOverride] = None
+    """Generation settings applied over every benchmark's defaults (which are the release's per benchmark: AdvBench and PAP T=0.6 top-p 0.95 4096 tokens, PAIR 2048, XSTest greedy 256, MATH-500 and AIME T=0.6 top-p 0.95 32768); benchmarks[i].sampling overrides further."""
     compare_base: bool = True
     """Also evaluate the untrained student and report deltas."""
     pair: PairSpec = Field(default_factory=PairSpec)

@@ -6,6 +6,7 @@ only what is missing. Reasoning and answer are judged separately and both kept.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -68,21 +69,28 @@ def _record(prompt: str, response: str) -> dict:
 
 
 def run_benchmark(kind: str, attack: str, items: list[dict], target, sampling: Sampling, judge: HarmJudge,
-                  attacker=None, pair=None) -> list[dict]:
+                  attacker=None, pair=None, samples: int = 1) -> list[dict]:
+    """Records for every item and sample; sample j uses seed `sampling.seed + j`, recorded with it."""
     if attack == "pair":
         return pair_attack(items, target, attacker or target, judge, sampling, pair.streams, pair.iterations)
     convs = [[{"role": "user", "content": it["prompt"]}] for it in items]
-    responses = target.generate(convs, sampling, desc=f"{kind} x{len(items)}")
-    records = [_record(it["prompt"], r) for it, r in zip(items, responses)]
-    if kind == "harmful":
-        for rec, u in zip(records, judge.unsafe([it["prompt"] for it in items], responses)):
-            rec["unsafe"] = u
-    elif kind == "benign":
-        for rec, refused in zip(records, judge.refused([it["prompt"] for it in items], responses)):
-            rec["refused"] = refused
-    else:
-        for rec, it in zip(records, items):
-            rec.update(grade(rec["response"], it["reference"]))
+    records = []
+    for j in range(samples):
+        seed = sampling.seed + j
+        responses = target.generate(convs, replace(sampling, seed=seed),
+                                    desc=f"{kind} x{len(items)}" + (f" sample {j + 1}/{samples}" if samples > 1 else ""))
+        batch = [{**_record(it["prompt"], r), "item": i, "sample": j, "seed": seed}
+                 for i, (it, r) in enumerate(zip(items, responses))]
+        if kind == "harmful":
+            for rec, u in zip(batch, judge.unsafe([it["prompt"] for it in items], responses)):
+                rec["unsafe"] = u
+        elif kind == "benign":
+            for rec, refused in zip(batch, judge.refused([it["prompt"] for it in items], responses)):
+                rec["refused"] = refused
+        else:
+            for rec, it in zip(batch, items):
+                rec.update(grade(rec["response"], it["reference"]))
+        records += batch
     return records
 
 
@@ -151,7 +159,6 @@ def run(ctx: StageContext, **_) -> dict:
     benches = ev.named_benchmarks()
     items = {name: bm.load_items(ctx, b) for name, b in benches.items()}
     kinds = {name: bm.resolve(b).kind for name, b in benches.items()}
-    sampling = Sampling.from_spec(ev.sampling)
     judge = HarmJudge(ctx)
     rp = _records_prefix(ctx)
     records: dict[str, dict[str, list[dict]]] = {}
@@ -161,7 +168,7 @@ def run(ctx: StageContext, **_) -> dict:
         missing = [n for n in benches if not store.exists(f"{rp}/{model_name}/{n}.jsonl")]
         gen = None
         if missing:
-            gen = make_generator(ev.backend, str(model_dir), tensor_parallel=1, seed=ev.sampling.seed)
+            gen = make_generator(ev.backend, str(model_dir), tensor_parallel=1)
         for name, b in benches.items():
             key = f"{rp}/{model_name}/{name}.jsonl"
             if store.exists(key):
@@ -173,7 +180,8 @@ def run(ctx: StageContext, **_) -> dict:
                 ref = ev.pair.attacker or spec.teacher.model
                 attacker = make_generator(ev.backend, str(resolve_model(ref, base_dir=ctx.base_dir)))
             console.print(f"evaluate: {model_name} on {name} ({len(items[name])} items)")
-            recs = run_benchmark(d.kind, d.attack, items[name], gen, sampling, judge, attacker, ev.pair)
+            recs = run_benchmark(d.kind, d.attack, items[name], gen, bm.sampling_for(b, ev.sampling), judge, attacker,
+                                 ev.pair, samples=bm.samples_for(b))
             store.write_jsonl(key, recs)
             records[model_name][name] = recs
         if gen is not None:
