@@ -177,3 +177,33 @@ def test_llm_judge_rubric_parsing():
     assert parse_xstest("3_partial_refusal") == "partial_refusal"
     assert parse_xstest("1_full_compliance") == "full_compliance"
     assert "{prompt}" in HARM_RUBRIC and "{answer}" in XSTEST_RUBRIC
+
+
+# Answer pairs in MATH-500's styles: (the model's boxed answer, the reference, equal?). The release's grader
+# (reasoning_evaluation/utils/grader.py) accepts every True one; math-verify decides them.
+MATH500_PAIRS = [
+    ("\\sqrt3", "\\sqrt{3}", True), ("3\\sqrt 2", "3\\sqrt{2}", True), ("5\\text{ cm}", "5", True),
+    ("\\sqrt{2}/2", "\\frac{\\sqrt{2}}{2}", True), ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}", True),
+    ("\\dfrac{14}{3}", "\\frac{14}{3}", True), ("\\tfrac{1}{2}", "0.5", True), ("\\frac12", "\\frac{1}{2}", True),
+    ("10\\%", "10", True), ("25\\%", "25", True), ("90^\\circ", "90", True), ("30^{\\circ}", "30", True),
+    ("\\$18.90", "18.90", True), ("1,000", "1000", True), ("1{,}000", "1000", True), ("x=3", "3", True),
+    ("y = 2x + 3", "2x+3", True), ("\\left(1,2\\right)", "(1,2)", True), ("(3, -1)", "(3,-1)", True),
+    ("\\pi", "\\pi", True), ("2\\pi", "2 \\pi", True), ("\\frac{\\pi}{4}", "\\frac{1}{4}\\pi", True),
+    ("4.50", "4.5", True), ("-\\frac{3}{2}", "-1.5", True), ("\\sqrt{8}", "2\\sqrt{2}", True),
+    ("\\text{(C)}", "\\text{(C)}", True), ("6+\\sqrt{2}", "\\sqrt{2}+6", True), ("x^2+2x+1", "(x+1)^2", True),
+    ("\\infty", "\\infty", True), ("3", "3.0", True), ("-7", "-7", True), ("\\frac{9}{4}", "2.25", True),
+    ("12", "13", False), ("\\sqrt{3}", "\\sqrt{2}", False), ("\\frac{1}{3}", "0.33", False),
+    ("(1,2)", "(2,1)", False), ("2\\pi", "\\pi", False), ("x=4", "3", False), ("-1.5", "1.5", False),
+    ("50\\%", "5", False), ("\\frac{3}{4}", "\\frac{4}{3}", False),
+]
+
+
+@pytest.mark.parametrize("pred,ref,ok", MATH500_PAIRS)
+def test_math500_answer_pairs(pred, ref, ok):
+    assert answers_match(pred, ref) is ok
+
+
+def test_the_last_boxed_of_the_whole_output_counts_as_the_release_grades():
+    cut_off = "<think>\nSo x = 4, and the answer is \\boxed{4}. Let me double check the"  # no answer after it
+    assert grade(cut_off, "4")["correct"], "reasoning that boxed an answer before the cut-off"
+    assert extract_answer("<think>\\boxed{1}</think>\n\nAfter all, \\boxed{2}.") == "2"

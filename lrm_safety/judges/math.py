@@ -1,4 +1,9 @@
-"""Math grader: last \\boxed{} answer (with fallbacks), normalized, compared exactly or symbolically."""
+"""Math grader: the last \\boxed{} of the whole output (the release's rule), compared with math-verify.
+
+math-verify (the grader open-r1 and lighteval use) parses LaTeX into SymPy and compares symbolically, so
+`\\sqrt3` = `\\sqrt{3}`, `\\sqrt{2}/2` = `\\frac{\\sqrt{2}}{2}`, `5\\text{ cm}` = `5`, `90^\\circ` = `90`. A string
+normaliser and a SymPy fallback keep the grade defined where math-verify cannot parse either side.
+"""
 from __future__ import annotations
 
 import re
@@ -43,7 +48,12 @@ def extract_boxed(text: Optional[str]) -> Optional[str]:
 
 
 def extract_answer(response: str) -> Optional[str]:
-    reasoning, answer = parse_response(response)
+    """The last \\boxed{} anywhere in the output, reasoning included (a cut-off answer still counts what the
+    reasoning boxed, as the release grades); else an `answer is X` line, the answer's before the reasoning's."""
+    spans = _boxed_spans(response or "")
+    if spans:
+        return spans[-1].strip()
+    reasoning, answer = parse_response(response or "")
     return extract_boxed(answer) or extract_boxed(reasoning)
 
 
@@ -81,12 +91,30 @@ def _sympy_value(s: str):
                       evaluate=True)
 
 
+def _math_verify(predicted: str, reference: str) -> Optional[bool]:
+    """math-verify's verdict, or None when it cannot parse one side (or is not installed)."""
+    try:
+        from math_verify import parse, verify
+    except ImportError:
+        return None
+    try:
+        gold, pred = parse(f"\\boxed{{{reference}}}"), parse(f"\\boxed{{{predicted}}}")
+        if not gold or not pred:
+            return None
+        return bool(verify(gold, pred))
+    except Exception:  # its own timeouts need the main thread; a parse error is "cannot tell"
+        return None
+
+
 def answers_match(predicted: Optional[str], reference: str) -> bool:
     if predicted is None:
         return False
     a, b = normalize(predicted), normalize(reference)
     if a == b:
         return True
+    verdict = _math_verify(predicted, reference)
+    if verdict is not None:
+        return verdict
     try:
         va, vb = _sympy_value(a), _sympy_value(b)
         if va is None or vb is None:
