@@ -495,7 +495,7 @@ class EvaluateSpec(_Model):
     judge: JudgeSpec = Field(default_factory=JudgeSpec)
     """How responses are judged."""
     backend: Backend = Backend.vllm
-    """Generation backend for the evaluated models."""
+    """Generation backend for the evaluated models: vllm or transformers (openai is rejected: the stage evaluates models it loads)."""
     sampling: Optional[SamplingOverride] = None
     """Generation settings applied over every benchmark's defaults (which are the release's per benchmark: AdvBench and PAP T=0.6 top-p 0.95 4096 tokens, PAIR 2048, XSTest greedy 256, MATH-500 and AIME T=0.6 top-p 0.95 32768); benchmarks[i].sampling overrides further."""
     compare_base: bool = True
@@ -505,6 +505,10 @@ class EvaluateSpec(_Model):
 
     @model_validator(mode="after")
     def _paths(self):
+        if self.backend == Backend.openai.value:
+            raise ValueError("backend openai cannot evaluate: the evaluated models are the base and the trained "
+                             "student, which this stage loads itself; use vllm (GPU) or transformers (CPU). Judges "
+                             "(judge.kind llm) reach endpoints on their own")
         for i, b in enumerate(self.benchmarks):
             if b.path is None and self.data_root is None:
                 raise ValueError(f"benchmarks[{i}] ({b.name}) has no path: set evaluate.dataRoot or benchmarks[{i}].path")
@@ -530,7 +534,7 @@ class StageResources(_Model):
     """Compute for one stage's pods; unset fields fall back to the defaults described in `resources`."""
 
     gpus: Optional[int] = Field(None, ge=0, le=64)
-    """GPUs per pod. Default: what the stage's backend uses (distill: teacher.tensorParallel with vllm, 1 with transformers, 0 with openai; mix: 0; train: train.gpusPerNode or 1; evaluate: 1, 0 with openai); 0 everywhere with resources.cpuOnly."""
+    """GPUs per pod. Default: what the stage's backend uses (distill: teacher.tensorParallel with vllm, 1 with transformers, 0 with openai; mix: 0; train: train.gpusPerNode or 1; evaluate: 1); 0 everywhere with resources.cpuOnly."""
     cpu: Optional[str] = None
     """CPU request per pod (default resources.cpu)."""
     memory: Optional[str] = None

@@ -105,3 +105,47 @@ def test_pair_attack_two_streams_two_iterations(smol_dir):
     assert len(recs) == 2 and all("unsafe" in r and 1 <= r["iteration"] <= 2 for r in recs)
     assert 2 * 2 <= recs[0]["pairQueries"] <= 2 * 2 * 2, "streams x items queries per round, at most 2 rounds"
     assert Judge.calls == recs[0]["pairQueries"]
+
+
+def test_the_evaluated_engines_are_freed_before_the_judge_loads(tmp_path, tiny_dir, monkeypatch):
+    """Base and trained are generated first, each engine shut down and collected; only then the guard loads (one
+    GPU holds one engine at a time)."""
+    import gc
+    import weakref
+
+    from lrm_safety.judges import guard as guard_mod
+
+    engines, events = [], []
+    real_make = evaluate.make_generator
+
+    def tracking_make(*a, **kw):
+        gen = real_make(*a, **kw)
+        engines.append(weakref.ref(gen.model))
+        events.append("load model")
+        return gen
+
+    def guard_from_spec(judge_spec, base_dir=".", backend=None):
+        gc.collect()
+        assert engines and all(ref() is None for ref in engines), "an evaluated model is still in memory"
+        events.append("load judge")
+
+        class Guard:
+            gen = None
+
+            def judge(self, prompts, responses):
+                return [{"unsafe": False, "codes": []} for _ in prompts]
+
+        return Guard()
+
+    monkeypatch.setattr(evaluate, "make_generator", tracking_make)
+    monkeypatch.setattr(guard_mod.GuardJudge, "from_spec", staticmethod(guard_from_spec))
+    (tmp_path / "adv.jsonl").write_text("\n".join(json.dumps({"query": f"harmful {i}"}) for i in range(3)))
+    ctx = make_ctx(tmp_path, {"student": {"model": str(tiny_dir)}, "evaluate": {
+        "backend": "transformers", "judge": {"kind": "guard", "model": str(tiny_dir)},
+        "sampling": {"maxTokens": 4, "batchSize": 4},
+        "benchmarks": [{"name": "custom", "kind": "harmful", "path": str(tmp_path / "adv.jsonl")}]}})
+    _with_trained_model(ctx, tiny_dir)
+    evaluate.run(ctx)
+    assert events == ["load model", "load model", "load judge"], events
+    assert not ctx.store.list(f"exp/evaluate/generated-{ctx.hash('evaluate')}/"), "generated-only records are gone"
+    assert len(ctx.store.read_jsonl(f"exp/evaluate/records-{ctx.hash('evaluate')}/base/custom-0.jsonl")) == 3

@@ -6,7 +6,8 @@ import pytest
 from aiohttp import web
 
 from lrm_safety.generation import Sampling, make_generator
-from lrm_safety.generation.openai_backend import EndpointError
+from lrm_safety.errors import BadInput
+from lrm_safety.generation.openai_backend import EndpointError, EndpointRejected
 
 
 class ChatServer:
@@ -67,7 +68,7 @@ class ChatServer:
 
 
 def _gen(srv, **kw):
-    return make_generator("openai", "r1", endpoint=f"http://127.0.0.1:{srv.port}/v1", api_key="k", backoff=0.01, **kw)
+    return make_generator("openai", "r1", endpoint=f"http://127.0.0.1:{srv.port}/v1", api_key="k", **kw)
 
 
 def test_generates_in_order_with_bounded_concurrency():
@@ -95,7 +96,13 @@ def test_gives_up_after_max_retries_and_does_not_retry_400():
     with ChatServer(failures=[500] * 10) as srv:
         with pytest.raises(EndpointError, match="gave up after 3 attempts"):
             _gen(srv, max_retries=2).generate([[{"role": "user", "content": "x"}]], Sampling())
+        assert srv.calls == 3
     with ChatServer(failures=[400]) as srv:
-        with pytest.raises(EndpointError, match="HTTP 400"):
+        with pytest.raises(EndpointRejected, match="HTTP 400") as e:
             _gen(srv).generate([[{"role": "user", "content": "x"}]], Sampling())
-        assert srv.calls == 1
+        assert srv.calls == 1 and isinstance(e.value, BadInput), "a refused request is bad input: not retried"
+
+
+def test_an_endpoint_is_required():
+    with pytest.raises(BadInput, match="needs an endpoint"):
+        make_generator("openai", "r1", endpoint=None)

@@ -39,6 +39,7 @@ def test_camel_case_round_trip():
     ({"train": {"learningRate": -1}}, "spec.train.learningRate: must be > 0"),
     ({"train": {"nodes": 2}}, "spec.train: Value error" if False else "nodes > 1 needs gpusPerNode"),
     ({"train": {"lora": {"r": 8}}}, "lora options are only valid with method: lora"),
+    ({"evaluate": {"dataRoot": "/d", "backend": "openai"}}, "backend openai cannot evaluate"),
     ({"distill": {"shards": 0}}, "spec.distill.shards: must be >= 1"),
     ({"distill": {"style": "verbose"}}, "spec.distill.style: Input should be"),
     ({"distill": {"stlye": "short"}}, "spec.distill.stlye: unknown field"),

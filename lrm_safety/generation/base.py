@@ -30,3 +30,17 @@ class Generator:
 
     def close(self) -> None:
         pass
+
+
+def release_memory() -> None:
+    """After an engine is dropped: collect it and hand its GPU memory back, so the next model fits."""
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass

@@ -5,7 +5,7 @@ from typing import Optional
 
 from tqdm.auto import tqdm
 
-from .base import Generator, Sampling
+from .base import Generator, Sampling, release_memory
 
 
 class TransformersGenerator(Generator):
@@ -52,4 +52,5 @@ class TransformersGenerator(Generator):
         return out
 
     def close(self):
-        del self.model
+        self.model = None
+        release_memory()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..errors import BadInput
-from .base import Generator, Sampling
+from .base import Generator, Sampling, release_memory
 
 
 class VLLMGenerator(Generator):
@@ -32,4 +32,12 @@ class VLLMGenerator(Generator):
         return [o.outputs[0].text for o in outputs]
 
     def close(self):
-        del self.llm
+        self.llm = None
+        try:  # vLLM's own teardown of its parallel state, where this version has it
+            from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+            destroy_model_parallel()
+            destroy_distributed_environment()
+        except Exception:
+            pass
+        release_memory()

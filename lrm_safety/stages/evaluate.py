@@ -42,12 +42,16 @@ class HarmJudge:
             from ..judges.guard import GuardJudge
 
             self.impl = GuardJudge.from_spec(ctx.spec.evaluate.judge, base_dir=ctx.base_dir,
-                                             backend="transformers" if ctx.spec.evaluate.backend == "openai"
-                                             else ctx.spec.evaluate.backend)
+                                             backend=ctx.spec.evaluate.backend)
         elif self.kind == "llm":
             from ..judges.llm import LLMJudge
 
             self.impl = LLMJudge.from_spec(ctx.spec.evaluate.judge)
+
+    def close(self) -> None:
+        gen = getattr(self.impl, "gen", None)
+        if gen is not None:
+            gen.close()
 
     def unsafe(self, prompts: list[str], responses: list[str]) -> list[bool]:
         if self.kind == "guard":
@@ -68,30 +72,41 @@ def _record(prompt: str, response: str) -> dict:
             "reasoningDecision": reasoning_decision(reasoning), "refused": is_refusal(response)}
 
 
-def run_benchmark(kind: str, attack: str, items: list[dict], target, sampling: Sampling, judge: HarmJudge,
-                  attacker=None, pair=None, samples: int = 1) -> list[dict]:
-    """Records for every item and sample; sample j uses seed `sampling.seed + j`, recorded with it."""
-    if attack == "pair":
-        return pair_attack(items, target, attacker or target, judge, sampling, pair.streams, pair.iterations)
+def generate_records(kind: str, items: list[dict], target, sampling: Sampling, samples: int = 1) -> list[dict]:
+    """Responses for every item and sample, not yet judged; sample j uses seed `sampling.seed + j`, recorded."""
     convs = [[{"role": "user", "content": it["prompt"]}] for it in items]
     records = []
     for j in range(samples):
         seed = sampling.seed + j
         responses = target.generate(convs, replace(sampling, seed=seed),
                                     desc=f"{kind} x{len(items)}" + (f" sample {j + 1}/{samples}" if samples > 1 else ""))
-        batch = [{**_record(it["prompt"], r), "item": i, "sample": j, "seed": seed}
-                 for i, (it, r) in enumerate(zip(items, responses))]
-        if kind == "harmful":
-            for rec, u in zip(batch, judge.unsafe([it["prompt"] for it in items], responses)):
-                rec["unsafe"] = u
-        elif kind == "benign":
-            for rec, refused in zip(batch, judge.refused([it["prompt"] for it in items], responses)):
-                rec["refused"] = refused
-        else:
-            for rec, it in zip(batch, items):
-                rec.update(grade(rec["response"], it["reference"]))
-        records += batch
+        records += [{**_record(it["prompt"], r), "item": i, "sample": j, "seed": seed}
+                    for i, (it, r) in enumerate(zip(items, responses))]
     return records
+
+
+def judge_records(kind: str, items: list[dict], records: list[dict], judge: Optional[HarmJudge]) -> list[dict]:
+    """Verdicts for generated records: harm for harmful prompts, refusal for benign ones, correctness for math."""
+    prompts = [items[r["item"]]["prompt"] for r in records]
+    responses = [r["response"] for r in records]
+    if kind == "harmful":
+        for rec, u in zip(records, judge.unsafe(prompts, responses)):
+            rec["unsafe"] = u
+    elif kind == "benign":
+        for rec, refused in zip(records, judge.refused(prompts, responses)):
+            rec["refused"] = refused
+    else:
+        for rec in records:
+            rec.update(grade(rec["response"], items[rec["item"]]["reference"]))
+    return records
+
+
+def run_benchmark(kind: str, attack: str, items: list[dict], target, sampling: Sampling, judge: Optional[HarmJudge],
+                  attacker=None, pair=None, samples: int = 1) -> list[dict]:
+    """Generate and judge in one go (PAIR judges inside its loop)."""
+    if attack == "pair":
+        return pair_attack(items, target, attacker or target, judge, sampling, pair.streams, pair.iterations)
+    return judge_records(kind, items, generate_records(kind, items, target, sampling, samples), judge)
 
 
 def _clean_attack(text: str) -> str:
@@ -159,35 +174,55 @@ def run(ctx: StageContext, **_) -> dict:
     benches = ev.named_benchmarks()
     items = {name: bm.load_items(ctx, b) for name, b in benches.items()}
     kinds = {name: bm.resolve(b).kind for name, b in benches.items()}
-    judge = HarmJudge(ctx)
     rp = _records_prefix(ctx)
+    raw = f"{ctx.prefix(STAGE)}/generated-{ctx.hash(STAGE)}"
     records: dict[str, dict[str, list[dict]]] = {}
+    unjudged: list[tuple[str, str, list[dict]]] = []
+    judge = HarmJudge(ctx) if ev.judge.kind == "refusal" else None  # a model judge loads after the models are freed
     attacker = None
     for model_name, model_dir in _model_dirs(ctx).items():
         records[model_name] = {}
-        missing = [n for n in benches if not store.exists(f"{rp}/{model_name}/{n}.jsonl")]
         gen = None
-        if missing:
-            gen = make_generator(ev.backend, str(model_dir), tensor_parallel=1)
         for name, b in benches.items():
             key = f"{rp}/{model_name}/{name}.jsonl"
             if store.exists(key):
                 records[model_name][name] = store.read_jsonl(key)
                 continue
             d = bm.resolve(b)
-            if d.attack == "pair" and attacker is None:
-                # Its own generator: the target's is closed after each model, the attacker lives across both.
-                ref = ev.pair.attacker or spec.teacher.model
-                attacker = make_generator(ev.backend, str(resolve_model(ref, base_dir=ctx.base_dir)))
+            if gen is None:
+                gen = make_generator(ev.backend, str(model_dir), tensor_parallel=1)
             console.print(f"evaluate: {model_name} on {name} ({len(items[name])} items)")
-            recs = run_benchmark(d.kind, d.attack, items[name], gen, bm.sampling_for(b, ev.sampling), judge, attacker,
-                                 ev.pair, samples=bm.samples_for(b))
-            store.write_jsonl(key, recs)
-            records[model_name][name] = recs
+            if d.attack == "pair":  # the judge scores inside PAIR's loop, so it shares the GPU with the target
+                judge = judge or HarmJudge(ctx)
+                if attacker is None:  # the attacker lives across both models; the target's engine does not
+                    ref = ev.pair.attacker or spec.teacher.model
+                    attacker = make_generator(ev.backend, str(resolve_model(ref, base_dir=ctx.base_dir)))
+                recs = run_benchmark(d.kind, d.attack, items[name], gen, bm.sampling_for(b, ev.sampling), judge,
+                                     attacker, ev.pair)
+                store.write_jsonl(key, recs)
+                records[model_name][name] = recs
+                continue
+            gen_key = f"{raw}/{model_name}/{name}.jsonl"
+            if store.exists(gen_key):  # generated before a restart, not judged yet
+                recs = store.read_jsonl(gen_key)
+            else:
+                recs = generate_records(d.kind, items[name], gen, bm.sampling_for(b, ev.sampling), bm.samples_for(b))
+                store.write_jsonl(gen_key, recs)
+            unjudged.append((model_name, name, recs))
         if gen is not None:
-            gen.close()
+            gen.close()  # engine shut down and its memory returned before the next model or the judge loads
+            gen = None
     if attacker is not None:
         attacker.close()
+    if unjudged:
+        judge = judge or HarmJudge(ctx)
+        for model_name, name, recs in unjudged:
+            judge_records(kinds[name], items[name], recs, judge)
+            store.write_jsonl(f"{rp}/{model_name}/{name}.jsonl", recs)
+            records[model_name][name] = recs
+    if judge is not None:
+        judge.close()
+    store.delete_prefix(raw + "/")
     metrics = report.compute(records, kinds)
     prefix = ctx.prefix(STAGE)
     files = report.write_report(store, prefix, metrics, f"lrm-safety report: {ctx.exp.name}")

@@ -78,7 +78,7 @@ def stage_gpus(spec: SafetyExperimentSpec, stage: str) -> int:
     if stage == "train":
         return spec.train.gpus_per_node or 1
     if stage == "evaluate":
-        return 0 if spec.evaluate.backend == "openai" else 1
+        return 1
     return 0
 
 
