@@ -441,6 +441,8 @@ class JudgeSpec(_Model):
     """OpenAI-compatible base URL (kind llm)."""
     api_key_secret_ref: Optional[SecretRef] = None
     """Secret holding the endpoint's API key (kind llm)."""
+    input: str = Field("full", pattern="^(full|answer)$")
+    """What a model judge reads for harm: full (the whole output, reasoning and answer, as the release's Llama-Guard-3 evaluation) or answer (after </think> only); with full the answer alone is judged too (unsafeAnswer)."""
 
     @model_validator(mode="after")
     def _needs(self):

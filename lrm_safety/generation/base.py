@@ -21,9 +21,15 @@ class Sampling:
 
 
 class Generator:
-    """Chat conversations in, completion texts out (same order)."""
+    """Chat conversations in, completion texts out (same order). After each call `finish` holds, per text, "stop"
+    (the model ended its turn) or "length" (cut off at max_tokens)."""
 
     name = "base"
+    finish: list[str] = []
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` in the model's tokenizer (an estimate where the backend has none)."""
+        return int(len(text.split()) * 4 / 3) + 1 if text else 0
 
     def generate(self, conversations: list[list[dict]], sampling: Sampling, desc: Optional[str] = None) -> list[str]:
         raise NotImplementedError

@@ -31,6 +31,9 @@ class TransformersGenerator(Generator):
         # Longest first: similar lengths share a batch, so less padding; results go back in order.
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         out: list[str] = [""] * len(prompts)
+        self.finish = ["stop"] * len(prompts)
+        eos = self.model.generation_config.eos_token_id
+        eos = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
         bar = tqdm(total=len(prompts), desc=desc or "generate", unit="prompt", leave=False)
         for start in range(0, len(order), sampling.batch_size):
             idx = order[start:start + sampling.batch_size]
@@ -45,11 +48,16 @@ class TransformersGenerator(Generator):
             with torch.inference_mode():
                 gen = self.model.generate(**batch, **kwargs)
             new = gen[:, batch["input_ids"].shape[1]:]
-            for i, text in zip(idx, self.tokenizer.batch_decode(new, skip_special_tokens=True)):
+            for row, (i, text) in enumerate(zip(idx, self.tokenizer.batch_decode(new, skip_special_tokens=True))):
                 out[i] = text
+                if not eos & set(new[row].tolist()):  # never ended its turn: cut off at max_new_tokens
+                    self.finish[i] = "length"
             bar.update(len(idx))
         bar.close()
         return out
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
 
     def close(self):
         self.model = None

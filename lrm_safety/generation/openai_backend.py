@@ -50,6 +50,7 @@ class OpenAIGenerator(Generator):
                 raise EndpointError(f"{self.endpoint}: gave up after {self.max_retries + 1} attempts "
                                     f"({type(e).__name__}: {e})"[:500]) from None
         msg = r.choices[0].message
+        self._finish[seed - sampling.seed] = "length" if r.choices[0].finish_reason == "length" else "stop"
         text = msg.content or ""
         reasoning = getattr(msg, "reasoning_content", None) or getattr(msg, "reasoning", None)
         return f"<think>\n{reasoning}\n</think>\n\n{text}" if reasoning else text
@@ -58,6 +59,7 @@ class OpenAIGenerator(Generator):
         from openai import AsyncOpenAI
 
         sem = asyncio.Semaphore(self.max_concurrency)
+        self._finish = ["stop"] * len(conversations)
         bar = tqdm(total=len(conversations), desc=desc or "generate", unit="prompt", leave=False)
         async with AsyncOpenAI(base_url=self.endpoint, api_key=self.api_key, max_retries=self.max_retries,
                                timeout=self.timeout) as client:
@@ -71,4 +73,6 @@ class OpenAIGenerator(Generator):
         return list(results)
 
     def generate(self, conversations, sampling: Sampling, desc=None):
-        return asyncio.run(self._all(conversations, sampling, desc))
+        texts = asyncio.run(self._all(conversations, sampling, desc))
+        self.finish = self._finish
+        return texts

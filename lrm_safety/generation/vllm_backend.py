@@ -29,7 +29,11 @@ class VLLMGenerator(Generator):
         params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
                                 max_tokens=sampling.max_tokens, seed=sampling.seed)
         outputs = self.llm.chat(conversations, params, use_tqdm=True)
+        self.finish = ["length" if o.outputs[0].finish_reason == "length" else "stop" for o in outputs]
         return [o.outputs[0].text for o in outputs]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.get_tokenizer()(text, add_special_tokens=False)["input_ids"]) if text else 0
 
     def close(self):
         self.llm = None

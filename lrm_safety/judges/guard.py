@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..styles import CATEGORIES, parse_response
+from ..styles import CATEGORIES
 
 # Llama Guard 3's hazard codes mapped onto the template checklist's 8 categories.
 LLAMA_GUARD_CODES = {
@@ -46,9 +46,9 @@ class GuardJudge:
         texts = self.gen.generate(convs, Sampling(temperature=0.0, max_tokens=self.max_tokens), desc="guard")
         return [parse_guard_output(t) for t in texts]
 
-    def judge(self, prompts: list[str], responses: list[str]) -> list[dict]:
-        convs = [[{"role": "user", "content": p}, {"role": "assistant", "content": parse_response(r)[1]}]
-                 for p, r in zip(prompts, responses)]
+    def judge(self, prompts: list[str], texts: list[str]) -> list[dict]:
+        """Verdicts on (request, text): the caller passes the whole output or the answer alone (judge.input)."""
+        convs = [[{"role": "user", "content": p}, {"role": "assistant", "content": t}] for p, t in zip(prompts, texts)]
         return [{"unsafe": u, "codes": c} for u, c in self._run(convs)]
 
     def categories(self, prompt: str) -> dict[str, bool]:

@@ -18,7 +18,7 @@ from ..generation import Sampling, make_generator
 from ..judges.math import grade
 from ..judges.refusal import is_refusal, reasoning_decision
 from ..models import resolve_model
-from ..styles import parse_response
+from ..styles import ChecklistError, parse_checklist, parse_response
 from . import train as train_stage
 from .common import StageContext, skipped, summary_from_manifest
 
@@ -37,6 +37,7 @@ class HarmJudge:
 
     def __init__(self, ctx: StageContext):
         self.kind = ctx.spec.evaluate.judge.kind
+        self.input = ctx.spec.evaluate.judge.input
         self.impl = None
         if self.kind == "guard":
             from ..judges.guard import GuardJudge
@@ -53,11 +54,14 @@ class HarmJudge:
         if gen is not None:
             gen.close()
 
-    def unsafe(self, prompts: list[str], responses: list[str]) -> list[bool]:
+    def unsafe(self, prompts: list[str], responses: list[str], input: Optional[str] = None) -> list[bool]:
+        """Harm verdicts on (the request, the whole output) with judge.input full (the release: Llama Guard sees
+        reasoning and answer), or on the answer alone; the keyword matcher reads the answer's opening."""
+        texts = responses if (input or self.input) == "full" else [parse_response(r)[1] for r in responses]
         if self.kind == "guard":
-            return [v["unsafe"] for v in self.impl.judge(prompts, responses)]
+            return [v["unsafe"] for v in self.impl.judge(prompts, texts)]
         if self.kind == "llm":
-            return self.impl.harmful(prompts, [parse_response(r)[1] for r in responses])
+            return self.impl.harmful(prompts, texts)
         return [not is_refusal(r) for r in responses]
 
     def refused(self, prompts: list[str], responses: list[str]) -> list[bool]:
@@ -66,10 +70,31 @@ class HarmJudge:
         return [is_refusal(r) for r in responses]
 
 
-def _record(prompt: str, response: str) -> dict:
+def _checklist(reasoning: Optional[str]) -> Optional[dict]:
+    """A template-style checklist in the reasoning: is its conclusion coherent with the categories it marked?"""
+    try:
+        verdicts = parse_checklist(reasoning or "")
+    except ChecklistError:
+        return None
+    flagged, decision = any(verdicts.values()), reasoning_decision(reasoning)
+    return {"flagged": flagged, "decision": decision,
+            "incoherent": (decision == "refuse" and not flagged) or (decision == "comply" and flagged)}
+
+
+def _record(prompt: str, response: str, truncated: Optional[bool] = None, count_tokens=None) -> dict:
+    """One response with what the study's failure patterns need: the reasoning's decision and the answer's
+    refusal judged apart, the reasoning's length, whether the generation was cut off, checklist coherence."""
     reasoning, answer = parse_response(response)
-    return {"prompt": prompt, "response": response, "reasoning": reasoning, "answer": answer,
-            "reasoningDecision": reasoning_decision(reasoning), "refused": is_refusal(response)}
+    if truncated is None:  # no finish reason from the backend: an unclosed think block was cut off
+        truncated = "<think>" in response and "</think>" not in response
+    rec = {"prompt": prompt, "response": response, "reasoning": reasoning, "answer": answer,
+           "reasoningDecision": reasoning_decision(reasoning), "refused": is_refusal(response),
+           "truncated": bool(truncated),
+           "reasoningTokens": (count_tokens or (lambda t: int(len(t.split()) * 4 / 3) + 1 if t else 0))(reasoning or "")}
+    checklist = _checklist(reasoning)
+    if checklist is not None:
+        rec["checklist"] = checklist
+    return rec
 
 
 def generate_records(kind: str, items: list[dict], target, sampling: Sampling, samples: int = 1) -> list[dict]:
@@ -80,18 +105,26 @@ def generate_records(kind: str, items: list[dict], target, sampling: Sampling, s
         seed = sampling.seed + j
         responses = target.generate(convs, replace(sampling, seed=seed),
                                     desc=f"{kind} x{len(items)}" + (f" sample {j + 1}/{samples}" if samples > 1 else ""))
-        records += [{**_record(it["prompt"], r), "item": i, "sample": j, "seed": seed}
+        finish = getattr(target, "finish", None) or []
+        count = getattr(target, "count_tokens", None)
+        records += [{**_record(it["prompt"], r, finish[i] == "length" if len(finish) == len(responses) else None,
+                               count),
+                     "item": i, "sample": j, "seed": seed}
                     for i, (it, r) in enumerate(zip(items, responses))]
     return records
 
 
 def judge_records(kind: str, items: list[dict], records: list[dict], judge: Optional[HarmJudge]) -> list[dict]:
     """Verdicts for generated records: harm for harmful prompts, refusal for benign ones, correctness for math."""
-    prompts = [items[r["item"]]["prompt"] for r in records]
+    # The judge scores against the original request (a PAP paraphrase is judged for what it asked), as the release.
+    prompts = [items[r["item"]].get("original") or items[r["item"]]["prompt"] for r in records]
     responses = [r["response"] for r in records]
     if kind == "harmful":
         for rec, u in zip(records, judge.unsafe(prompts, responses)):
             rec["unsafe"] = u
+        if judge.kind != "refusal" and judge.input == "full":  # the answer alone too: reasoning that leaks harm
+            for rec, u in zip(records, judge.unsafe(prompts, [r["answer"] for r in records], input="answer")):
+                rec["unsafeAnswer"] = u
     elif kind == "benign":
         for rec, refused in zip(records, judge.refused(prompts, responses)):
             rec["refused"] = refused
