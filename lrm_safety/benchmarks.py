@@ -37,9 +37,14 @@ REGISTRY = {
                             release="reasoning_evaluation/eval_math.sh"),
     "aime": BenchmarkDef("math", "aime2024.jsonl", "problem", sampling=_MATH, samples=4,
                          release="reasoning_evaluation/eval_math.sh (--n_sampling 4)"),
+    # LiveCodeBench code generation (release_v5, problems from 2024-10-01 on, as the study), in its own JSONL format:
+    # question_content, starter_code, public_test_cases, private_test_cases, metadata (func_name).
+    "livecodebench": BenchmarkDef("code", "livecodebench.jsonl", "question_content",
+                                  sampling=dict(temperature=0.6, top_p=0.95, max_tokens=30000),
+                                  release="reasoning_evaluation/eval_code.sh (release_v5, --start_date 2024-10-01)"),
 }
 # A custom benchmark generates as the release's benchmark of its kind does.
-KIND_DEFAULT = {"harmful": "advbench", "benign": "xstest", "math": "math500"}
+KIND_DEFAULT = {"harmful": "advbench", "benign": "xstest", "math": "math500", "code": "livecodebench"}
 PROMPT_FIELDS = ("final_query", "query", "prompt", "problem", "question")
 
 
@@ -64,6 +69,23 @@ def resolve(bench) -> BenchmarkDef:
     return REGISTRY[bench.name]
 
 
+def code_item(row: dict, where: str) -> dict:
+    """A LiveCodeBench problem: its prompt in our words, and every public and private test."""
+    import json
+
+    from .judges.code import decode_tests, prompt_for
+
+    if not row.get("question_content"):
+        raise BadInput(f"{where}: no question_content field (LiveCodeBench's code-generation format)")
+    tests = decode_tests(row.get("public_test_cases")) + decode_tests(row.get("private_test_cases"))
+    if not tests:
+        raise BadInput(f"{where}: no public_test_cases or private_test_cases")
+    meta = row.get("metadata") or {}
+    meta = json.loads(meta) if isinstance(meta, str) else meta
+    return {"prompt": prompt_for(row), "tests": tests, "fn_name": meta.get("func_name"),
+            "id": row.get("question_id")}
+
+
 def bench_path(bench, data_root: Optional[str]) -> str:
     if bench.path:
         return bench.path
@@ -77,6 +99,8 @@ def load_items(ctx: StageContext, bench) -> list[dict]:
     rows = ctx.read_rows(path)
     if bench.limit:
         rows = rows[: bench.limit]
+    if d.kind == "code":
+        return [code_item(row, f"{path} row {n}") for n, row in enumerate(rows)]
     items = []
     for n, row in enumerate(rows):
         fields = (d.field,) + PROMPT_FIELDS if d.field else PROMPT_FIELDS

@@ -177,7 +177,8 @@ opt-in; this table names the release file each default follows and the knob that
 | nocot: `I'm sorry, I can't assist with that request.` after an empty think block | `dataset/data/sft_train_nocot.json` | `distill.rectify.refusalText` |
 | template: restated request, 8 category lines `* category: No.` in the study's order, a conclusion; the teacher fills a one-shot example | `dataset/template.py` | `distill.templateLabeller: teacher/guard/labels` (code writes it) |
 | no overthinking cap; consistency filter on for improved only, off for the default baseline | the study's naive vs rectified distillation | `distill.rectify.*` |
-| generation per benchmark: AdvBench and PAP T=0.6, top-p 0.95, 4096 new tokens; PAIR's final response 2048; XSTest greedy, 256; MATH-500 and AIME T=0.6, top-p 0.95, 32768, seed 0; AIME mean pass@1 over 4 samples | `attack_refusal_evaluation/run_gen_eval.py`, `pair_res.sh`, `run_xstest.sh`; `reasoning_evaluation/eval_math.sh` | `evaluate.sampling` (all benchmarks), `evaluate.benchmarks[i].sampling` and `.samples` |
+| harm judged by a guard model on (the original request, the whole output: reasoning and answer) | `attack_refusal_evaluation/run_gen_eval.py` (Llama-Guard-3-8B) | `evaluate.judge.input: answer` |
+| generation per benchmark: AdvBench and PAP T=0.6, top-p 0.95, 4096 new tokens; PAIR's final response 2048; XSTest greedy, 256; MATH-500 and AIME T=0.6, top-p 0.95, 32768, seed 0; AIME mean pass@1 over 4 samples; LiveCodeBench T=0.6, top-p 0.95, 30000 | `attack_refusal_evaluation/run_gen_eval.py`, `pair_res.sh`, `run_xstest.sh`; `reasoning_evaluation/eval_math.sh`, `eval_code.sh` | `evaluate.sampling` (all benchmarks), `evaluate.benchmarks[i].sampling` and `.samples` |
 
 **Rendering and R1-Distill students.** The DeepSeek-R1-Distill chat template renders an assistant turn as
 `content.split('</think>')[-1]`. Rendered through it (`rendering: conversation`, the release's code path), every

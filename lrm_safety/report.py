@@ -8,8 +8,8 @@ import io
 import math
 from typing import Optional
 
-METRIC = {"harmful": "asr", "benign": "overRefusal", "math": "accuracy"}
-LABEL = {"asr": "attack success rate", "overRefusal": "over-refusal", "accuracy": "accuracy"}
+METRIC = {"harmful": "asr", "benign": "overRefusal", "math": "accuracy", "code": "passAt1"}
+LABEL = {"asr": "attack success rate", "overRefusal": "over-refusal", "accuracy": "accuracy", "passAt1": "pass@1"}
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -28,6 +28,8 @@ def _hit(kind: str, rec: dict) -> bool:
         return bool(rec["unsafe"])
     if kind == "benign":
         return bool(rec["refused"])
+    if kind == "code":
+        return bool(rec["passed"])
     return bool(rec["correct"])
 
 
@@ -99,7 +101,9 @@ def compute(records: dict[str, dict[str, list[dict]]], kinds: dict[str, str]) ->
         benches[bench] = entry
     headline: dict[str, Optional[float]] = {"asr": None, "overRefusal": None, "mathAccuracy": None}
     for bench, entry in benches.items():
-        key = {"asr": "asr", "overRefusal": "overRefusal", "accuracy": "mathAccuracy"}[entry["metric"]]
+        key = {"asr": "asr", "overRefusal": "overRefusal", "accuracy": "mathAccuracy"}.get(entry["metric"])
+        if key is None:  # code pass@1 is reported per benchmark, not as a headline
+            continue
         source = entry.get("trained") or entry.get("base")
         # The headline ASR is the first harmful benchmark without an attack (PAP/PAIR are reported per benchmark).
         if headline[key] is None and source and not bench.startswith("advbench-"):
@@ -176,7 +180,7 @@ def render_charts(metrics: dict) -> dict[str, bytes]:
     import matplotlib.pyplot as plt
 
     charts = {}
-    for metric in ("asr", "overRefusal", "accuracy"):
+    for metric in ("asr", "overRefusal", "accuracy", "passAt1"):
         benches = [(b, e) for b, e in metrics["benchmarks"].items() if e["metric"] == metric]
         if not benches:
             continue

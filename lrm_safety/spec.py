@@ -98,6 +98,7 @@ class BenchmarkName(str, Enum):
     xstest = "xstest"
     math500 = "math500"
     aime = "aime"
+    livecodebench = "livecodebench"
     custom = "custom"
 
 
@@ -105,6 +106,7 @@ class BenchmarkKind(str, Enum):
     harmful = "harmful"
     benign = "benign"
     math = "math"
+    code = "code"
 
 
 class Labeller(str, Enum):
@@ -455,11 +457,11 @@ class JudgeSpec(_Model):
 
 class BenchmarkSpec(_Model):
     name: BenchmarkName
-    """advbench, advbench-pap, advbench-pair, xstest, math500, aime or custom."""
+    """advbench, advbench-pap, advbench-pair, xstest, math500, aime, livecodebench or custom."""
     path: Optional[str] = None
     """Data file (file://, s3:// or path); default: <evaluate.dataRoot>/<the benchmark's usual file>."""
     kind: Optional[BenchmarkKind] = None
-    """custom only: harmful, benign or math."""
+    """custom only: harmful, benign, math or code."""
     limit: Optional[int] = Field(None, ge=1)
     """Use only the first N items."""
     label: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")

@@ -15,6 +15,7 @@ from rich.console import Console
 from .. import benchmarks as bm
 from .. import report
 from ..generation import Sampling, make_generator
+from ..judges.code import grade_code
 from ..judges.math import grade
 from ..judges.refusal import is_refusal, reasoning_decision
 from ..models import resolve_model
@@ -128,6 +129,9 @@ def judge_records(kind: str, items: list[dict], records: list[dict], judge: Opti
     elif kind == "benign":
         for rec, refused in zip(records, judge.refused(prompts, responses)):
             rec["refused"] = refused
+    elif kind == "code":
+        for rec in records:
+            rec.update(grade_code(rec["response"], items[rec["item"]]))
     else:
         for rec in records:
             rec.update(grade(rec["response"], items[rec["item"]]["reference"]))
