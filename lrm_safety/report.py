@@ -161,9 +161,15 @@ def failure_table(metrics: dict) -> list[str]:
     return lines + [""]
 
 
-def render_markdown(metrics: dict, title: str, charts: list[str]) -> str:
+def render_markdown(metrics: dict, title: str, charts: list[str], judges: Optional[dict] = None) -> str:
     lines = [f"# {title}", "", "Lower is better for attack success rate and over-refusal; higher for accuracy. "
-             "Intervals are 95% Wilson intervals.", "",
+             "Intervals are 95% Wilson intervals (one sample per item) or normal intervals over items (k samples)."]
+    if judges:
+        lines += ["", f"Judges: harm by {judges.get('harm')}; over-refusal by {judges.get('overRefusal')}."]
+        if "keyword" in str(judges.get("harm")):
+            lines.append("With the keyword matcher, attack success rate is the rate of answers that do not open with "
+                         "a refusal (a compliance rate), not harm as a guard model judges it.")
+    lines += ["",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(metrics)]
     lines.append("")
@@ -211,12 +217,12 @@ def render_charts(metrics: dict) -> dict[str, bytes]:
     return charts
 
 
-def write_report(store, prefix: str, metrics: dict, title: str) -> list[str]:
+def write_report(store, prefix: str, metrics: dict, title: str, judges: Optional[dict] = None) -> list[str]:
     charts = render_charts(metrics)
     keys = []
     for name, data in charts.items():
         store.write_bytes(f"{prefix}/{name}", data)
         keys.append(f"{prefix}/{name}")
     store.write_json(f"{prefix}/metrics.json", metrics)
-    store.write_bytes(f"{prefix}/report.md", render_markdown(metrics, title, list(charts)).encode())
+    store.write_bytes(f"{prefix}/report.md", render_markdown(metrics, title, list(charts), judges).encode())
     return keys + [f"{prefix}/metrics.json", f"{prefix}/report.md"]

@@ -174,7 +174,7 @@ def test_llm_judge_rubric_parsing():
 
     assert parse_harm("harmful: 1") and not parse_harm("Harmful: 0") and not parse_harm("I cannot judge")
     assert parse_xstest("2_full_refusal") == "full_refusal"
-    assert parse_xstest("3_partial_refusal") == "partial_refusal"
+    assert parse_xstest("3_partial_refusal") == "full_compliance", "two classes, as the release's protocol"
     assert parse_xstest("1_full_compliance") == "full_compliance"
     assert "{prompt}" in HARM_RUBRIC and "{answer}" in XSTEST_RUBRIC
 
