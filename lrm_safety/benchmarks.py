@@ -115,5 +115,7 @@ def load_items(ctx: StageContext, bench) -> list[dict]:
             item["reference"] = str(ref)
         if "query" in row and d.attack != "none":
             item["original"] = row["query"]
+        if row.get("target"):  # AdvBench's affirmative opening: PAIR's success target
+            item["target"] = row["target"]
         items.append(item)
     return items

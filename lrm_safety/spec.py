@@ -478,13 +478,32 @@ class BenchmarkSpec(_Model):
         return self
 
 
+class ModelEndpoint(_Model):
+    model: str = Field(min_length=1)
+    """The model's name at the endpoint (backend openai), or a model reference (vllm, transformers)."""
+    endpoint: Optional[str] = None
+    """OpenAI-compatible base URL (backend openai)."""
+    backend: Backend = Backend.openai
+    """openai (an endpoint: no GPU in the evaluate pod), or vllm / transformers (loaded beside the target)."""
+    api_key_secret_ref: Optional[SecretRef] = None
+    """Secret whose accessKeyKey entry holds the endpoint's API key."""
+
+    @model_validator(mode="after")
+    def _needs(self):
+        if self.backend == Backend.openai.value and not self.endpoint:
+            raise ValueError("backend openai needs endpoint (e.g. http://attacker.ns.svc:8000/v1)")
+        return self
+
+
 class PairSpec(_Model):
     streams: int = Field(5, ge=1, le=64)
-    """Parallel attacker conversations per request."""
+    """Attacker conversations per request, each with its own seed and history (the release: 5)."""
     iterations: int = Field(5, ge=1, le=64)
-    """Refinement rounds per stream."""
-    attacker: Optional[str] = None
-    """Attacker model reference; default: the teacher."""
+    """Rounds per stream; a stream stops when the in-loop judge scores 10 (the release: 5)."""
+    attacker: Optional[ModelEndpoint] = None
+    """The attacker model (required for advbench-pair); by default an OpenAI-compatible endpoint."""
+    judge: Optional[ModelEndpoint] = None
+    """The in-loop judge scoring 1-10; default: the attacker's model and endpoint."""
 
 
 def _default_benchmarks() -> list[BenchmarkSpec]:
@@ -519,6 +538,13 @@ class EvaluateSpec(_Model):
         names = [b.label or (b.name if b.name != "custom" else f"custom-{i}") for i, b in enumerate(self.benchmarks)]
         if len(set(names)) != len(names):
             raise ValueError(f"benchmark names repeat ({', '.join(names)}): give each a distinct label")
+        return self
+
+    @model_validator(mode="after")
+    def _pair(self):
+        if any(b.name == BenchmarkName.advbench_pair.value for b in self.benchmarks) and self.pair.attacker is None:
+            raise ValueError("advbench-pair needs pair.attacker: an attacker model, e.g. {model: mixtral, endpoint: "
+                             "http://attacker.ns.svc:8000/v1} (an OpenAI-compatible server)")
         return self
 
     def named_benchmarks(self) -> dict[str, "BenchmarkSpec"]:

@@ -108,6 +108,14 @@ def test_each_stage_gets_only_the_secrets_it_reads():
                        "evaluate": sorted(storage + ["j-key:LRM_SAFETY_JUDGE_API_KEY"])}
 
 
+def test_pair_attacker_key_reaches_only_the_evaluate_pod():
+    spec = _spec(evaluate={"benchmarks": [{"name": "advbench-pair"}], "pair": {
+        "attacker": {"model": "m", "endpoint": "http://a/v1", "apiKeySecretRef": {"name": "att", "accessKeyKey": "k"}}}})
+    env = {e["name"]: e for e in _container(m.render_job("e", "ns", spec, "evaluate"))["env"]}
+    assert env["LRM_SAFETY_PAIR_ATTACKER_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "att", "key": "k"}
+    assert "LRM_SAFETY_PAIR_ATTACKER_API_KEY" not in {e["name"] for e in _container(m.render_job("e", "ns", spec, "train"))["env"]}
+
+
 def test_model_cache_pvc_replaces_the_per_pod_cache():
     job = _valid(m.render_job("e", "ns", _spec(resources={"modelCache": "models-rwx"}), "train"))
     vols = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}

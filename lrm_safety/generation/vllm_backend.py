@@ -26,8 +26,9 @@ class VLLMGenerator(Generator):
     def generate(self, conversations, sampling: Sampling, desc=None):
         from vllm import SamplingParams
 
-        params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
-                                max_tokens=sampling.max_tokens, seed=sampling.seed)
+        # Request j is seeded seed + j, as the other backends do: identical conversations give distinct samples.
+        params = [SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
+                                 max_tokens=sampling.max_tokens, seed=sampling.seed + j) for j in range(len(conversations))]
         outputs = self.llm.chat(conversations, params, use_tqdm=True)
         self.finish = ["length" if o.outputs[0].finish_reason == "length" else "stop" for o in outputs]
         return [o.outputs[0].text for o in outputs]

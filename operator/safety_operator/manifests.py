@@ -106,6 +106,12 @@ def stage_secrets(spec: SafetyExperimentSpec, stage: str) -> list[dict]:
     jkey = spec.evaluate.judge.api_key_secret_ref
     if stage == "evaluate" and jkey and spec.evaluate.judge.kind == "llm":
         env.append(_secret_env("LRM_SAFETY_JUDGE_API_KEY", jkey, jkey.access_key_key))
+    pair = spec.evaluate.pair
+    pairing = any(b.name == "advbench-pair" for b in spec.evaluate.benchmarks)
+    for role, ref in (("ATTACKER", pair.attacker), ("JUDGE", pair.judge)):
+        if stage == "evaluate" and pairing and ref is not None and ref.api_key_secret_ref:
+            env.append(_secret_env(f"LRM_SAFETY_PAIR_{role}_API_KEY", ref.api_key_secret_ref,
+                                   ref.api_key_secret_ref.access_key_key))
     return env
 
 
