@@ -45,6 +45,23 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_data_push(args) -> int:
+    from .benchmark_data import push
+    from .benchmarks import REGISTRY
+    from .store import open_store
+
+    names = args.benchmarks.split(",") if args.benchmarks else list(REGISTRY)
+    dest = open_store(args.dest, endpoint=args.endpoint)
+    report = push(dest, names, Path(args.source) if args.source else None, online=args.online)
+    missing = [f"{name}: {what}" for name, what in report.items() if what.startswith("missing")]
+    for name, what in report.items():
+        if not what.startswith("missing"):
+            print(f"{name}: {what}")
+    if missing:
+        raise UserError(missing)
+    return 0
+
+
 def cmd_crd(args) -> int:
     from .crd import crd_yaml, spec_docs
 
@@ -178,6 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("prefix", help="<storage uri>/<experiment>/evaluate")
     s.add_argument("--endpoint")
     s.set_defaults(fn=cmd_report)
+    s = sub.add_parser("data", help="benchmark data: `data push DEST` stages every benchmark file for evaluate.dataRoot")
+    dsub = s.add_subparsers(dest="data_cmd", required=True)
+    d = dsub.add_parser("push", help="copy benchmark files (from --from DIR, or the hub with --online) to DEST")
+    d.add_argument("dest", help="s3://bucket/prefix or a directory: what evaluate.dataRoot will name")
+    d.add_argument("--from", dest="source", help="a directory holding the files under their registry names")
+    d.add_argument("--benchmarks", help="comma-separated subset (default: all)")
+    d.add_argument("--online", action="store_true", help="fetch what --from lacks from the Hugging Face hub")
+    d.add_argument("--endpoint", help="S3 endpoint URL")
+    d.set_defaults(fn=cmd_data_push)
     s = sub.add_parser("crd", help="print the CRD generated from the spec")
     s.add_argument("--docs", action="store_true", help="print the spec reference (docs/spec.md) instead")
     s.set_defaults(fn=cmd_crd)
