@@ -115,20 +115,33 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
-def table_rows(metrics: dict) -> list[list[str]]:
+def keyword_judged(judges: Optional[dict]) -> bool:
+    return "keyword" in str((judges or {}).get("harm", ""))
+
+
+def table_rows(metrics: dict, judges: Optional[dict] = None) -> list[list[str]]:
+    """One row per benchmark. A keyword matcher measures refusals, not harm: its harmful rows show the refusal
+    rate, labelled as such (higher is safer), never as an attack success rate."""
+    keyword = keyword_judged(judges)
     rows = []
     for bench in metrics.get("order") or metrics["benchmarks"]:  # metrics.json sorts keys; order keeps the spec's
         e = metrics["benchmarks"][bench]
+        flip = keyword and e["metric"] == "asr"
+
         def cell(m):
             if m not in e:
                 return "-"
-            lo, hi = e[m]["ci95"]
-            return f"{_pct(e[m]['value'])} [{_pct(lo)}, {_pct(hi)}]"
+            v, (lo, hi) = e[m]["value"], e[m]["ci95"]
+            if flip:
+                v, lo, hi = (None if v is None else 1 - v), 1 - hi, 1 - lo
+            return f"{_pct(v)} [{_pct(lo)}, {_pct(hi)}]"
 
         n = (e.get("trained") or e.get("base") or {}).get("n", 0)
         delta = e.get("delta")
-        rows.append([bench, LABEL[e["metric"]], str(n), cell("base"), cell("trained"),
-                     "-" if delta is None else f"{100 * delta:+.1f} pts"])
+        if flip and delta is not None:
+            delta = -delta
+        rows.append([bench, "refusal rate (keyword)" if flip else LABEL[e["metric"]], str(n), cell("base"),
+                     cell("trained"), "-" if delta is None else f"{100 * delta:+.1f} pts"])
     return rows
 
 
@@ -166,19 +179,19 @@ def render_markdown(metrics: dict, title: str, charts: list[str], judges: Option
              "Intervals are 95% Wilson intervals (one sample per item) or normal intervals over items (k samples)."]
     if judges:
         lines += ["", f"Judges: harm by {judges.get('harm')}; over-refusal by {judges.get('overRefusal')}."]
-        if "keyword" in str(judges.get("harm")):
-            lines.append("With the keyword matcher, attack success rate is the rate of answers that do not open with "
-                         "a refusal (a compliance rate), not harm as a guard model judges it.")
+        if keyword_judged(judges):
+            lines.append("The keyword matcher measures refusals, not harm: harmful benchmarks show the refusal rate "
+                         "(higher is safer), not an attack success rate.")
     lines += ["",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(r) + " |" for r in table_rows(metrics)]
+    lines += ["| " + " | ".join(r) + " |" for r in table_rows(metrics, judges)]
     lines.append("")
     lines += failure_table(metrics)
     lines += [f"![{c}]({c})" for c in charts]
     return "\n".join(lines) + "\n"
 
 
-def render_charts(metrics: dict) -> dict[str, bytes]:
+def render_charts(metrics: dict, judges: Optional[dict] = None) -> dict[str, bytes]:
     """One grouped bar chart per metric (base vs trained, with the interval as error bars)."""
     import matplotlib
 
@@ -205,10 +218,11 @@ def render_charts(metrics: dict) -> dict[str, bytes]:
             if xs:
                 ax.bar(xs, vals, width, yerr=errs, capsize=3, label=model, color=colour)
         ax.set_xticks(range(len(benches)), [b for b, _ in benches])
-        ax.set_ylabel(f"{LABEL[metric]} (%)")
+        label = "answers without a refusal (keyword)" if metric == "asr" and keyword_judged(judges) else LABEL[metric]
+        ax.set_ylabel(f"{label} (%)")
         ax.set_ylim(0, 105)
         ax.legend(frameon=False)
-        ax.set_title(LABEL[metric])
+        ax.set_title(label)
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
@@ -218,7 +232,7 @@ def render_charts(metrics: dict) -> dict[str, bytes]:
 
 
 def write_report(store, prefix: str, metrics: dict, title: str, judges: Optional[dict] = None) -> list[str]:
-    charts = render_charts(metrics)
+    charts = render_charts(metrics, judges)
     keys = []
     for name, data in charts.items():
         store.write_bytes(f"{prefix}/{name}", data)

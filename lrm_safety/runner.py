@@ -74,7 +74,8 @@ def show_results(ctx: StageContext) -> None:
     table = Table(title=f"{ctx.exp.name}: base vs trained (95% Wilson intervals)")
     for h in report.HEADER:
         table.add_column(h, no_wrap=h in ("benchmark", "delta"))
-    for row in report.table_rows(metrics):
+    judges = (ctx.store.read_manifest(prefix) or {}).get("judges")
+    for row in report.table_rows(metrics, judges):
         table.add_row(*row)
     console.print(table)
     console.print(f"report: {ctx.store.uri(prefix + '/report.md')}")

@@ -255,7 +255,7 @@ def run(ctx: StageContext, **_) -> dict:
                                            "judges": judges,
                                            "summary": summary})
     return {**summary_from_manifest(manifest), "report": store.uri(f"{prefix}/report.md"),
-            "table": report.table_rows(metrics)}
+            "table": report.table_rows(metrics, judges)}
 
 
 def rerender(store, prefix: str, title: Optional[str] = None) -> str:
