@@ -231,8 +231,31 @@ def render_charts(metrics: dict, judges: Optional[dict] = None) -> dict[str, byt
     return charts
 
 
-def write_report(store, prefix: str, metrics: dict, title: str, judges: Optional[dict] = None) -> list[str]:
+def render_loss_curve(loss_curve: list[dict]) -> bytes:
+    """The train stage's loss per logged step, as a PNG for the report."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+    ax.plot([p["step"] for p in loss_curve], [p["loss"] for p in loss_curve], color="#2f7ed8", marker="o", markersize=3)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss")
+    ax.set_title("training loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_report(store, prefix: str, metrics: dict, title: str, judges: Optional[dict] = None,
+                 loss_curve: Optional[list] = None) -> list[str]:
     charts = render_charts(metrics, judges)
+    if loss_curve:
+        charts["chart-loss.png"] = render_loss_curve(loss_curve)
     keys = []
     for name, data in charts.items():
         store.write_bytes(f"{prefix}/{name}", data)

@@ -331,6 +331,15 @@ class MixSpec(_Model):
         return self
 
 
+class EnvFromSecret(_Model):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """Environment variable in the train pod."""
+    secret_name: str = Field(min_length=1)
+    """Secret in the experiment's namespace."""
+    key: str = Field(min_length=1)
+    """Key in that Secret."""
+
+
 class LoraSpec(_Model):
     r: int = Field(16, ge=1, le=1024)
     """LoRA rank."""
@@ -397,6 +406,17 @@ class TrainSpec(_Model):
     """Training seed."""
     logging_steps: int = Field(1, ge=1)
     """Log (and record in the loss curve) every N steps."""
+    report_to: list[str] = Field(default_factory=lambda: ["tensorboard"])
+    """Where training curves go: tensorboard (the release's report_to; event files uploaded under <experiment>/train/runs/ as training proceeds, so `tensorboard --logdir s3://...` works during the run), wandb, mlflow; [] for none."""
+    report_env: list[EnvFromSecret] = Field(default_factory=list)
+    """Credentials and settings for the trackers, from Secrets only, e.g. {name: WANDB_API_KEY, secretName: wandb, key: api-key} or MLFLOW_TRACKING_URI / MLFLOW_TRACKING_TOKEN."""
+
+    @model_validator(mode="after")
+    def _trackers(self):
+        unknown = sorted(set(self.report_to) - {"tensorboard", "wandb", "mlflow"})
+        if unknown:
+            raise ValueError(f"reportTo: unknown {', '.join(unknown)}; use tensorboard, wandb or mlflow")
+        return self
 
     @property
     def world_size(self) -> int:

@@ -116,6 +116,14 @@ def test_pair_attacker_key_reaches_only_the_evaluate_pod():
     assert "LRM_SAFETY_PAIR_ATTACKER_API_KEY" not in {e["name"] for e in _container(m.render_job("e", "ns", spec, "train"))["env"]}
 
 
+def test_tracker_credentials_reach_the_train_pod_from_secrets_only():
+    spec = _spec(train={"reportTo": ["tensorboard", "wandb"],
+                        "reportEnv": [{"name": "WANDB_API_KEY", "secretName": "wandb", "key": "api-key"}]})
+    env = {e["name"]: e for e in _container(_valid(m.render_job("e", "ns", spec, "train")))["env"]}
+    assert env["WANDB_API_KEY"] == {"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "api-key"}}}
+    assert "WANDB_API_KEY" not in {e["name"] for e in _container(m.render_job("e", "ns", spec, "evaluate"))["env"]}
+
+
 def test_model_cache_pvc_replaces_the_per_pod_cache():
     job = _valid(m.render_job("e", "ns", _spec(resources={"modelCache": "models-rwx"}), "train"))
     vols = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}

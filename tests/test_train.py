@@ -59,6 +59,19 @@ def test_full_finetune_loss_falls_and_model_reloads(tmp_path, smol_dir):
     assert ctx.store.list(train.checkpoints_prefix(ctx) + "/") == [], "checkpoints are dropped once the model is in"
     assert not ctx.store.local_path(train.checkpoints_prefix(ctx)).exists(), "and their folders"
     assert not train.scratch_dir(ctx).exists(), "the node-local work folder is removed"
+    # TensorBoard (the release's report_to): event files in the store, with the loss at every logged step.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = [k for k in ctx.store.list("exp/train/runs/") if "events.out.tfevents" in k]
+    assert events, ctx.store.list("exp/train/")
+    acc = EventAccumulator(str(ctx.store.local_path(events[0]).parent))
+    acc.Reload()
+    losses = [e.value for e in acc.Scalars("train/loss")]
+    assert len(losses) == 4 and losses[0] == pytest.approx(m["firstLoss"], rel=1e-3)
+    from lrm_safety.report import render_loss_curve
+
+    png = render_loss_curve(m["lossCurve"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000, "a drawn chart, not an empty canvas"
 
 
 def test_lora_merges_into_a_plain_model(tmp_path, smol_dir):

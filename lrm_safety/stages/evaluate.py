@@ -171,6 +171,12 @@ def _endpoint_generator(ref, base_dir, key_env: str):
     return make_generator(ref.backend, str(resolve_model(ref.model, base_dir=base_dir)))
 
 
+def _loss_curve(store, train_prefix: str) -> Optional[list]:
+    """The train stage's logged losses, for the report's loss chart (none when train ran elsewhere)."""
+    key = f"{train_prefix}/metrics.json"
+    return store.read_json(key).get("lossCurve") if store.exists(key) else None
+
+
 def _records_prefix(ctx: StageContext) -> str:
     return f"{ctx.prefix(STAGE)}/records-{ctx.hash(STAGE)}"
 
@@ -244,7 +250,8 @@ def run(ctx: StageContext, **_) -> dict:
     store.delete_prefix(raw + "/")
     metrics = report.compute(records, kinds)
     prefix = ctx.prefix(STAGE)
-    files = report.write_report(store, prefix, metrics, f"lrm-safety report: {ctx.exp.name}", judges=judges)
+    files = report.write_report(store, prefix, metrics, f"lrm-safety report: {ctx.exp.name}", judges=judges,
+                                loss_curve=_loss_curve(store, ctx.prefix("train")))
     files += [f"{rp}/{m}/{n}.jsonl" for m in records for n in records[m]]
     summary = {"metrics": {**metrics["headline"], "benchmarks": {
         b: {k: e.get(k, {}).get("value") if k != "delta" else e.get("delta") for k in ("base", "trained", "delta")}
@@ -271,5 +278,5 @@ def rerender(store, prefix: str, title: Optional[str] = None) -> str:
     kinds = {name: manifest["kinds"][name] for name in manifest.get("order", manifest["kinds"])}  # spec order
     metrics = report.compute(records, kinds)
     report.write_report(store, prefix, metrics, title or f"lrm-safety report: {prefix.rsplit('/', 2)[0]}",
-                        judges=manifest.get("judges"))
+                        judges=manifest.get("judges"), loss_curve=_loss_curve(store, prefix.rsplit("/", 1)[0] + "/train"))
     return store.uri(f"{prefix}/report.md")

@@ -110,7 +110,7 @@ def sft_kwargs(train_spec, out_dir: str, cuda: bool, use_deepspeed: bool, profil
         completion_only_loss=train_spec.loss == "completion", max_grad_norm=1.0,
         gradient_checkpointing=train_spec.gradient_checkpointing, bf16=prec == "bf16", fp16=prec == "fp16",
         logging_steps=train_spec.logging_steps, save_strategy="steps" if train_spec.save_steps else "epoch",
-        save_total_limit=2, report_to=[], seed=train_spec.seed, use_liger_kernel=profile["liger"],
+        save_total_limit=2, report_to=list(train_spec.report_to), seed=train_spec.seed, use_liger_kernel=profile["liger"],
         dataloader_num_workers=0, use_cpu=not cuda, train_sampling_strategy=profile["sampling"],
     )
     if train_spec.save_steps:
@@ -211,6 +211,30 @@ def _barrier() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def _curves_uploader(store, runs: Path, prefix: str, every_s: float = 30.0):
+    """Rank 0 copies TensorBoard's event files to the store while training runs (at most every `every_s`, and at
+    the end), so `tensorboard --logdir s3://.../train/runs` shows the curves during the run."""
+    from transformers import TrainerCallback
+
+    class Upload(TrainerCallback):
+        last = 0.0
+
+        def _push(self):
+            if runs.is_dir():
+                store.upload_dir(runs, prefix)
+            Upload.last = time.monotonic()
+
+        def on_log(self, args, state, control, **kw):
+            if state.is_world_process_zero and time.monotonic() - Upload.last >= every_s:
+                self._push()
+
+        def on_train_end(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                self._push()
+
+    return Upload()
 
 
 def _uploader(store, prefix: str):
@@ -322,8 +346,12 @@ def _train(ctx: StageContext) -> dict:
     cfg = SFTConfig(**sft_kwargs(t, str(work / "out"), cuda, use_ds, profile))
     _ = cfg.device  # sets up the process group under torchrun, so a node's ranks can wait for its download
     with _workspace(store, ckpt_prefix, work) as resume:
+        callbacks = [_uploader(store, ckpt_prefix), clock.callback]
+        if "tensorboard" in t.report_to:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = str(work / "runs")
+            callbacks.append(_curves_uploader(store, work / "runs", f"{ctx.prefix(STAGE)}/runs"))
         trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer,
-                             peft_config=peft_config, callbacks=[_uploader(store, ckpt_prefix), clock.callback])
+                             peft_config=peft_config, callbacks=callbacks)
         return _fit(ctx, trainer, rows, resume, work, clock, profile, use_ds, dtype)
 
 

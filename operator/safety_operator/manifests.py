@@ -106,6 +106,9 @@ def stage_secrets(spec: SafetyExperimentSpec, stage: str) -> list[dict]:
     jkey = spec.evaluate.judge.api_key_secret_ref
     if stage == "evaluate" and jkey and spec.evaluate.judge.kind == "llm":
         env.append(_secret_env("LRM_SAFETY_JUDGE_API_KEY", jkey, jkey.access_key_key))
+    if stage == "train":
+        env += [{"name": e.name, "valueFrom": {"secretKeyRef": {"name": e.secret_name, "key": e.key}}}
+                for e in spec.train.report_env]
     pair = spec.evaluate.pair
     pairing = any(b.name == "advbench-pair" for b in spec.evaluate.benchmarks)
     for role, ref in (("ATTACKER", pair.attacker), ("JUDGE", pair.judge)):
