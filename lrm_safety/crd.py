@@ -106,6 +106,7 @@ def crd() -> dict[str, Any]:
                     "additionalPrinterColumns": [
                         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
                         {"name": "Stage", "type": "string", "jsonPath": ".status.stage"},
+                        {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
                         {"name": "ASR", "type": "number", "jsonPath": ".status.metrics.asr"},
                         {"name": "Over-Refusal", "type": "number", "jsonPath": ".status.metrics.overRefusal"},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

@@ -720,6 +720,8 @@ class StageStatus(_Model):
     """Every failed attempt with its reason (the newest 20)."""
     next_retry_at: Optional[str] = None
     """When the next attempt starts (exponential backoff)."""
+    progress: dict[str, Any] = Field(default_factory=dict)
+    """The running stage's last report (done/total, percent, ETA, details); 100% and the duration once it finished."""
     summary: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -739,6 +741,8 @@ class SafetyExperimentStatus(_Model):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", use_enum_values=True)
     phase: Phase = Phase.pending
     stage: Optional[str] = None
+    progress: Optional[str] = None
+    """The Progress column: `train 120/312 (38%) ETA 41m`; `-` before the running stage's first report."""
     stages: dict[str, StageStatus] = Field(default_factory=dict)
     metrics: Metrics = Field(default_factory=Metrics)
     conditions: list[Condition] = Field(default_factory=list)

@@ -14,6 +14,7 @@ from lrm_safety.spec import API_GROUP, API_VERSION, KIND, PLURAL
 # The operator's timers are set when its handlers are imported: fast wake-ups for tests.
 os.environ.setdefault("LRM_SAFETY_RESYNC_SECONDS", "1")
 os.environ.setdefault("LRM_SAFETY_TICK_SECONDS", "0.3")
+os.environ.setdefault("LRM_SAFETY_PROGRESS_SECONDS", "0.5")
 
 
 class EmulatedCluster:
@@ -72,7 +73,8 @@ class OperatorThread:
         os.environ["LRM_SAFETY_KUBE_SERVER"] = self.url
         kube.Api.reset()
         self.stop_flag, ready = threading.Event(), threading.Event()
-        settings = Settings(resync_seconds=self.resync, workers=4, tick_seconds=float(os.environ["LRM_SAFETY_TICK_SECONDS"]))
+        settings = Settings(resync_seconds=self.resync, workers=4, tick_seconds=float(os.environ["LRM_SAFETY_TICK_SECONDS"]),
+                            progress_seconds=float(os.environ["LRM_SAFETY_PROGRESS_SECONDS"]))
 
         def target():
             from safety_operator import handlers, main

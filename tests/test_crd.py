@@ -27,7 +27,7 @@ def test_crd_shape():
     assert c["spec"]["group"] == "lrmsafety.io" and v["name"] == "v1alpha1"
     assert c["spec"]["names"]["shortNames"] == ["sexp"]
     assert v["subresources"] == {"status": {}}
-    assert [p["name"] for p in v["additionalPrinterColumns"]] == ["Phase", "Stage", "ASR", "Over-Refusal", "Age"]
+    assert [p["name"] for p in v["additionalPrinterColumns"]] == ["Phase", "Stage", "Progress", "ASR", "Over-Refusal", "Age"]
     assert v["additionalPrinterColumns"][0]["jsonPath"] == ".status.phase"
     spec = v["schema"]["openAPIV3Schema"]["properties"]["spec"]
     style = spec["properties"]["distill"]["properties"]["style"]

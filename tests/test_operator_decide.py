@@ -101,6 +101,8 @@ def test_success_moves_to_next_stage_and_copies_summary():
     assert s["stages"]["distill"]["artifactUri"] == "file://./artifacts/e/distill"
     assert _names(acts.create) == ["e-mix-1"] and s["stage"] == "mix"
     assert not [o for o in acts.create if o["kind"] == "ConfigMap"], "the spec ConfigMap is created once, first"
+    done = s["stages"]["distill"]["progress"]
+    assert done["percent"] == 100.0 and done["durationSeconds"] == 0 and s["progress"] == "-", "mix has not reported"
 
 
 def test_shard_summaries_come_from_the_finished_manifest_or_add_up():

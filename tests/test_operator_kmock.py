@@ -268,3 +268,32 @@ def test_restart_after_finished_jobs_were_deleted_runs_no_stage_again(cluster, s
         assert sorted(jobs(cluster, "ttl")) == ["ttl-mix-1"], "distill is not run again"
     finally:
         op2.stop()
+
+
+def test_running_stage_progress_reaches_status_and_the_printer_column(cluster, operator, s3_endpoint, bucket):
+    """A stage's progress object (lrm_safety/progress.py) is copied into status within the progress interval, one
+    status patch per change and none while it does not change; `-` before the first report."""
+    from lrm_safety.progress import ProgressReporter
+    from lrm_safety.store import open_store
+
+    create(cluster, "prog", {"storage": {"uri": f"s3://{bucket}/exps", "endpoint": s3_endpoint}})
+    wait_job(cluster, "prog", "prog-distill-1")
+    assert wait_for(lambda: get(cluster, "prog")["status"].get("progress") == "-", 10, what="'-' before any report")
+    store = open_store(f"s3://{bucket}/exps", endpoint=s3_endpoint)
+    clock = iter([0.0, 0.0, 30.0]).__next__  # start, first report, 4 prompts done 30 s later
+    reporter = ProgressReporter(store, "prog/distill", 16, "prompts", part=0, clock=clock)
+    reporter.update(0, force=True)
+    reporter.update(4, force=True, accepted=3)
+    status = wait_for(lambda: (s := get(cluster, "prog")["status"]).get("progress", "-") != "-" and s, 10,
+                      what="progress in status")
+    assert status["progress"] == "distill 4/16 (25%) ETA 1m", "12 prompts left at 4 per 30 s"
+    assert status["stages"]["distill"]["progress"]["detail"] == {"accepted": 3}
+    import time
+
+    before = len([r for r in cluster.emulator._requests if str(r.url.path).endswith("/prog/status")])
+    time.sleep(2)  # four progress intervals, nothing changed
+    after = len([r for r in cluster.emulator._requests if str(r.url.path).endswith("/prog/status")])
+    assert after == before, "an unchanged progress object costs no API request"
+    crd = __import__("lrm_safety.crd", fromlist=["crd"]).crd()
+    columns = [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]
+    assert columns[:3] == ["Phase", "Stage", "Progress"]

@@ -59,6 +59,8 @@ def test_full_finetune_loss_falls_and_model_reloads(tmp_path, smol_dir):
     assert ctx.store.list(train.checkpoints_prefix(ctx) + "/") == [], "checkpoints are dropped once the model is in"
     assert not ctx.store.local_path(train.checkpoints_prefix(ctx)).exists(), "and their folders"
     assert not train.scratch_dir(ctx).exists(), "the node-local work folder is removed"
+    progress = ctx.store.read_json("exp/train/_PROGRESS.json")
+    assert progress["done"] == progress["total"] == 4 and progress["unit"] == "steps" and progress["percent"] == 100.0
     # TensorBoard (the release's report_to): event files in the store, with the loss at every logged step.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

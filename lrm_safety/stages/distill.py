@@ -18,6 +18,7 @@ from ..generation import Sampling, make_generator
 from ..judges.refusal import judge_consistency
 from ..judges.math import extract_boxed, answers_match
 from ..models import resolve_model
+from ..progress import ProgressReporter
 from .common import StageContext, length_stats, skipped, summary_from_manifest, token_counter
 
 console = Console(stderr=True)
@@ -273,6 +274,9 @@ def run_shard(ctx: StageContext, shard: int = 0, num_shards: Optional[int] = Non
         # A part holds several generate batches, so regenerations of its rejects batch well too.
         step = 4 * max(ctx.spec.distill.sampling.batch_size, 1)
         next_part = len(part_keys)
+        report = ProgressReporter(store, ctx.prefix(STAGE), len(mine), "prompts", part=shard)
+        done, accepted = len(mine) - len(todo), 0
+        report.update(done, force=True)
         with tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"distill shard {shard}", unit="prompt") as bar:
             for start in range(0, len(todo), step):
                 rows, rej = distiller.run(todo[start:start + step])
@@ -281,6 +285,8 @@ def run_shard(ctx: StageContext, shard: int = 0, num_shards: Optional[int] = Non
                 store.write_jsonl(f"{parts}/part-{next_part:05d}.jsonl", rows)  # atomic: resume point
                 next_part += 1
                 bar.update(len(rows))
+                done, accepted = done + len(rows), accepted + sum(r["accepted"] for r in rows)
+                report.update(done, force=done == len(mine), accepted=accepted, rejections=sum(reasons.values()))
         gen.close()
     rows = [row for k in sorted(k for k in store.list(parts + "/") if k.endswith(".jsonl")) for row in store.read_jsonl(k)]
     order = {r["id"]: i for i, r in enumerate(mine)}

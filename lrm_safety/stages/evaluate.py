@@ -18,6 +18,7 @@ from ..judges.code import grade_code
 from ..judges.math import grade
 from ..judges.refusal import is_refusal, reasoning_decision
 from ..models import resolve_model
+from ..progress import ProgressReporter
 from ..styles import ChecklistError, parse_checklist, parse_response
 from . import train as train_stage
 from .common import StageContext, skipped, summary_from_manifest
@@ -205,13 +206,18 @@ def run(ctx: StageContext, **_) -> dict:
     unjudged: list[tuple[str, str, list[dict]]] = []
     judge = HarmJudge(ctx) if ev.judge.kind == "refusal" else None  # a model judge loads after the models are freed
     attacker = scorer = None
-    for model_name, model_dir in _model_dirs(ctx).items():
+    models = _model_dirs(ctx)
+    report_progress = ProgressReporter(store, ctx.prefix(STAGE), len(models) * sum(map(len, items.values())), "items")
+    finished_items = 0
+    report_progress.update(0, force=True)
+    for model_name, model_dir in models.items():
         records[model_name] = {}
         gen = None
         for name, b in benches.items():
             key = f"{rp}/{model_name}/{name}.jsonl"
             if store.exists(key):
                 records[model_name][name] = store.read_jsonl(key)
+                finished_items += len(items[name])
                 continue
             d = bm.resolve(b)
             if gen is None:
@@ -231,6 +237,8 @@ def run(ctx: StageContext, **_) -> dict:
                 recs = generate_records(d.kind, items[name], gen, bm.sampling_for(b, ev.sampling), bm.samples_for(b))
                 store.write_jsonl(gen_key, recs)
             unjudged.append((model_name, name, recs))
+            finished_items += len(items[name])
+            report_progress.update(finished_items, model=model_name, benchmark=name)
         if gen is not None:
             gen.close()  # engine shut down and its memory returned before the next model or the judge loads
             gen = None

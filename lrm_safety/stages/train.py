@@ -237,6 +237,32 @@ def _curves_uploader(store, runs: Path, prefix: str, every_s: float = 30.0):
     return Upload()
 
 
+def _progress(store, prefix: str):
+    """Rank 0 reports step/total, loss and tokens/s to the stage's progress object (progress.py)."""
+    from transformers import TrainerCallback
+
+    from ..progress import ProgressReporter
+
+    class Report(TrainerCallback):
+        reporter = None
+
+        def on_train_begin(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                Report.reporter = ProgressReporter(store, prefix, state.max_steps, "steps")
+                Report.reporter.update(state.global_step, force=True)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if state.is_world_process_zero and Report.reporter is not None:
+                logs = logs or {}
+                Report.reporter.update(state.global_step, loss=logs.get("loss"), learningRate=logs.get("learning_rate"))
+
+        def on_train_end(self, args, state, control, **kw):
+            if state.is_world_process_zero and Report.reporter is not None:
+                Report.reporter.update(state.global_step, force=True)
+
+    return Report()
+
+
 def _uploader(store, prefix: str):
     from transformers import TrainerCallback
 
@@ -346,7 +372,7 @@ def _train(ctx: StageContext) -> dict:
     cfg = SFTConfig(**sft_kwargs(t, str(work / "out"), cuda, use_ds, profile))
     _ = cfg.device  # sets up the process group under torchrun, so a node's ranks can wait for its download
     with _workspace(store, ckpt_prefix, work) as resume:
-        callbacks = [_uploader(store, ckpt_prefix), clock.callback]
+        callbacks = [_uploader(store, ckpt_prefix), clock.callback, _progress(store, ctx.prefix(STAGE))]
         if "tensorboard" in t.report_to:
             os.environ["TENSORBOARD_LOGGING_DIR"] = str(work / "runs")
             callbacks.append(_curves_uploader(store, work / "runs", f"{ctx.prefix(STAGE)}/runs"))

@@ -191,16 +191,44 @@ async def on_update(namespace, name, body, meta, diff, status, stage_jobs, stage
     await _run(namespace, name, stage_jobs, stage_pods)
 
 
+def copy_progress(namespace: str, name: str, status: dict, spec: dict) -> bool:
+    """Read the running stage's progress object and patch status (one request) if it changed; True if patched."""
+    from lrm_safety.progress import column
+
+    from .store_check import read_progress
+
+    stage = status.get("stage")
+    if status.get("phase") != "Running" or not stage:
+        return False
+    doc = read_progress(name, parse_spec(spec), stage)
+    if doc is None or doc == ((status.get("stages") or {}).get(stage) or {}).get("progress"):
+        return False
+    kube.Api.get().patch_status(namespace, name, {"progress": column(stage, doc), "stages": {stage: {"progress": doc}}})
+    return True
+
+
 @kopf.daemon(API_GROUP, API_VERSION, PLURAL, when=lambda status, **_: not _finished(status), cancellation_timeout=5)
-async def wake_up(namespace, name, stopped, stage_jobs, stage_pods, **_):
+async def wake_up(namespace, name, body, stopped, stage_jobs, stage_pods, **_):
     """One sleeping task per unfinished experiment: it reconciles when a look is due (a retry's backoff, a start
-    deadline, the safety net), costs no API request otherwise, and ends when the experiment finishes."""
+    deadline, the safety net) and copies a running stage's progress every `progress_seconds`; it costs no API
+    request otherwise, and ends when the experiment finishes."""
     key = (namespace, name)
     _due.setdefault(key, time.monotonic() + _jitter())  # resume/create has just reconciled it
+    progress_every = SETTINGS.progress_seconds if SETTINGS.read_store else 0
+    next_progress = time.monotonic() + progress_every
     while not stopped:
+        now = time.monotonic()
+        if progress_every and now >= next_progress:
+            next_progress = now + progress_every
+            try:
+                await asyncio.to_thread(copy_progress, namespace, name, dict(body.get("status") or {}),
+                                        dict(body.get("spec") or {}))
+            except Exception as e:
+                log.info("progress of %s/%s not copied: %s", namespace, name, e)
         left = _due.get(key, 0.0) - time.monotonic()
         if left > 0:
-            await stopped.wait(min(left, SETTINGS.tick_seconds))  # re-read: a reconcile may bring the look forward
+            wait = min(left, SETTINGS.tick_seconds, max(next_progress - time.monotonic(), 0.05) if progress_every else left)
+            await stopped.wait(wait)  # re-read: a reconcile may bring the look forward
             continue
         _due[key] = time.monotonic() + _jitter()
         try:

@@ -16,6 +16,7 @@ class Settings:
     resync_seconds: float = 300.0  # safety net for missed watch events, unfinished experiments only (+0-20% jitter)
     tick_seconds: float = 10.0  # how often due wake-ups (retry backoffs, start deadlines) are checked: no API call
     read_store: bool = True  # read stage manifests before starting or re-creating a stage (needs S3 credentials)
+    progress_seconds: float = 60.0  # how often a running stage's progress object is read (0: never)
     watch_server_timeout: int = 300
     watch_client_timeout: int = 330
     peering: bool = False
@@ -36,6 +37,7 @@ class Settings:
             resync_seconds=float(e.get("LRM_SAFETY_RESYNC_SECONDS", "300")),
             tick_seconds=float(e.get("LRM_SAFETY_TICK_SECONDS", "10")),
             read_store=_bool(e.get("LRM_SAFETY_READ_STORE"), True),
+            progress_seconds=float(e.get("LRM_SAFETY_PROGRESS_SECONDS", "60")),
             watch_server_timeout=int(e.get("LRM_SAFETY_WATCH_SERVER_TIMEOUT", "300")),
             watch_client_timeout=int(e.get("LRM_SAFETY_WATCH_CLIENT_TIMEOUT", "330")),
             peering=_bool(e.get("LRM_SAFETY_PEERING"), False),

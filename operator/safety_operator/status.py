@@ -162,11 +162,15 @@ class _Decision:
         _clear(st, "nextRetryAt", "waiting", "runningSince")
         st["startedAt"] = st.get("startedAt") or iso(self.now)
         self.acts.create += manifests.render_stage(self.name, self.namespace, self.spec, stage, attempt, self.uid)
+        self.status["progress"] = "-"  # until the stage's first report
         self.event("Normal", "StageStarted", f"{stage}: created Job {jname} (attempt {attempt})")
 
     def succeed(self, stage: str, st: dict, summary: dict, how: str) -> None:
+        started = parse_time(st.get("startedAt"))
         st.update(state="Succeeded", finishedAt=iso(self.now), summary=summary, message=how,
-                  artifactUri=f"{self.spec.storage.uri.rstrip('/')}/{self.name}/{stage}")
+                  artifactUri=f"{self.spec.storage.uri.rstrip('/')}/{self.name}/{stage}",
+                  progress={**(st.get("progress") or {}), "percent": 100.0, "etaSeconds": 0,
+                            "durationSeconds": round((self.now - started).total_seconds()) if started else None})
         _clear(st, "nextRetryAt", "waiting", "attemptStartedAt", "runningSince")
         self.status["metrics"] = _metrics_from_summary(summary, self.status["metrics"])
         self.event("Normal", "StageSucceeded", f"{stage}: {how}")
@@ -328,6 +332,7 @@ class _Decision:
             break
         else:
             self.status["stage"] = None
+            self.status["progress"] = "done"
             self.finish("Succeeded", "Succeeded", "all stages succeeded", ready=True)
             self.event("Normal", "Succeeded", "all stages succeeded")
         if self.status != self.old:

@@ -28,20 +28,40 @@ def _client(endpoint: Optional[str], region: Optional[str]):
                                       s3={"addressing_style": "path"}))
 
 
+def _store(spec: SafetyExperimentSpec):
+    from lrm_safety.store import S3Store
+
+    bucket, _, prefix = spec.storage.uri[5:].partition("/")
+    return S3Store(bucket, prefix, client=_client(spec.storage.endpoint, spec.storage.region))
+
+
+def read_progress(name: str, spec: SafetyExperimentSpec, stage: str) -> Optional[dict]:
+    """The running stage's progress objects (one per distill shard) combined, or None (none yet, or unreadable)."""
+    if not spec.storage.uri.startswith("s3://"):
+        return None
+    from lrm_safety.progress import PROGRESS, combine
+
+    try:
+        store = _store(spec)
+        keys = [k for k in store.list(f"{name}/{stage}/{PROGRESS}") if k.endswith(".json")]
+        return combine([store.read_json(k) for k in keys])
+    except Exception as e:
+        log.info("%s: cannot read %s progress (%s: %s)", name, stage, type(e).__name__, e)
+        return None
+
+
 def finished_in_store(name: str, namespace: str, spec: SafetyExperimentSpec) -> Callable[[str], Optional[dict]]:
     """stage -> the finished stage's summary (from its manifest), or None. file:// stores are the pods', not ours."""
     if not spec.storage.uri.startswith("s3://"):
         return lambda stage: None
     from lrm_safety.stages.common import StageContext, summary_from_manifest
-    from lrm_safety.store import S3Store
 
     ctx = StageContext(Experiment(name=name, namespace=namespace, spec=spec))
 
     def lookup(stage: str) -> Optional[dict]:
         try:
             if ctx._store is None:
-                bucket, _, prefix = spec.storage.uri[5:].partition("/")
-                ctx._store = S3Store(bucket, prefix, client=_client(spec.storage.endpoint, spec.storage.region))
+                ctx._store = _store(spec)
             if not ctx.is_done(stage):
                 return None
             return summary_from_manifest(ctx.store.read_manifest(ctx.prefix(stage)))
