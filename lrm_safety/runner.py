@@ -51,7 +51,7 @@ def run_pipeline(spec_path: str, stages: tuple[str, ...] = STAGES, force: bool =
         else:
             cmds = [_stage_cmd(spec_path, stage)]
         for cmd in cmds:
-            rc = subprocess.call(cmd, env=env)
+            rc = _run_with_progress(cmd, env, ctx, stage)
             if rc != 0:
                 console.print(f"[bold red]✗ {stage} failed (exit {rc}); fix the cause and rerun: finished work is kept")
                 raise SystemExit(rc)
@@ -62,6 +62,35 @@ def run_pipeline(spec_path: str, stages: tuple[str, ...] = STAGES, force: bool =
     if "evaluate" in stages:
         show_results(ctx)
     return outcome
+
+
+def stage_progress(ctx: StageContext, stage: str) -> Optional[dict]:
+    """The stage's progress objects (progress.py), combined: the numbers the operator puts in status."""
+    from .progress import PROGRESS, combine
+
+    keys = [k for k in ctx.store.list(f"{ctx.prefix(stage)}/{PROGRESS}") if k.endswith(".json")]
+    try:
+        return combine([ctx.store.read_json(k) for k in keys])
+    except (OSError, ValueError):
+        return None
+
+
+def _run_with_progress(cmd: list[str], env: dict, ctx: StageContext, stage: str, every_s: float = 2.0) -> int:
+    """Run one stage subprocess, showing its progress line (the same text as the Progress column) while it runs."""
+    from .progress import column
+
+    proc = subprocess.Popen(cmd, env=env)
+    with console.status(f"{stage} -") as line:
+        while proc.poll() is None:
+            line.update(column(stage, stage_progress(ctx, stage)))
+            try:
+                proc.wait(every_s)
+            except subprocess.TimeoutExpired:
+                pass
+    last = stage_progress(ctx, stage)
+    if last:
+        console.print(f"  {column(stage, last)}")
+    return proc.returncode
 
 
 def show_results(ctx: StageContext) -> None:

@@ -56,6 +56,8 @@ def test_reduced_quickstart_end_to_end_and_rerun_skips(tmp_path, smol_dir):
     assert "![chart-loss.png](chart-loss.png)" in (root / "evaluate" / "report.md").read_text()
     assert list((root / "train" / "runs").rglob("events.out.tfevents.*")), "TensorBoard curves in the store"
     assert "base vs trained" in first.stdout and "report:" in first.stdout
+    # The runner shows each stage's progress as the operator's Progress column does.
+    assert "train 2/2 (100%)" in first.stdout and "distill 12/12 (100%)" in first.stdout, first.stdout[-3000:]
 
     shown = lrm("inspect", str(spec), "--rows", "12")  # the mix output, rendered as train renders it
     assert shown.returncode == 0, shown.stderr[-2000:]
