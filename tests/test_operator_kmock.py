@@ -4,7 +4,6 @@ kmock has no Job controller, so the tests play it: they mark Jobs complete or fa
 pod whose termination message carries the stage summary.
 """
 import json
-import os
 
 import pytest
 

@@ -14,7 +14,6 @@ import random
 import threading
 import time
 from collections import defaultdict
-from typing import Optional
 
 import kopf
 from kubernetes.client.rest import ApiException
@@ -24,7 +23,7 @@ from lrm_safety.spec import API_GROUP, API_VERSION, PLURAL, STAGES, parse_spec
 from . import kube, manifests
 from . import pods as podinfo
 from .settings import Settings
-from .status import Observed, decide, ignored_changes, set_condition, utcnow
+from .status import Observed, decide, ignored_changes, is_finished, set_condition, utcnow
 from .store_check import finished_in_store
 
 log = logging.getLogger("lrm-safety-operator")
@@ -34,18 +33,6 @@ _errors: dict[tuple[str, str], int] = defaultdict(int)  # consecutive failed rec
 _pod_signals: dict[str, tuple] = {}  # pod uid -> what of it matters to a decision (reconcile when it changes)
 SETTINGS = Settings.from_env()
 LABELS = {manifests.LABEL_EXPERIMENT: kopf.PRESENT}
-
-
-def _finished(status: Optional[dict]) -> bool:
-    """Nothing left to do: Succeeded, or Failed after a Job started (an invalid spec that never ran may be fixed)."""
-    status = status or {}
-    if status.get("phase") == "Succeeded":
-        return True
-    if status.get("phase") != "Failed":
-        return False
-    invalid = any(c.get("type") == "Failed" and c.get("reason") == "InvalidSpec" for c in status.get("conditions") or [])
-    started = any((st or {}).get("attempts") for st in (status.get("stages") or {}).values())
-    return started or not invalid
 
 
 def _jitter() -> float:
@@ -92,7 +79,7 @@ def reconcile(namespace: str, name: str, jobs: dict[str, dict], pods: dict[str, 
         for type_, reason, message in acts.events:
             api.event(body, type_, reason, message)
         wait = min(acts.requeue_after, _jitter()) if acts.requeue_after is not None else _jitter()
-        _due[key] = time.monotonic() + (wait if not _finished(status or body.get("status")) else float("inf"))
+        _due[key] = time.monotonic() + (wait if not is_finished(status or body.get("status")) else float("inf"))
 
 
 def _degraded(body: dict) -> bool:
@@ -173,7 +160,7 @@ def configure(settings: kopf.OperatorSettings, **_):
 @kopf.on.create(API_GROUP, API_VERSION, PLURAL)
 @kopf.on.resume(API_GROUP, API_VERSION, PLURAL)
 async def on_create_or_resume(namespace, name, status, stage_jobs, stage_pods, **_):
-    if _finished(status):
+    if is_finished(status):
         return  # a restarted operator reads nothing for finished experiments
     await _run(namespace, name, stage_jobs, stage_pods)
 
@@ -186,7 +173,7 @@ async def on_update(namespace, name, body, meta, diff, status, stage_jobs, stage
             kube.Api.get().event, dict(body), "Warning", "SpecChangeIgnored",
             f"changes to {', '.join(ignored)} after start are ignored (only suspend and scheduling fields apply); "
             f"create a new experiment to change them")
-    if _finished(status):
+    if is_finished(status):
         return
     await _run(namespace, name, stage_jobs, stage_pods)
 
@@ -207,7 +194,7 @@ def copy_progress(namespace: str, name: str, status: dict, spec: dict) -> bool:
     return True
 
 
-@kopf.daemon(API_GROUP, API_VERSION, PLURAL, when=lambda status, **_: not _finished(status), cancellation_timeout=5)
+@kopf.daemon(API_GROUP, API_VERSION, PLURAL, when=lambda status, **_: not is_finished(status), cancellation_timeout=5)
 async def wake_up(namespace, name, body, stopped, stage_jobs, stage_pods, **_):
     """One sleeping task per unfinished experiment: it reconciles when a look is due (a retry's backoff, a start
     deadline, the safety net) and copies a running stage's progress every `progress_seconds`; it costs no API

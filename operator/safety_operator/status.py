@@ -127,6 +127,19 @@ def _never_started(status: dict) -> bool:
     return not any((st or {}).get("attempts") for st in (status.get("stages") or {}).values())
 
 
+def is_finished(status: Optional[dict]) -> bool:
+    """Nothing left to do: Succeeded, or Failed after a Job started (a spec that was invalid from the start may
+    still be fixed, so it is looked at again)."""
+    status = status or {}
+    if status.get("phase") == "Succeeded":
+        return True
+    if status.get("phase") != "Failed":
+        return False
+    invalid = any(c.get("type") == "Failed" and c.get("status") == "True" and c.get("reason") == "InvalidSpec"
+                  for c in status.get("conditions") or [])
+    return not (invalid and _never_started(status))
+
+
 class _Decision:
     """One reconcile's working state; `decide` is its only entry point."""
 
@@ -372,12 +385,8 @@ def decide(obs: Observed, default_image: str = "") -> Actions:
     status.setdefault("metrics", {})
     if meta.get("generation") is not None:
         status["observedGeneration"] = meta["generation"]
-    failed_reason = next((c.get("reason") for c in status["conditions"] if c.get("type") == "Failed"
-                          and c.get("status") == "True"), None)
-    if old.get("phase") == "Succeeded":
+    if is_finished(old):
         return Actions()
-    if old.get("phase") == "Failed" and not (failed_reason == "InvalidSpec" and _never_started(old)):
-        return Actions()  # only a spec that never started a Job is looked at again (it may have been fixed)
     try:
         spec: SafetyExperimentSpec = parse_spec(raw_spec)
     except SpecError as e:
