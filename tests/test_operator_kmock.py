@@ -200,7 +200,8 @@ def test_bad_input_exit_code_fails_at_once_and_exit_1_is_retried(cluster, operat
         {"stage": "distill", "error": "EndpointConnectionError: Could not connect to the endpoint URL"})}})
     finish_job(cluster, "codes-distill-1", ok=False)
     wait_job(cluster, "codes", "codes-distill-2")
-    st = get(cluster, "codes")["status"]["stages"]["distill"]
+    st = wait_for(lambda: (d := get(cluster, "codes")["status"]["stages"]["distill"]).get("failures") and d, 10,
+                  what="the failed attempt in status")
     assert st["failures"][0]["exitCode"] == 1 and "EndpointConnectionError" in st["failures"][0]["reason"]
     add_pod(cluster, "codes-distill-2", {"terminated": {"exitCode": 3, "reason": "Error", "message": json.dumps(
         {"stage": "distill", "error": "s3://data/prompts.jsonl: NoSuchKey", "permanent": True})}})

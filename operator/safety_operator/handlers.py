@@ -23,7 +23,7 @@ from lrm_safety.spec import API_GROUP, API_VERSION, PLURAL, STAGES, parse_spec
 from . import kube, manifests
 from . import pods as podinfo
 from .settings import Settings
-from .status import Observed, decide, ignored_changes, is_finished, set_condition, utcnow
+from .status import Observed, decide, ignored_changes, is_finished, job_state, set_condition, utcnow
 from .store_check import finished_in_store
 
 log = logging.getLogger("lrm-safety-operator")
@@ -49,6 +49,13 @@ def reconcile(namespace: str, name: str, jobs: dict[str, dict], pods: dict[str, 
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             _due.pop(key, None)
             return
+        # Watches on Jobs and pods are not ordered: a running stage's Job can be seen finished before its pods'
+        # final state. Read those pods once, so the exit code and termination message are never missed.
+        for st in ((body.get("status") or {}).get("stages") or {}).values():
+            jname = (st or {}).get("jobName")
+            if (st or {}).get("state") == "Running" and jname in jobs and \
+                    job_state(jobs[jname]) in ("succeeded", "failed") and not podinfo.terminated(pods.get(jname) or []):
+                pods = {**pods, jname: api.job_pods(namespace, jname)}
         lookup = lambda stage: None  # noqa: E731
         if SETTINGS.read_store:
             try:
@@ -228,8 +235,6 @@ async def wake_up(namespace, name, body, stopped, stage_jobs, stage_pods, **_):
 @kopf.on.event("batch", "v1", "jobs", labels=LABELS)
 async def on_job_event(namespace, labels, type, body, stage_jobs, stage_pods, **_):
     # Only a finished Job changes a decision; the Jobs the operator just created or patched need no reconcile.
-    from .status import job_state
-
     if type == "DELETED" or job_state(body) not in ("succeeded", "failed"):
         return
     experiment = labels.get(manifests.LABEL_EXPERIMENT)

@@ -77,6 +77,12 @@ class Api:
         return {j["metadata"]["name"]: j for j in items
                 if (j.get("metadata", {}).get("labels") or {}).get(manifests.LABEL_EXPERIMENT) == experiment}
 
+    def job_pods(self, namespace: str, job: str) -> list[dict]:
+        """One LIST, for a finished Job whose pods' final state the watch has not delivered yet."""
+        data = _raw(self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}", _preload_content=False))
+        return [p for p in (data or {}).get("items") or []
+                if (p.get("metadata", {}).get("labels") or {}).get("job-name") == job]
+
     def create_or_adopt(self, obj: dict) -> None:
         kind, meta = obj["kind"], obj["metadata"]
         ns = meta["namespace"]
