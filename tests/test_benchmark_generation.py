@@ -8,7 +8,9 @@ from lrm_safety.spec import parse_spec
 
 
 def _bench(name="advbench", **kw):
-    return parse_spec({"evaluate": {"dataRoot": "/d", "benchmarks": [{"name": name, **kw}]}}).evaluate.benchmarks[0]
+    pair = {"attacker": {"model": "a", "endpoint": "http://a/v1"}}  # advbench-pair needs its attacker
+    return parse_spec({"evaluate": {"dataRoot": "/d", "pair": pair,
+                                    "benchmarks": [{"name": name, **kw}]}}).evaluate.benchmarks[0]
 
 
 @pytest.mark.parametrize("name,temperature,top_p,max_tokens,samples", [
