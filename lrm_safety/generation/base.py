@@ -20,6 +20,11 @@ class Sampling:
         return cls(**values)
 
 
+def estimate_tokens(text: str) -> int:
+    """Tokens of `text` where no tokenizer is at hand: about 4 tokens per 3 words."""
+    return int(len(text.split()) * 4 / 3) + 1 if text else 0
+
+
 class Generator:
     """Chat conversations in, completion texts out (same order). After each call `finish` holds, per text, "stop"
     (the model ended its turn) or "length" (cut off at max_tokens)."""
@@ -29,7 +34,7 @@ class Generator:
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` in the model's tokenizer (an estimate where the backend has none)."""
-        return int(len(text.split()) * 4 / 3) + 1 if text else 0
+        return estimate_tokens(text)
 
     def generate(self, conversations: list[list[dict]], sampling: Sampling, desc: Optional[str] = None) -> list[str]:
         raise NotImplementedError

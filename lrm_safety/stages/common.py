@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import BadInput
+from ..generation.base import estimate_tokens
 from ..spec import Experiment, config_hash
 from ..store import Store, open_store, parse_jsonl, read_uri_bytes
 
@@ -150,7 +151,7 @@ def token_counter(model_dir: Optional[Path]):
             return lambda text: len(tok(text, add_special_tokens=False)["input_ids"]), tok
         except Exception:
             pass
-    return lambda text: int(len(text.split()) * 4 / 3) + 1, None
+    return estimate_tokens, None
 
 
 def length_stats(lengths: list[int]) -> dict:

@@ -14,6 +14,7 @@ from rich.console import Console
 from .. import benchmarks as bm
 from .. import report
 from ..generation import Sampling, make_generator
+from ..generation.base import estimate_tokens
 from ..judges.code import grade_code
 from ..judges.math import grade
 from ..judges.refusal import is_refusal, reasoning_decision
@@ -96,7 +97,7 @@ def _record(prompt: str, response: str, truncated: Optional[bool] = None, count_
     rec = {"prompt": prompt, "response": response, "reasoning": reasoning, "answer": answer,
            "reasoningDecision": reasoning_decision(reasoning), "refused": is_refusal(response),
            "truncated": bool(truncated),
-           "reasoningTokens": (count_tokens or (lambda t: int(len(t.split()) * 4 / 3) + 1 if t else 0))(reasoning or "")}
+           "reasoningTokens": (count_tokens or estimate_tokens)(reasoning or "")}
     checklist = _checklist(reasoning)
     if checklist is not None:
         rec["checklist"] = checklist

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from .. import styles
 from ..errors import BadInput
+from ..generation.base import estimate_tokens
 from ..mathgen import synthetic_math
 from ..models import resolve_model
 from ..training_text import Renderer
@@ -110,7 +111,7 @@ def build(ctx: StageContext, renderer) -> tuple[dict[str, list[dict]], dict, dic
     max_len = spec.train.max_length
     kept, lengths, over = [], [], 0
     for s in samples:
-        n = len(renderer(s["messages"])) if renderer else int(len(" ".join(x["content"] for x in s["messages"]).split()) * 4 / 3) + 1
+        n = len(renderer(s["messages"])) if renderer else estimate_tokens(" ".join(x["content"] for x in s["messages"]))
         if n > max_len:
             over += 1
             if m.overlength == "drop":
