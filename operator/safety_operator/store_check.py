@@ -8,6 +8,7 @@ first, then skips in seconds.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Callable, Optional
 
@@ -16,7 +17,10 @@ from lrm_safety.spec import Experiment, SafetyExperimentSpec
 log = logging.getLogger("lrm-safety-operator")
 
 
+@functools.lru_cache(maxsize=64)
 def _client(endpoint: Optional[str], region: Optional[str]):
+    """One S3 client per endpoint and region, kept: building one costs tens of milliseconds, and progress is read
+    for every running experiment every minute (boto3 clients are thread-safe)."""
     import os
 
     import boto3
