@@ -42,7 +42,8 @@ test-vllm: $(STAMP)
 crd: $(STAMP)
 	$(BIN)/lrm-safety crd > crds/safetyexperiment.yaml
 	$(BIN)/lrm-safety crd --docs > docs/spec.md
-	cp crds/safetyexperiment.yaml charts/lrm-safety-operator/crds/safetyexperiment.yaml
+	$(BIN)/lrm-safety crd --study > crds/safetystudy.yaml
+	cp crds/safetyexperiment.yaml crds/safetystudy.yaml charts/lrm-safety-operator/crds/
 
 clean:
 	rm -rf $(VENV) .venv-vllm artifacts .pytest_cache

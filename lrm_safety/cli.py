@@ -65,7 +65,7 @@ def cmd_data_push(args) -> int:
 def cmd_crd(args) -> int:
     from .crd import crd_yaml, spec_docs
 
-    sys.stdout.write(spec_docs() if args.docs else crd_yaml())
+    sys.stdout.write(spec_docs() if args.docs else crd_yaml(study=args.study))
     return 0
 
 
@@ -86,6 +86,10 @@ def cmd_stage(args) -> int:
         elif args.name == "train":
             kw = {"launcher": args.launcher, "spec_path": args.spec}
         summary = mod.run(ctx, **kw)
+        if report and summary.get("complete", True) and not summary.get("skipped"):
+            from .reuse import publish
+
+            publish(ctx, args.name)  # identical work elsewhere in this store reuses this output
     except (UserError, BadInput) as e:
         if report:
             write_termination_summary({"stage": args.name, "error": "; ".join(getattr(e, "lines", None) or [one_line(e)]),
@@ -109,10 +113,9 @@ def _env_int(name: str):
 
 def cmd_run(args) -> int:
     from .runner import run_pipeline
-    from .spec import STAGES
 
-    _load(args.file)
-    stages = tuple(args.stages.split(",")) if args.stages else STAGES
+    exp = _load(args.file)
+    stages = tuple(args.stages.split(",")) if args.stages else tuple(exp.spec.stages)
     run_pipeline(args.file, stages=stages, force=args.force)
     return 0
 
@@ -144,12 +147,10 @@ def cmd_render(args) -> int:
     from safety_operator.manifests import render_all
 
     from safety_operator.manifests import stage_compute, stage_secrets
-    from .spec import STAGES
-
     exp = _load(args.file)
     docs = render_all(exp.name, exp.namespace, exp.spec, uid=None)
     lines = [f"# {exp.name}: one pod per stage (distill: one per shard; train: one per node) requests"]
-    for stage in STAGES:
+    for stage in exp.spec.stages:
         c = stage_compute(exp.spec, stage)
         secrets = sorted({e["valueFrom"]["secretKeyRef"]["name"] for e in stage_secrets(exp.spec, stage)})
         lines.append(f"#   {stage:9s} gpus {c['gpus']} ({exp.spec.resources.gpu_resource}), cpu {c['cpu']}, "
@@ -206,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_data_push)
     s = sub.add_parser("crd", help="print the CRD generated from the spec")
     s.add_argument("--docs", action="store_true", help="print the spec reference (docs/spec.md) instead")
+    s.add_argument("--study", action="store_true", help="print the SafetyStudy CRD")
     s.set_defaults(fn=cmd_crd)
     s = sub.add_parser("operator", help="start the kopf operator (settings from LRM_SAFETY_* env)")
     s.add_argument("--verbose", action="store_true", help="debug logging")

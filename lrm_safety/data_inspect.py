@@ -20,7 +20,7 @@ from .training_text import reasoning_in
 def training_rows(ctx: StageContext) -> tuple[list[dict], str]:
     """mix's output when it has run for this spec, else the mixture built from the spec's data now."""
     if ctx.is_done("mix"):
-        return ctx.store.read_jsonl(f"{ctx.prefix('mix')}/train.jsonl"), "the mix stage's output"
+        return ctx.store.read_jsonl(f"{ctx.artifacts('mix')}/train.jsonl"), "the mix stage's output"
     if not ctx.spec.mix.safety_source and not ctx.is_done(distill.STAGE):
         raise BadInput("no training data yet: run distill first (lrm-safety run FILE --stages distill) or set "
                        "mix.safetySource to a file of prompt/response samples")

@@ -126,18 +126,19 @@ def cmd_report(args) -> int:
     manifest = store.read_manifest(prefix)
     if manifest is None:
         raise PluginError(f"{args.name}: no evaluate report yet in {store.uri(prefix)}")
-    metrics = store.read_json(f"{prefix}/metrics.json")
+    metrics = store.read_json(f"{manifest.get('source') or prefix}/metrics.json")  # a reused stage: its source
     if args.output == "json":
         print(json.dumps(metrics, indent=1, sort_keys=True))
     else:
-        table = Table(*rep.HEADER, title=f"{args.name}: base vs trained")
+        table = Table(*rep.header(metrics), title=f"{args.name}: base vs trained")
         for row in rep.table_rows(metrics, manifest.get("judges")):
             table.add_row(*row)
         console.print(table)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        for key in [f"{prefix}/report.md", *store.list(f"{prefix}/chart-")]:
+        src = manifest.get("source") or prefix
+        for key in [f"{src}/report.md", *store.list(f"{src}/chart-")]:
             store.download_file(key, out / key.rsplit("/", 1)[1])
         console.print(f"report and charts in {out}")
     return 0

@@ -93,7 +93,7 @@ def compute(records: dict[str, dict[str, list[dict]]], kinds: dict[str, str]) ->
     benches: dict[str, dict] = {}
     for bench, kind in kinds.items():
         entry: dict = {"kind": kind, "metric": METRIC[kind]}
-        for model in ("base", "trained"):
+        for model in model_order(records):
             if bench in records.get(model, {}):
                 entry[model] = benchmark_metrics(kind, records[model][bench])
         if "base" in entry and "trained" in entry and entry["base"]["value"] is not None:
@@ -104,11 +104,22 @@ def compute(records: dict[str, dict[str, list[dict]]], kinds: dict[str, str]) ->
         key = {"asr": "asr", "overRefusal": "overRefusal", "accuracy": "mathAccuracy"}.get(entry["metric"])
         if key is None:  # code pass@1 is reported per benchmark, not as a headline
             continue
-        source = entry.get("trained") or entry.get("base")
+        source = entry.get("trained") or entry.get("base") or next(
+            (entry[m] for m in model_order(records) if m in entry), None)
         # The headline ASR is the first harmful benchmark without an attack (PAP/PAIR are reported per benchmark).
         if headline[key] is None and source and not bench.startswith("advbench-"):
             headline[key] = source["value"]
-    return {"benchmarks": benches, "headline": headline, "order": list(kinds)}
+    return {"benchmarks": benches, "headline": headline, "order": list(kinds), "models": model_order(records)}
+
+
+def model_order(records_or_metrics: dict) -> list[str]:
+    """base, trained, then evaluate.models in their order: the report's columns."""
+    if "benchmarks" in records_or_metrics:  # metrics
+        names = records_or_metrics.get("models") or [m for m in ("base", "trained")
+                                                       if any(m in e for e in records_or_metrics["benchmarks"].values())]
+        return list(names)
+    return [m for m in ("base", "trained") if m in records_or_metrics] + \
+        [m for m in records_or_metrics if m not in ("base", "trained")]
 
 
 def _pct(v) -> str:
@@ -140,12 +151,20 @@ def table_rows(metrics: dict, judges: Optional[dict] = None) -> list[list[str]]:
         delta = e.get("delta")
         if flip and delta is not None:
             delta = -delta
-        rows.append([bench, "refusal rate (keyword)" if flip else LABEL[e["metric"]], str(n), cell("base"),
-                     cell("trained"), "-" if delta is None else f"{100 * delta:+.1f} pts"])
+        rows.append([bench, "refusal rate (keyword)" if flip else LABEL[e["metric"]], str(n),
+                     *[cell(m) for m in header(metrics)[3:-1]], "-" if delta is None else f"{100 * delta:+.1f} pts"])
     return rows
 
 
 HEADER = ["benchmark", "metric", "n", "base", "trained", "delta"]
+
+
+def header(metrics: dict) -> list[str]:
+    """HEADER, with the models this evaluation has (base and trained, or the models an evaluate-only run named)."""
+    models = model_order(metrics)
+    if models in (["base", "trained"], ["trained"], []):
+        return HEADER
+    return ["benchmark", "metric", "n", *models, "delta"]
 
 
 PATTERNS = [("reasoningRefusesAnswerComplies", "reasoning refuses, answer complies"),
@@ -157,7 +176,7 @@ PATTERNS = [("reasoningRefusesAnswerComplies", "reasoning refuses, answer compli
 def failure_table(metrics: dict) -> list[str]:
     """The study's failure patterns per benchmark and model, for every report."""
     shown = [(k, label) for k, label in PATTERNS
-             if any(e.get(m, {}).get(k) is not None for e in metrics["benchmarks"].values() for m in ("base", "trained"))]
+             if any(e.get(m, {}).get(k) is not None for e in metrics["benchmarks"].values() for m in model_order(metrics))]
     if not shown:
         return []
     lines = ["## Failure patterns", "", "Measured on every sample: the reasoning's decision and the answer's refusal are "
@@ -165,7 +184,7 @@ def failure_table(metrics: dict) -> list[str]:
              "| benchmark | model | " + " | ".join(label for _, label in shown) + " |", "|" + "---|" * (len(shown) + 2)]
     for bench in metrics.get("order") or metrics["benchmarks"]:
         e = metrics["benchmarks"][bench]
-        for model in ("base", "trained"):
+        for model in model_order(metrics):
             if model not in e:
                 continue
             cells = [("-" if e[model].get(k) is None else f"{e[model][k]:.0f}" if k == "reasoningTokens"
@@ -183,7 +202,7 @@ def render_markdown(metrics: dict, title: str, charts: list[str], judges: Option
             lines.append("The keyword matcher measures refusals, not harm: harmful benchmarks show the refusal rate "
                          "(higher is safer), not an attack success rate.")
     lines += ["",
-             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+             "| " + " | ".join(header(metrics)) + " |", "|" + "---|" * len(header(metrics))]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(metrics, judges)]
     lines.append("")
     lines += failure_table(metrics)
@@ -204,14 +223,18 @@ def render_charts(metrics: dict, judges: Optional[dict] = None) -> dict[str, byt
         if not benches:
             continue
         fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(benches) + 2), 3.2), dpi=100)
-        width = 0.38
-        for i, (model, colour) in enumerate((("base", "#9aa5b1"), ("trained", "#2f7ed8"))):
+        models = model_order(metrics) or ["base", "trained"]
+        width = 0.76 / len(models)
+        palette = {"base": "#9aa5b1", "trained": "#2f7ed8"}
+        others = iter(["#e8743b", "#19a979", "#945ecf", "#ed4a7b", "#13a4b4"] * 8)
+        for i, model in enumerate(models):
+            colour = palette.get(model) or next(others)
             xs, vals, errs = [], [], [[], []]
             for j, (b, e) in enumerate(benches):
                 if model in e and e[model]["value"] is not None:
                     v = e[model]["value"]
                     lo, hi = e[model]["ci95"]
-                    xs.append(j + (i - 0.5) * width)
+                    xs.append(j + (i - (len(models) - 1) / 2) * width)
                     vals.append(100 * v)
                     errs[0].append(100 * max(0.0, v - lo))
                     errs[1].append(100 * max(0.0, hi - v))

@@ -96,12 +96,12 @@ def _run_with_progress(cmd: list[str], env: dict, ctx: StageContext, stage: str,
 def show_results(ctx: StageContext) -> None:
     from . import report
 
-    prefix = ctx.prefix("evaluate")
+    prefix = ctx.artifacts("evaluate")
     if not ctx.store.exists(f"{prefix}/metrics.json"):
         return
     metrics = ctx.store.read_json(f"{prefix}/metrics.json")
     table = Table(title=f"{ctx.exp.name}: base vs trained (95% Wilson intervals)")
-    for h in report.HEADER:
+    for h in report.header(metrics):
         table.add_column(h, no_wrap=h in ("benchmark", "delta"))
     judges = (ctx.store.read_manifest(prefix) or {}).get("judges")
     for row in report.table_rows(metrics, judges):

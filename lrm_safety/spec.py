@@ -515,6 +515,11 @@ class ModelEndpoint(_Model):
         return self
 
 
+class EvaluatedModel(ModelRef):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,40}$")
+    """Its name in metrics and the report (not base or trained: those are the student before and after training)."""
+
+
 class PairSpec(_Model):
     streams: int = Field(5, ge=1, le=64)
     """Attacker conversations per request, each with its own seed and history (the release: 5)."""
@@ -542,7 +547,9 @@ class EvaluateSpec(_Model):
     sampling: Optional[SamplingOverride] = None
     """Generation settings applied over every benchmark's defaults (which are the release's per benchmark: AdvBench and PAP T=0.6 top-p 0.95 4096 tokens, PAIR 2048, XSTest greedy 256, MATH-500 and AIME T=0.6 top-p 0.95 32768); benchmarks[i].sampling overrides further."""
     compare_base: bool = True
-    """Also evaluate the untrained student and report deltas."""
+    """Also evaluate the untrained student (as base) and report deltas."""
+    models: list[EvaluatedModel] = Field(default_factory=list)
+    """More models to evaluate beside base and trained, e.g. existing checkpoints; with stages [evaluate] these (and base) are the only ones."""
     pair: PairSpec = Field(default_factory=PairSpec)
     """PAIR attack settings (advbench-pair)."""
 
@@ -555,6 +562,9 @@ class EvaluateSpec(_Model):
         for i, b in enumerate(self.benchmarks):
             if b.path is None and self.data_root is None:
                 raise ValueError(f"benchmarks[{i}] ({b.name}) has no path: set evaluate.dataRoot or benchmarks[{i}].path")
+        model_names = [m.name for m in self.models]
+        if {"base", "trained"} & set(model_names) or len(set(model_names)) != len(model_names):
+            raise ValueError(f"models[].name must be distinct and neither base nor trained (got {', '.join(model_names)})")
         names = [b.label or (b.name if b.name != "custom" else f"custom-{i}") for i, b in enumerate(self.benchmarks)]
         if len(set(names)) != len(names):
             raise ValueError(f"benchmark names repeat ({', '.join(names)}): give each a distinct label")
@@ -637,7 +647,16 @@ class ImagesSpec(_Model):
     """imagePullPolicy of stage containers."""
 
 
+class StageName(str, Enum):
+    distill = "distill"
+    mix = "mix"
+    train = "train"
+    evaluate = "evaluate"
+
+
 class SafetyExperimentSpec(_Model):
+    stages: list[StageName] = Field(default_factory=lambda: list(STAGES), min_length=1)
+    """Stages to run, in pipeline order (default all four): [mix, train, evaluate] trains on existing data (mix.safetySource, e.g. the release's sft_train_<style>.json, and mix.mathSource) with no distill Job; [evaluate] evaluates existing models (base and evaluate.models)."""
     storage: StorageSpec = Field(default_factory=StorageSpec)
     """Where artifacts go."""
     student: StudentSpec = Field(default_factory=StudentSpec)
@@ -658,6 +677,26 @@ class SafetyExperimentSpec(_Model):
     """Container images."""
     suspend: bool = False
     """Suspend the running stage Job (Kueue-compatible); false resumes it."""
+
+    @model_validator(mode="after")
+    def _stages(self):
+        order = [s for s in STAGES if s in self.stages]
+        if list(self.stages) != order:
+            raise ValueError(f"stages must be distinct and in pipeline order ({', '.join(order)})")
+        have = set(self.stages)
+        if "mix" in have and "distill" not in have:
+            if not self.mix.safety_source and self.mix.safety_count > 0:
+                raise ValueError("stages has mix without distill: set mix.safetySource (e.g. the release's "
+                                 "sft_train_<style>.json) or add distill to stages")
+            if self.mix.math_source == "distill" and self.mix.math_count > 0:
+                raise ValueError("mix.mathSource distill needs the distill stage: add distill to stages or name a file")
+        if "train" in have and "mix" not in have:
+            raise ValueError("stages has train without mix: train reads mix's output; add mix (with mix.safetySource "
+                             "and mix.mathSource for existing data)")
+        if "evaluate" in have and "train" not in have and not (self.evaluate.compare_base or self.evaluate.models):
+            raise ValueError("stages has evaluate without train and nothing to evaluate: set evaluate.models or "
+                             "evaluate.compareBase: true (the student as base)")
+        return self
 
     @model_validator(mode="after")
     def _compute(self):

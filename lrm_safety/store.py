@@ -158,8 +158,9 @@ class Store:
         manifest = self.read_manifest(prefix)
         if not manifest or manifest.get("configHash") != config_hash:
             return False
+        base = manifest.get("source") or prefix  # a link to another experiment's output (reuse.py)
         for entry in manifest.get("files", []):
-            if self.size(f"{prefix.rstrip('/')}/{entry['key']}") != entry["bytes"]:
+            if self.size(f"{base.rstrip('/')}/{entry['key']}") != entry["bytes"]:
                 return False
         return True
 

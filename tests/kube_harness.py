@@ -17,6 +17,19 @@ os.environ.setdefault("LRM_SAFETY_TICK_SECONDS", "0.3")
 os.environ.setdefault("LRM_SAFETY_PROGRESS_SECONDS", "0.5")
 
 
+class _ApiServer(kmock.KubernetesEmulator):
+    """kmock plus what the API server does on create: a uid, a resourceVersion and a generation (kopf patches
+    with a resourceVersion test; objects the operator creates, like a study's cells, need one)."""
+
+    async def _handle(self, request):
+        if request.resource is not None and request.action == kmock.action.CREATE and isinstance(request.data, dict):
+            meta = request.data.setdefault("metadata", {})
+            meta.setdefault("uid", f"uid-{meta.get('name')}")
+            meta.setdefault("resourceVersion", "1")
+            meta.setdefault("generation", 1)
+        return await super()._handle(request)
+
+
 class EmulatedCluster:
     """kmock serving the CRD plus builtin resources. No Job controller: tests move Job status themselves."""
 
@@ -34,10 +47,13 @@ class EmulatedCluster:
 
     async def _serve(self):
         self._stop = asyncio.Event()
-        emulator = kmock.KubernetesEmulator()
+        emulator = _ApiServer()
         emulator.resources.load_bundled()
         emulator.resources[f"{API_GROUP}/{API_VERSION}/{PLURAL}"] = ResourceInfo(
             kind=KIND, singular=KIND.lower(), namespaced=True, shortnames={"sexp"},
+            verbs={"get", "list", "watch", "create", "update", "patch", "delete"}, subresources={"status"})
+        emulator.resources[f"{API_GROUP}/{API_VERSION}/safetystudies"] = ResourceInfo(
+            kind="SafetyStudy", singular="safetystudy", namespaced=True, shortnames={"sstudy"},
             verbs={"get", "list", "watch", "create", "update", "patch", "delete"}, subresources={"status"})
         async with emulator, kmock.Server(emulator) as server:
             self.emulator = emulator

@@ -111,7 +111,8 @@ def test_bad_values_fail_at_install():
 
 
 def test_chart_crds_match_the_generated_crd():
-    assert (CHART / "crds" / "safetyexperiment.yaml").read_text() == (REPO / "crds" / "safetyexperiment.yaml").read_text(), \
-        "run `make crd` to copy the generated CRD into the chart"
+    for name in ("safetyexperiment.yaml", "safetystudy.yaml"):
+        assert (CHART / "crds" / name).read_text() == (REPO / "crds" / name).read_text(), \
+            "run `make crd` to copy the generated CRDs into the chart"
     for doc in yaml.safe_load_all((CHART / "crds" / "kopf-peering.yaml").read_text()):
         kubernetes_validate.validate(doc, "1.32.0", strict=True)

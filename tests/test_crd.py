@@ -2,6 +2,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from lrm_safety.crd import crd, crd_yaml
@@ -12,13 +13,26 @@ REPO = Path(__file__).resolve().parent.parent
 def test_committed_crd_is_fresh():
     committed = (REPO / "crds" / "safetyexperiment.yaml").read_text()
     assert committed == crd_yaml(), "crds/safetyexperiment.yaml is stale: run `make crd`"
+    assert (REPO / "crds" / "safetystudy.yaml").read_text() == crd_yaml(study=True), "safetystudy.yaml is stale"
 
 
-def test_crd_validates_strict():
+@pytest.mark.parametrize("name", ["safetyexperiment.yaml", "safetystudy.yaml"])
+def test_crd_validates_strict(name):
     r = subprocess.run([str(Path(sys.executable).parent / "kubernetes-validate"), "--strict",
-                        str(REPO / "crds" / "safetyexperiment.yaml")], capture_output=True, text=True)
+                        str(REPO / "crds" / name)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "passed" in r.stdout
+
+
+def test_study_crd_shape():
+    from lrm_safety.crd import study_crd
+
+    c = study_crd()
+    v = c["spec"]["versions"][0]
+    assert c["spec"]["names"]["shortNames"] == ["sstudy"] and c["spec"]["names"]["plural"] == "safetystudies"
+    assert [p["name"] for p in v["additionalPrinterColumns"]] == ["Phase", "Done", "Best-ASR", "Age"]
+    spec = v["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert spec["properties"]["maxParallel"]["minimum"] == 1 and "axes" in spec["required"]
 
 
 def test_crd_shape():

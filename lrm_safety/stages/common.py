@@ -25,6 +25,9 @@ class StageContext:
     exp: Experiment
     base_dir: Path = field(default_factory=Path.cwd)
     _store: Optional[Store] = None
+    local_inputs: bool = True
+    """Digest local input paths for reuse lookups (the operator cannot see the pods' files: False there)."""
+    _resolved: dict = field(default_factory=dict)
 
     @property
     def spec(self):
@@ -40,28 +43,51 @@ class StageContext:
     def prefix(self, stage: str) -> str:
         return f"{self.exp.name}/{stage}"
 
+    def mix_reads_distill(self) -> bool:
+        s = self.spec
+        return "distill" in s.stages and (not s.mix.safety_source or s.mix.math_source == "distill")
+
     def hash(self, stage: str) -> str:
-        """Each stage's hash covers its own config and its upstream's hash, so a change reruns downstream."""
+        """Each stage's hash covers its own config and the hashes of the stages it reads, so a change reruns
+        downstream; a stage that reads no upstream (mix on existing files) does not depend on it."""
         s = self.spec
         if stage == "distill":
             return config_hash("distill", s.teacher, s.distill)
         if stage == "mix":
-            return config_hash("mix", s.mix, s.student.model, s.train.max_length, self.hash("distill"))
+            return config_hash("mix", s.mix, s.student.model, s.train.max_length,
+                               self.hash("distill") if self.mix_reads_distill() else None)
         if stage == "train":
             return config_hash("train", s.student, s.train, self.hash("mix"))
         if stage == "evaluate":
-            return config_hash("evaluate", s.evaluate, s.student, self.hash("train"))
+            return config_hash("evaluate", s.evaluate, s.student, self.hash("train") if "train" in s.stages else None)
         raise ValueError(stage)
 
+    def resolve(self, stage: str) -> Optional[tuple[str, dict]]:
+        """(where the stage's files are, its manifest) when it is finished for this config, here or elsewhere."""
+        from ..reuse import resolve
+
+        if stage not in self._resolved:
+            found = resolve(self, stage, local=self.local_inputs)
+            if found is None:
+                return None
+            self._resolved[stage] = found
+        return self._resolved[stage]
+
     def is_done(self, stage: str) -> bool:
-        return self.store.is_done(self.prefix(stage), self.hash(stage))
+        return self.resolve(stage) is not None
+
+    def artifacts(self, stage: str) -> str:
+        """The prefix holding a finished stage's files: its own, or the experiment's whose output it reuses."""
+        found = self.resolve(stage)
+        return found[0] if found else self.prefix(stage)
 
     def require(self, stage: str) -> dict:
         """The upstream stage's manifest, or a clear error if it has not finished with this config."""
-        if not self.is_done(stage):
+        found = self.resolve(stage)
+        if found is None:
             raise BadInput(f"stage {stage} has not finished for this spec (no matching "
-                               f"{self.store.uri(self.prefix(stage))}/_SUCCESS.json); run it first")
-        return self.store.read_manifest(self.prefix(stage))
+                           f"{self.store.uri(self.prefix(stage))}/_SUCCESS.json); run it first")
+        return found[1]
 
     def read_text(self, uri: str) -> str:
         """A text file named in the spec (an instruction, a prompt)."""
@@ -134,11 +160,20 @@ def summary_from_manifest(manifest: dict, **extra) -> dict:
 
 
 def skipped(ctx: "StageContext", stage: str, console) -> Optional[dict]:
-    """The stage's summary if a manifest for this exact config exists (then the stage does nothing), else None."""
-    if not ctx.is_done(stage):
+    """The stage's summary if it is finished for this exact config (then the stage does nothing), else None: by
+    this experiment, or by another in the same store with the same config and inputs (then it is linked here)."""
+    from ..reuse import link
+
+    found = ctx.resolve(stage)
+    if found is None:
         return None
-    console.print(f"[green]{stage}: manifest matches this spec, skipping")
-    return summary_from_manifest(ctx.store.read_manifest(ctx.prefix(stage)), skipped=True)
+    src, manifest = found
+    if src == ctx.prefix(stage) or manifest.get("linkedAt"):
+        console.print(f"[green]{stage}: manifest matches this spec, skipping")
+        return summary_from_manifest(manifest, skipped=True)
+    link(ctx, stage, found)
+    console.print(f"[green]{stage}: reusing {manifest.get('reusedFrom')}'s output (same config and inputs): {src}")
+    return summary_from_manifest(manifest, skipped=True, reusedFrom=manifest.get("reusedFrom"))
 
 
 def token_counter(model_dir: Optional[Path]):

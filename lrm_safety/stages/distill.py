@@ -348,5 +348,6 @@ def run(ctx: StageContext, shard: Optional[int] = None, num_shards: Optional[int
 
 def accepted_rows(ctx: StageContext, kind: str) -> list[dict]:
     manifest = ctx.require(STAGE)
-    rows = [row for s in range(manifest.get("shards", 1)) for row in ctx.store.read_jsonl(shard_key(ctx, s))]
+    src = ctx.artifacts(STAGE)
+    rows = [row for s in range(manifest.get("shards", 1)) for row in ctx.store.read_jsonl(f"{src}/shard-{s:05d}.jsonl")]
     return [r for r in rows if r["accepted"] and r["kind"] == kind]

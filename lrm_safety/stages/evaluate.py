@@ -184,12 +184,14 @@ def _records_prefix(ctx: StageContext) -> str:
 
 
 def _model_dirs(ctx: StageContext) -> dict[str, Path]:
+    """base (the untrained student, with compareBase), trained (when this experiment trains), evaluate.models."""
     spec = ctx.spec
-    out = {"trained": train_stage.trained_model_dir(ctx)}
-    if spec.evaluate.compare_base:
-        out = {"base": resolve_model(spec.student.model, revision=spec.student.revision,
-                                     endpoint=spec.storage.endpoint, base_dir=ctx.base_dir), **out}
-    return out
+    resolve = lambda ref: resolve_model(ref.model, revision=ref.revision, endpoint=spec.storage.endpoint,  # noqa: E731
+                                        base_dir=ctx.base_dir)
+    out = {"base": resolve(spec.student)} if spec.evaluate.compare_base else {}
+    if "train" in spec.stages:
+        out["trained"] = train_stage.trained_model_dir(ctx)
+    return {**out, **{m.name: resolve(m) for m in spec.evaluate.models}}
 
 
 def run(ctx: StageContext, **_) -> dict:
@@ -260,10 +262,10 @@ def run(ctx: StageContext, **_) -> dict:
     metrics = report.compute(records, kinds)
     prefix = ctx.prefix(STAGE)
     files = report.write_report(store, prefix, metrics, f"lrm-safety report: {ctx.exp.name}", judges=judges,
-                                loss_curve=_loss_curve(store, ctx.prefix("train")))
+                                loss_curve=_loss_curve(store, ctx.artifacts("train")) if "train" in spec.stages else None)
     files += [f"{rp}/{m}/{n}.jsonl" for m in records for n in records[m]]
     summary = {"metrics": {**metrics["headline"], "benchmarks": {
-        b: {k: e.get(k, {}).get("value") if k != "delta" else e.get("delta") for k in ("base", "trained", "delta")}
+        b: {k: e.get(k, {}).get("value") if k != "delta" else e.get("delta") for k in (*report.model_order(metrics), "delta")}
         for b, e in metrics["benchmarks"].items()}}}
     manifest = store.write_manifest(prefix, stage=STAGE, config_hash=ctx.hash(STAGE), files=files,
                                     counts={n: len(v) for n, v in items.items()}, metrics=metrics["headline"],
@@ -279,7 +281,7 @@ def rerender(store, prefix: str, title: Optional[str] = None) -> str:
     manifest = store.read_manifest(prefix)
     if not manifest:
         raise FileNotFoundError(f"{store.uri(prefix)}/_SUCCESS.json not found: is this an evaluate stage prefix?")
-    rp = f"{prefix}/{manifest['records']}"
+    rp = f"{manifest.get('source') or prefix}/{manifest['records']}"
     records: dict[str, dict[str, list[dict]]] = {}
     for key in store.list(rp + "/"):
         model, name = key[len(rp) + 1:].split("/", 1)

@@ -348,7 +348,7 @@ def _train(ctx: StageContext) -> dict:
     profile = runtime_profile(t, cuda, int(os.environ.get("WORLD_SIZE", "1")))
     use_ds = profile["deepspeed"] != "none" and (cuda or os.environ.get("DS_ACCELERATOR") == "cpu") and (
         "LOCAL_RANK" in os.environ)
-    rows = store.read_jsonl(f"{ctx.prefix('mix')}/train.jsonl")
+    rows = store.read_jsonl(f"{ctx.artifacts('mix')}/train.jsonl")
     model_dir = resolve_model(spec.student.model, revision=spec.student.revision, endpoint=spec.storage.endpoint,
                               base_dir=ctx.base_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -461,14 +461,14 @@ def _rss() -> int:
 def trained_model_dir(ctx: StageContext) -> Path:
     """The trained model as a local folder: in place on a file:// store, else downloaded once into the cache."""
     ctx.require(STAGE)
-    in_place = ctx.store.local_path(f"{ctx.prefix(STAGE)}/model")
+    in_place = ctx.store.local_path(f"{ctx.artifacts(STAGE)}/model")
     if in_place is not None:
         return in_place
 
     def download(out: Path) -> Path:
         tmp = out.with_name(out.name + ".partial")
-        ctx.store.download_dir(f"{ctx.prefix(STAGE)}/model", tmp)
+        ctx.store.download_dir(f"{ctx.artifacts(STAGE)}/model", tmp)
         tmp.rename(out)
         return out
 
-    return cached_dir(f"trained:{ctx.store.uri(ctx.prefix(STAGE))}:{ctx.hash(STAGE)}", download)
+    return cached_dir(f"trained:{ctx.store.uri(ctx.artifacts(STAGE))}:{ctx.hash(STAGE)}", download)

@@ -9,6 +9,7 @@ wake-ups that `decide` asks for (a retry's backoff, a start deadline). A safety-
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import threading
@@ -31,6 +32,7 @@ _locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
 _due: dict[tuple[str, str], float] = {}  # monotonic time of the next look each experiment asked for
 _errors: dict[tuple[str, str], int] = defaultdict(int)  # consecutive failed reconciles (for their backoff)
 _pod_signals: dict[str, tuple] = {}  # pod uid -> what of it matters to a decision (reconcile when it changes)
+_waiters: dict[str, set] = defaultdict(set)  # work id -> experiments waiting for another's Job doing that work
 SETTINGS = Settings.from_env()
 LABELS = {manifests.LABEL_EXPERIMENT: kopf.PRESENT}
 
@@ -39,7 +41,8 @@ def _jitter() -> float:
     return SETTINGS.resync_seconds * (1 + 0.2 * random.random())
 
 
-def reconcile(namespace: str, name: str, jobs: dict[str, dict], pods: dict[str, list[dict]]) -> None:
+def reconcile(namespace: str, name: str, jobs: dict[str, dict], pods: dict[str, list[dict]],
+              work_holders=lambda work: []) -> None:
     """Fetch the experiment, decide, act. Serialised per experiment so two triggers never race; always reads the
     current object rather than the triggering event's copy, which may be stale."""
     key = (namespace, name)
@@ -62,8 +65,8 @@ def reconcile(namespace: str, name: str, jobs: dict[str, dict], pods: dict[str, 
                 lookup = finished_in_store(name, namespace, parse_spec(body.get("spec") or {}))
             except Exception:  # an invalid spec: decide reports it
                 pass
-        acts = decide(Observed(body=body, jobs=jobs, pods=pods, finished_in_store=lookup, now=utcnow()),
-                      SETTINGS.default_worker_image)
+        acts = decide(Observed(body=body, jobs=jobs, pods=pods, finished_in_store=lookup, now=utcnow(),
+                               work_holders=work_holders), SETTINGS.default_worker_image)
         try:
             for obj in acts.create:
                 api.create_or_adopt(obj)
@@ -83,10 +86,24 @@ def reconcile(namespace: str, name: str, jobs: dict[str, dict], pods: dict[str, 
             _due[key] = time.monotonic() + min(10 * 2 ** (_errors[key] - 1), SETTINGS.resync_seconds)
             raise
         _errors.pop(key, None)
+        _note_waiting(namespace, name, body, status or body.get("status") or {})
         for type_, reason, message in acts.events:
             api.event(body, type_, reason, message)
         wait = min(acts.requeue_after, _jitter()) if acts.requeue_after is not None else _jitter()
         _due[key] = time.monotonic() + (wait if not is_finished(status or body.get("status")) else float("inf"))
+
+
+def _note_waiting(namespace: str, name: str, body: dict, status: dict) -> None:
+    """Remember who waits for another experiment's identical work, so that Job finishing wakes them at once."""
+    for works in _waiters.values():
+        works.discard((namespace, name))
+    stage = status.get("stage")
+    waiting = ((status.get("stages") or {}).get(stage) or {}).get("waiting") or {}
+    if waiting.get("reason") == "SameWorkRunning":
+        try:
+            _waiters[manifests.stage_work_id(name, parse_spec(body.get("spec") or {}), stage)].add((namespace, name))
+        except Exception:
+            pass
 
 
 def _degraded(body: dict) -> bool:
@@ -127,6 +144,13 @@ def stage_pods(namespace, labels, body, **_):
     return {(namespace, labels[manifests.LABEL_EXPERIMENT]): podinfo.trim(body)}
 
 
+@kopf.index("batch", "v1", "jobs", labels={manifests.LABEL_WORK: kopf.PRESENT},
+            when=lambda body, **_: job_state(body) not in ("succeeded", "failed"))  # a finished Job leaves it
+def work_jobs(namespace, labels, body, **_):
+    """Unfinished stage Jobs by the work they do (reuse.work_id), across experiments and namespaces."""
+    return {labels[manifests.LABEL_WORK]: labels.get(manifests.LABEL_EXPERIMENT)}
+
+
 def _observed(namespace: str, name: str, stage_jobs, stage_pods) -> tuple[dict, dict]:
     """Snapshots taken on the event loop (indices change there), handed to a worker thread."""
     key = (namespace, name)
@@ -141,9 +165,10 @@ def _observed(namespace: str, name: str, stage_jobs, stage_pods) -> tuple[dict, 
     return jobs, dict(pods)
 
 
-async def _run(namespace: str, name: str, stage_jobs, stage_pods) -> None:
+async def _run(namespace: str, name: str, stage_jobs, stage_pods, work_jobs=None) -> None:
     jobs, pods = _observed(namespace, name, stage_jobs, stage_pods)
-    await asyncio.to_thread(reconcile, namespace, name, jobs, pods)
+    holders = (lambda work: list(work_jobs.get(work, []))) if work_jobs is not None else (lambda work: [])
+    await asyncio.to_thread(reconcile, namespace, name, jobs, pods, holders)
 
 
 # ---------------------------------------------------------------- triggers
@@ -166,14 +191,14 @@ def configure(settings: kopf.OperatorSettings, **_):
 
 @kopf.on.create(API_GROUP, API_VERSION, PLURAL)
 @kopf.on.resume(API_GROUP, API_VERSION, PLURAL)
-async def on_create_or_resume(namespace, name, status, stage_jobs, stage_pods, **_):
+async def on_create_or_resume(namespace, name, status, stage_jobs, stage_pods, work_jobs, **_):
     if is_finished(status):
         return  # a restarted operator reads nothing for finished experiments
-    await _run(namespace, name, stage_jobs, stage_pods)
+    await _run(namespace, name, stage_jobs, stage_pods, work_jobs)
 
 
 @kopf.on.update(API_GROUP, API_VERSION, PLURAL)
-async def on_update(namespace, name, body, meta, diff, status, stage_jobs, stage_pods, **_):
+async def on_update(namespace, name, body, meta, diff, status, stage_jobs, stage_pods, work_jobs, **_):
     ignored = ignored_changes(diff, status, meta.get("generation"))
     if ignored:
         await asyncio.to_thread(
@@ -182,7 +207,7 @@ async def on_update(namespace, name, body, meta, diff, status, stage_jobs, stage
             f"create a new experiment to change them")
     if is_finished(status):
         return
-    await _run(namespace, name, stage_jobs, stage_pods)
+    await _run(namespace, name, stage_jobs, stage_pods, work_jobs)
 
 
 def copy_progress(namespace: str, name: str, status: dict, spec: dict) -> bool:
@@ -202,7 +227,7 @@ def copy_progress(namespace: str, name: str, status: dict, spec: dict) -> bool:
 
 
 @kopf.daemon(API_GROUP, API_VERSION, PLURAL, when=lambda status, **_: not is_finished(status), cancellation_timeout=5)
-async def wake_up(namespace, name, body, stopped, stage_jobs, stage_pods, **_):
+async def wake_up(namespace, name, body, stopped, stage_jobs, stage_pods, work_jobs, **_):
     """One sleeping task per unfinished experiment: it reconciles when a look is due (a retry's backoff, a start
     deadline, the safety net) and copies a running stage's progress every `progress_seconds`; it costs no API
     request otherwise, and ends when the experiment finishes."""
@@ -226,24 +251,26 @@ async def wake_up(namespace, name, body, stopped, stage_jobs, stage_pods, **_):
             continue
         _due[key] = time.monotonic() + _jitter()
         try:
-            await _run(namespace, name, stage_jobs, stage_pods)
+            await _run(namespace, name, stage_jobs, stage_pods, work_jobs)
         except Exception as e:  # reported as a condition and event already; the next look retries
             log.info("wake-up reconcile of %s/%s failed: %s", namespace, name, e)
     log.debug("wake-ups of %s/%s end: %s", namespace, name, getattr(stopped, "reason", None))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=LABELS)
-async def on_job_event(namespace, labels, type, body, stage_jobs, stage_pods, **_):
+async def on_job_event(namespace, labels, type, body, stage_jobs, stage_pods, work_jobs, **_):
     # Only a finished Job changes a decision; the Jobs the operator just created or patched need no reconcile.
     if type == "DELETED" or job_state(body) not in ("succeeded", "failed"):
         return
     experiment = labels.get(manifests.LABEL_EXPERIMENT)
     if experiment and labels.get(manifests.LABEL_STAGE) in STAGES:
-        await _run(namespace, experiment, stage_jobs, stage_pods)
+        await _run(namespace, experiment, stage_jobs, stage_pods, work_jobs)
+    for ns, waiter in list(_waiters.pop(labels.get(manifests.LABEL_WORK, ""), ())):  # their wait is over
+        await _run(ns, waiter, stage_jobs, stage_pods, work_jobs)
 
 
 @kopf.on.event("", "v1", "pods", labels=LABELS)
-async def on_pod_event(namespace, labels, type, body, uid, stage_jobs, stage_pods, **_):
+async def on_pod_event(namespace, labels, type, body, uid, stage_jobs, stage_pods, work_jobs, **_):
     """A stage pod that starts or gets stuck (unschedulable, image pull, a missing Secret) changes the status."""
     if type == "DELETED":
         _pod_signals.pop(uid, None)
@@ -254,7 +281,7 @@ async def on_pod_event(namespace, labels, type, body, uid, stage_jobs, stage_pod
     _pod_signals[uid] = signal
     experiment = labels.get(manifests.LABEL_EXPERIMENT)
     if experiment and (signal[0] or signal[1]):
-        await _run(namespace, experiment, stage_jobs, stage_pods)
+        await _run(namespace, experiment, stage_jobs, stage_pods, work_jobs)
 
 
 @kopf.on.delete(API_GROUP, API_VERSION, PLURAL, optional=True)
@@ -279,3 +306,70 @@ def login(**kwargs):
     if server:
         return kopf.ConnectionInfo(server=server, insecure=True, scheme="Bearer", token="test")
     return kopf.login_via_client(**kwargs)
+
+
+# ---------------------------------------------------------------- SafetyStudy: a grid of owned experiments
+LABEL_STUDY = f"{API_GROUP}/study"
+_child_signals: dict[str, tuple] = {}  # child uid -> (phase, stage, metrics): the study reconciles when it changes
+
+
+@kopf.index(API_GROUP, API_VERSION, PLURAL, labels={LABEL_STUDY: kopf.PRESENT})
+def study_children(namespace, name, labels, body, **_):
+    from .study_status import trim_child
+
+    return {(namespace, labels[LABEL_STUDY]): {"name": name, **trim_child(body)}}
+
+
+def reconcile_study(namespace: str, name: str, children: dict[str, dict]) -> None:
+    from .study_status import decide_study
+
+    key = ("study", namespace, name)
+    with _locks[key]:
+        api = kube.Api.get()
+        body = api.get_study(namespace, name)
+        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        acts = decide_study(body, children)
+        for obj in acts.create:
+            api.create_or_adopt(obj)
+        for child, patch in acts.patch_children:
+            api.patch_experiment(namespace, child, patch)
+        if acts.status:
+            api.patch_study_status(namespace, name, acts.status)
+        for type_, reason, message in acts.events:
+            api.event(body, type_, reason, message)
+
+
+async def _run_study(namespace: str, name: str, study_children) -> None:
+    children = {c["name"]: c for c in study_children.get((namespace, name), [])}
+    await asyncio.to_thread(reconcile_study, namespace, name, children)
+
+
+def _study_finished(status) -> bool:
+    return (status or {}).get("phase") in ("Succeeded", "Failed") and \
+        not any(c.get("reason") == "InvalidSpec" for c in (status or {}).get("conditions") or [])
+
+
+@kopf.on.create(API_GROUP, API_VERSION, "safetystudies")
+@kopf.on.resume(API_GROUP, API_VERSION, "safetystudies")
+@kopf.on.update(API_GROUP, API_VERSION, "safetystudies", field="spec")
+async def on_study(namespace, name, status, study_children, **_):
+    if not _study_finished(status):
+        await _run_study(namespace, name, study_children)
+
+
+@kopf.on.event(API_GROUP, API_VERSION, PLURAL, labels={LABEL_STUDY: kopf.PRESENT})
+async def on_child_event(namespace, labels, uid, type, body, study_children, **_):
+    """A cell's phase, stage or headline metrics changed (not its progress): the study's table changes."""
+    from .study_status import trim_child
+
+    if type == "DELETED":
+        _child_signals.pop(uid, None)
+        signal = None
+    else:
+        t = trim_child(body)
+        signal = (t["phase"], t["stage"], json.dumps(t["metrics"], sort_keys=True), t["suspend"])
+        if _child_signals.get(uid) == signal:
+            return
+        _child_signals[uid] = signal
+    await _run_study(namespace, labels[LABEL_STUDY], study_children)

@@ -69,6 +69,35 @@ class Api:
                 return None
             raise
 
+    def get_study(self, namespace: str, name: str) -> Optional[dict]:
+        from lrm_safety.study import STUDY_PLURAL
+
+        try:
+            return self.custom.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, STUDY_PLURAL, name)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def patch_study_status(self, namespace: str, name: str, status: dict) -> None:
+        from lrm_safety.study import STUDY_KIND, STUDY_PLURAL
+
+        try:
+            self.custom.patch_namespaced_custom_object_status(API_GROUP, API_VERSION, namespace, STUDY_PLURAL, name,
+                                                              {"status": status})
+        except ApiException as e:
+            e._where = f"patch {STUDY_KIND} {namespace}/{name} status: "
+            raise
+
+    def patch_experiment(self, namespace: str, name: str, patch: dict) -> None:
+        try:
+            self.custom.patch_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name, patch)
+        except ApiException as e:
+            if e.status == 404:
+                return
+            e._where = f"patch {KIND} {namespace}/{name}: "
+            raise
+
     def list_jobs(self, namespace: str, experiment: str) -> dict[str, dict]:
         data = _raw(self.batch.list_namespaced_job(
             namespace, label_selector=f"{manifests.LABEL_EXPERIMENT}={experiment}", _preload_content=False))
@@ -93,6 +122,8 @@ class Api:
                 self.core.create_namespaced_service(ns, obj)
             elif kind == "ConfigMap":
                 self.core.create_namespaced_config_map(ns, obj)
+            elif kind == KIND:
+                self.custom.create_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, obj)
             else:
                 raise ValueError(f"cannot create {kind}")
             log.info("created %s %s/%s", kind, ns, meta["name"])
@@ -133,7 +164,8 @@ class Api:
         ns = meta.get("namespace") or "default"
         event = {"apiVersion": "v1", "kind": "Event",
                  "metadata": {"name": f"{meta.get('name')}.{uuid.uuid4().hex[:16]}", "namespace": ns},
-                 "involvedObject": {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "name": meta.get("name"),
+                 "involvedObject": {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": body.get("kind") or KIND,
+                                    "name": meta.get("name"),
                                     "namespace": ns, "uid": meta.get("uid")},
                  "type": type_, "reason": reason[:128], "message": message[:1024], "count": 1,
                  "firstTimestamp": now, "lastTimestamp": now,

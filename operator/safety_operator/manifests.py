@@ -14,6 +14,7 @@ from lrm_safety.spec import API_GROUP, API_VERSION, KIND, SafetyExperimentSpec, 
 LABEL_EXPERIMENT = f"{API_GROUP}/experiment"
 LABEL_STAGE = f"{API_GROUP}/stage"
 LABEL_ATTEMPT = f"{API_GROUP}/attempt"
+LABEL_WORK = f"{API_GROUP}/work"  # reuse.work_id: one Job at a time per identical stage work in a store
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 SPEC_MOUNT = "/etc/lrm-safety"
 SPEC_FILE = "experiment.yaml"
@@ -205,7 +206,7 @@ def render_job(experiment: str, namespace: str, spec: SafetyExperimentSpec, stag
                 {"name": "NNODES", "value": str(t.nodes)},
                 {"name": "NCCL_ASYNC_ERROR_HANDLING", "value": "1"},
             ]
-    labels = {LABEL_ATTEMPT: str(attempt)}
+    labels = {LABEL_ATTEMPT: str(attempt), LABEL_WORK: stage_work_id(experiment, spec, stage)}
     if spec.resources.queue:
         labels[QUEUE_LABEL] = spec.resources.queue
     pod_labels = {"app.kubernetes.io/name": "lrm-safety", LABEL_EXPERIMENT: experiment, LABEL_STAGE: stage,
@@ -246,6 +247,14 @@ def render_service(experiment: str, namespace: str, attempt: int = 1, uid: Optio
                      "ports": [{"name": "rendezvous", "port": 29500, "targetPort": 29500}]}}
 
 
+def stage_work_id(experiment: str, spec: SafetyExperimentSpec, stage: str) -> str:
+    from lrm_safety.reuse import work_id
+    from lrm_safety.spec import Experiment
+    from lrm_safety.stages.common import StageContext
+
+    return work_id(StageContext(Experiment(name=experiment, spec=spec)), stage)
+
+
 def render_stage(experiment: str, namespace: str, spec: SafetyExperimentSpec, stage: str, attempt: int = 1,
                  uid: Optional[str] = None) -> list[dict]:
     """Everything one stage attempt needs, in creation order."""
@@ -257,9 +266,7 @@ def render_stage(experiment: str, namespace: str, spec: SafetyExperimentSpec, st
 
 
 def render_all(experiment: str, namespace: str, spec: SafetyExperimentSpec, uid: Optional[str] = None) -> list[dict]:
-    from lrm_safety.spec import STAGES
-
     out = [render_configmap(experiment, namespace, spec, uid)]
-    for stage in STAGES:
+    for stage in spec.stages:
         out += render_stage(experiment, namespace, spec, stage, 1, uid)
     return out

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from lrm_safety.spec import STAGES, SafetyExperimentSpec, SpecError, parse_spec
+from lrm_safety.spec import SafetyExperimentSpec, SpecError, parse_spec
 
 from . import manifests, pods as podinfo
 
@@ -47,6 +47,9 @@ class Observed:
     # stage -> the summary of a finished manifest for this stage's config in the store, or None (not there, or
     # the operator cannot read the store). Called only before a stage's first Job and when a Job has vanished.
     finished_in_store: Callable[[str], Optional[dict]] = lambda stage: None
+    # work id (manifests.LABEL_WORK) -> names of the experiments with an unfinished Job doing that work now: a
+    # stage whose identical work another experiment is running waits for it, then reuses its output.
+    work_holders: Callable[[str], list[str]] = lambda work: []
     now: dt.datetime = field(default_factory=utcnow)
 
 
@@ -180,8 +183,11 @@ class _Decision:
 
     def succeed(self, stage: str, st: dict, summary: dict, how: str) -> None:
         started = parse_time(st.get("startedAt"))
+        where = summary.pop("source", None) or f"{self.name}/{stage}"
+        if summary.get("reusedFrom"):
+            st["reusedFrom"] = summary["reusedFrom"]
         st.update(state="Succeeded", finishedAt=iso(self.now), summary=summary, message=how,
-                  artifactUri=f"{self.spec.storage.uri.rstrip('/')}/{self.name}/{stage}",
+                  artifactUri=f"{self.spec.storage.uri.rstrip('/')}/{where}",
                   progress={**(st.get("progress") or {}), "percent": 100.0, "etaSeconds": 0,
                             "durationSeconds": round((self.now - started).total_seconds()) if started else None})
         _clear(st, "nextRetryAt", "waiting", "attemptStartedAt", "runningSince")
@@ -218,8 +224,20 @@ class _Decision:
         if st.get("state") in (None, "Pending"):
             done = self.obs.finished_in_store(stage)
             if done is not None:
-                self.succeed(stage, st, done, "already finished in the store for this config: no Job")
+                how = (f"reused from {done['reusedFrom']} (same config and inputs): no Job" if done.get("reusedFrom")
+                       else "already finished in the store for this config: no Job")
+                self.succeed(stage, st, dict(done), how)
                 return "next"
+            holders = [h for h in self.obs.work_holders(manifests.stage_work_id(self.name, self.spec, stage))
+                       if h != self.name]
+            if holders:  # the same work is running for another experiment: wait for it, then reuse its output
+                message = f"{holders[0]} is running the same {stage} work; its output is reused when it finishes"
+                if (st.get("waiting") or {}).get("reason") != "SameWorkRunning":
+                    st["waiting"] = {"reason": "SameWorkRunning", "message": message, "since": iso(self.now)}
+                    self.event("Normal", "SameWorkRunning", f"{stage}: {message}")
+                self.wake_in(60)
+                return "wait"
+            _clear(st, "waiting")
             self.start_attempt(stage, st, 1)
             return "wait"
         retry_at = parse_time(st.get("nextRetryAt"))
@@ -329,7 +347,7 @@ class _Decision:
             self.cond("Progressing", True, "StageRunning", f"{stage} running ({st.get('jobName')})")
 
     def run(self) -> Actions:
-        for stage in STAGES:
+        for stage in self.spec.stages:
             st = self.status["stages"].setdefault(stage, {"state": "Pending", "attempts": 0})
             if st.get("state") == "Succeeded":
                 continue
@@ -404,5 +422,5 @@ def decide(obs: Observed, default_image: str = "") -> Actions:
         spec.images.worker = default_image
     d = _Decision(obs, spec, status, old)
     if not old.get("phase") or old.get("phase") == "Failed":
-        d.event("Normal", "Accepted", f"spec valid; stages: {', '.join(STAGES)}")
+        d.event("Normal", "Accepted", f"spec valid; stages: {', '.join(spec.stages)}")
     return d.run()

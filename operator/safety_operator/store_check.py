@@ -60,15 +60,21 @@ def finished_in_store(name: str, namespace: str, spec: SafetyExperimentSpec) -> 
         return lambda stage: None
     from lrm_safety.stages.common import StageContext, summary_from_manifest
 
-    ctx = StageContext(Experiment(name=name, namespace=namespace, spec=spec))
+    # The operator cannot see the pods' local paths: a stage reading one is looked up by its own manifest only.
+    ctx = StageContext(Experiment(name=name, namespace=namespace, spec=spec), local_inputs=False)
 
     def lookup(stage: str) -> Optional[dict]:
         try:
             if ctx._store is None:
                 ctx._store = _store(spec)
-            if not ctx.is_done(stage):
+            found = ctx.resolve(stage)
+            if found is None:
                 return None
-            return summary_from_manifest(ctx.store.read_manifest(ctx.prefix(stage)))
+            src, manifest = found
+            extra = {"source": src} if src != ctx.prefix(stage) else {}
+            if manifest.get("reusedFrom") and not manifest.get("linkedAt"):
+                extra["reusedFrom"] = manifest["reusedFrom"]
+            return summary_from_manifest(manifest, **extra)
         except Exception as e:  # no credentials, no bucket, an outage: the worker decides instead
             log.info("%s/%s: cannot read the %s manifest (%s: %s); the stage's pod will check it", namespace, name,
                      stage, type(e).__name__, e)

@@ -19,15 +19,21 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "lrm-safety.namespacedRules" -}}
 - apiGroups: ["lrmsafety.io"]
   resources: ["safetyexperiments"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch", "create"]
 - apiGroups: ["lrmsafety.io"]
   resources: ["safetyexperiments/status"]
+  verbs: ["get", "patch"]
+- apiGroups: ["lrmsafety.io"]
+  resources: ["safetystudies"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["lrmsafety.io"]
+  resources: ["safetystudies/status"]
   verbs: ["get", "patch"]
 {{- /* Owner references with blockOwnerDeletion need update on the owner's finalizers wherever the
        OwnerReferencesPermissionEnforcement admission plugin runs (OpenShift's default): without it every
        Job and ConfigMap create is 403. */}}
 - apiGroups: ["lrmsafety.io"]
-  resources: ["safetyexperiments/finalizers"]
+  resources: ["safetyexperiments/finalizers", "safetystudies/finalizers"]
   verbs: ["update"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
