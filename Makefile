@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml scripts/install_helm.sh | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast test-vllm crd clean
+.PHONY: install demo demo-study test test-fast test-vllm crd clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ $(STAMP): pyproject.toml scripts/install_helm.sh
 
 demo: $(STAMP)
 	$(BIN)/lrm-safety run examples/quickstart.yaml
+
+# Three reasoning styles vs the untrained student as one SafetyStudy; report in artifacts/quickstart-study/.
+demo-study: $(STAMP)
+	$(BIN)/lrm-safety run examples/quickstart-study.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -21,18 +21,28 @@ class UserError(Exception):
         super().__init__("\n".join(lines))
 
 
-def _load(path: str):
+def _load(path: str, study_ok: bool = False):
+    """The SafetyExperiment (or, where the command takes one, SafetyStudy) in `path`; errors name the file."""
     from .spec import Experiment, SpecError
+    from .study import STUDY_KIND, Study, document_kind
 
     try:
+        if study_ok and document_kind(path) == STUDY_KIND:
+            return Study.load(path)
         return Experiment.load(path)
     except SpecError as e:
         raise UserError([line if line.startswith(path) else f"{path}: {line}" for line in e.lines]) from None
 
 
 def cmd_validate(args) -> int:
-    exp = _load(args.file)
-    print(f"{args.file}: valid SafetyExperiment {exp.name!r}")
+    from .study import Study
+
+    doc = _load(args.file, study_ok=True)
+    if isinstance(doc, Study):
+        print(f"{args.file}: valid SafetyStudy {doc.name!r}: {len(doc.cells)} experiments "
+              f"({sum(c.role == 'base' for c in doc.cells)} base evaluations)")
+    else:
+        print(f"{args.file}: valid SafetyExperiment {doc.name!r}")
     return 0
 
 
@@ -112,9 +122,15 @@ def _env_int(name: str):
 
 
 def cmd_run(args) -> int:
-    from .runner import run_pipeline
+    from .runner import run_pipeline, run_study
+    from .study import Study
 
-    exp = _load(args.file)
+    exp = _load(args.file, study_ok=True)
+    if isinstance(exp, Study):
+        if args.stages:
+            raise UserError(["--stages applies to one experiment; a study runs each cell's spec.stages"])
+        run_study(args.file, force=args.force)
+        return 0
     stages = tuple(args.stages.split(",")) if args.stages else tuple(exp.spec.stages)
     run_pipeline(args.file, stages=stages, force=args.force)
     return 0
@@ -123,6 +139,18 @@ def cmd_run(args) -> int:
 def cmd_report(args) -> int:
     from .stages.evaluate import rerender
     from .store import open_store
+    from .study import STUDY_KIND, document_kind
+
+    if os.path.isfile(args.prefix) and document_kind(args.prefix) == STUDY_KIND:
+        from . import study_report
+        from .spec import Experiment
+        from .stages.common import StageContext
+
+        study = _load(args.prefix, study_ok=True)
+        base_dir = Path(args.prefix).resolve().parent
+        store = StageContext(Experiment(name=study.name, spec=study_report.first_cell(study).spec), base_dir=base_dir).store
+        print(study_report.write(study, store, base_dir))
+        return 0
 
     prefix = args.prefix.rstrip("/")
     root, _, rel = prefix.rpartition("/")
@@ -144,10 +172,24 @@ def cmd_report(args) -> int:
 def cmd_render(args) -> int:
     import yaml
 
-    from safety_operator.manifests import render_all
+    from safety_operator.manifests import render_all, stage_compute, stage_secrets
 
-    from safety_operator.manifests import stage_compute, stage_secrets
-    exp = _load(args.file)
+    from . import plan
+    from .study import Study, child_manifest
+
+    exp = _load(args.file, study_ok=True)
+    base_dir = Path(args.file).resolve().parent
+    if isinstance(exp, Study):
+        if not args.plan:
+            docs = [child_manifest(exp.name, exp.namespace, c) for c in exp.cells]
+            sys.stdout.write(f"# {exp.name}: the SafetyExperiments the study creates ({len(docs)})\n"
+                             + yaml.safe_dump_all(docs, sort_keys=False))
+            return 0
+        sys.stdout.write(plan.render_study(exp.name, plan.study_plan(exp, base_dir, check_store=args.check_store)))
+        return 0
+    if args.plan:
+        sys.stdout.write(plan.render_experiment(exp, base_dir))
+        return 0
     docs = render_all(exp.name, exp.namespace, exp.spec, uid=None)
     lines = [f"# {exp.name}: one pod per stage (distill: one per shard; train: one per node) requests"]
     for stage in exp.spec.stages:
@@ -191,9 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_inspect)
     s = sub.add_parser("render", help="print the Kubernetes objects the operator would create")
     s.add_argument("file")
+    s.add_argument("--plan", action="store_true",
+                   help="list the stage work that would run, with and without reuse (an experiment: against its store)")
+    s.add_argument("--check-store", action="store_true", help="study --plan: also look up finished work in the store")
     s.set_defaults(fn=cmd_render)
     s = sub.add_parser("report", help="re-render report.md and charts from stored records")
-    s.add_argument("prefix", help="<storage uri>/<experiment>/evaluate")
+    s.add_argument("prefix", help="<storage uri>/<experiment>/evaluate, or a SafetyStudy YAML (the study's report)")
     s.add_argument("--endpoint")
     s.set_defaults(fn=cmd_report)
     s = sub.add_parser("data", help="benchmark data: `data push DEST` stages every benchmark file for evaluate.dataRoot")

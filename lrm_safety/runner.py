@@ -28,9 +28,11 @@ def _stage_cmd(spec_path: str, stage: str, shard: Optional[int] = None, num_shar
     return cmd
 
 
-def run_pipeline(spec_path: str, stages: tuple[str, ...] = STAGES, force: bool = False) -> dict:
+def run_pipeline(spec_path: str, stages: tuple[str, ...] = STAGES, force: bool = False,
+                 base_dir: Optional[Path] = None) -> dict:
+    """base_dir: where the spec's relative paths start (a study's cell specs are written elsewhere)."""
     exp = Experiment.load(spec_path)
-    ctx = StageContext(exp, base_dir=Path(spec_path).resolve().parent)
+    ctx = StageContext(exp, base_dir=base_dir or Path(spec_path).resolve().parent)
     if force:
         for stage in stages:
             ctx.store.delete_prefix(ctx.prefix(stage) + "/")
@@ -40,7 +42,16 @@ def run_pipeline(spec_path: str, stages: tuple[str, ...] = STAGES, force: bool =
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "LRM_SAFETY_BASE_DIR": str(ctx.base_dir)}
     env.pop(TERMINATION_LOG_ENV, None)  # pods report through it; a local run never writes the host's file
     for n, stage in enumerate(stages, 1):
-        if ctx.is_done(stage):
+        found = ctx.resolve(stage)
+        if found is not None and found[0] != ctx.prefix(stage) and not found[1].get("linkedAt"):
+            from .reuse import link
+
+            link(ctx, stage, found)  # the same work finished elsewhere in this store: no subprocess at all
+            console.print(f"[green]✓ [{n}/{len(stages)}] {stage}: reused {found[1].get('reusedFrom')}'s output "
+                          f"(same config and inputs)")
+            outcome[stage] = "reused"
+            continue
+        if found is not None:
             console.print(f"[green]✓ [{n}/{len(stages)}] {stage}: already done for this spec, skipped")
             outcome[stage] = "skipped"
             continue
@@ -55,6 +66,7 @@ def run_pipeline(spec_path: str, stages: tuple[str, ...] = STAGES, force: bool =
             if rc != 0:
                 console.print(f"[bold red]✗ {stage} failed (exit {rc}); fix the cause and rerun: finished work is kept")
                 raise SystemExit(rc)
+        ctx._resolved.pop(stage, None)
         if not ctx.is_done(stage):
             raise SystemExit(f"{stage} exited 0 but wrote no matching manifest")
         console.print(f"[green]✓ {stage} done in {time.perf_counter() - t0:.0f}s")
@@ -110,3 +122,38 @@ def show_results(ctx: StageContext) -> None:
     console.print(f"report: {ctx.store.uri(prefix + '/report.md')}")
     for key in ctx.store.list(prefix + "/chart-"):
         console.print(f"chart:  {ctx.store.uri(key)}")
+
+
+def run_study(path: str, force: bool = False) -> dict:
+    """Every child of the study in grid order (base evaluations first), each as `run_pipeline`, sharing finished
+    stages through the store (reuse.py); then the study's report. Cell specs go to a scratch folder; their
+    relative paths still start at the study file's folder."""
+    import tempfile
+
+    import yaml
+
+    from . import study_report
+    from .study import Study, child_manifest
+
+    study = Study.load(path)
+    base_dir = Path(path).resolve().parent
+    outcomes: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix=f"lrm-safety-{study.name}-") as tmp:
+        for i, cell in enumerate(study.cells, 1):
+            table = Table(title=f"study {study.name}: {i}/{len(study.cells)}")
+            for col in ("experiment", "cell", "stages"):
+                table.add_column(col)
+            for c in study.cells:
+                state = outcomes.get(c.name)
+                text = "running" if c is cell else ", ".join(f"{k} {v}" for k, v in state.items()) if state else "waiting"
+                table.add_row(c.name, c.where, text)
+            console.print(table)
+            spec_path = Path(tmp) / f"{cell.name}.yaml"
+            spec_path.write_text(yaml.safe_dump(child_manifest(study.name, study.namespace, cell), sort_keys=False))
+            outcomes[cell.name] = run_pipeline(str(spec_path), stages=tuple(cell.spec.stages), force=force,
+                                               base_dir=base_dir)
+    store = StageContext(Experiment(name=study.name, spec=study_report.first_cell(study).spec),
+                         base_dir=base_dir).store
+    uri = study_report.write(study, store, base_dir)
+    console.print(f"study report: {uri}")
+    return outcomes

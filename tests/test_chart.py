@@ -76,7 +76,8 @@ def test_namespaced_scope_and_leader_election():
 
 def test_rbac_is_least_privilege():
     docs = render() + render("watch.allNamespaces=false", "watch.namespaces={a}")
-    allowed = {"safetyexperiments", "safetyexperiments/status", "safetyexperiments/finalizers", "jobs", "pods", "pods/status", "services", "configmaps",
+    allowed = {"safetyexperiments", "safetyexperiments/status", "safetyexperiments/finalizers", "safetystudies",
+               "safetystudies/status", "safetystudies/finalizers", "jobs", "pods", "pods/status", "services", "configmaps",
                "events", "kopfpeerings", "clusterkopfpeerings", "customresourcedefinitions", "namespaces"}
     write_verbs = {"create", "patch", "update", "delete", "deletecollection"}
     for role in (d for d in docs if d["kind"] in ("ClusterRole", "Role")):
@@ -89,7 +90,10 @@ def test_rbac_is_least_privilege():
                 assert rule["verbs"] == ["create"]
             assert "delete" not in rule["verbs"], "deletion cascades through ownerReferences"
             if "safetyexperiments/finalizers" in rule["resources"]:
-                assert rule["verbs"] == ["update"] and rule["resources"] == ["safetyexperiments/finalizers"]
+                assert rule["verbs"] == ["update"] and \
+                    rule["resources"] == ["safetyexperiments/finalizers", "safetystudies/finalizers"]
+            if "safetystudies" in rule["resources"]:  # the study creates experiments; itself it only patches
+                assert "create" not in rule["verbs"] and "patch" in rule["verbs"]
 
 
 @pytest.mark.parametrize("sets", [(), ("watch.allNamespaces=false", "watch.namespaces={research}")])

@@ -1,0 +1,83 @@
+"""What a study (or an experiment) would run, with and without reuse: `lrm-safety render FILE --plan`.
+
+A unit of work is a stage with its config in a store (reuse.work_id): children of a study that share one run it
+once. Without reuse means the same cells written as separate experiments, each evaluating its own base model.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .reuse import work_id
+from .spec import Experiment, SafetyExperimentSpec
+from .stages.common import StageContext
+
+
+def units(children: list[tuple[str, SafetyExperimentSpec]], base_dir: Path,
+          check_store: bool = False) -> list[dict]:
+    """One entry per distinct unit in first-use order: stage, work id, the experiments sharing it, and (with
+    check_store) whether the store already holds its output (then no Job runs at all)."""
+    out: dict[str, dict] = {}
+    for name, spec in children:
+        ctx = StageContext(Experiment(name=name, spec=spec), base_dir=base_dir)
+        for stage in spec.stages:
+            wid = work_id(ctx, stage)
+            unit = out.setdefault(wid, {"stage": stage, "work": wid, "experiments": [], "ctx": ctx})
+            unit["experiments"].append(name)
+    for unit in out.values():
+        ctx = unit.pop("ctx")
+        unit["finished"] = bool(check_store and ctx.is_done(unit["stage"]))
+    return list(out.values())
+
+
+def study_plan(study, base_dir: Path, check_store: bool = False) -> dict:
+    cells = [c for c in study.cells if c.role == "cell"]
+    base = [c for c in study.cells if c.role == "base"]
+    us = units([(c.name, c.spec) for c in study.cells], base_dir, check_store)
+    base_names = {c.name for c in base}
+    without_evals = sum(("train" in c.spec.stages) + (c.spec.evaluate.compare_base or bool(base))
+                        for c in cells if "evaluate" in c.spec.stages)
+    to_run = [u for u in us if not u["finished"]]
+    return {
+        "units": us,
+        "without": {"jobs": sum(len(c.spec.stages) for c in cells), "baseEvaluations":
+                    sum("evaluate" in c.spec.stages and (c.spec.evaluate.compare_base or bool(base)) for c in cells),
+                    "modelEvaluations": without_evals},
+        "with": {"jobs": len(to_run),
+                 "baseEvaluations": sum(u["stage"] == "evaluate" and set(u["experiments"]) <= base_names
+                                        for u in to_run),
+                 "modelEvaluations": sum(len(study_child(study, u["experiments"][0]).spec.evaluate.models) +
+                                         ("train" in study_child(study, u["experiments"][0]).spec.stages) +
+                                         study_child(study, u["experiments"][0]).spec.evaluate.compare_base
+                                         for u in to_run if u["stage"] == "evaluate")},
+    }
+
+
+def study_child(study, name: str):
+    return next(c for c in study.cells if c.name == name)
+
+
+def _unit_lines(us: list[dict], stages_order=("distill", "mix", "train", "evaluate")) -> list[str]:
+    lines = [f"# {'stage':9s} {'work':16s} {'runs':6s} shared by"]
+    for u in sorted(us, key=lambda u: stages_order.index(u["stage"])):
+        runs = "done" if u["finished"] else "1 Job"
+        lines.append(f"  {u['stage']:9s} {u['work']:16s} {runs:6s} {', '.join(u['experiments'])}")
+    return lines
+
+
+def render_study(title: str, plan: dict) -> str:
+    w, r = plan["without"], plan["with"]
+    lines = [f"# plan: {title}", *_unit_lines(plan["units"]),
+             f"# without reuse (one experiment per cell): {w['jobs']} Jobs, {w['modelEvaluations']} model "
+             f"evaluations, the base model evaluated {w['baseEvaluations']} times",
+             f"# with reuse: {r['jobs']} Jobs, {r['modelEvaluations']} model evaluations, the base model evaluated "
+             f"{r['baseEvaluations']} time(s)"]
+    return "\n".join(lines) + "\n"
+
+
+def render_experiment(exp: Experiment, base_dir: Path) -> str:
+    """An experiment's stages against the store as it is now: a finished (or reusable) stage runs no Job."""
+    us = units([(exp.name, exp.spec)], base_dir, check_store=True)
+    lines = [f"# plan: {exp.name}", *_unit_lines(us),
+             f"# {sum(not u['finished'] for u in us)} of {len(us)} stages would run a Job; the others are finished "
+             f"in {exp.spec.storage.uri} for this config (here or by another experiment)"]
+    return "\n".join(lines) + "\n"
