@@ -71,6 +71,8 @@ def digest(uri: str, ctx: "StageContext", local: bool = True) -> str:
             return f"{head.get('ETag')}:{head.get('ContentLength')}"
         except Exception as e:  # a prefix (a model directory), or missing
             code = str(getattr(e, "response", {}).get("Error", {}).get("Code", ""))
+            if code in ("NoSuchBucket",):
+                return "missing"
             if code not in ("404", "NoSuchKey", "NotFound"):
                 raise CannotDigest(f"{uri}: {e}") from None
         h = hashlib.sha256()

@@ -132,6 +132,8 @@ def run_study(path: str, force: bool = False) -> dict:
 
     import yaml
 
+    from rich.markup import escape
+
     from . import study_report
     from .study import Study, child_manifest
 
@@ -146,7 +148,7 @@ def run_study(path: str, force: bool = False) -> dict:
             for c in study.cells:
                 state = outcomes.get(c.name)
                 text = "running" if c is cell else ", ".join(f"{k} {v}" for k, v in state.items()) if state else "waiting"
-                table.add_row(c.name, c.where, text)
+                table.add_row(c.name, escape(c.where), text)
             console.print(table)
             spec_path = Path(tmp) / f"{cell.name}.yaml"
             spec_path.write_text(yaml.safe_dump(child_manifest(study.name, study.namespace, cell), sort_keys=False))
