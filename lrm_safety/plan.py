@@ -23,10 +23,23 @@ def units(children: list[tuple[str, SafetyExperimentSpec]], base_dir: Path,
             wid = work_id(ctx, stage)
             unit = out.setdefault(wid, {"stage": stage, "work": wid, "experiments": [], "ctx": ctx})
             unit["experiments"].append(name)
+            if stage == "distill" and spec.distill.math_prompts:  # inside distill Jobs, shared across styles
+                mid = math_work_id(spec)
+                unit = out.setdefault(mid, {"stage": "distill-math", "work": mid, "experiments": [], "ctx": None})
+                unit["experiments"].append(name)
     for unit in out.values():
         ctx = unit.pop("ctx")
-        unit["finished"] = bool(check_store and ctx.is_done(unit["stage"]))
+        unit["finished"] = bool(check_store and ctx is not None and ctx.is_done(unit["stage"]))
     return list(out.values())
+
+
+def math_work_id(spec: SafetyExperimentSpec) -> str:
+    """distill.math_unit without the input digest: the same teacher, math prompts and sampling."""
+    from .spec import config_hash
+
+    d = spec.distill
+    return config_hash("distill-math", spec.storage.uri, spec.teacher, d.math_prompts, d.limit, d.sampling,
+                       d.rectify.resolved(d.style).max_attempts, d.shards)
 
 
 def study_plan(study, base_dir: Path, check_store: bool = False) -> dict:
@@ -36,13 +49,15 @@ def study_plan(study, base_dir: Path, check_store: bool = False) -> dict:
     base_names = {c.name for c in base}
     without_evals = sum(("train" in c.spec.stages) + (c.spec.evaluate.compare_base or bool(base))
                         for c in cells if "evaluate" in c.spec.stages)
-    to_run = [u for u in us if not u["finished"]]
+    to_run = [u for u in us if not u["finished"] and u["stage"] != "distill-math"]
     return {
         "units": us,
-        "without": {"jobs": sum(len(c.spec.stages) for c in cells), "baseEvaluations":
+        "without": {"jobs": sum(len(c.spec.stages) for c in cells),
+                    "mathDistillations": sum(bool(c.spec.distill.math_prompts) and "distill" in c.spec.stages
+                                             for c in cells), "baseEvaluations":
                     sum("evaluate" in c.spec.stages and (c.spec.evaluate.compare_base or bool(base)) for c in cells),
                     "modelEvaluations": without_evals},
-        "with": {"jobs": len(to_run),
+        "with": {"jobs": len(to_run), "mathDistillations": sum(u["stage"] == "distill-math" for u in us),
                  "baseEvaluations": sum(u["stage"] == "evaluate" and set(u["experiments"]) <= base_names
                                         for u in to_run),
                  "modelEvaluations": sum(len(study_child(study, u["experiments"][0]).spec.evaluate.models) +
@@ -56,11 +71,11 @@ def study_child(study, name: str):
     return next(c for c in study.cells if c.name == name)
 
 
-def _unit_lines(us: list[dict], stages_order=("distill", "mix", "train", "evaluate")) -> list[str]:
-    lines = [f"# {'stage':9s} {'work':16s} {'runs':6s} shared by"]
+def _unit_lines(us: list[dict], stages_order=("distill", "distill-math", "mix", "train", "evaluate")) -> list[str]:
+    lines = [f"# {'stage':12s} {'work':16s} {'runs':7s} shared by"]
     for u in sorted(us, key=lambda u: stages_order.index(u["stage"])):
-        runs = "done" if u["finished"] else "1 Job"
-        lines.append(f"  {u['stage']:9s} {u['work']:16s} {runs:6s} {', '.join(u['experiments'])}")
+        runs = "done" if u["finished"] else "once" if u["stage"] == "distill-math" else "1 Job"
+        lines.append(f"  {u['stage']:12s} {u['work']:16s} {runs:7s} {', '.join(u['experiments'])}")
     return lines
 
 
@@ -68,9 +83,11 @@ def render_study(title: str, plan: dict) -> str:
     w, r = plan["without"], plan["with"]
     lines = [f"# plan: {title}", *_unit_lines(plan["units"]),
              f"# without reuse (one experiment per cell): {w['jobs']} Jobs, {w['modelEvaluations']} model "
-             f"evaluations, the base model evaluated {w['baseEvaluations']} times",
+             f"evaluations, the base model evaluated {w['baseEvaluations']} times, math distilled "
+             f"{w['mathDistillations']} times",
              f"# with reuse: {r['jobs']} Jobs, {r['modelEvaluations']} model evaluations, the base model evaluated "
-             f"{r['baseEvaluations']} time(s)"]
+             f"{r['baseEvaluations']} time(s), math distilled {r['mathDistillations']} time(s) (inside the first "
+             f"distill Job; distill-math rows: shared work within Jobs)"]
     return "\n".join(lines) + "\n"
 
 

@@ -101,6 +101,22 @@ def test_examples_validate_and_the_plan_shares_work():
     assert Study.load(str(REPO / "examples" / "quickstart-study.yaml")).cells[0].role == "base"
 
 
+def test_math_distillation_is_one_unit_per_teacher_across_styles():
+    from lrm_safety.plan import study_plan
+
+    doc = study_doc()
+    doc["spec"]["base"]["distill"]["mathPrompts"] = "s3://lrm-safety/data/math_prompts_4k.jsonl"
+    doc["spec"]["base"]["mix"]["mathSource"] = "distill"
+    study = Study.from_manifest(doc)
+    plan = study_plan(study, REPO / "examples")
+    math = [u for u in plan["units"] if u["stage"] == "distill-math"]
+    assert len(math) == 1 and len(math[0]["experiments"]) == 6
+    assert plan["with"]["mathDistillations"] == 1 and plan["without"]["mathDistillations"] == 6
+    doc["spec"]["axes"].append({"path": "teacher.model", "values": ["deepseek-ai/DeepSeek-R1", "Qwen/QwQ-32B"]})
+    two = study_plan(Study.from_manifest(doc), REPO / "examples")
+    assert two["with"]["mathDistillations"] == 2, "once per teacher"
+
+
 def study_doc():
     import yaml
 

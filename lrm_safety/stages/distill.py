@@ -1,6 +1,6 @@
 """distill: the teacher writes safety reasoning in the chosen style, with the study's failure patterns rectified.
 
-Shard i of N takes prompts i, i+N, ... Results are written in small atomic part files under a
+Shard i of N takes the prompts whose id hashes to i. Results are written in small atomic part files under a
 directory keyed by the config hash, so a restarted shard skips what it already wrote, a changed
 config never mixes with old parts, and no shard writes another's files.
 """
@@ -240,14 +240,76 @@ class Distiller:
 
 
 def _parts_prefix(ctx: StageContext, shard: int) -> str:
-    return f"{ctx.prefix(STAGE)}/parts-{ctx.hash(STAGE)}/shard-{shard:05d}"
+    return f"{ctx.prefix(STAGE)}/parts-{ctx.hash(STAGE)}-v2/shard-{shard:05d}"
 
 
 def shard_key(ctx: StageContext, shard: int) -> str:
     return f"{ctx.prefix(STAGE)}/shard-{shard:05d}.jsonl"
 
 
+def shard_of(rec: dict, num_shards: int) -> int:
+    """By the prompt's id, not its position: a shard's share of the math prompts does not depend on how many
+    safety prompts there are, so the math share is the same work for every style (see math_unit)."""
+    return int(rec["id"][1:], 16) % num_shards
+
+
+def math_unit(ctx: StageContext, shard: int, num_shards: int) -> Optional[str]:
+    """The cache key of one shard's math distillation: it depends on the teacher, the math prompts and the
+    sampling, not on the style, so the cells of a study distil their math once per teacher."""
+    from ..reuse import CannotDigest, digest
+    from ..spec import config_hash
+
+    d = ctx.spec.distill
+    if not d.math_prompts:
+        return None
+    try:
+        data = digest(d.math_prompts, ctx, ctx.local_inputs) if not d.math_prompts.startswith("builtin:") else ""
+    except CannotDigest:
+        return None
+    return config_hash("distill-math", ctx.spec.teacher, d.math_prompts, data, d.limit, d.sampling,
+                       d.rectify.resolved(d.style).max_attempts, num_shards, shard)
+
+
+def _math_source(ctx: StageContext, key: str) -> Optional[dict]:
+    from ..reuse import pointer
+
+    ptr = pointer("distill-math", key)
+    if not ctx.store.exists(ptr):
+        return None
+    entry = ctx.store.read_json(ptr)
+    return entry if ctx.store.exists(entry.get("shardFile", "")) else None
+
+
+class _Work:
+    """The teacher, loaded on first use (a shard whose work is all done or reused loads nothing)."""
+
+    def __init__(self, ctx: StageContext):
+        self.ctx, self.distiller, self.gen = ctx, None, None
+
+    def get(self) -> "Distiller":
+        if self.distiller is None:
+            t = self.ctx.spec.teacher
+            model = t.model if t.backend == "openai" else str(resolve_model(
+                t.model, endpoint=self.ctx.spec.storage.endpoint, base_dir=self.ctx.base_dir))
+            count, _ = token_counter(None if t.backend == "openai" else model)
+            self.gen = make_generator(t.backend, model, endpoint=t.endpoint, tensor_parallel=t.tensor_parallel,
+                                      max_model_len=t.max_model_len, gpu_memory_utilization=t.gpu_memory_utilization,
+                                      max_concurrency=t.max_concurrency, seed=self.ctx.spec.distill.sampling.seed)
+            self.distiller = Distiller(self.ctx, self.gen, count)
+        return self.distiller
+
+    def close(self) -> None:
+        if self.gen is not None:
+            self.gen.close()
+
+
 def run_shard(ctx: StageContext, shard: int = 0, num_shards: Optional[int] = None) -> dict:
+    """The shard's safety prompts, then its math prompts: reused when a finished distill of the same teacher,
+    math prompts and sampling published them, else distilled under a store lease so concurrent cells of a study
+    do it once (the others wait, then reuse)."""
+    from ..lease import StoreLease
+    from ..reuse import pointer
+
     num_shards = num_shards or ctx.spec.distill.shards
     if not 0 <= shard < num_shards:
         raise BadInput(f"--shard {shard} is outside 0..{num_shards - 1}")
@@ -256,45 +318,76 @@ def run_shard(ctx: StageContext, shard: int = 0, num_shards: Optional[int] = Non
     if store.exists(done_key):
         console.print(f"[green]distill shard {shard}: already complete, skipping")
         return store.read_json(done_key)
-    mine = [r for i, r in enumerate(load_prompts(ctx)) if i % num_shards == shard]
+    mine = [r for r in load_prompts(ctx) if shard_of(r, num_shards) == shard]
     part_keys = [k for k in store.list(parts + "/") if k.endswith(".jsonl")]
     done_ids = {row["id"] for k in part_keys for row in store.read_jsonl(k)}
-    todo = [r for r in mine if r["id"] not in done_ids]
-    console.print(f"distill shard {shard}/{num_shards}: {len(mine)} prompts, {len(mine) - len(todo)} already done")
+    safety = [r for r in mine if r["kind"] == "safety" and r["id"] not in done_ids]
+    math = [r for r in mine if r["kind"] == "math" and r["id"] not in done_ids]
+    console.print(f"distill shard {shard}/{num_shards}: {len(mine)} prompts, {len(done_ids)} already done")
     reasons: dict[str, int] = {}
-    if todo:
-        t = ctx.spec.teacher
-        model = t.model if t.backend == "openai" else str(resolve_model(t.model, endpoint=ctx.spec.storage.endpoint,
-                                                                       base_dir=ctx.base_dir))
-        count, _ = token_counter(None if t.backend == "openai" else model)
-        gen = make_generator(t.backend, model, endpoint=t.endpoint, tensor_parallel=t.tensor_parallel,
-                             max_model_len=t.max_model_len, gpu_memory_utilization=t.gpu_memory_utilization,
-                             max_concurrency=t.max_concurrency, seed=ctx.spec.distill.sampling.seed)
-        distiller = Distiller(ctx, gen, count)
-        # A part holds several generate batches, so regenerations of its rejects batch well too.
-        step = 4 * max(ctx.spec.distill.sampling.batch_size, 1)
-        next_part = len(part_keys)
-        report = ProgressReporter(store, ctx.prefix(STAGE), len(mine), "prompts", part=shard)
-        done, accepted = len(mine) - len(todo), 0
-        report.update(done, force=True)
-        with tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"distill shard {shard}", unit="prompt") as bar:
-            for start in range(0, len(todo), step):
-                rows, rej = distiller.run(todo[start:start + step])
+    work = _Work(ctx)
+    report = ProgressReporter(store, ctx.prefix(STAGE), len(mine), "prompts", part=shard)
+    state = {"done": len(mine) - len(safety) - len(math), "accepted": 0, "part": len(part_keys)}
+    report.update(state["done"], force=True)
+
+    def save(rows: list[dict], bar=None) -> None:
+        store.write_jsonl(f"{parts}/part-{state['part']:05d}.jsonl", rows)  # atomic: resume point
+        state["part"] += 1
+        state["done"] += len(rows)
+        state["accepted"] += sum(r["accepted"] for r in rows)
+        if bar is not None:
+            bar.update(len(rows))
+        report.update(state["done"], force=state["done"] == len(mine), accepted=state["accepted"],
+                      rejections=sum(reasons.values()))
+
+    def distil(recs: list[dict], what: str, renew=lambda: None) -> None:
+        if not recs:
+            return
+        step = 4 * max(ctx.spec.distill.sampling.batch_size, 1)  # several batches a part: rejects batch well too
+        with tqdm(total=len(recs), desc=f"distill shard {shard} {what}", unit="prompt") as bar:
+            for start in range(0, len(recs), step):
+                rows, rej = work.get().run(recs[start:start + step])
                 for k, v in rej.items():
                     reasons[k] = reasons.get(k, 0) + v
-                store.write_jsonl(f"{parts}/part-{next_part:05d}.jsonl", rows)  # atomic: resume point
-                next_part += 1
-                bar.update(len(rows))
-                done, accepted = done + len(rows), accepted + sum(r["accepted"] for r in rows)
-                report.update(done, force=done == len(mine), accepted=accepted, rejections=sum(reasons.values()))
-        gen.close()
+                save(rows, bar)
+                renew()
+
+    distil(safety, "safety")
+    key = math_unit(ctx, shard, num_shards) if math else None
+    math_from, lease = None, None
+    if math and key is None:
+        distil(math, "math")
+    elif math:
+        lease = StoreLease(store, pointer("distill-math", key).replace(".json", ".lease"))
+        waiting = lambda holder: console.print(f"distill shard {shard}: {holder} is distilling the same math; "  # noqa: E731
+                                               f"waiting to reuse it")
+        if lease.acquire(lambda: _math_source(ctx, key) is not None, on_wait=waiting):
+            try:
+                source = _math_source(ctx, key)  # finished while this one claimed the lease
+                if source is None:
+                    distil(math, "math", renew=lease.renew)
+            except BaseException:
+                lease.release()
+                raise
+        source = _math_source(ctx, key)
+        if source is not None:
+            wanted = {r["id"] for r in math}
+            reused = [row for row in store.read_jsonl(source["shardFile"]) if row["id"] in wanted]
+            math_from = source["experiment"]
+            console.print(f"distill shard {shard}: {len(reused)} math samples reused from {math_from}")
+            save(reused)
+    work.close()
     rows = [row for k in sorted(k for k in store.list(parts + "/") if k.endswith(".jsonl")) for row in store.read_jsonl(k)]
     order = {r["id"]: i for i, r in enumerate(mine)}
     rows.sort(key=lambda r: order.get(r["id"], 1 << 30))
     store.write_jsonl(shard_key(ctx, shard), rows)
+    if key is not None and math_from is None and math:  # computed here: others with the same math reuse it
+        store.write_json(pointer("distill-math", key), {"experiment": ctx.exp.name, "shardFile": shard_key(ctx, shard)})
+    if lease is not None:
+        lease.release()
     summary = {"shard": shard, "prompts": len(mine), "accepted": sum(r["accepted"] for r in rows),
                "rejected": sum(not r["accepted"] for r in rows), "regenerations": sum(r["attempts"] - 1 for r in rows),
-               "rejectionReasons": reasons}
+               "rejectionReasons": reasons, **({"mathFrom": math_from} if math_from else {})}
     store.write_json(done_key, summary)
     return summary
 
