@@ -143,8 +143,51 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
 def cmd_studies(args) -> int:
-    raise PluginError("SafetyStudy is not available in this version")
+    """Without a name: every study in the namespace; with one: its cells side by side."""
+    from kubernetes.client.rest import ApiException
+
+    from .study import STUDY_PLURAL
+
+    custom, _, ns = _clients(args)
+    if not args.name:
+        items = custom.list_namespaced_custom_object(API_GROUP, API_VERSION, ns, STUDY_PLURAL)["items"]
+        if args.output == "json":
+            print(json.dumps([{"name": i["metadata"]["name"], **(i.get("status") or {})} for i in items], indent=1))
+            return 0
+        table = Table("name", "phase", "done", "best ASR", "message", title=f"SafetyStudies in {ns}")
+        for i in items:
+            st = i.get("status") or {}
+            table.add_row(i["metadata"]["name"], st.get("phase") or "-", st.get("done") or "-", _pct(st.get("bestAsr")),
+                          (st.get("message") or "")[:80])
+        console.print(table)
+        return 0
+    try:
+        body = custom.get_namespaced_custom_object(API_GROUP, API_VERSION, ns, STUDY_PLURAL, args.name)
+    except ApiException as e:
+        if e.status == 404:
+            raise PluginError(f"safetystudy {args.name!r} not found in namespace {ns!r}") from None
+        raise
+    st = body.get("status") or {}
+    if args.output == "json":
+        print(json.dumps(st, indent=1, sort_keys=True))
+        return 0
+    axes = list(dict.fromkeys(k for r in st.get("cells") or [] for k in (r.get("cell") or {})))
+    table = Table("experiment", *axes, "phase", "stage", "ASR", "over-refusal", "math",
+                  title=f"{args.name}: {st.get('phase', 'Pending')}, {st.get('done', '-')} done")
+    for r in st.get("cells") or []:
+        cell = r.get("cell") or {}
+        table.add_row(r["name"], *[str(cell.get(a, "base" if r.get("role") == "base" else "-")) for a in axes],
+                      r.get("phase") or "-", r.get("stage") or "-", _pct(r.get("asr")), _pct(r.get("overRefusal")),
+                      _pct(r.get("mathAccuracy")))
+    console.print(table)
+    if st.get("message"):
+        console.print(st["message"])
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,7 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("-f", "--follow", action="store_true")
         if name == "report":
             s.add_argument("--out")
-    s = sub.add_parser("studies", help="SafetyStudies (once installed)")
+    s = sub.add_parser("studies", help="SafetyStudies; with a name, the study's cells side by side")
+    s.add_argument("name", nargs="?")
+    s.add_argument("-o", "--output", choices=["table", "json"], default="table")
     s.set_defaults(fn=cmd_studies)
     return p
 

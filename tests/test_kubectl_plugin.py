@@ -103,3 +103,28 @@ def test_report_from_the_experiments_store(cluster, tmp_path, s3_endpoint, bucke
     assert "advbench" in r.stdout and "75.0%" in r.stdout and "0.0%" in r.stdout
     assert (tmp_path / "out" / "report.md").read_text().startswith("# t")
     assert (tmp_path / "out" / "chart-asr.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_studies_lists_and_shows_the_cells(cluster):
+    body = {"apiVersion": f"{G}/{V}", "kind": "SafetyStudy", "metadata": {"name": "grid", "namespace": NS},
+            "spec": {"base": {}, "axes": [{"path": "distill.style", "name": "style", "values": ["short", "nocot"]}]}}
+    cluster.custom.create_namespaced_custom_object(G, V, NS, "safetystudies", body)
+    cluster.custom.patch_namespaced_custom_object_status(G, V, NS, "safetystudies", "grid", {"status": {
+        "phase": "Running", "done": "2/3", "bestAsr": 0.05, "message": "2/3 cells done",
+        "cells": [{"name": "grid-base", "role": "base", "phase": "Succeeded", "asr": 0.4},
+                  {"name": "grid-short", "role": "cell", "cell": {"style": "short"}, "phase": "Succeeded", "asr": 0.05,
+                   "overRefusal": 0.12},
+                  {"name": "grid-nocot", "role": "cell", "cell": {"style": "nocot"}, "phase": "Running",
+                   "stage": "train"}]}})
+    r = sexp(cluster, "studies")
+    assert r.returncode == 0, r.stderr
+    assert "grid" in r.stdout and "2/3" in r.stdout and "5.0%" in r.stdout
+    r = sexp(cluster, "studies", "grid")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    short = next(line for line in lines if "grid-short" in line)
+    assert "short" in short and "5.0%" in short and "12.0%" in short
+    assert "train" in next(line for line in lines if "grid-nocot" in line)
+    assert "base" in next(line for line in lines if "grid-base" in line)
+    r = sexp(cluster, "studies", "nope")
+    assert r.returncode == 1 and "safetystudy 'nope' not found" in r.stderr
