@@ -10,6 +10,10 @@ Prints:
 - the same with the N experiments finished (expected 0).
 
   python benchmarks/operator_scale.py --experiments 100 --idle-seconds 330 --finished-seconds 60
+
+With --study: one SafetyStudy of N cells (one mix Job each) under maxParallel; the script plays the Job
+controller, completing each Job it sees, so the study must create every cell, at most maxParallel at once:
+  python benchmarks/operator_scale.py --study --experiments 100 --max-parallel 20
 """
 from __future__ import annotations
 
@@ -46,11 +50,36 @@ def kinds(requests) -> dict[str, int]:
     for r in requests:
         parts = [p for p in r.url.path.split("/") if p]
         shape = "/".join(p if i < 3 or p in ("namespaces", "status", "jobs", "pods", "events", "configmaps",
-                                                  "safetyexperiments", "services") else "*"
+                                                  "safetyexperiments", "safetystudies", "services") else "*"
                          for i, p in enumerate(parts))
         watch = "?watch" if r.params.get("watch") in ("true", "1") else ""
         out[f"{r.method.value if hasattr(r.method, 'value') else r.method} /{shape}{watch}"] += 1
     return dict(out.most_common())
+
+
+def start_operator(cluster, args):
+    """API clients that this script's requests are told apart by, and the operator as its own process."""
+    from kubernetes import client
+
+    cfg = client.Configuration()
+    cfg.host = cluster.url
+    api = client.ApiClient(cfg)
+    api.user_agent = BENCH_AGENT
+    env = {**os.environ, "LRM_SAFETY_KUBE_SERVER": cluster.url, "LRM_SAFETY_WORKERS": str(args.workers),
+           "LRM_SAFETY_RESYNC_SECONDS": str(args.resync_seconds), "LRM_SAFETY_LIVENESS": "",
+           "LRM_SAFETY_READ_STORE": "false", "LRM_SAFETY_TICK_SECONDS": "10"}
+    log = open(args.log, "w") if args.log else subprocess.DEVNULL
+    op = subprocess.Popen([sys.executable, "-m", "lrm_safety.cli", "operator"], env=env, stdout=log, stderr=log)
+    return client.CustomObjectsApi(api), client.BatchV1Api(api), op
+
+
+def stop(op) -> None:
+    op.terminate()
+    try:
+        op.wait(20)
+    except subprocess.TimeoutExpired:
+        op.kill()
+        op.wait()
 
 
 def main(argv=None) -> int:
@@ -62,24 +91,17 @@ def main(argv=None) -> int:
     p.add_argument("--finished-seconds", type=float, default=30, help="window for the finished request rate")
     p.add_argument("--resync-seconds", type=float, default=300, help="the operator's safety-net interval")
     p.add_argument("--log", help="write the operator's log here")
+    p.add_argument("--study", action="store_true", help="one SafetyStudy of --experiments cells instead")
+    p.add_argument("--max-parallel", type=int, default=20, help="--study: the study's maxParallel")
     args = p.parse_args(argv)
-
-    from kubernetes import client
+    if args.study:
+        return study_main(args)
 
     from kube_harness import EmulatedCluster
 
     n = args.experiments
     with EmulatedCluster() as cluster:
-        cfg = client.Configuration()
-        cfg.host = cluster.url
-        api = client.ApiClient(cfg)
-        api.user_agent = BENCH_AGENT
-        custom, batch = client.CustomObjectsApi(api), client.BatchV1Api(api)
-        env = {**os.environ, "LRM_SAFETY_KUBE_SERVER": cluster.url, "LRM_SAFETY_WORKERS": str(args.workers),
-               "LRM_SAFETY_RESYNC_SECONDS": str(args.resync_seconds), "LRM_SAFETY_LIVENESS": "",
-               "LRM_SAFETY_READ_STORE": "false", "LRM_SAFETY_TICK_SECONDS": "10"}
-        log = open(args.log, "w") if args.log else subprocess.DEVNULL
-        op = subprocess.Popen([sys.executable, "-m", "lrm_safety.cli", "operator"], env=env, stdout=log, stderr=log)
+        custom, batch, op = start_operator(cluster, args)
         try:
             time.sleep(3)  # let the operator start its watches
             rss_idle = peak_rss_mib(op.pid)
@@ -130,12 +152,7 @@ def main(argv=None) -> int:
             time.sleep(args.finished_seconds)
             finished = operator_requests(cluster.emulator, mark)
         finally:
-            op.terminate()
-            try:
-                op.wait(20)
-            except subprocess.TimeoutExpired:
-                op.kill()
-                op.wait()
+            stop(op)
     per_5min = len(idle) / n / args.idle_seconds * 300
     result = {"experiments": n, "workers": args.workers, "create_s": round(created, 2),
               "all_first_jobs_s": round(elapsed, 2), "jobs_found": len(seen), "duplicate_jobs": dupes,
@@ -152,6 +169,64 @@ def main(argv=None) -> int:
           f"idle: {len(idle)} requests in {args.idle_seconds:.0f}s = {per_5min:.2f} per experiment per 5 min; "
           f"finished: {len(finished)} requests in {args.finished_seconds:.0f}s")
     return 0 if len(seen) == len(want) and dupes == 0 else 1
+
+
+def study_main(args) -> int:
+    """A study of N cells under maxParallel, each cell one Job that this script completes as soon as it appears."""
+    from kube_harness import EmulatedCluster
+
+    n, limit = args.experiments, args.max_parallel
+    with EmulatedCluster() as cluster:
+        custom, batch, op = start_operator(cluster, args)
+        try:
+            time.sleep(3)
+            start_index = len(cluster.emulator._requests)
+            body = {"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyStudy",
+                    "metadata": {"name": "scale", "namespace": "default"},
+                    "spec": {"maxParallel": limit, "base": {
+                        "stages": ["mix"], "mix": {"safetySource": "s3://data/safety.jsonl", "mathCount": 0},
+                        "evaluate": {"dataRoot": "s3://data"}},
+                        "axes": [{"path": "mix.seed", "values": list(range(n))}]}}
+            t0 = time.perf_counter()
+            custom.create_namespaced_custom_object("lrmsafety.io", "v1alpha1", "default", "safetystudies", body)
+            completed: set[str] = set()
+            peak_active, phase = 0, None
+            while time.perf_counter() - t0 < args.timeout:
+                items = json.loads(batch.list_namespaced_job("default", _preload_content=False).data)["items"]
+                kids = custom.list_namespaced_custom_object("lrmsafety.io", "v1alpha1", "default",
+                                                            "safetyexperiments")["items"]
+                active = sum((k.get("status") or {}).get("phase") not in ("Succeeded", "Failed") for k in kids)
+                peak_active = max(peak_active, active)
+                for j in items:
+                    name = j["metadata"]["name"]
+                    if name not in completed:
+                        batch.patch_namespaced_job_status(name, "default", {"status": {"conditions": [
+                            {"type": "Complete", "status": "True", "reason": "Done"}]}})
+                        completed.add(name)
+                phase = (custom.get_namespaced_custom_object("lrmsafety.io", "v1alpha1", "default", "safetystudies",
+                                                             "scale").get("status") or {}).get("phase")
+                if phase == "Succeeded":
+                    break
+                if len(completed) % 25 == 0:
+                    print(f"  {len(completed)}/{n} cells' Jobs after {time.perf_counter() - t0:.1f}s", flush=True)
+                time.sleep(0.25)
+            elapsed = time.perf_counter() - t0
+            rss = peak_rss_mib(op.pid)
+            requests = operator_requests(cluster.emulator, start_index)
+            names = [j["metadata"]["name"] for j in items]
+            dupes = len(names) - len(set(names))
+        finally:
+            stop(op)
+    result = {"cells": n, "max_parallel": limit, "study_phase": phase, "jobs": len(completed),
+              "duplicate_jobs": dupes, "peak_active_cells": peak_active, "all_cells_done_s": round(elapsed, 2),
+              "operator_peak_rss_mib": round(rss, 1), "operator_requests": len(requests),
+              "operator_requests_per_cell": round(len(requests) / n, 2), "requests_by_kind": kinds(requests)}
+    print("RESULT", json.dumps(result))
+    print(f"study of {n} cells (maxParallel {limit}): {phase} with {len(completed)} Jobs in {elapsed:.1f}s; "
+          f"at most {peak_active} cells active at once; operator peak RSS {rss:.0f} MiB; "
+          f"{len(requests) / n:.1f} operator requests per cell")
+    ok = phase == "Succeeded" and len(completed) == n and dupes == 0 and peak_active <= limit
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
