@@ -358,6 +358,13 @@ async def on_study(namespace, name, status, study_children, **_):
         await _run_study(namespace, name, study_children)
 
 
+@kopf.timer(API_GROUP, API_VERSION, "safetystudies", interval=SETTINGS.resync_seconds, initial_delay=SETTINGS.resync_seconds,
+            when=lambda status, **_: not _study_finished(status))
+async def study_safety_net(namespace, name, study_children, **_):
+    """Children's events drive a study; this catches a reconcile that failed (an API error) with nothing after it."""
+    await _run_study(namespace, name, study_children)
+
+
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL, labels={LABEL_STUDY: kopf.PRESENT})
 async def on_child_event(namespace, labels, uid, type, body, study_children, **_):
     """A cell's phase, stage or headline metrics changed (not its progress): the study's table changes."""
