@@ -99,7 +99,10 @@ def cmd_stage(args) -> int:
         if report and summary.get("complete", True) and not summary.get("skipped"):
             from .reuse import publish
 
-            publish(ctx, args.name)  # identical work elsewhere in this store reuses this output
+            try:
+                publish(ctx, args.name)  # identical work elsewhere in this store reuses this output
+            except Exception as e:  # best effort: the stage itself has finished
+                print(f"{args.name}: output not published for reuse ({one_line(e)})", file=sys.stderr)
     except (UserError, BadInput) as e:
         if report:
             write_termination_summary({"stage": args.name, "error": "; ".join(getattr(e, "lines", None) or [one_line(e)]),

@@ -154,7 +154,10 @@ def publish(ctx: "StageContext", stage: str) -> Optional[str]:
     m = store.read_manifest(own)
     if not m or m.get("source") or not store.is_done(own, ctx.hash(stage)):
         return None
-    ptr = pointer(stage, cache_key(ctx, stage))
+    try:
+        ptr = pointer(stage, cache_key(ctx, stage))
+    except CannotDigest:  # an input this process cannot read now: nothing to publish it under
+        return None
     if store.exists(ptr):
         src = store.read_json(ptr).get("prefix")
         if src and src != own and store.is_done(src, ctx.hash(stage)):
