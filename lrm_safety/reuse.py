@@ -75,11 +75,18 @@ def digest(uri: str, ctx: "StageContext", local: bool = True) -> str:
                 return "missing"
             if code not in ("404", "NoSuchKey", "NotFound"):
                 raise CannotDigest(f"{uri}: {e}") from None
-        h = hashlib.sha256()
-        for page in store.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key.rstrip("/") + "/"):
-            for obj in page.get("Contents", []):
-                h.update(f"{obj['Key']}\0{obj.get('ETag')}\0{obj['Size']}\n".encode())
-        return h.hexdigest()
+        h, n = hashlib.sha256(), 0
+        try:
+            for page in store.client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                                Prefix=key.rstrip("/") + "/"):
+                for obj in page.get("Contents", []):
+                    h.update(f"{obj['Key']}\0{obj.get('ETag')}\0{obj['Size']}\n".encode())
+                    n += 1
+        except Exception as e:
+            if str(getattr(e, "response", {}).get("Error", {}).get("Code", "")) == "NoSuchBucket":
+                return "missing"
+            raise CannotDigest(f"{uri}: {e}") from None
+        return h.hexdigest() if n else "missing"
     if not local:
         raise CannotDigest(f"{uri}: a path in the pods' file system")
     path = Path(uri.removeprefix("file://"))

@@ -41,7 +41,7 @@ def test_reduced_quickstart_end_to_end_and_rerun_skips(tmp_path, smol_dir):
         assert manifest["stage"] == stage and manifest["configHash"] and manifest["files"]
     assert (root / "train" / "model" / "model.safetensors").is_file()
     metrics = json.loads((root / "evaluate" / "metrics.json").read_text())
-    assert set(metrics) == {"benchmarks", "headline", "order"}
+    assert set(metrics) == {"benchmarks", "headline", "order", "models"} and metrics["models"] == ["base", "trained"]
     assert metrics["order"] == ["harmful-heldout", "benign-lookalikes", "synthetic-math"]
     assert set(metrics["headline"]) == {"asr", "overRefusal", "mathAccuracy"}
     for name, entry in metrics["benchmarks"].items():
