@@ -20,8 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +39,12 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process: the operator's own cost, apart from the emulator's."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def operator_requests(emulator, since: int = 0) -> list:
@@ -171,6 +179,28 @@ def main(argv=None) -> int:
     return 0 if len(seen) == len(want) and dupes == 0 else 1
 
 
+def _watch(fn, *args, into: queue.Queue, kind: str, stop: threading.Event, **kw) -> threading.Thread:
+    """Stream one resource's events into a queue: a watch is one request, where polling would add thousands
+    that the emulator records and filters (its cost grows with every request it has served)."""
+    from kubernetes import watch
+
+    def run():
+        while not stop.is_set():
+            try:
+                for ev in watch.Watch().stream(fn, *args, timeout_seconds=30, **kw):
+                    into.put((kind, ev["type"], ev["raw_object"]))
+                    if stop.is_set():
+                        return
+            except Exception as e:  # noqa: BLE001 - a dropped watch is re-opened, as a controller would
+                if not stop.is_set():
+                    print(f"  watch {kind}: {e!r}; re-opening", flush=True)
+                    time.sleep(0.5)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
 def study_main(args) -> int:
     """A study of N cells under maxParallel, each cell one Job that this script completes as soon as it appears."""
     from kube_harness import EmulatedCluster
@@ -178,9 +208,16 @@ def study_main(args) -> int:
     n, limit = args.experiments, args.max_parallel
     with EmulatedCluster() as cluster:
         custom, batch, op = start_operator(cluster, args)
+        events: queue.Queue = queue.Queue()
+        stop_watches = threading.Event()
         try:
             time.sleep(3)
             start_index = len(cluster.emulator._requests)
+            _watch(batch.list_namespaced_job, "default", into=events, kind="job", stop=stop_watches)
+            _watch(custom.list_namespaced_custom_object, "lrmsafety.io", "v1alpha1", "default", "safetyexperiments",
+                   into=events, kind="cell", stop=stop_watches)
+            _watch(custom.list_namespaced_custom_object, "lrmsafety.io", "v1alpha1", "default", "safetystudies",
+                   into=events, kind="study", stop=stop_watches)
             body = {"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyStudy",
                     "metadata": {"name": "scale", "namespace": "default"},
                     "spec": {"maxParallel": limit, "base": {
@@ -190,40 +227,47 @@ def study_main(args) -> int:
             t0 = time.perf_counter()
             custom.create_namespaced_custom_object("lrmsafety.io", "v1alpha1", "default", "safetystudies", body)
             completed: set[str] = set()
-            peak_active, phase = 0, None
-            while time.perf_counter() - t0 < args.timeout:
-                items = json.loads(batch.list_namespaced_job("default", _preload_content=False).data)["items"]
-                kids = custom.list_namespaced_custom_object("lrmsafety.io", "v1alpha1", "default",
-                                                            "safetyexperiments")["items"]
-                active = sum((k.get("status") or {}).get("phase") not in ("Succeeded", "Failed") for k in kids)
-                peak_active = max(peak_active, active)
-                for j in items:
-                    name = j["metadata"]["name"]
-                    if name not in completed:
-                        batch.patch_namespaced_job_status(name, "default", {"status": {"conditions": [
-                            {"type": "Complete", "status": "True", "reason": "Done"}]}})
-                        completed.add(name)
-                phase = (custom.get_namespaced_custom_object("lrmsafety.io", "v1alpha1", "default", "safetystudies",
-                                                             "scale").get("status") or {}).get("phase")
-                if phase == "Succeeded":
-                    break
-                if len(completed) % 25 == 0:
+            job_names: list[str] = []
+            cells: dict[str, str | None] = {}
+            peak_active, phase, reported = 0, None, 0
+            while phase != "Succeeded" and time.perf_counter() - t0 < args.timeout:
+                try:
+                    kind, type_, obj = events.get(timeout=1)
+                except queue.Empty:
+                    continue
+                name = obj["metadata"]["name"]
+                if kind == "job" and type_ == "ADDED" and name not in completed:
+                    job_names.append(name)
+                    batch.patch_namespaced_job_status(name, "default", {"status": {"conditions": [
+                        {"type": "Complete", "status": "True", "reason": "Done"}]}})
+                    completed.add(name)
+                elif kind == "cell":
+                    if type_ == "DELETED":
+                        cells.pop(name, None)
+                    else:
+                        cells[name] = (obj.get("status") or {}).get("phase")
+                    active = sum(p not in ("Succeeded", "Failed") for p in cells.values())
+                    peak_active = max(peak_active, active)
+                elif kind == "study" and name == "scale":
+                    phase = (obj.get("status") or {}).get("phase")
+                if len(completed) // 25 > reported:
+                    reported = len(completed) // 25
                     print(f"  {len(completed)}/{n} cells' Jobs after {time.perf_counter() - t0:.1f}s", flush=True)
-                time.sleep(0.25)
             elapsed = time.perf_counter() - t0
-            rss = peak_rss_mib(op.pid)
+            rss, cpu = peak_rss_mib(op.pid), cpu_seconds(op.pid)
             requests = operator_requests(cluster.emulator, start_index)
-            names = [j["metadata"]["name"] for j in items]
-            dupes = len(names) - len(set(names))
+            dupes = len(job_names) - len(set(job_names))
         finally:
+            stop_watches.set()
             stop(op)
     result = {"cells": n, "max_parallel": limit, "study_phase": phase, "jobs": len(completed),
               "duplicate_jobs": dupes, "peak_active_cells": peak_active, "all_cells_done_s": round(elapsed, 2),
-              "operator_peak_rss_mib": round(rss, 1), "operator_requests": len(requests),
+              "operator_peak_rss_mib": round(rss, 1), "operator_cpu_s": round(cpu, 1),
+              "operator_requests": len(requests),
               "operator_requests_per_cell": round(len(requests) / n, 2), "requests_by_kind": kinds(requests)}
     print("RESULT", json.dumps(result))
     print(f"study of {n} cells (maxParallel {limit}): {phase} with {len(completed)} Jobs in {elapsed:.1f}s; "
-          f"at most {peak_active} cells active at once; operator peak RSS {rss:.0f} MiB; "
+          f"at most {peak_active} cells active at once; operator peak RSS {rss:.0f} MiB, {cpu:.1f} s CPU; "
           f"{len(requests) / n:.1f} operator requests per cell")
     ok = phase == "Succeeded" and len(completed) == n and dupes == 0 and peak_active <= limit
     return 0 if ok else 1

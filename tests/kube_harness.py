@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import itertools
 import os
 import threading
 import time
 
+import jsonpatch
+import jsonpointer
 import kmock
 from kmock import ResourceInfo
 
@@ -18,15 +22,32 @@ os.environ.setdefault("LRM_SAFETY_PROGRESS_SECONDS", "0.5")
 
 
 class _ApiServer(kmock.KubernetesEmulator):
-    """kmock plus what the API server does on create: a uid, a resourceVersion and a generation (kopf patches
-    with a resourceVersion test; objects the operator creates, like a study's cells, need one)."""
+    """kmock plus what the API server does on writes, which kopf relies on: a uid, a generation, and a new
+    resourceVersion on every create and patch (kopf's JSON patches test it), and a JSON patch that does not
+    apply answered 422, as kopf expects (kmock answers 500 and keeps the same resourceVersion, so kopf would
+    retry a stale finalizer removal nine times with backoff)."""
+
+    _versions = itertools.count(2)
 
     async def _handle(self, request):
-        if request.resource is not None and request.action == kmock.action.CREATE and isinstance(request.data, dict):
-            meta = request.data.setdefault("metadata", {})
+        data = request.data
+        if request.resource is not None and request.action == kmock.action.CREATE and isinstance(data, dict):
+            meta = data.setdefault("metadata", {})
             meta.setdefault("uid", f"uid-{meta.get('name')}")
-            meta.setdefault("resourceVersion", "1")
             meta.setdefault("generation", 1)
+            meta["resourceVersion"] = str(next(self._versions))
+        elif request.resource is not None and request.action == kmock.action.UPDATE and request.name is not None:
+            version = str(next(self._versions))
+            if isinstance(data, list):
+                key = (request.resource, request.namespace, request.name)
+                if key in self._objects and not self._objects[key].deleted:
+                    try:
+                        jsonpatch.apply_patch(copy.deepcopy(dict(self._objects[key].raw)), data)
+                    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as e:
+                        raise kmock.KubernetesError(status=422, reason="Invalid", message=str(e)) from e
+                data.append({"op": "add", "path": "/metadata/resourceVersion", "value": version})
+            elif isinstance(data, dict):
+                data.setdefault("metadata", {})["resourceVersion"] = version
         return await super()._handle(request)
 
 

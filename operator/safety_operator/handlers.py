@@ -174,6 +174,8 @@ async def _run(namespace: str, name: str, stage_jobs, stage_pods, work_jobs=None
 # ---------------------------------------------------------------- triggers
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_):
+    _study_queued.clear()  # a restarted operator (a new event loop) starts with an empty study work queue
+    _study_runs.clear()
     settings.posting.level = logging.INFO
     settings.posting.enabled = SETTINGS.post_events
     settings.watching.server_timeout = SETTINGS.watch_server_timeout
@@ -311,6 +313,18 @@ def login(**kwargs):
 # ---------------------------------------------------------------- SafetyStudy: a grid of owned experiments
 LABEL_STUDY = f"{API_GROUP}/study"
 _child_signals: dict[str, tuple] = {}  # child uid -> (phase, stage, metrics): the study reconciles when it changes
+_created_cells: dict[tuple, dict[str, float]] = {}  # (namespace, study) -> child name -> monotonic time created
+CREATED_GRACE_SECONDS = 120.0
+
+
+def with_recent_creates(children: dict[str, dict], created: dict[str, float], now: float) -> dict[str, dict]:
+    """Cells this operator created that the index has not shown yet count as active, so that a lagging watch
+    neither re-creates them nor lets more than maxParallel run. After the grace a missing cell is missing
+    (deleted by hand) and is created again."""
+    for name in [n for n, t in created.items() if n in children or now - t > CREATED_GRACE_SECONDS]:
+        del created[name]
+    pending = {n: {"name": n, "phase": None, "stage": None, "suspend": False, "metrics": {}} for n in created}
+    return {**pending, **children}
 
 
 @kopf.index(API_GROUP, API_VERSION, PLURAL, labels={LABEL_STUDY: kopf.PRESENT})
@@ -328,10 +342,13 @@ def reconcile_study(namespace: str, name: str, children: dict[str, dict]) -> Non
         api = kube.Api.get()
         body = api.get_study(namespace, name)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            _created_cells.pop((namespace, name), None)
             return
-        acts = decide_study(body, children)
+        created = _created_cells.setdefault((namespace, name), {})
+        acts = decide_study(body, with_recent_creates(children, created, time.monotonic()))
         for obj in acts.create:
             api.create_or_adopt(obj)
+            created[obj["metadata"]["name"]] = time.monotonic()
         for child, patch in acts.patch_children:
             api.patch_experiment(namespace, child, patch)
         if acts.status:
@@ -340,9 +357,26 @@ def reconcile_study(namespace: str, name: str, children: dict[str, dict]) -> Non
             api.event(body, type_, reason, message)
 
 
+_study_queued: set[tuple[str, str]] = set()
+_study_runs: dict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+
+
 async def _run_study(namespace: str, name: str, study_children) -> None:
-    children = {c["name"]: c for c in study_children.get((namespace, name), [])}
-    await asyncio.to_thread(reconcile_study, namespace, name, children)
+    """A work queue of one per study: a run that has not started yet will read the index when it does, so a
+    burst of cell events (20 cells finishing together) costs one GET and one status patch, not one each."""
+    key = (namespace, name)
+    if key in _study_queued:
+        return
+    _study_queued.add(key)
+    try:
+        await _study_runs[key].acquire()
+    finally:
+        _study_queued.discard(key)
+    try:
+        children = {c["name"]: c for c in study_children.get(key, [])}
+        await asyncio.to_thread(reconcile_study, namespace, name, children)
+    finally:
+        _study_runs[key].release()
 
 
 def _study_finished(status) -> bool:
