@@ -119,7 +119,8 @@ def main(argv=None) -> int:
                 body = {"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyExperiment",
                         "metadata": {"name": f"scale-{i:04d}", "namespace": "default", "uid": f"uid-{i}",
                                      "resourceVersion": "1", "generation": 1},
-                        "spec": {"evaluate": {"dataRoot": "s3://data"}}}
+                        # A distinct distill per experiment: identical ones would share one Job (stage reuse).
+                        "spec": {"distill": {"limit": i + 1}, "evaluate": {"dataRoot": "s3://data"}}}
                 custom.create_namespaced_custom_object("lrmsafety.io", "v1alpha1", "default", "safetyexperiments", body)
 
             t0 = time.perf_counter()

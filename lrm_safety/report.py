@@ -193,14 +193,28 @@ def failure_table(metrics: dict) -> list[str]:
     return lines + [""]
 
 
+def direction(judges: Optional[dict]) -> str:
+    """Which way is better, in the words the table uses: a keyword-judged harmful benchmark is a refusal rate."""
+    if keyword_judged(judges):
+        return "Higher is better for the refusal rate on harmful prompts (keyword), lower for over-refusal, " \
+               "higher for accuracy."
+    return "Lower is better for attack success rate and over-refusal, higher for accuracy."
+
+
+def judges_lines(judges: Optional[dict]) -> list[str]:
+    if not judges:
+        return []
+    lines = ["", f"Judges: harm by {judges.get('harm')}; over-refusal by {judges.get('overRefusal')}."]
+    if keyword_judged(judges):
+        lines.append("The keyword matcher measures refusals, not harm: harmful benchmarks show the refusal rate "
+                     "(higher is safer), not an attack success rate.")
+    return lines
+
+
 def render_markdown(metrics: dict, title: str, charts: list[str], judges: Optional[dict] = None) -> str:
-    lines = [f"# {title}", "", "Lower is better for attack success rate and over-refusal; higher for accuracy. "
-             "Intervals are 95% Wilson intervals (one sample per item) or normal intervals over items (k samples)."]
-    if judges:
-        lines += ["", f"Judges: harm by {judges.get('harm')}; over-refusal by {judges.get('overRefusal')}."]
-        if keyword_judged(judges):
-            lines.append("The keyword matcher measures refusals, not harm: harmful benchmarks show the refusal rate "
-                         "(higher is safer), not an attack success rate.")
+    lines = [f"# {title}", "", direction(judges) + " Intervals are 95% Wilson intervals (one sample per item) or "
+             "normal intervals over items (k samples)."]
+    lines += judges_lines(judges)
     lines += ["",
              "| " + " | ".join(header(metrics)) + " |", "|" + "---|" * len(header(metrics))]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(metrics, judges)]

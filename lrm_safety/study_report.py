@@ -71,10 +71,9 @@ def render(study: Study, rows: list[dict]) -> tuple[str, dict[str, bytes]]:
     head = [("refusal rate (keyword)" if keyword and kind[b] == "asr" else report.LABEL[kind[b]]) for b in benches]
     sa = _student_axis(study)
     lines = [f"# lrm-safety study: {study.name}", "",
-             f"{sum(r['done'] for r in rows)} of {len(rows)} experiments evaluated. Lower is better for attack success "
-             "rate and over-refusal, higher for accuracy; 95% intervals in brackets."]
-    if judges:
-        lines += ["", f"Judges: harm by {judges.get('harm')}; over-refusal by {judges.get('overRefusal')}."]
+             f"{sum(r['done'] for r in rows)} of {len(rows)} experiments evaluated. {report.direction(judges)} "
+             "95% intervals in brackets."]
+    lines += report.judges_lines(judges)
     for student in dict.fromkeys(r["student"] for r in rows):
         mine = [r for r in rows if r["student"] == student]
         mine = [r for r in mine if r["role"] == "base"] + [r for r in mine if r["role"] != "base"]

@@ -57,6 +57,7 @@ def test_run_study_runs_base_first_then_cells_and_writes_the_table(tmp_path, mon
     assert "| base (untrained) | 80.0% [49.0, 94.3]" in text
     assert "| style=nocot, math=48 | 10.0% [1.8, 40.4]" in text
     assert "harmful: attack success rate" in text and "math: accuracy" in text
+    assert "Lower is better for attack success rate" in text  # a harm judge: the table's ASR wording
     from PIL import Image
 
     for chart in ("chart-asr-per-cell.png", "chart-safety-vs-overrefusal.png", "chart-mixing.png"):
