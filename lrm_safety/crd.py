@@ -137,7 +137,7 @@ def study_crd() -> dict[str, Any]:
     spec_schema["description"] = "A grid of SafetyExperiments: base spec x axes; see docs/spec.md."
     status = {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
               "description": "phase, done (n/total), counts, bestAsr, cells (a row per child: phase, stage, "
-                             "asr, overRefusal, mathAccuracy), conditions, message."}
+                             "asr, overRefusal, mathAccuracy, codeAccuracy), conditions, message."}
     return _crd(STUDY_KIND, STUDY_PLURAL, "sstudy", spec_schema, status, [
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Done", "type": "string", "jsonPath": ".status.done"},

@@ -177,13 +177,13 @@ def cmd_studies(args) -> int:
         print(json.dumps(st, indent=1, sort_keys=True))
         return 0
     axes = list(dict.fromkeys(k for r in st.get("cells") or [] for k in (r.get("cell") or {})))
-    table = Table("experiment", *axes, "phase", "stage", "ASR", "over-refusal", "math",
+    table = Table("experiment", *axes, "phase", "stage", "ASR", "over-refusal", "math", "code",
                   title=f"{args.name}: {st.get('phase', 'Pending')}, {st.get('done', '-')} done")
     for r in st.get("cells") or []:
         cell = r.get("cell") or {}
         table.add_row(r["name"], *[str(cell.get(a, "base" if r.get("role") == "base" else "-")) for a in axes],
                       r.get("phase") or "-", r.get("stage") or "-", _pct(r.get("asr")), _pct(r.get("overRefusal")),
-                      _pct(r.get("mathAccuracy")))
+                      _pct(r.get("mathAccuracy")), _pct(r.get("codeAccuracy")))
     console.print(table)
     if st.get("message"):
         console.print(st["message"])

@@ -9,6 +9,8 @@ import math
 from typing import Optional
 
 METRIC = {"harmful": "asr", "benign": "overRefusal", "math": "accuracy", "code": "passAt1"}
+HEADLINE = {"asr": "asr", "overRefusal": "overRefusal", "accuracy": "mathAccuracy", "passAt1": "codeAccuracy"}
+HEADLINE_KEYS = tuple(HEADLINE.values())  # what status.metrics and a study's cell rows carry
 LABEL = {"asr": "attack success rate", "overRefusal": "over-refusal", "accuracy": "accuracy", "passAt1": "pass@1"}
 
 
@@ -101,13 +103,11 @@ def compute(records: dict[str, dict[str, list[dict]]], kinds: dict[str, str]) ->
         benches[bench] = entry
     headline: dict[str, Optional[float]] = {"asr": None, "overRefusal": None, "mathAccuracy": None}
     for bench, entry in benches.items():
-        key = {"asr": "asr", "overRefusal": "overRefusal", "accuracy": "mathAccuracy"}.get(entry["metric"])
-        if key is None:  # code pass@1 is reported per benchmark, not as a headline
-            continue
+        key = HEADLINE[entry["metric"]]
         source = entry.get("trained") or entry.get("base") or next(
             (entry[m] for m in model_order(records) if m in entry), None)
         # The headline ASR is the first harmful benchmark without an attack (PAP/PAIR are reported per benchmark).
-        if headline[key] is None and source and not bench.startswith("advbench-"):
+        if headline.get(key) is None and source and not bench.startswith("advbench-"):
             headline[key] = source["value"]
     return {"benchmarks": benches, "headline": headline, "order": list(kinds), "models": model_order(records)}
 

@@ -772,6 +772,8 @@ class Metrics(_Model):
     """Headline over-refusal rate (xstest) of the trained model."""
     math_accuracy: Optional[float] = None
     """Headline math accuracy of the trained model."""
+    code_accuracy: Optional[float] = None
+    """Headline code pass@1 (livecodebench) of the trained model, when a code benchmark ran."""
     benchmarks: dict[str, Any] = Field(default_factory=dict)
     """Per benchmark: trained, base and delta values."""
 

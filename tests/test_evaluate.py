@@ -52,6 +52,9 @@ def test_wilson_interval_and_metrics():
     m = compute(recs, {"adv": "harmful"})
     assert m["benchmarks"]["adv"]["base"]["value"] == 0.8 and m["benchmarks"]["adv"]["trained"]["value"] == 0.1
     assert m["benchmarks"]["adv"]["delta"] == -0.7 and m["headline"]["asr"] == 0.1
+    assert "codeAccuracy" not in m["headline"], "no code benchmark, no code headline"
+    code = compute({"trained": {"lcb": [{"passed": True}] * 3 + [{"passed": False}]}}, {"lcb": "code"})
+    assert code["headline"]["codeAccuracy"] == 0.75 and code["headline"]["mathAccuracy"] is None
 
 
 @pytest.mark.slow

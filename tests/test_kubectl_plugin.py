@@ -113,7 +113,7 @@ def test_studies_lists_and_shows_the_cells(cluster):
         "phase": "Running", "done": "2/3", "bestAsr": 0.05, "message": "2/3 cells done",
         "cells": [{"name": "grid-base", "role": "base", "phase": "Succeeded", "asr": 0.4},
                   {"name": "grid-short", "role": "cell", "cell": {"style": "short"}, "phase": "Succeeded", "asr": 0.05,
-                   "overRefusal": 0.12},
+                   "overRefusal": 0.12, "codeAccuracy": 0.375},
                   {"name": "grid-nocot", "role": "cell", "cell": {"style": "nocot"}, "phase": "Running",
                    "stage": "train"}]}})
     r = sexp(cluster, "studies")
@@ -123,7 +123,7 @@ def test_studies_lists_and_shows_the_cells(cluster):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     short = next(line for line in lines if "grid-short" in line)
-    assert "short" in short and "5.0%" in short and "12.0%" in short
+    assert "short" in short and "5.0%" in short and "12.0%" in short and "37.5%" in short
     assert "train" in next(line for line in lines if "grid-nocot" in line)
     assert "base" in next(line for line in lines if "grid-base" in line)
     r = sexp(cluster, "studies", "nope")

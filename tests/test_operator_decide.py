@@ -117,7 +117,7 @@ def test_shard_summaries_come_from_the_finished_manifest_or_add_up():
 def test_full_pipeline_ends_succeeded_with_metrics():
     body, jobs, pods = _body(), {}, {}
     summaries = {"evaluate": {"stage": "evaluate", "metrics": {"asr": 0.06, "overRefusal": 0.1, "mathAccuracy": 0.5,
-                                                              "benchmarks": {"advbench": {"base": 0.8}}}}}
+                                                              "codeAccuracy": 0.25, "benchmarks": {"advbench": {"base": 0.8}}}}}
     for stage in ("distill", "mix", "train", "evaluate"):
         acts = _step(body, jobs=jobs, pods=pods)
         job = next(o for o in acts.create if o["kind"] == "Job")
@@ -127,7 +127,7 @@ def test_full_pipeline_ends_succeeded_with_metrics():
         _step(body, jobs=jobs, pods=pods)
     s = body["status"]
     assert s["phase"] == "Succeeded" and s["stage"] is None
-    assert s["metrics"]["asr"] == 0.06 and s["metrics"]["overRefusal"] == 0.1
+    assert s["metrics"]["asr"] == 0.06 and s["metrics"]["overRefusal"] == 0.1 and s["metrics"]["codeAccuracy"] == 0.25
     assert _cond(s, "Ready")["status"] == "True" and _cond(s, "Failed")["status"] == "False"
     assert decide(_obs(body, jobs, pods)).status == {}, "a finished experiment is left alone"
 

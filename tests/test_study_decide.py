@@ -26,6 +26,17 @@ def test_max_parallel_creates_only_the_free_slots_in_grid_order():
     assert len(again) == 1 and again[0] not in names
 
 
+def test_a_cells_row_carries_its_headline_metrics_code_included():
+    from safety_operator.study_status import trim_child
+
+    first = decide_study(_study(), {}).create[0]["metadata"]["name"]
+    child = trim_child({"spec": {}, "status": {"phase": "Succeeded", "metrics": {
+        "asr": 0.1, "overRefusal": 0.2, "mathAccuracy": 0.5, "codeAccuracy": 0.25, "benchmarks": {"x": {}}}}})
+    row = next(r for r in decide_study(_study(), {first: child}).status["cells"] if r["name"] == first)
+    assert (row["asr"], row["overRefusal"], row["mathAccuracy"], row["codeAccuracy"]) == (0.1, 0.2, 0.5, 0.25)
+    assert "benchmarks" not in row, "the row stays small: headlines only"
+
+
 def test_cells_created_but_not_yet_indexed_hold_their_slots():
     first = [o["metadata"]["name"] for o in decide_study(_study(), {}).create]
     created = {n: 100.0 for n in first}

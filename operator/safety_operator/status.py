@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from lrm_safety.report import HEADLINE_KEYS
 from lrm_safety.spec import SafetyExperimentSpec, SpecError, parse_spec
 
 from . import manifests, pods as podinfo
@@ -101,7 +102,7 @@ def retry_delay(base: int, attempt: int) -> int:
 def _metrics_from_summary(summary: dict, metrics: dict) -> dict:
     m = dict(metrics)
     src = summary.get("metrics") or {}
-    for key in ("asr", "overRefusal", "mathAccuracy"):
+    for key in HEADLINE_KEYS:
         if src.get(key) is not None:
             m[key] = src[key]
     if src.get("benchmarks"):

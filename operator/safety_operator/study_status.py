@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from lrm_safety.report import HEADLINE_KEYS
 from lrm_safety.spec import SpecError
 from lrm_safety.study import Study, child_manifest
 
@@ -32,7 +33,7 @@ def trim_child(body: dict) -> dict:
     metrics = status.get("metrics") or {}
     return {"suspend": bool((body.get("spec") or {}).get("suspend")), "phase": status.get("phase"),
             "stage": status.get("stage"), "message": status.get("message"),
-            "metrics": {k: metrics.get(k) for k in ("asr", "overRefusal", "mathAccuracy") if metrics.get(k) is not None}}
+            "metrics": {k: metrics.get(k) for k in HEADLINE_KEYS if metrics.get(k) is not None}}
 
 
 def _row(cell, child: Optional[dict]) -> dict:
