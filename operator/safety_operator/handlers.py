@@ -320,7 +320,7 @@ CREATED_GRACE_SECONDS = 120.0
 def with_recent_creates(children: dict[str, dict], created: dict[str, float], now: float) -> dict[str, dict]:
     """Cells this operator created that the index has not shown yet count as active, so that a lagging watch
     neither re-creates them nor lets more than maxParallel run. After the grace a missing cell is missing
-    (deleted by hand) and is created again."""
+    (deleted by hand) and is created again. Prunes `created` of cells the index now shows or past the grace."""
     for name in [n for n, t in created.items() if n in children or now - t > CREATED_GRACE_SECONDS]:
         del created[name]
     pending = {n: {"name": n, "phase": None, "stage": None, "suspend": False, "metrics": {}} for n in created}
@@ -335,26 +335,25 @@ def study_children(namespace, name, labels, body, **_):
 
 
 def reconcile_study(namespace: str, name: str, children: dict[str, dict]) -> None:
+    """One study's reconcile; _run_study runs at most one at a time per study."""
     from .study_status import decide_study
 
-    key = ("study", namespace, name)
-    with _locks[key]:
-        api = kube.Api.get()
-        body = api.get_study(namespace, name)
-        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-            _created_cells.pop((namespace, name), None)
-            return
-        created = _created_cells.setdefault((namespace, name), {})
-        acts = decide_study(body, with_recent_creates(children, created, time.monotonic()))
-        for obj in acts.create:
-            api.create_or_adopt(obj)
-            created[obj["metadata"]["name"]] = time.monotonic()
-        for child, patch in acts.patch_children:
-            api.patch_experiment(namespace, child, patch)
-        if acts.status:
-            api.patch_study_status(namespace, name, acts.status)
-        for type_, reason, message in acts.events:
-            api.event(body, type_, reason, message)
+    api = kube.Api.get()
+    body = api.get_study(namespace, name)
+    if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+        _created_cells.pop((namespace, name), None)
+        return
+    created = _created_cells.setdefault((namespace, name), {})
+    acts = decide_study(body, with_recent_creates(children, created, time.monotonic()))
+    for obj in acts.create:
+        api.create_or_adopt(obj)
+        created[obj["metadata"]["name"]] = time.monotonic()
+    for child, patch in acts.patch_children:
+        api.patch_experiment(namespace, child, patch)
+    if acts.status:
+        api.patch_study_status(namespace, name, acts.status)
+    for type_, reason, message in acts.events:
+        api.event(body, type_, reason, message)
 
 
 _study_queued: set[tuple[str, str]] = set()
