@@ -28,6 +28,7 @@ class _ApiServer(kmock.KubernetesEmulator):
     retry a stale finalizer removal nine times with backoff)."""
 
     _versions = itertools.count(2)
+    _version = 1  # the newest resourceVersion handed out: a list's resourceVersion
 
     async def _handle(self, request):
         data = request.data
@@ -35,9 +36,9 @@ class _ApiServer(kmock.KubernetesEmulator):
             meta = data.setdefault("metadata", {})
             meta.setdefault("uid", f"uid-{meta.get('name')}")
             meta.setdefault("generation", 1)
-            meta["resourceVersion"] = str(next(self._versions))
+            meta["resourceVersion"] = self._next_version()
         elif request.resource is not None and request.action == kmock.action.UPDATE and request.name is not None:
-            version = str(next(self._versions))
+            version = self._next_version()
             if isinstance(data, list):
                 key = (request.resource, request.namespace, request.name)
                 if key in self._objects and not self._objects[key].deleted:
@@ -49,6 +50,43 @@ class _ApiServer(kmock.KubernetesEmulator):
             elif isinstance(data, dict):
                 data.setdefault("metadata", {})["resourceVersion"] = version
         return await super()._handle(request)
+
+    def _next_version(self) -> str:
+        type(self)._version = next(self._versions)
+        return str(self._version)
+
+    async def _serve_list(self, request):
+        """kmock's list with a real resourceVersion, for the watch that follows it."""
+        async with self._lock:
+            listed = str(self._version)
+        result = await super()._serve_list(request)
+        return {**result, "metadata": {**result.get("metadata", {}), "resourceVersion": listed}}
+
+    async def _serve_watch(self, request):
+        """A watch as the API server serves one: from the list's resourceVersion, nothing sent twice and nothing
+        lost. kmock sends every current object as ADDED again, then subscribes to its event bus, so a write in
+        between was never streamed; kopf, handed a stale duplicate, failed a guarded patch and waited for an
+        event that never came. Here the bus is marked under the same lock as the snapshot (writes publish
+        under it too), and the snapshot holds only objects changed since the list."""
+        yield b""
+        since = int(request.params.get("resourceVersion") or 0) if \
+            str(request.params.get("resourceVersion") or "0").isdigit() else 0
+        bus = self._buses[request.resource]
+        async with self._lock:
+            mark = await bus.mark()
+            current = [obj.raw for (resource, namespace, name), obj in self.objects.items()
+                       if not obj.deleted and _watched(request, resource, namespace, name)
+                       and int(obj.raw.get("metadata", {}).get("resourceVersion") or 0) > since]
+        for raw in current:
+            yield {"type": "ADDED" if since == 0 else "MODIFIED", "object": raw}
+        async for event in bus.stream(since=mark):
+            meta = (event.get("object") or {}).get("metadata") or {}
+            if _watched(request, request.resource, meta.get("namespace"), meta.get("name")):
+                yield event
+
+
+def _watched(request, resource, namespace, name) -> bool:
+    return resource == request.resource and request.namespace in (None, namespace) and request.name in (None, name)
 
 
 class EmulatedCluster:
