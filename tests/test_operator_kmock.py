@@ -95,6 +95,30 @@ def test_full_pipeline_reaches_succeeded_with_metrics(cluster, operator):
     assert sorted(jobs(cluster, "full")) == ["full-distill-1", "full-evaluate-1", "full-mix-1", "full-train-1"]
 
 
+def test_charts_worker_image_and_pull_secrets_on_every_stage_job(cluster):
+    """An experiment naming no image runs the chart's worker.image (from the operator's env), with its pull secrets;
+    one that names an image keeps it."""
+    from safety_operator.manifests import WorkerDefaults
+
+    env = {"LRM_SAFETY_DEFAULT_WORKER_IMAGE": "registry.example/lrm/worker:9", "LRM_SAFETY_WORKER_PULL_SECRETS": "regcred"}
+    op = OperatorThread(cluster.url, worker=WorkerDefaults.from_env(env)).start()
+    try:
+        create(cluster, "chart-img")
+        create(cluster, "own-img", {"images": {"worker": "mine.example/w:1"}})
+        for stage in ("distill", "mix", "train", "evaluate"):
+            job = f"chart-img-{stage}-1"
+            pod = wait_job(cluster, "chart-img", job)["spec"]["template"]["spec"]
+            assert pod["containers"][0]["image"] == "registry.example/lrm/worker:9", stage
+            assert pod["imagePullSecrets"] == [{"name": "regcred"}], stage
+            wait_for(lambda: get(cluster, "chart-img")["status"]["stage"] == stage, 20, what=f"status.stage {stage}")
+            finish_job(cluster, job, summary={"stage": stage})
+        own = wait_job(cluster, "own-img", "own-img-distill-1")["spec"]["template"]["spec"]
+        assert own["containers"][0]["image"] == "mine.example/w:1"
+        assert own["imagePullSecrets"] == [{"name": "regcred"}]
+    finally:
+        op.stop()
+
+
 def test_failed_job_is_retried_then_reported(cluster, operator):
     create(cluster, "flaky", {"resources": {"backoffLimit": 1, "retryBackoffSeconds": 1}})
     wait_job(cluster, "flaky", "flaky-distill-1")

@@ -219,3 +219,32 @@ def test_cli_render_prints_valid_yaml():
                             str(Path(__file__).resolve().parent.parent / "examples" / "quickstart.yaml")],
                            capture_output=True, text=True)
     assert quick.returncode == 0 and "gpus 1" not in quick.stdout and "nvidia.com/gpu:" not in quick.stdout
+
+
+def test_cli_render_uses_the_operators_worker_defaults():
+    """`render` shows what the operator would create: the chart's image and pull secrets (same env) when the spec
+    names none, else the documented default; a spec's own image always wins."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "experiment.yaml"
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("LRM_SAFETY_")}
+
+    def jobs(env):
+        r = subprocess.run([sys.executable, "-m", "lrm_safety.cli", "render", str(example)], capture_output=True,
+                           text=True, env={**base_env, **env})
+        assert r.returncode == 0, r.stderr
+        return r.stdout, [d for d in yaml.safe_load_all(r.stdout) if d and d["kind"] == "Job"]
+
+    out, default = jobs({})
+    from lrm_safety.spec import DEFAULT_WORKER_IMAGE
+    assert {_container(j)["image"] for j in default} == {DEFAULT_WORKER_IMAGE}
+    assert f"worker image {DEFAULT_WORKER_IMAGE} (the default" in out
+    out, charted = jobs({"LRM_SAFETY_DEFAULT_WORKER_IMAGE": "registry.example/w:3", "LRM_SAFETY_WORKER_PULL_SECRETS": "regcred"})
+    assert len(charted) == 4 and {_container(j)["image"] for j in charted} == {"registry.example/w:3"}
+    assert all(j["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}] for j in charted)
+    spec = parse_spec({"images": {"worker": "mine:1"}, "evaluate": {"dataRoot": "/d"}})
+    own = m.WorkerDefaults(image="registry.example/w:3").apply(spec)
+    assert own.images.worker == "mine:1"

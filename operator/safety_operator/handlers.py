@@ -66,7 +66,7 @@ def reconcile(namespace: str, name: str, jobs: dict[str, dict], pods: dict[str, 
             except Exception:  # an invalid spec: decide reports it
                 pass
         acts = decide(Observed(body=body, jobs=jobs, pods=pods, finished_in_store=lookup, now=utcnow(),
-                               work_holders=work_holders), SETTINGS.default_worker_image)
+                               work_holders=work_holders), SETTINGS.worker)
         try:
             for obj in acts.create:
                 api.create_or_adopt(obj)

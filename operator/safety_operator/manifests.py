@@ -5,11 +5,13 @@ same object gets 409 Conflict and adopts the existing one instead of creating a 
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
 
 import yaml
 
-from lrm_safety.spec import API_GROUP, API_VERSION, KIND, SafetyExperimentSpec, spec_dict
+from lrm_safety.spec import API_GROUP, API_VERSION, DEFAULT_WORKER_IMAGE, KIND, SafetyExperimentSpec, spec_dict
 
 LABEL_EXPERIMENT = f"{API_GROUP}/experiment"
 LABEL_STAGE = f"{API_GROUP}/stage"
@@ -23,6 +25,36 @@ SPEC_FILE = "experiment.yaml"
 from lrm_safety.errors import BAD_INPUT_EXIT  # noqa: E402
 
 TERMINATION_LOG = "/dev/termination-log"
+
+
+@dataclass(frozen=True)
+class WorkerDefaults:
+    """The operator's defaults for stage pods (the chart's `worker.*` values), for what a spec leaves unset: the
+    image a user's registry serves, its pull secrets, the pods' ServiceAccount and whether its token is mounted."""
+    image: str = DEFAULT_WORKER_IMAGE
+    pull_secrets: tuple[str, ...] = ()
+    service_account: str = ""
+    automount_token: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "WorkerDefaults":
+        return cls(image=env.get("LRM_SAFETY_DEFAULT_WORKER_IMAGE") or DEFAULT_WORKER_IMAGE,
+                   pull_secrets=tuple(s.strip() for s in env.get("LRM_SAFETY_WORKER_PULL_SECRETS", "").split(",")
+                                      if s.strip()),
+                   service_account=env.get("LRM_SAFETY_WORKER_SERVICE_ACCOUNT", ""),
+                   automount_token=env.get("LRM_SAFETY_WORKER_AUTOMOUNT_TOKEN", "").lower() in ("1", "true", "yes"))
+
+    def apply(self, spec: SafetyExperimentSpec) -> SafetyExperimentSpec:
+        """A copy of `spec` with these defaults where it names nothing; pull secrets are the union, the chart's first."""
+        images = spec.images.model_copy(update={
+            "worker": spec.images.worker or self.image,
+            "pull_secrets": list(dict.fromkeys([*self.pull_secrets, *spec.images.pull_secrets]))})
+        r = spec.resources
+        resources = r.model_copy(update={
+            "service_account_name": r.service_account_name or self.service_account or None,
+            "automount_service_account_token": self.automount_token if r.automount_service_account_token is None
+            else r.automount_service_account_token})
+        return spec.model_copy(update={"images": images, "resources": resources})
 
 
 def job_name(experiment: str, stage: str, attempt: int = 1) -> str:
@@ -145,7 +177,7 @@ def _pod_spec(experiment: str, spec: SafetyExperimentSpec, stage: str, command: 
         limits[r.gpu_resource] = str(compute["gpus"])
     container = {
         "name": stage,
-        "image": spec.images.worker,
+        "image": spec.images.worker or DEFAULT_WORKER_IMAGE,
         "imagePullPolicy": spec.images.pull_policy,
         "command": command,
         "env": _env(spec, stage) + extra_env,
@@ -161,7 +193,8 @@ def _pod_spec(experiment: str, spec: SafetyExperimentSpec, stage: str, command: 
     cache = {"persistentVolumeClaim": {"claimName": r.model_cache}} if r.model_cache else {"emptyDir": {}}
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
-        "automountServiceAccountToken": False,  # stage pods never call the Kubernetes API
+        # stage pods never call the Kubernetes API: no token unless the spec or the chart asks for one
+        "automountServiceAccountToken": bool(r.automount_service_account_token),
         "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
@@ -172,6 +205,10 @@ def _pod_spec(experiment: str, spec: SafetyExperimentSpec, stage: str, command: 
             {"name": "scratch", "emptyDir": {}},
         ],
     }
+    if r.service_account_name:
+        pod["serviceAccountName"] = r.service_account_name
+    if spec.images.pull_secrets:
+        pod["imagePullSecrets"] = [{"name": n} for n in spec.images.pull_secrets]
     if r.node_selector:
         pod["nodeSelector"] = dict(r.node_selector)
     if r.tolerations:

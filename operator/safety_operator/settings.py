@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from .manifests import WorkerDefaults
 
 
 def _bool(value: str | None, default: bool) -> bool:
@@ -24,7 +26,7 @@ class Settings:
     peering_lifetime: int = 60  # seconds a silent peer counts as alive: how soon a standby takes over
     liveness: str = "http://0.0.0.0:8080/healthz"
     priority: int = 0
-    default_worker_image: str = ""  # used for experiments whose spec names no images.worker
+    worker: WorkerDefaults = field(default_factory=WorkerDefaults)  # stage-pod defaults for what specs leave unset
     post_events: bool = True
 
     @classmethod
@@ -45,6 +47,6 @@ class Settings:
             peering_lifetime=int(e.get("LRM_SAFETY_PEERING_LIFETIME", "60")),
             liveness=e.get("LRM_SAFETY_LIVENESS", "http://0.0.0.0:8080/healthz"),
             priority=int(e.get("LRM_SAFETY_PRIORITY", "0")),
-            default_worker_image=e.get("LRM_SAFETY_DEFAULT_WORKER_IMAGE", ""),
+            worker=WorkerDefaults.from_env(e),
             post_events=_bool(e.get("LRM_SAFETY_EVENTS"), True),
         )

@@ -16,6 +16,7 @@ from lrm_safety.report import HEADLINE_KEYS
 from lrm_safety.spec import SafetyExperimentSpec, SpecError, parse_spec
 
 from . import manifests, pods as podinfo
+from .manifests import WorkerDefaults
 
 MAX_BACKOFF_S = 600
 
@@ -393,8 +394,8 @@ def ignored_changes(diff, status: Optional[dict], generation: Optional[int]) -> 
                    and tuple(path[:2]) not in HONOURED})
 
 
-def decide(obs: Observed, default_image: str = "") -> Actions:
-    """What to do now for one experiment. `default_image`: the operator's worker image for specs that name none."""
+def decide(obs: Observed, worker: WorkerDefaults = WorkerDefaults()) -> Actions:
+    """What to do now for one experiment. `worker`: the operator's stage-pod defaults (image, pull secrets...)."""
     body = obs.body
     meta, raw_spec = body.get("metadata") or {}, body.get("spec") or {}
     old = body.get("status") or {}
@@ -419,8 +420,7 @@ def decide(obs: Observed, default_image: str = "") -> Actions:
         status["message"] = None
         status["conditions"] = set_condition(status["conditions"], "Failed", False, "SpecFixed",
                                              "the spec is valid now", obs.now)
-    if default_image and not (raw_spec.get("images") or {}).get("worker"):
-        spec.images.worker = default_image
+    spec = worker.apply(spec)
     d = _Decision(obs, spec, status, old)
     if not old.get("phase") or old.get("phase") == "Failed":
         d.event("Normal", "Accepted", f"spec valid; stages: {', '.join(spec.stages)}")
