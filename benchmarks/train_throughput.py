@@ -2,10 +2,10 @@
 
 reference: the recipe of ../shared/bench/sft_reference.py (padded batches of 2 x grad-accum 8, gradient
            checkpointing, DeepSpeed ZeRO-2 on GPU, bf16 on GPU).
-stage:     what `lrm-safety stage train` runs for the default spec on this machine (`runtime_profile`:
-           length-grouped batches, no ZeRO partitioning on one process, and on a GPU with flash-attn and
-           Liger installed padding-free packing and fused linear cross-entropy). Same effective batch of
-           16 sequences per optimizer step, same loss.
+stage:     what `lrm-safety stage train` runs for the default spec on this machine (`runtime_profile` and
+           `numerics`: no ZeRO partitioning on one process, fp32 master weights under bf16 autocast, random
+           sample order, and on a GPU with flash-attn and Liger installed padding-free micro-batches and fused
+           linear cross-entropy). Same effective batch of 16 sequences per optimizer step, same loss.
 
   python benchmarks/train_throughput.py --shape 1.5b --steps 12            # on a GPU (the figure)
   python benchmarks/train_throughput.py --shape tiny --steps 6 --max-len 512  # CPU smoke run
@@ -76,7 +76,7 @@ def run(shape: str, mode: str, steps: int, warm: int, min_len: int, max_len: int
     from trl import SFTConfig, SFTTrainer
 
     from lrm_safety.spec import parse_spec
-    from lrm_safety.stages.train import runtime_profile, sft_kwargs
+    from lrm_safety.stages.train import numerics, runtime_profile, sft_kwargs
 
     cuda = torch.cuda.is_available()
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29500 + random.randint(0, 999)), RANK="0",
@@ -100,9 +100,12 @@ def run(shape: str, mode: str, steps: int, warm: int, min_len: int, max_len: int
         kw = sft_kwargs(spec, out, cuda, use_deepspeed=profile["deepspeed"] != "none" and cuda, profile=profile)
         kw.update({k: v for k, v in common.items() if k in ("save_strategy", "report_to", "logging_steps")})
         attn = profile["attn"]
+    # The reference loads bf16 weights under DeepSpeed (fp32 masters in its optimizer); the stage loads as its
+    # numerics say (fp32 weights under bf16 autocast on one GPU without DeepSpeed).
+    dtype = (torch.bfloat16 if cuda else torch.float32) if mode == "reference" else \
+        getattr(torch, numerics(spec, cuda, use_deepspeed=bool(kw.get("deepspeed")))["load_dtype"])
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16 if cuda else torch.float32,
-                                             attn_implementation=attn)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation=attn)
     nparams = sum(p.numel() for p in model.parameters())
 
     stamps: list[float] = []

@@ -43,7 +43,21 @@ def cmd_validate(args) -> int:
               f"({sum(c.role == 'base' for c in doc.cells)} base evaluations)")
     else:
         print(f"{args.file}: valid SafetyExperiment {doc.name!r}")
+        for line in _train_plan_lines(doc, Path(args.file).resolve().parent):
+            print(line)
     return 0
+
+
+def _train_plan_lines(exp, base_dir: Path) -> list[str]:
+    """The train stage's GPU memory plan (memory_plan.py), for render and validate; nothing without a train stage."""
+    if "train" not in exp.spec.stages:
+        return []
+    from .memory_plan import render_plan, train_plan
+
+    try:
+        return render_plan(train_plan(exp.spec, base_dir))
+    except Exception as e:  # a plan is advice: a model whose config cannot be built never fails render/validate
+        return [f"# train memory plan: not estimated ({type(e).__name__}: {e})"]
 
 
 def cmd_inspect(args) -> int:
@@ -208,6 +222,7 @@ def cmd_render(args) -> int:
                      f"memory {c['memory']}; secrets: {', '.join(secrets) or 'none'}")
     if spec.images.pull_secrets:
         lines.append(f"#   image pull secrets: {', '.join(spec.images.pull_secrets)}")
+    lines += _train_plan_lines(exp, base_dir)
     sys.stdout.write("\n".join(lines) + "\n" + yaml.safe_dump_all(docs, sort_keys=False))
     return 0
 

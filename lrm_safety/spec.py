@@ -89,6 +89,7 @@ class Rendering(str, Enum):
 class Precision(str, Enum):
     auto = "auto"
     bf16 = "bf16"
+    bf16_pure = "bf16-pure"
     fp16 = "fp16"
     fp32 = "fp32"
 
@@ -387,7 +388,11 @@ class TrainSpec(_Model):
     packing: bool = False
     """Pack several samples into one row (changes samples per optimizer step; the release does not pack). Needs flash-attn on a GPU."""
     optimize: bool = True
-    """Speed only, never samples per step or the loss: length-grouped batches, no DeepSpeed partitioning on a single process, and on GPUs with flash-attn/Liger installed padding-free micro-batches (one row per sample, no padding) and fused linear cross-entropy."""
+    """Speed only, never the samples, their order, samples per step or the numerics: no DeepSpeed partitioning on a single process (fp32 master weights stay, through bf16 autocast), and on GPUs with flash-attn/Liger installed padding-free micro-batches (one row per sample, no padding) and fused linear cross-entropy."""
+    group_by_length: bool = False
+    """Batch samples of similar length together (less padding, faster). A deviation: the release's Trainer samples at random, and grouping changes which samples share a step."""
+    max_grad_norm: float = Field(0.0, ge=0.0)
+    """Clip the gradient norm to this (0: no clipping). The release passes --max_grad_norm 1.0, but under DeepSpeed the Trainer leaves clipping to DeepSpeed, and its deepspeed_zero2.json sets no gradient_clipping, whose default was 0 (off) until DeepSpeed 0.19.3: the release trained unclipped."""
     liger: bool = False
     """Liger fused kernels (fused linear cross-entropy), GPU only."""
     loss: Loss = Loss.all
@@ -395,7 +400,7 @@ class TrainSpec(_Model):
     rendering: Rendering = Rendering.prompt_completion
     """How a conversation becomes training text: prompt-completion (the student's generation prompt, then the response with its reasoning as plain text) or conversation (the whole chat through the chat template, as the release's TRL 0.16 code path did: the DeepSeek-R1-Distill template then drops the reasoning from every example; see docs/spec.md)."""
     precision: Precision = Precision.auto
-    """auto: bf16 on GPU, fp32 on CPU."""
+    """auto: bf16 on GPU, fp32 on CPU. bf16 computes in bf16 and keeps fp32 master weights and optimizer states, as the release's DeepSpeed bf16 does (DeepSpeed's bf16 optimizer, or fp32 weights under bf16 autocast without DeepSpeed). bf16-pure keeps weights and AdamW states in bf16 (half the memory of weights+states, 8 instead of 16 bytes a parameter; needs deepspeed: none): at lr 5e-6 most updates are below half a bf16 step of their weight and round to nothing."""
     nodes: int = Field(1, ge=1, le=512)
     """Nodes for the train job; > 1 runs an Indexed Job with a headless Service for rendezvous."""
     gpus_per_node: Optional[int] = Field(None, ge=1, le=16)
@@ -435,6 +440,9 @@ class TrainSpec(_Model):
     def _cross(self):
         if self.nodes > 1 and self.gpus_per_node is None:
             raise ValueError("nodes > 1 needs gpusPerNode")
+        if self.precision == Precision.bf16_pure and self.deepspeed != DeepSpeedStage.none:
+            raise ValueError("precision bf16-pure keeps no fp32 master weights, which DeepSpeed always keeps: set "
+                             "deepspeed: none (one GPU), or precision: bf16")
         if self.gradient_accumulation is not None and "global_batch_size" not in self.model_fields_set:
             self.global_batch_size = None  # an explicit gradientAccumulation decides; the default global batch yields
         if self.global_batch_size is None and self.gradient_accumulation is None:
@@ -601,6 +609,8 @@ class StageResources(_Model):
     """CPU request per pod (default resources.cpu)."""
     memory: Optional[str] = None
     """Memory request and limit per pod (default resources.memory)."""
+    gpu_memory: Optional[str] = Field(None, pattern=r"^\s*[\d.]+\s*(Gi|G|GB|GiB|Ti|T)?\s*$")
+    """Memory of one of this stage's GPUs (e.g. 80Gi), for the train memory plan's warning in `render` and `validate`; default: read from resources.nodeSelector's nvidia.com/gpu.product (e.g. NVIDIA-H100-80GB-HBM3)."""
 
 
 class ResourcesSpec(_Model):

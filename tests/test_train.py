@@ -28,7 +28,7 @@ def _prepare(tmp_path, name="exp", model=SMOL, **train_over):
             "mix": {"safetySource": str(src), "safetyCount": 6, "mathSource": "builtin:synthetic-math", "mathCount": 2},
             "train": {"deepspeed": "none", "learningRate": 2e-4, "maxSteps": 4, "perDeviceBatchSize": 2,
                       "gradientAccumulation": 1, "maxLength": 128, "gradientCheckpointing": False, "precision": "fp32",
-                      **train_over}}
+                      "maxGradNorm": 1.0, **train_over}}  # lr 40x the release's: clipped
     ctx = make_ctx(tmp_path, spec, name=name)
     mix.run(ctx)
     return ctx
@@ -46,10 +46,10 @@ def _generates(model_dir):
 
 
 def test_full_finetune_loss_falls_and_model_reloads(tmp_path, smol_dir):
-    ctx = _prepare(tmp_path)
+    ctx = _prepare(tmp_path, maxSteps=8)  # two epochs in random order: enough to learn to open with <think>
     result = train.run(ctx, launcher="inprocess")
     m = result["metrics"]
-    assert m["steps"] == 4 and m["finalLoss"] < m["firstLoss"], m["lossCurve"]
+    assert m["steps"] == 8 and m["finalLoss"] < m["firstLoss"], m["lossCurve"]
     assert m["tokensPerS"] > 0 and m["precision"] == "fp32"
     manifest = ctx.store.read_manifest("exp/train")
     assert any(f["key"] == "model/model.safetensors" for f in manifest["files"])
@@ -60,7 +60,7 @@ def test_full_finetune_loss_falls_and_model_reloads(tmp_path, smol_dir):
     assert not ctx.store.local_path(train.checkpoints_prefix(ctx)).exists(), "and their folders"
     assert not train.scratch_dir(ctx).exists(), "the node-local work folder is removed"
     progress = ctx.store.read_json("exp/train/_PROGRESS.json")
-    assert progress["done"] == progress["total"] == 4 and progress["unit"] == "steps" and progress["percent"] == 100.0
+    assert progress["done"] == progress["total"] == 8 and progress["unit"] == "steps" and progress["percent"] == 100.0
     # TensorBoard (the release's report_to): event files in the store, with the loss at every logged step.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -69,7 +69,7 @@ def test_full_finetune_loss_falls_and_model_reloads(tmp_path, smol_dir):
     acc = EventAccumulator(str(ctx.store.local_path(events[0]).parent))
     acc.Reload()
     losses = [e.value for e in acc.Scalars("train/loss")]
-    assert len(losses) == 4 and losses[0] == pytest.approx(m["firstLoss"], rel=1e-3)
+    assert len(losses) == 8 and losses[0] == pytest.approx(m["firstLoss"], rel=1e-3)
     from lrm_safety.report import render_loss_curve
 
     png = render_loss_curve(m["lossCurve"])
@@ -171,8 +171,8 @@ def test_config_builders():
     assert kw["bf16"] and kw["learning_rate"] == 5e-6 and kw["lr_scheduler_type"] == "cosine"
     assert kw["per_device_train_batch_size"] * kw["gradient_accumulation_steps"] * 4 == 64, "the release's step"
     assert kw["completion_only_loss"] is False, "the release's collator trains on the whole sequence"
-    assert kw["deepspeed"]["zero_optimization"]["stage"] == 2 and kw["max_grad_norm"] == 1.0
-    assert kw["train_sampling_strategy"] == "group_by_length" and kw["packing"] is False
+    assert kw["deepspeed"]["zero_optimization"]["stage"] == 2 and kw["max_grad_norm"] == 0.0, "the release: unclipped"
+    assert kw["train_sampling_strategy"] == "random" and kw["packing"] is False
     cpu = train.runtime_profile(default, cuda=False, world_size=1, installed=none)
     assert train.sft_kwargs(default, "/tmp/o", cuda=False, use_deepspeed=False, profile=cpu)["bf16"] is False
 
@@ -193,7 +193,7 @@ def test_runtime_profile():
     default = parse_spec({}).train
     cpu = train.runtime_profile(default, cuda=False, world_size=1, installed=have())
     assert cpu == {"attn": "sdpa", "packing": False, "padding_free": False, "liger": False, "deepspeed": "none",
-                   "sampling": "group_by_length"}
+                   "sampling": "random"}
     gpu = train.runtime_profile(default, cuda=True, world_size=1, installed=have("flash_attn", "liger_kernel"))
     assert gpu["attn"] == "flash_attention_2" and gpu["padding_free"] and gpu["liger"] and gpu["deepspeed"] == "none"
     assert gpu["packing"] is False, "optimize never packs: samples per step stay the recipe's"
