@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml scripts/install_helm.sh | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: install demo demo-study test test-fast test-vllm crd images worker-lock clean
+.PHONY: install demo demo-study test test-fast test-vllm crd images locks clean
 
 install: $(STAMP)
 
@@ -49,9 +49,9 @@ IMAGES_ARGS ?=
 images:
 	REGISTRY=$(REGISTRY) bash scripts/build_images.sh $(IMAGES_ARGS)
 
-# The worker image's lock, resolved for its platform (CPython 3.12, manylinux x86_64) from wheel metadata only.
-worker-lock: $(STAMP)
-	bash scripts/worker_lock.sh $(BIN)/uv
+# The images' locks, each resolved for its image's Python and platform from wheel metadata only.
+locks: $(STAMP)
+	bash scripts/image_locks.sh $(BIN)/uv
 
 crd: $(STAMP)
 	$(BIN)/lrm-safety crd > crds/safetyexperiment.yaml

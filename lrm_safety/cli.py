@@ -43,9 +43,51 @@ def cmd_validate(args) -> int:
               f"({sum(c.role == 'base' for c in doc.cells)} base evaluations)")
     else:
         print(f"{args.file}: valid SafetyExperiment {doc.name!r}")
-        for line in _train_plan_lines(doc, Path(args.file).resolve().parent):
+        base_dir = Path(args.file).resolve().parent
+        for line in _rendering_warnings(doc, base_dir) + _train_plan_lines(doc, base_dir):
             print(line)
     return 0
+
+
+def _local_tokenizer(ref: str, base_dir: Path):
+    """The student's tokenizer when this machine has it (local folder, builtin, hub cache), else None: no download."""
+    from transformers import AutoTokenizer
+
+    from .models import resolve_model
+
+    path = Path(ref.removeprefix("file://"))
+    path = path if path.is_absolute() else base_dir / path
+    try:
+        if ref.startswith("builtin:"):
+            return AutoTokenizer.from_pretrained(resolve_model(ref))
+        if path.is_dir():
+            return AutoTokenizer.from_pretrained(path)
+        if not ref.startswith(("s3://", "/", ".")):
+            return AutoTokenizer.from_pretrained(ref, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _rendering_warnings(exp, base_dir: Path) -> list[str]:
+    """A warning (not an error) when train.rendering would train no reasoning through the student's chat template."""
+    t = exp.spec.train
+    if "train" not in exp.spec.stages or t.rendering != "conversation":
+        return []
+    from .training_text import render, reasoning_in
+
+    tok = _local_tokenizer(exp.spec.student.model, base_dir)
+    if tok is None:
+        return [f"warning: spec.train.rendering: conversation renders through {exp.spec.student.model}'s chat "
+                "template, which may drop the reasoning (R1-Distill templates do); its tokenizer is not on this "
+                "machine to check: run `lrm-safety inspect` where it is"]
+    row = [{"role": "user", "content": "Can you help me?"},
+           {"role": "assistant", "content": "<think>\nweighing the request\n</think>\n\nSorry, I can't."}]
+    if reasoning_in(render(tok, row, mode="conversation")):
+        return []
+    return [f"warning: spec.train.rendering: conversation trains no reasoning for {exp.spec.student.model}: its chat "
+            "template drops the text before </think> from assistant turns (as the release's code path did); "
+            "rendering: prompt-completion (the default) keeps it"]
 
 
 def _train_plan_lines(exp, base_dir: Path) -> list[str]:

@@ -868,7 +868,8 @@ class Experiment(BaseModel):
         if doc.get("apiVersion") != f"{API_GROUP}/{API_VERSION}":
             problems.append(f"apiVersion: must be {API_GROUP}/{API_VERSION}")
         if doc.get("kind") != KIND:
-            problems.append(f"kind: must be {KIND}")
+            problems.append(f"kind: must be {KIND} (got {doc.get('kind')!r}; a SafetyStudy, a grid of experiments, "
+                            "is read by validate, render, run and report)")
         meta = doc.get("metadata") or {}
         name = meta.get("name")
         if not name or not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?", str(name)):

@@ -9,7 +9,8 @@
 #   --base-from-debian   air-gapped fallback, not the normal path: when the operator's registry base
 #                        (python:3.11.10-slim-bookworm) cannot be pulled, make a stand-in from Debian packages
 #                        (debootstrap bookworm minbase + python3, python3-venv, ca-certificates)
-#   --pip-cert FILE      CA bundle for pip inside the build (a TLS-inspecting proxy); default: $PIP_CERT, else none
+#   --pip-cert FILE      CA bundle for pip inside the build (a TLS-inspecting proxy); default: $PIP_CERT, else pip's
+#                        global.cert, else $REQUESTS_CA_BUNDLE or $SSL_CERT_FILE, else none
 #   --runtime NAME       OCI runtime for --check with podman (default: the first of crun, runc that starts it)
 #   --ulimit SPEC        rlimits for --check (repeatable, podman/docker syntax); default: none, or the first set the
 #                        runtime accepts where the machine's hard limits are below the engine's defaults
@@ -45,6 +46,10 @@ elif command -v buildah >/dev/null 2>&1; then
 else
   echo "build_images.sh: neither a Docker daemon nor buildah here. Install one: apt-get install buildah podman" >&2
   exit 2
+fi
+if [ -z "$pip_cert" ]; then  # the CA bundle this machine's pip trusts, if it names one (a TLS-inspecting proxy)
+  pip_cert=$(python3 -m pip config get global.cert 2>/dev/null || true)
+  [ -n "$pip_cert" ] || pip_cert=${REQUESTS_CA_BUNDLE:-${SSL_CERT_FILE:-}}
 fi
 secret=()
 if [ -n "$pip_cert" ]; then

@@ -78,9 +78,10 @@ def test_operator_user_is_not_debians_operator_group():
     assert "--uid 10001" in runs  # the chart's securityContext.runAsUser
 
 
-def test_worker_installs_only_the_lock():
-    """One resolver run over the lock; no version chosen in the Dockerfile but the torch it checks against."""
-    steps = parse(IMAGES / "worker" / "Dockerfile")
+@pytest.mark.parametrize("name", ["operator", "worker"])
+def test_images_install_only_their_lock(name):
+    """One resolver run over the lock; no version chosen in the Dockerfile but the torch the worker checks."""
+    steps = parse(IMAGES / name / "Dockerfile")
     runs = [rest for op, rest in steps if op == "RUN"]
     installs = [seg.strip() for r in runs for seg in r.split("&&") if re.search(r"\bpip install\b", seg)]
     assert installs, "the worker installs packages"
@@ -88,6 +89,7 @@ def test_worker_installs_only_the_lock():
         assert "requirements" in seg and ".lock" in seg or "--no-deps" in seg, f"installs outside the lock: {seg}"
         assert not re.search(r"[A-Za-z0-9]==\d", seg), f"a pin of its own: {seg}"
     assert any("-r /tmp/requirements" in seg for seg in installs)
+    assert (IMAGES / name / "requirements.lock").is_file()
 
 
 def test_worker_torch_is_the_locks():
@@ -149,12 +151,13 @@ def _uv() -> str:
     return uv
 
 
-def test_worker_lock_resolves_for_the_image_platform():
-    """The committed lock resolves on its own for CPython 3.12 / manylinux x86_64, from metadata alone."""
-    r = subprocess.run(["bash", "scripts/worker_lock.sh", "--check", _uv()], cwd=REPO, capture_output=True,
+def test_image_locks_resolve_for_the_image_platforms():
+    """The committed locks resolve on their own for their images' Python and platform, from metadata alone."""
+    r = subprocess.run(["bash", "scripts/image_locks.sh", "--check", _uv()], cwd=REPO, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "pins agree" in r.stdout
+    assert "worker/requirements.lock resolves for CPython 3.12" in r.stdout
+    assert "operator/requirements.lock resolves for CPython 3.11" in r.stdout
 
 
 def test_worker_lock_check_fails_on_a_conflict(tmp_path):
@@ -163,8 +166,8 @@ def test_worker_lock_check_fails_on_a_conflict(tmp_path):
     text = LOCK.read_text()
     assert "\ntorch==" in text
     bad.write_text(re.sub(r"\ntorch==\S+", "\ntorch==2.9.1", text))
-    r = subprocess.run(["bash", "scripts/worker_lock.sh", "--check", _uv()], cwd=REPO, capture_output=True,
-                       text=True, timeout=600, env={**os.environ, "LOCK": str(bad)})
+    r = subprocess.run(["bash", "scripts/image_locks.sh", "--check", _uv()], cwd=REPO, capture_output=True,
+                       text=True, timeout=600, env={**os.environ, "WORKER_LOCK": str(bad)})
     assert r.returncode != 0
     assert "torch" in r.stderr
 
