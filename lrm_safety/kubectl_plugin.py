@@ -191,15 +191,22 @@ def cmd_studies(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    def connection(parser, default):
+        parser.add_argument("-n", "--namespace", default=default)
+        parser.add_argument("--context", default=default)
+        parser.add_argument("--kubeconfig", default=default)
+
+    # kubectl's flags before or after the subcommand (`kubectl sexp status NAME -n NS`, the README's form): the
+    # subcommands' copies default to SUPPRESS, so they never overwrite a value given before the subcommand.
     p = argparse.ArgumentParser(prog="kubectl sexp", description="SafetyExperiment status, logs and reports.")
-    p.add_argument("-n", "--namespace")
-    p.add_argument("--context")
-    p.add_argument("--kubeconfig")
+    connection(p, None)
+    flags = argparse.ArgumentParser(add_help=False)
+    connection(flags, argparse.SUPPRESS)
     sub = p.add_subparsers(dest="cmd", required=True)
     for name, fn, helptext in (("status", cmd_status, "stages, progress, attempts, last failure, metrics"),
                                ("logs", cmd_logs, "the current pod of a stage"),
                                ("report", cmd_report, "the results table; --out DIR fetches report.md and charts")):
-        s = sub.add_parser(name, help=helptext)
+        s = sub.add_parser(name, help=helptext, parents=[flags])
         s.add_argument("name")
         s.set_defaults(fn=fn)
         if name != "logs":
@@ -209,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("-f", "--follow", action="store_true")
         if name == "report":
             s.add_argument("--out")
-    s = sub.add_parser("studies", help="SafetyStudies; with a name, the study's cells side by side")
+    s = sub.add_parser("studies", help="SafetyStudies; with a name, the study's cells side by side", parents=[flags])
     s.add_argument("name", nargs="?")
     s.add_argument("-o", "--output", choices=["table", "json"], default="table")
     s.set_defaults(fn=cmd_studies)

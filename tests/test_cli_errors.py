@@ -109,3 +109,29 @@ def test_local_runs_never_write_a_termination_log(tmp_path, monkeypatch):
     monkeypatch.setenv("LRM_SAFETY_TERMINATION_LOG", str(target))
     write_termination_summary({"stage": "mix"})
     assert target.read_text().strip() == '{"stage":"mix"}'
+
+
+def test_store_without_credentials_is_one_line_with_the_fix(tmp_path):
+    """`render --plan` on the paper example (s3:// storage) with no credentials: no botocore traceback."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(HOME=str(tmp_path), AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+               AWS_EC2_METADATA_DISABLED="true")
+    r = subprocess.run([sys.executable, "-m", "lrm_safety.cli", "render", str(REPO / "examples" / "experiment.yaml"),
+                        "--plan"], capture_output=True, text=True, env=env)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert lines == ["error: no S3 credentials for the store: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
+                     "AWS_PROFILE), or use a file:// storage.uri"], lines
+
+
+def test_store_problem_lines():
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    from lrm_safety.cli import store_problem
+
+    nb = ClientError({"Error": {"Code": "NoSuchBucket", "BucketName": "b1", "Message": "x"}}, "ListObjectsV2")
+    assert store_problem(nb) == "bucket b1 does not exist: create it or fix storage.uri"
+    assert "storage.endpoint" in store_problem(EndpointConnectionError(endpoint_url="http://s3.local:9"))
+    assert store_problem(ValueError("other")) is None, "anything else keeps its traceback"

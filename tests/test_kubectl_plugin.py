@@ -128,3 +128,17 @@ def test_studies_lists_and_shows_the_cells(cluster):
     assert "base" in next(line for line in lines if "grid-base" in line)
     r = sexp(cluster, "studies", "nope")
     assert r.returncode == 1 and "safetystudy 'nope' not found" in r.stderr
+
+
+def test_connection_flags_before_or_after_the_subcommand():
+    """`kubectl sexp status NAME -n NS` (the README's form) and `kubectl sexp -n NS status NAME` read the same."""
+    from lrm_safety.kubectl_plugin import build_parser
+
+    for argv in (["status", "e", "-n", "research", "--context", "c", "--kubeconfig", "k"],
+                 ["-n", "research", "--context", "c", "--kubeconfig", "k", "status", "e"],
+                 ["-n", "research", "logs", "e", "--context", "c", "--kubeconfig", "k"]):
+        a = build_parser().parse_args(argv)
+        assert (a.namespace, a.context, a.kubeconfig) == ("research", "c", "k"), argv
+    for cmd in (["report", "e"], ["studies"]):
+        a = build_parser().parse_args(cmd + ["-n", "x"])
+        assert a.namespace == "x" and a.context is None
