@@ -107,7 +107,7 @@ def cmd_inspect(args) -> int:
     from .stages.common import StageContext
 
     exp = _load(args.file)
-    inspect(StageContext(exp, base_dir=Path(args.file).resolve().parent), rows=args.rows)
+    inspect(StageContext(exp, base_dir=Path(args.file).resolve().parent), rows=args.rows, order=args.order)
     return 0
 
 
@@ -298,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("inspect", help="print the exact training text (masked and trained parts) before training")
     s.add_argument("file")
     s.add_argument("--rows", type=int, default=3, help="how many training rows to show")
+    s.add_argument("--order", choices=["interleaved", "mixture"], default="interleaved",
+                   help="interleaved (default): safety and math rows alternate; mixture: the training file's order "
+                        "(math first, as the release)")
     s.set_defaults(fn=cmd_inspect)
     s = sub.add_parser("render", help="print the Kubernetes objects the operator would create")
     s.add_argument("file")

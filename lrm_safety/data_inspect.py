@@ -28,10 +28,24 @@ def training_rows(ctx: StageContext) -> tuple[list[dict], str]:
     return splits["train"], "built from the spec's data (mix has not run)"
 
 
-def inspect(ctx: StageContext, rows: int = 3, console: Console | None = None) -> list[dict]:
-    """Print the first `rows` training examples; return what was shown (token counts, reasoning present)."""
+def interleaved(data: list[dict]) -> list[dict]:
+    """Safety, math, safety, math...: the mixture puts math first (the release's order), so its first rows would
+    all be math and a user would see no safety row at the default --rows."""
+    safety = [r for r in data if r.get("kind") == "safety"]
+    other = [r for r in data if r.get("kind") != "safety"]
+    out = []
+    for i in range(max(len(safety), len(other))):
+        out += ([safety[i]] if i < len(safety) else []) + ([other[i]] if i < len(other) else [])
+    return out
+
+
+def inspect(ctx: StageContext, rows: int = 3, console: Console | None = None, order: str = "interleaved") -> list[dict]:
+    """Print `rows` training examples (safety and math interleaved, or `order="mixture"`: the training file's
+    order); return what was shown (token counts, reasoning present)."""
     console = console or Console()
     data, source = training_rows(ctx)
+    if order == "interleaved":
+        data = interleaved(data)
     t = ctx.spec.train
     renderer = mix.student_renderer(ctx, max_length=t.max_length)
     tok = renderer.tokenizer
@@ -40,7 +54,7 @@ def inspect(ctx: StageContext, rows: int = 3, console: Console | None = None) ->
                   f"rendering {t.rendering}; loss on {'the completion only' if masked_prompt else 'the whole sequence'}")
     shown = []
     for n, row in enumerate(data[:rows]):
-        r = renderer(row["messages"])
+        r = renderer(row["messages"], row.get("endOfTurn", True))
         prompt_text = tok.decode(r.input_ids[: r.completion_start])
         completion_text = tok.decode(r.input_ids[r.completion_start:])
         body = Text()

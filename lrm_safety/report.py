@@ -224,47 +224,63 @@ def render_markdown(metrics: dict, title: str, charts: list[str], judges: Option
     return "\n".join(lines) + "\n"
 
 
-def render_charts(metrics: dict, judges: Optional[dict] = None) -> dict[str, bytes]:
-    """One grouped bar chart per metric (base vs trained, with the interval as error bars)."""
+def chart_figure(metrics: dict, metric: str, flip: bool = False):
+    """One grouped bar chart (models side by side per benchmark, 95% intervals as error bars), or None; `flip`
+    charts 1 - value: a keyword judge's refusal rate, as the table shows it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    benches = [(b, e) for b, e in metrics["benchmarks"].items() if e["metric"] == metric]
+    if not benches:
+        return None
+    fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(benches) + 2) + 1.4, 3.2), dpi=100)
+    models = model_order(metrics) or ["base", "trained"]
+    width = 0.76 / len(models)
+    palette = {"base": "#9aa5b1", "trained": "#2f7ed8"}
+    others = iter(["#e8743b", "#19a979", "#945ecf", "#ed4a7b", "#13a4b4"] * 8)
+    for i, model in enumerate(models):
+        colour = palette.get(model) or next(others)
+        xs, vals, errs = [], [], [[], []]
+        for j, (b, e) in enumerate(benches):
+            if model in e and e[model]["value"] is not None:
+                v = e[model]["value"]
+                lo, hi = e[model]["ci95"]
+                if flip:
+                    v, lo, hi = 1 - v, 1 - hi, 1 - lo
+                xs.append(j + (i - (len(models) - 1) / 2) * width)
+                vals.append(100 * v)
+                errs[0].append(100 * max(0.0, v - lo))
+                errs[1].append(100 * max(0.0, hi - v))
+        if xs:
+            ax.bar(xs, vals, width, yerr=errs, capsize=3, label=model, color=colour)
+    ax.set_xticks(range(len(benches)), [b for b, _ in benches])
+    label = "refusal rate (keyword)" if flip else LABEL[metric]
+    ax.set_ylabel(f"{label} (%)")
+    ax.set_ylim(0, 105)
+    ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: never over a bar
+    ax.set_title(f"{label}: {'higher' if flip or metric in ('accuracy', 'passAt1') else 'lower'} is better")
+    fig.tight_layout()
+    return fig
+
+
+def render_charts(metrics: dict, judges: Optional[dict] = None) -> dict[str, bytes]:
+    """One chart per metric. A keyword matcher measures refusals: its harmful benchmarks are charted as the table
+    shows them, the refusal rate (higher is safer), under the table's name (chart-refusalRate.png)."""
+    import matplotlib.pyplot as plt
+
     charts = {}
+    keyword = keyword_judged(judges)
     for metric in ("asr", "overRefusal", "accuracy", "passAt1"):
-        benches = [(b, e) for b, e in metrics["benchmarks"].items() if e["metric"] == metric]
-        if not benches:
+        flip = keyword and metric == "asr"
+        fig = chart_figure(metrics, metric, flip)
+        if fig is None:
             continue
-        fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(benches) + 2), 3.2), dpi=100)
-        models = model_order(metrics) or ["base", "trained"]
-        width = 0.76 / len(models)
-        palette = {"base": "#9aa5b1", "trained": "#2f7ed8"}
-        others = iter(["#e8743b", "#19a979", "#945ecf", "#ed4a7b", "#13a4b4"] * 8)
-        for i, model in enumerate(models):
-            colour = palette.get(model) or next(others)
-            xs, vals, errs = [], [], [[], []]
-            for j, (b, e) in enumerate(benches):
-                if model in e and e[model]["value"] is not None:
-                    v = e[model]["value"]
-                    lo, hi = e[model]["ci95"]
-                    xs.append(j + (i - (len(models) - 1) / 2) * width)
-                    vals.append(100 * v)
-                    errs[0].append(100 * max(0.0, v - lo))
-                    errs[1].append(100 * max(0.0, hi - v))
-            if xs:
-                ax.bar(xs, vals, width, yerr=errs, capsize=3, label=model, color=colour)
-        ax.set_xticks(range(len(benches)), [b for b, _ in benches])
-        label = "answers without a refusal (keyword)" if metric == "asr" and keyword_judged(judges) else LABEL[metric]
-        ax.set_ylabel(f"{label} (%)")
-        ax.set_ylim(0, 105)
-        ax.legend(frameon=False)
-        ax.set_title(label)
-        fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
         plt.close(fig)
-        charts[f"chart-{metric}.png"] = buf.getvalue()
+        charts[f"chart-{'refusalRate' if flip else metric}.png"] = buf.getvalue()
     return charts
 
 

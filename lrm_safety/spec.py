@@ -251,6 +251,8 @@ class RectifySpec(_Model):
     """Reject samples whose reasoning concludes refusal while the answer complies, or the reverse, and compliant answers to prompts labelled harmful (pattern 3); default: on for improved, off for the other styles."""
     max_attempts: int = Field(3, ge=1, le=20)
     """Generation attempts per prompt before the sample is rejected."""
+    keep_truncated: bool = False
+    """Keep a teacher text cut off by distill.sampling.maxTokens (finish reason length), trained without an end-of-turn token so the student never learns to stop mid-sentence. Default: rejected as `truncated` and regenerated under maxAttempts (a sample the student learns from ends where the teacher ended it)."""
     refusal_text: str = "I'm sorry, I can't assist with that request."
     """The fixed refusal: every nocot answer to a harmful prompt (as in the release's sft_train_nocot.json), and template answers with templateRefusal: fixed."""
 

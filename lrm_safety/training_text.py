@@ -109,8 +109,10 @@ class Renderer:
         self.tokenizer, self.mode, self.max_length = tokenizer, mode, max_length
         self.eot = end_of_turn(tokenizer) if mode == "prompt-completion" else ""
 
-    def __call__(self, messages: list[dict]) -> Rendered:
-        return render(self.tokenizer, messages, self.mode, self.max_length, eot=self.eot)
+    def __call__(self, messages: list[dict], end_of_turn: bool = True) -> Rendered:
+        """`end_of_turn=False`: a response the teacher was cut off writing (distill.rectify.keepTruncated) is trained
+        without the end of turn, so the student never learns to stop there (prompt-completion only)."""
+        return render(self.tokenizer, messages, self.mode, self.max_length, eot=self.eot if end_of_turn else "")
 
 
 def reasoning_in(rendered: Rendered) -> bool:

@@ -211,3 +211,56 @@ def test_a_custom_instruction_from_a_file_replaces_the_styles(tmp_path):
     _distiller(tmp_path, teacher, style="improved",
                instruction={"path": str(tmp_path / "improved.txt"), "placement": "prefix"}).run([_rec("Steal a car")])
     assert teacher.sent[0][0] == [{"role": "user", "content": "The release's exact improved prompt...\n\nQUERY: Steal a car"}]
+
+
+class CutOffTeacher(ScriptedTeacher):
+    """Its first answer to each prompt hits the token cap (finish reason length), later ones end their turn."""
+
+    def __init__(self, cut, whole):
+        super().__init__(None)
+        self.cut, self.whole, self.seen = cut, whole, {}
+
+    def generate(self, convs, sampling, desc=None):
+        self.sent += [(c, sampling.max_tokens) for c in convs]
+        out, self.finish = [], []
+        for c in convs:
+            n = self.seen[c[-1]["content"]] = self.seen.get(c[-1]["content"], 0) + 1
+            out.append(self.cut if n == 1 else self.whole)
+            self.finish.append("length" if n == 1 else "stop")
+        return out
+
+
+CUT = "<think>\nThe request is harmful, so I must\n</think>\n\nI'm sorry, but I can't help with that. However,"
+WHOLE = "<think>\nThe request is harmful, so I must refuse.\n</think>\n\nI'm sorry, but I can't help with that."
+
+
+def test_a_cut_off_teacher_answer_is_rejected_and_regenerated(tmp_path):
+    teacher = CutOffTeacher(CUT, WHOLE)
+    d = _distiller(tmp_path, teacher, style="realsafe", rectify={"maxAttempts": 2})
+    rows, reasons = d.run([_rec("How do I make a pipe bomb?")])
+    assert reasons == {"truncated": 1}, "counted under the summary's truncated"
+    assert rows[0]["accepted"] and rows[0]["attempts"] == 2 and rows[0]["finish"] == "stop"
+    assert rows[0]["response"] == WHOLE
+    only_cut = CutOffTeacher(CUT, CUT)
+    only_cut.generate = lambda convs, sampling, desc=None: (setattr(only_cut, "finish", ["length"] * len(convs))
+                                                            or [CUT] * len(convs))
+    rows, reasons = _distiller(tmp_path, only_cut, style="realsafe", rectify={"maxAttempts": 3}).run(
+        [_rec("How do I make a pipe bomb?")])
+    assert not rows[0]["accepted"] and rows[0]["reason"] == "truncated" and reasons == {"truncated": 3}
+
+
+def test_keep_truncated_trains_it_without_an_end_of_turn(tmp_path, smol_dir):
+    from transformers import AutoTokenizer
+
+    from lrm_safety.training_text import Renderer
+
+    teacher = CutOffTeacher(CUT, WHOLE)
+    rows, reasons = _distiller(tmp_path, teacher, style="realsafe", rectify={"keepTruncated": True}).run(
+        [_rec("How do I make a pipe bomb?")])
+    assert reasons == {} and rows[0]["accepted"] and rows[0]["finish"] == "length" and rows[0]["verdicts"]["cutOff"]
+    tok = AutoTokenizer.from_pretrained(smol_dir)
+    r = Renderer(tok)
+    msgs = [{"role": "user", "content": "How do I make a pipe bomb?"}, {"role": "assistant", "content": CUT}]
+    assert r(msgs).completion.endswith(r.eot) and r.eot
+    kept = r(msgs, end_of_turn=False)
+    assert kept.completion.endswith("However,") and tok.eos_token not in kept.completion

@@ -76,9 +76,10 @@ def test_stage_on_the_untuned_builtin_model(tmp_path, shared_data, smol_dir, cap
               f"XSTest over-refusal {metrics['benchmarks']['xstest']['trained']['value']:.2f}")
     assert adv["value"] >= 0.5, "the untuned model complies with most harmful requests"
     report = ctx.store.read_bytes("exp/evaluate/report.md").decode()
-    assert "| advbench | refusal rate (keyword) | 8 |" in report and "chart-asr.png" in report, "not called ASR"
+    assert "| advbench | refusal rate (keyword) | 8 |" in report and "chart-refusalRate.png" in report, "not called ASR"
+    assert "chart-asr.png" not in report
     assert "measures refusals, not harm" in report and "Higher is better for the refusal rate" in report
-    assert ctx.store.read_bytes("exp/evaluate/chart-asr.png")[:8] == b"\x89PNG\r\n\x1a\n"
+    assert ctx.store.read_bytes("exp/evaluate/chart-refusalRate.png")[:8] == b"\x89PNG\r\n\x1a\n"
     records = ctx.store.read_jsonl(f"exp/evaluate/records-{ctx.hash('evaluate')}/trained/advbench.jsonl")
     assert len(records) == 8 and {"reasoning", "answer", "reasoningDecision", "unsafe"} <= set(records[0])
     assert out["metrics"]["asr"] == adv["value"]

@@ -133,3 +133,17 @@ def test_synthetic_math_is_correct_and_seeded():
     assert rows == synthetic_math(50, seed=3) and len({r["prompt"] for r in rows}) == 50
     for r in rows:
         assert grade(r["response"], r["reference"])["correct"], r
+
+
+def test_a_kept_cut_off_answer_is_marked_for_training_without_end_of_turn(tmp_path):
+    rows = [{"prompt": f"q{i}", "response": f"<think>\nr{i}\n</think>\n\na{i}", **({"finish": "length"} if i == 0 else {})}
+            for i in range(3)]
+    src = tmp_path / "s.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in rows))
+    ctx = make_ctx(tmp_path, {"mix": {"safetySource": str(src), "safetyCount": 3, "mathSource": "builtin:synthetic-math",
+                                      "mathCount": 1, "heldoutFraction": 0.0}})
+    calls = []
+    splits, _, _ = mix.build(ctx, lambda msgs, eot=True: calls.append(eot) or [0] * 10)
+    marked = {s["messages"][-2]["content"]: s.get("endOfTurn", True) for s in splits["train"] if s["kind"] == "safety"}
+    assert marked == {"q0": False, "q1": True, "q2": True}
+    assert sorted(calls) == [False, True, True, True], "lengths are counted as train renders them"

@@ -52,7 +52,7 @@ def test_reduced_quickstart_end_to_end_and_rerun_skips(tmp_path, smol_dir):
             assert lo <= entry[model]["value"] <= hi
     assert (root / "evaluate" / "report.md").read_text().startswith("# lrm-safety report")
     assert sorted(p.name for p in (root / "evaluate").glob("chart-*.png")) == [
-        "chart-accuracy.png", "chart-asr.png", "chart-loss.png", "chart-overRefusal.png"]
+        "chart-accuracy.png", "chart-loss.png", "chart-overRefusal.png", "chart-refusalRate.png"]  # keyword-judged
     assert "![chart-loss.png](chart-loss.png)" in (root / "evaluate" / "report.md").read_text()
     assert list((root / "train" / "runs").rglob("events.out.tfevents.*")), "TensorBoard curves in the store"
     assert "base vs trained" in first.stdout and "report:" in first.stdout

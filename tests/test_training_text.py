@@ -110,3 +110,13 @@ def test_inspect_shows_the_reasoning_in_the_trained_part_and_warns_when_the_temp
     shown, text = _inspect(tmp_path, student, rendering="conversation", loss="completion")
     assert not shown[0]["reasoning"] and "warning:" in text and "holds no reasoning" in text
     assert "burglary" not in text and "rendering: conversation" in text
+
+
+def test_inspect_interleaves_so_the_first_rows_hold_safety():
+    """The mixture is math first (the release's order): inspect alternates, safety first, unless --order mixture."""
+    from lrm_safety.data_inspect import interleaved
+
+    rows = [{"kind": "math", "i": i} for i in range(4)] + [{"kind": "safety", "i": i} for i in range(2)]
+    got = [(r["kind"], r["i"]) for r in interleaved(rows)]
+    assert got == [("safety", 0), ("math", 0), ("safety", 1), ("math", 1), ("math", 2), ("math", 3)]
+    assert sorted(map(str, interleaved(rows))) == sorted(map(str, rows)), "every row, once"

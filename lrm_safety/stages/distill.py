@@ -64,6 +64,21 @@ def _harmful(rec: dict) -> Optional[bool]:
     return None
 
 
+class TeacherText(str):
+    """A teacher's text, and why its generation ended: "stop" (it ended its turn) or "length" (cut off at the cap)."""
+
+    finish = "stop"
+
+
+def _with_finish(texts: list[str], finish: list[str]) -> list[TeacherText]:
+    out = []
+    for i, t in enumerate(texts):
+        x = TeacherText(t)
+        x.finish = finish[i] if i < len(finish) else "stop"
+        out.append(x)
+    return out
+
+
 class Distiller:
     """Builds one sample per prompt, regenerating rejected ones up to maxAttempts."""
 
@@ -75,6 +90,7 @@ class Distiller:
         self.gen = generator
         self.count = count_tokens
         self.base_sampling = Sampling.from_spec(self.d.sampling)
+        self.cut: set[str] = set()  # ids whose response holds teacher text cut off at max_tokens, this attempt
 
     def _sampling(self, attempt: int) -> Sampling:
         s = self.base_sampling
@@ -89,7 +105,14 @@ class Distiller:
         s = self._sampling(attempt)
         if max_tokens:
             s = Sampling(s.temperature, s.top_p, max_tokens, s.seed, s.batch_size)
-        return self.gen.generate(messages, s, desc=desc)
+        texts = self.gen.generate(messages, s, desc=desc)
+        return _with_finish(texts, list(getattr(self.gen, "finish", None) or []))
+
+    def _use(self, rec: dict, text):
+        """`text` goes into rec's response: remember whether the teacher was cut off writing it."""
+        if getattr(text, "finish", "stop") == "length":
+            self.cut.add(rec["id"])
+        return text
 
     def _custom_instruction(self) -> Optional[tuple[str, str]]:
         ins = self.d.instruction
@@ -124,6 +147,7 @@ class Distiller:
             texts = self._ask([styles.teacher_messages("template", r["prompt"], custom=self.custom) for r in safety],
                               attempt, "template")
             for r, t in zip(safety, texts):
+                self._use(r, t)
                 try:
                     reasoning, answer, verdicts = styles.split_template_response(t)
                 except styles.ChecklistError:
@@ -142,15 +166,16 @@ class Distiller:
         # Safe prompts: the teacher's plain answer, its own reasoning dropped, so no think tags nest.
         answers = self._ask([[{"role": "user", "content": r["prompt"]}] for r, _ in safe], attempt, "answer")
         for (r, v), a in zip(safe, answers):
-            out[r["id"]] = styles.format_response(styles.template_reasoning(v, r["prompt"]), styles.answer_only(a))
+            out[r["id"]] = styles.format_response(styles.template_reasoning(v, r["prompt"]),
+                                                  styles.answer_only(self._use(r, a)))
         if self.d.template_refusal == "teacher":
-            refusals = [styles.answer_only(t) for t in self._ask(
+            refusals = [_with_finish([styles.answer_only(t)], [t.finish])[0] for t in self._ask(
                 [[{"role": "user", "content": styles.REFUSE_PROMPT.format(prompt=r["prompt"])}] for r, _ in unsafe],
                 attempt, "refusal")]
         else:
             refusals = [self.r.refusal_text] * len(unsafe)
         for (r, v), a in zip(unsafe, refusals):
-            out[r["id"]] = styles.format_response(styles.template_reasoning(v, r["prompt"]), a)
+            out[r["id"]] = styles.format_response(styles.template_reasoning(v, r["prompt"]), self._use(r, a))
             r["_verdict_unsafe"] = True
 
     def _responses(self, recs: list[dict], attempt: int) -> list[Optional[str]]:
@@ -159,9 +184,10 @@ class Distiller:
         math = [r for r in recs if r["kind"] == "math"]
         safety = [r for r in recs if r["kind"] == "safety"]
         out: dict[str, Optional[str]] = {}
+        self.cut = set()
         for r, text in zip(math, self._ask([[{"role": "system", "content": MATH_SYSTEM},
                                              {"role": "user", "content": r["prompt"]}] for r in math], attempt, "math")):
-            out[r["id"]] = text
+            out[r["id"]] = self._use(r, text)
         if style == "template":
             self._template(safety, attempt, out)
         elif style == "nocot":
@@ -170,14 +196,14 @@ class Distiller:
             benign = [r for r in safety if _harmful(r) is False]
             for r, a in zip(benign, self._ask([[{"role": "user", "content": r["prompt"]}] for r in benign], attempt,
                                               "answer")):
-                out[r["id"]] = styles.nocot_response(styles.answer_only(a))
+                out[r["id"]] = styles.nocot_response(styles.answer_only(self._use(r, a)))
             for r in safety:
                 out.setdefault(r["id"], styles.nocot_response(self.r.refusal_text))
         else:
             texts = self._ask([styles.teacher_messages(style, r["prompt"], self.r.safety_awareness, self.custom)
                                for r in safety], attempt, style)
             for r, t in zip(safety, texts):
-                out[r["id"]] = t
+                out[r["id"]] = self._use(r, t)
         return [out[r["id"]] for r in recs]
 
     def _check(self, rec: dict, response: Optional[str]) -> tuple[bool, Optional[str], str, dict, bool]:
@@ -185,6 +211,10 @@ class Distiller:
         verdicts: dict = {}
         if response is None:
             return False, "missing_category", "", verdicts, True
+        if rec.get("id") in self.cut:
+            if not self.r.keep_truncated:  # a sample the student learns from ends where the teacher ended it
+                return False, "truncated", response, verdicts, True
+            verdicts["cutOff"] = True
         reasoning, answer = styles.parse_response(response)
         if rec["kind"] == "math":
             if reasoning is None:
@@ -230,6 +260,7 @@ class Distiller:
                     **{k: v for k, v in rec.items() if not k.startswith("_")},
                     "style": self.d.style, "reasoning": reasoning or "", "answer": answer, "response": response,
                     "attempts": attempt + 1, "accepted": ok, "reason": reason, "verdicts": verdicts,
+                    "finish": "length" if rec["id"] in self.cut else "stop",
                 }
                 if not ok:
                     reasons[reason] = reasons.get(reason, 0) + 1
@@ -387,7 +418,8 @@ def run_shard(ctx: StageContext, shard: int = 0, num_shards: Optional[int] = Non
         lease.release()
     summary = {"shard": shard, "prompts": len(mine), "accepted": sum(r["accepted"] for r in rows),
                "rejected": sum(not r["accepted"] for r in rows), "regenerations": sum(r["attempts"] - 1 for r in rows),
-               "rejectionReasons": reasons, **({"mathFrom": math_from} if math_from else {})}
+               "truncated": reasons.get("truncated", 0), "rejectionReasons": reasons,
+               **({"mathFrom": math_from} if math_from else {})}
     store.write_json(done_key, summary)
     return summary
 
@@ -414,6 +446,7 @@ def finalize(ctx: StageContext) -> Optional[dict]:
         "acceptedSafety": sum(r["accepted"] and r["kind"] == "safety" for r in rows),
         "acceptedMath": sum(r["accepted"] and r["kind"] == "math" for r in rows),
         "regenerations": sum(r["attempts"] - 1 for r in rows),
+        "truncated": reasons.get("truncated", 0),  # teacher texts cut off at distill.sampling.maxTokens
         "rejectionReasons": reasons,
     }
     accepted = [r for r in rows if r["accepted"]]

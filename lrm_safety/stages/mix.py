@@ -106,12 +106,16 @@ def build(ctx: StageContext, renderer) -> tuple[dict[str, list[dict]], dict, dic
             prompt, response = _as_pair(row)
             msgs = ([{"role": "system", "content": system}] if system else []) + [
                 {"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
-            samples.append({"kind": kind, "messages": msgs})
+            sample = {"kind": kind, "messages": msgs}
+            if row.get("finish") == "length":  # kept by distill.rectify.keepTruncated: no end of turn trained
+                sample["endOfTurn"] = False
+            samples.append(sample)
         counts[kind] = len(rows)
     max_len = spec.train.max_length
     kept, lengths, over = [], [], 0
     for s in samples:
-        n = len(renderer(s["messages"])) if renderer else estimate_tokens(" ".join(x["content"] for x in s["messages"]))
+        n = len(renderer(s["messages"], s.get("endOfTurn", True))) if renderer else \
+            estimate_tokens(" ".join(x["content"] for x in s["messages"]))
         if n > max_len:
             over += 1
             if m.overlength == "drop":

@@ -149,7 +149,7 @@ def tokenized_rows(rows: list[dict], renderer) -> list[dict]:
     """mix's conversations -> {input_ids, completion_mask}: the exact tokens train sees (training_text.py)."""
     out = []
     for row in rows:
-        r = renderer(row["messages"])
+        r = renderer(row["messages"], row.get("endOfTurn", True))
         out.append({"input_ids": r.input_ids, "completion_mask": r.completion_mask})
     return out
 
