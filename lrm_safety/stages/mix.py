@@ -13,7 +13,7 @@ from .. import styles
 from ..errors import BadInput
 from ..generation.base import estimate_tokens
 from ..mathgen import synthetic_math
-from ..models import resolve_model
+from ..models import resolve_tokenizer
 from ..training_text import Renderer
 from . import distill
 from .common import StageContext, length_stats, skipped
@@ -40,9 +40,11 @@ def student_renderer(ctx: StageContext, max_length: Optional[int] = None) -> Ren
     from transformers import AutoTokenizer
 
     student = ctx.spec.student
-    path = resolve_model(student.model, revision=student.revision, endpoint=ctx.spec.storage.endpoint,
-                         base_dir=ctx.base_dir)
-    return Renderer(AutoTokenizer.from_pretrained(path), mode=ctx.spec.train.rendering, max_length=max_length)
+    path, source = resolve_tokenizer(student.model, revision=student.revision, endpoint=ctx.spec.storage.endpoint,
+                                     base_dir=ctx.base_dir)
+    renderer = Renderer(AutoTokenizer.from_pretrained(path), mode=ctx.spec.train.rendering, max_length=max_length)
+    renderer.source = source
+    return renderer
 
 
 def _math_rows(ctx: StageContext) -> list[dict]:
