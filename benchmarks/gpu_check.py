@@ -68,7 +68,7 @@ def _results(cmd: list[str], timeout: int) -> list[dict]:
 
 def throughput(shape: str, steps: int, max_len: int, reference: Path | None) -> dict:
     ours = _results([sys.executable, "benchmarks/train_throughput.py", "--shape", shape, "--steps", str(steps),
-                     "--max-len", str(max_len)], 1800)
+                     "--min-len", str(min(256, max_len // 4)), "--max-len", str(max_len)], 1800)
     res = {r.get("mode", "error"): r for r in ours}
     if reference is not None:
         shared = _results([sys.executable, str(reference), shape, "reference"], 1800)
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     report = {"device": torch.cuda.get_device_name(0) if cuda else "cpu", "dry": a.dry}
     report["train"] = train_stage(2 if a.dry else 20, a.dry)
     report["numerics"] = numerics_check.compare(resolve_model("builtin:smollm2-135m-instruct"))
-    report["throughput"] = throughput("tiny" if a.dry else "1.5b", 3 if a.dry else 12, 256 if a.dry else 4096,
+    report["throughput"] = throughput("tiny" if a.dry else "1.5b", 3 if a.dry else 12, 128 if a.dry else 4096,
                                       reference)
     report["generation"] = generation_throughput.run(8 if a.dry else 64, 16 if a.dry else 256, 8 if a.dry else 32)
     text = table(report)

@@ -51,13 +51,13 @@ def cmd_validate(args) -> int:
 
 def _local_tokenizer(ref: str, base_dir: Path):
     """The student's tokenizer when this machine has it (local, builtin, hub cache, a packaged copy), else None."""
-    from transformers import AutoTokenizer
-
-    from .models import resolve_tokenizer
-
     try:
+        from transformers import AutoTokenizer
+
+        from .models import resolve_tokenizer
+
         return AutoTokenizer.from_pretrained(resolve_tokenizer(ref, base_dir=base_dir, download=False)[0])
-    except (OSError, ValueError):  # ModelResolutionError is a ValueError (BadInput)
+    except (ImportError, OSError, ValueError):  # no worker extra; ModelResolutionError is a ValueError (BadInput)
         return None
 
 

@@ -17,6 +17,7 @@ def reduced_quickstart(tmp_path: Path) -> Path:
     s["storage"]["uri"] = f"file://{tmp_path}/artifacts"
     s["distill"]["limit"] = 12
     s["distill"]["sampling"] = {"temperature": 0.7, "maxTokens": 24, "batchSize": 12}
+    s["distill"]["rectify"] = {"maxAttempts": 1}  # 24 tokens cut most benign answers: drop them, do not retry
     s["mix"]["mathCount"] = 8
     s["train"].update(maxSteps=2, perDeviceBatchSize=4, maxLength=256)
     s["evaluate"]["sampling"] = {"temperature": 0.0, "maxTokens": 32, "batchSize": 12}
