@@ -334,33 +334,13 @@ def main(argv=None) -> int:
             print(line, file=sys.stderr)
         return BAD_INPUT_EXIT
     except Exception as e:
+        from .store import store_problem
+
         line = store_problem(e)
         if line is None or args.debug:
             raise
         print(f"error: {line}", file=sys.stderr)
         return 1
-
-
-def store_problem(e: BaseException) -> str | None:
-    """One line, with the fix, for the S3 failures a user meets first (no credentials, no bucket, no endpoint)."""
-    try:
-        from botocore import exceptions as bx
-    except ImportError:
-        return None
-    if isinstance(e, (bx.NoCredentialsError, bx.PartialCredentialsError)):
-        return ("no S3 credentials for the store: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), "
-                "or use a file:// storage.uri")
-    if isinstance(e, bx.EndpointConnectionError):
-        return (f"cannot reach the S3 endpoint {e.kwargs.get('endpoint_url')}: check storage.endpoint "
-                "(or AWS_ENDPOINT_URL)")
-    if isinstance(e, bx.ClientError):
-        code = e.response.get("Error", {}).get("Code", "")
-        bucket = e.response.get("Error", {}).get("BucketName", "")
-        if code == "NoSuchBucket":
-            return f"bucket {bucket or '(of storage.uri)'} does not exist: create it or fix storage.uri"
-        if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
-            return f"the store refused these credentials ({code}): check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
-    return None
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ def training_rows(ctx: StageContext) -> tuple[list[dict], str]:
     """mix's output when it has run for this spec, else the mixture built from the spec's data now, else (no data
     yet, or a store this machine cannot read) example rows in the spec's style: the rendering can be checked
     before anything has run."""
-    from .cli import store_problem
+    from .store import store_problem
 
     try:
         if ctx.is_done("mix"):

@@ -57,12 +57,11 @@ def _config(ref: str, revision: Optional[str], base_dir: Path):
     """The student's config without weights or network: a local folder, the hub cache, or the known table."""
     from transformers import AutoConfig
 
-    from .models import resolve_model
+    from .models import local_path, resolve_model
 
     if ref.startswith("builtin:"):
         return AutoConfig.from_pretrained(resolve_model(ref)), "builtin"
-    path = Path(ref.removeprefix("file://"))
-    path = path if path.is_absolute() else base_dir / path
+    path = local_path(ref, base_dir)
     if (path / "config.json").is_file():
         return AutoConfig.from_pretrained(path), str(path)
     if not ref.startswith(("s3://", "/", ".")):

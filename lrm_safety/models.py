@@ -205,6 +205,12 @@ def packaged_tokenizer_dir(ref: str) -> Optional[Path]:
     return cached_dir(f"tokenizer:{ref.lower()}:{module}", build)
 
 
+def local_path(ref: str, base_dir: str | Path = ".") -> Path:
+    """Where `ref` would be as a local path (file:// or plain, relative to the spec's folder); it may not exist."""
+    path = Path(ref.strip().removeprefix("file://"))
+    return path if path.is_absolute() else Path(base_dir) / path
+
+
 def resolve_tokenizer(ref: str, *, revision: Optional[str] = None, endpoint: Optional[str] = None,
                       base_dir: str | Path = ".", download: bool = True) -> tuple[Path, str]:
     """A folder holding `ref`'s tokenizer and chat template, without its weights, and where it came from.
@@ -212,12 +218,11 @@ def resolve_tokenizer(ref: str, *, revision: Optional[str] = None, endpoint: Opt
     Local, builtin and s3:// models resolve as for training. A hub id is read from the Hugging Face cache, else its
     tokenizer files alone are downloaded, else (hub unreachable, HF_HUB_OFFLINE) a packaged copy is used."""
     ref = ref.strip()
-    local = Path(ref.removeprefix("file://"))
-    folder = local if local.is_absolute() else Path(base_dir) / local
+    folder = local_path(ref, base_dir)
     if folder.is_dir() and any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
         return folder.resolve(), "the model folder"
-    if ref.startswith(("builtin:", "s3://", "/", "./", "../", "file://")) or ref in BUILTIN or local.suffix == ".gguf" \
-            or (Path(base_dir) / local).exists():
+    if ref.startswith(("builtin:", "s3://", "/", "./", "../", "file://")) or ref in BUILTIN or folder.suffix == ".gguf" \
+            or folder.exists():
         return resolve_model(ref, revision=revision, endpoint=endpoint, base_dir=base_dir), "the model itself"
     from huggingface_hub import snapshot_download
 

@@ -362,3 +362,25 @@ def read_uri_bytes(uri: str, *, endpoint: Optional[str] = None, base_dir: str | 
     if not path.is_absolute():
         path = Path(base_dir) / path
     return path.read_bytes()
+
+
+def store_problem(e: BaseException) -> str | None:
+    """One line, with the fix, for the S3 failures a user meets first (no credentials, no bucket, no endpoint)."""
+    try:
+        from botocore import exceptions as bx
+    except ImportError:
+        return None
+    if isinstance(e, (bx.NoCredentialsError, bx.PartialCredentialsError)):
+        return ("no S3 credentials for the store: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), "
+                "or use a file:// storage.uri")
+    if isinstance(e, bx.EndpointConnectionError):
+        return (f"cannot reach the S3 endpoint {e.kwargs.get('endpoint_url')}: check storage.endpoint "
+                "(or AWS_ENDPOINT_URL)")
+    if isinstance(e, bx.ClientError):
+        code = e.response.get("Error", {}).get("Code", "")
+        bucket = e.response.get("Error", {}).get("BucketName", "")
+        if code == "NoSuchBucket":
+            return f"bucket {bucket or '(of storage.uri)'} does not exist: create it or fix storage.uri"
+        if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
+            return f"the store refused these credentials ({code}): check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+    return None

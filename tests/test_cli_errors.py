@@ -129,7 +129,7 @@ def test_store_without_credentials_is_one_line_with_the_fix(tmp_path):
 def test_store_problem_lines():
     from botocore.exceptions import ClientError, EndpointConnectionError
 
-    from lrm_safety.cli import store_problem
+    from lrm_safety.store import store_problem
 
     nb = ClientError({"Error": {"Code": "NoSuchBucket", "BucketName": "b1", "Message": "x"}}, "ListObjectsV2")
     assert store_problem(nb) == "bucket b1 does not exist: create it or fix storage.uri"

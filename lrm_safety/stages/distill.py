@@ -69,14 +69,11 @@ class TeacherText(str):
 
     finish = "stop"
 
-
-def _with_finish(texts: list[str], finish: list[str]) -> list[TeacherText]:
-    out = []
-    for i, t in enumerate(texts):
-        x = TeacherText(t)
-        x.finish = finish[i] if i < len(finish) else "stop"
-        out.append(x)
-    return out
+    @classmethod
+    def of(cls, text: str, finish: str = "stop") -> "TeacherText":
+        out = cls(text)
+        out.finish = finish
+        return out
 
 
 class Distiller:
@@ -106,7 +103,8 @@ class Distiller:
         if max_tokens:
             s = Sampling(s.temperature, s.top_p, max_tokens, s.seed, s.batch_size)
         texts = self.gen.generate(messages, s, desc=desc)
-        return _with_finish(texts, list(getattr(self.gen, "finish", None) or []))
+        finish = list(getattr(self.gen, "finish", None) or [])
+        return [TeacherText.of(t, finish[i] if i < len(finish) else "stop") for i, t in enumerate(texts)]
 
     def _use(self, rec: dict, text):
         """`text` goes into rec's response: remember whether the teacher was cut off writing it."""
@@ -169,7 +167,7 @@ class Distiller:
             out[r["id"]] = styles.format_response(styles.template_reasoning(v, r["prompt"]),
                                                   styles.answer_only(self._use(r, a)))
         if self.d.template_refusal == "teacher":
-            refusals = [_with_finish([styles.answer_only(t)], [t.finish])[0] for t in self._ask(
+            refusals = [TeacherText.of(styles.answer_only(t), t.finish) for t in self._ask(
                 [[{"role": "user", "content": styles.REFUSE_PROMPT.format(prompt=r["prompt"])}] for r, _ in unsafe],
                 attempt, "refusal")]
         else:

@@ -401,7 +401,7 @@ def _train(ctx: StageContext) -> dict:
             callbacks.append(_curves_uploader(store, work / "runs", f"{ctx.prefix(STAGE)}/runs"))
         trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer,
                              peft_config=peft_config, callbacks=callbacks)
-        return _fit(ctx, trainer, rows, resume, work, clock, profile, use_ds, dtype)
+        return _fit(ctx, trainer, rows, resume, work, clock, profile, use_ds, num)
 
 
 @contextmanager
@@ -424,12 +424,11 @@ def _workspace(store, ckpt_prefix: str, work: Path):
 
 
 def _fit(ctx: StageContext, trainer, rows: list[dict], resume: Optional[str], work: Path, clock: "_Clock",
-         profile: dict, use_ds: bool, dtype) -> dict:
+         profile: dict, use_ds: bool, num: dict) -> dict:
     import torch
 
     t, store, prefix = ctx.spec.train, ctx.store, ctx.prefix(STAGE)
     cuda = torch.cuda.is_available()
-    prec = precision(t, cuda)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     result = trainer.train(resume_from_checkpoint=resume)
@@ -445,7 +444,7 @@ def _fit(ctx: StageContext, trainer, rows: list[dict], resume: Optional[str], wo
         "trainRuntimeS": round(result.metrics.get("train_runtime", 0.0), 2),
         "tokensPerS": round(tokens * epochs_done / elapsed, 1) if elapsed else None,
         "peakMemoryGiB": round((torch.cuda.max_memory_allocated() if cuda else _rss()) / 2**30, 2),
-        "precision": prec, "masterWeights": numerics(t, cuda, use_ds)["master"],
+        "precision": num["precision"], "masterWeights": num["master"],
         "deepspeed": profile["deepspeed"] if use_ds else "none", "method": t.method,
         "attention": profile["attn"], "packing": profile["packing"], "paddingFree": profile["padding_free"],
         "liger": profile["liger"], "loss": t.loss, "rendering": t.rendering,
@@ -457,7 +456,8 @@ def _fit(ctx: StageContext, trainer, rows: list[dict], resume: Optional[str], wo
         if t.method == "lora" and t.lora.merge:
             from peft import AutoPeftModelForCausalLM
 
-            merged = AutoPeftModelForCausalLM.from_pretrained(str(final), dtype=dtype).merge_and_unload()
+            merged = AutoPeftModelForCausalLM.from_pretrained(str(final), dtype=getattr(torch, num["load_dtype"])) \
+                .merge_and_unload()
             shutil.rmtree(final)
             merged.save_pretrained(str(final), safe_serialization=True)
         trainer.processing_class.save_pretrained(str(final))
