@@ -79,7 +79,7 @@ def test_rbac_is_least_privilege():
     docs = render() + render("watch.allNamespaces=false", "watch.namespaces={a}")
     allowed = {"safetyexperiments", "safetyexperiments/status", "safetyexperiments/finalizers", "safetystudies",
                "safetystudies/status", "safetystudies/finalizers", "jobs", "pods", "pods/status", "services", "configmaps",
-               "events", "kopfpeerings", "clusterkopfpeerings", "customresourcedefinitions", "namespaces"}
+               "events", "kopfpeerings", "clusterkopfpeerings", "customresourcedefinitions", "namespaces", "leases"}
     write_verbs = {"create", "patch", "update", "delete", "deletecollection"}
     for role in (d for d in docs if d["kind"] in ("ClusterRole", "Role")):
         for rule in role["rules"]:
@@ -89,7 +89,10 @@ def test_rbac_is_least_privilege():
                 assert not set(rule["verbs"]) & write_verbs, f"read-only: {rule}"
             if "events" in rule["resources"]:
                 assert rule["verbs"] == ["create"]
-            assert "delete" not in rule["verbs"], "deletion cascades through ownerReferences"
+            if "leases" in rule["resources"]:  # claims on identical work: released by their holder
+                assert rule["resources"] == ["leases"] and rule["apiGroups"] == ["coordination.k8s.io"]
+            else:
+                assert "delete" not in rule["verbs"], "deletion cascades through ownerReferences"
             if "safetyexperiments/finalizers" in rule["resources"]:
                 assert rule["verbs"] == ["update"] and \
                     rule["resources"] == ["safetyexperiments/finalizers", "safetystudies/finalizers"]

@@ -77,7 +77,10 @@ def test_first_reconcile_creates_configmap_and_first_job():
     assert (d["state"], d["attempts"], d["jobName"]) == ("Running", 1, "e-distill-1")
     assert d["startedAt"] == d["attemptStartedAt"] == "2026-01-01T00:00:00Z"
     assert _cond(s, "Progressing")["status"] == "True" and _cond(s, "Ready")["status"] == "False"
-    assert ("Normal", "StageStarted", "distill: created Job e-distill-1 (attempt 1)") in acts.events
+    # One event for the first steps (acceptance and the first Job): a request less per experiment.
+    assert acts.events == [("Normal", "StageStarted",
+                            "spec valid; stages: distill, mix, train, evaluate. distill: created Job e-distill-1 (attempt 1)")]
+    assert [(c.stage, c.resource_version) for c in acts.claims] == [("distill", None)]
     # Nothing else to do until an event, except the start deadline: decide asks to look again then.
     assert acts.requeue_after is None or acts.requeue_after > 0
 

@@ -104,7 +104,8 @@ def test_charts_worker_image_and_pull_secrets_on_every_stage_job(cluster):
     op = OperatorThread(cluster.url, worker=WorkerDefaults.from_env(env)).start()
     try:
         create(cluster, "chart-img")
-        create(cluster, "own-img", {"images": {"worker": "mine.example/w:1"}})
+        # Other distill work: identical work would be claimed by one of the two and waited for by the other.
+        create(cluster, "own-img", {"images": {"worker": "mine.example/w:1"}, "distill": {"limit": 7}})
         for stage in ("distill", "mix", "train", "evaluate"):
             job = f"chart-img-{stage}-1"
             pod = wait_job(cluster, "chart-img", job)["spec"]["template"]["spec"]
@@ -303,6 +304,15 @@ def test_running_stage_progress_reaches_status_and_the_printer_column(cluster, o
     create(cluster, "prog", {"storage": {"uri": f"s3://{bucket}/exps", "endpoint": s3_endpoint}})
     wait_job(cluster, "prog", "prog-distill-1")
     assert wait_for(lambda: get(cluster, "prog")["status"].get("progress") == "-", 10, what="'-' before any report")
+    # Progress is read only once the stage's pods run (not while they wait to be scheduled).
+    cluster.core.create_namespaced_pod(NS, {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "prog-distill-1-pod", "namespace": NS, "labels": pod_labels(cluster, "prog-distill-1")},
+        "spec": {"containers": [{"name": "distill", "image": "x"}]},
+        "status": {"phase": "Running", "containerStatuses": [{"name": "distill", "image": "x", "imageID": "",
+                                                               "ready": True, "restartCount": 0,
+                                                               "state": {"running": {}}}]}})
+    wait_for(lambda: get(cluster, "prog")["status"]["stages"]["distill"].get("runningSince"), 10, what="running")
     store = open_store(f"s3://{bucket}/exps", endpoint=s3_endpoint)
     clock = iter([0.0, 0.0, 30.0]).__next__  # start, first report, 4 prompts done 30 s later
     reporter = ProgressReporter(store, "prog/distill", 16, "prompts", part=0, clock=clock)

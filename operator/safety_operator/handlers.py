@@ -2,9 +2,10 @@
 
 Event-driven, not polling: the stage Jobs and their pods are kept in memory by kopf indices fed by the
 watch streams, so a reconcile reads one object (the experiment, fresh) and lists nothing. Triggers: the
-experiment's create/resume/update, a stage Job finishing, a stage pod starting or getting stuck, and
-wake-ups that `decide` asks for (a retry's backoff, a start deadline). A safety-net reconcile runs every
-`resync_seconds` (+ jitter) for unfinished experiments only; a finished one costs nothing.
+experiment's create/resume/update, a stage Job finishing, a stage pod starting or getting stuck, a claim on
+identical work changing hands, and wake-ups that `decide` asks for (a retry's backoff, a start deadline). One
+scheduler task runs those wake-ups and a safety-net reconcile every `resync_seconds` (+ jitter) for unfinished
+experiments only, and copies running stages' progress; a finished experiment costs nothing, not even a task.
 """
 from __future__ import annotations
 
@@ -15,43 +16,76 @@ import random
 import threading
 import time
 from collections import defaultdict
+from typing import Optional
 
 import kopf
 from kubernetes.client.rest import ApiException
 
 from lrm_safety.spec import API_GROUP, API_VERSION, PLURAL, STAGES, parse_spec
 
-from . import kube, manifests
+from . import claims as claimsmod, kube, manifests
 from . import pods as podinfo
 from .settings import Settings
 from .status import Observed, decide, ignored_changes, is_finished, job_state, set_condition, utcnow
-from .store_check import finished_in_store
+from .store_check import ProgressReader, credentials_available, finished_in_store
 
 log = logging.getLogger("lrm-safety-operator")
-_locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
-_due: dict[tuple[str, str], float] = {}  # monotonic time of the next look each experiment asked for
-_errors: dict[tuple[str, str], int] = defaultdict(int)  # consecutive failed reconciles (for their backoff)
+Key = tuple[str, str]
+_locks: dict[Key, threading.Lock] = defaultdict(threading.Lock)  # one reconcile at a time per experiment
+_due: dict[Key, float] = {}  # monotonic time of the next look each unfinished experiment asked for
+_errors: dict[Key, int] = defaultdict(int)  # consecutive failed reconciles (for their backoff)
+_made: dict[Key, dict[str, tuple[dict, float]]] = {}  # Jobs a reconcile created that the index may not show yet
+_claims: dict[tuple[str, str], dict] = {}  # (namespace, work id) -> claims.view: fed by the Lease watch and our writes
+_waiters: dict[tuple[str, str], set] = defaultdict(set)  # (namespace, work id) -> experiments waiting on its holder
+_progress: dict[Key, ProgressReader] = {}  # experiments whose running stage's pods run: read their progress
 _pod_signals: dict[str, tuple] = {}  # pod uid -> what of it matters to a decision (reconcile when it changes)
-_waiters: dict[str, set] = defaultdict(set)  # work id -> experiments waiting for another's Job doing that work
+_queued: set[Key] = set()  # a reconcile is waiting for the experiment's turn: further triggers join it
+_turns: dict[Key, asyncio.Lock] = {}
+_ix: dict[str, object] = {}  # the kopf indices, for the scheduler task (handlers receive them as kwargs)
+_store = {"readable": True}  # False when the operator found no S3 credentials at start
 SETTINGS = Settings.from_env()
 LABELS = {manifests.LABEL_EXPERIMENT: kopf.PRESENT}
+MADE_GRACE_SECONDS = 120.0
 
 
 def _jitter() -> float:
     return SETTINGS.resync_seconds * (1 + 0.2 * random.random())
 
 
+def _with_made(key: Key, jobs: dict[str, dict], now: float) -> dict[str, dict]:
+    """A Job this operator created counts as existing until the watch delivers it, so a reconcile that queued with
+    an older snapshot neither re-creates it (a 409) nor thinks the stage lost its Job."""
+    made = _made.get(key)
+    if not made:
+        return jobs
+    for name in [n for n, (_, t) in made.items() if n in jobs or now - t > MADE_GRACE_SECONDS]:
+        del made[name]
+    if not made:
+        _made.pop(key, None)
+        return jobs
+    return {**{n: job for n, (job, _) in made.items()}, **jobs}
+
+
+def _forget(key: Key) -> None:
+    """A finished or deleted experiment leaves nothing behind in memory."""
+    for d in (_due, _errors, _made, _progress, _turns):
+        d.pop(key, None)
+    _locks.pop(key, None)
+
+
 def reconcile(namespace: str, name: str, jobs: dict[str, dict], pods: dict[str, list[dict]],
-              work_holders=lambda work: []) -> None:
-    """Fetch the experiment, decide, act. Serialised per experiment so two triggers never race; always reads the
-    current object rather than the triggering event's copy, which may be stale."""
+              fresh: Optional[dict] = None) -> None:
+    """Fetch the experiment, decide, act. Serialised per experiment so two triggers never race; reads the
+    current object rather than the triggering event's copy, which may be stale (`fresh`: a just-created object
+    with no status yet, which is current as it is)."""
     key = (namespace, name)
     with _locks[key]:
         api = kube.Api.get()
-        body = api.get_experiment(namespace, name)
+        body = fresh if fresh is not None else api.get_experiment(namespace, name)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-            _due.pop(key, None)
+            _forget(key)
             return
+        jobs = _with_made(key, jobs, time.monotonic())
         # Watches on Jobs and pods are not ordered: a running stage's Job can be seen finished before its pods'
         # final state. Read those pods once, so the exit code and termination message are never missed.
         for st in ((body.get("status") or {}).get("stages") or {}).values():
@@ -59,17 +93,37 @@ def reconcile(namespace: str, name: str, jobs: dict[str, dict], pods: dict[str, 
             if (st or {}).get("state") == "Running" and jname in jobs and \
                     job_state(jobs[jname]) in ("succeeded", "failed") and not podinfo.terminated(pods.get(jname) or []):
                 pods = {**pods, jname: api.job_pods(namespace, jname)}
+        spec = None
         lookup = lambda stage: None  # noqa: E731
-        if SETTINGS.read_store:
-            try:
-                lookup = finished_in_store(name, namespace, parse_spec(body.get("spec") or {}))
-            except Exception:  # an invalid spec: decide reports it
-                pass
-        acts = decide(Observed(body=body, jobs=jobs, pods=pods, finished_in_store=lookup, now=utcnow(),
-                               work_holders=work_holders), SETTINGS.worker)
         try:
+            spec = parse_spec(body.get("spec") or {})
+            if SETTINGS.read_store and _store["readable"]:
+                lookup = finished_in_store(name, namespace, spec)
+        except Exception:  # an invalid spec: decide reports it
+            pass
+        overrides: dict[str, dict] = {}
+        uid = (body.get("metadata") or {}).get("uid")
+        try:
+            for _ in range(3):  # a claim lost to another experiment: decide again, knowing the winner
+                acts = decide(Observed(body=body, jobs=jobs, pods=pods, finished_in_store=lookup, now=utcnow(),
+                                       claims=lambda work: overrides.get(work) or _claims.get((namespace, work)),
+                                       claim_grace=SETTINGS.claim_grace_seconds), SETTINGS.worker)
+                lost = False
+                for c in acts.claims:
+                    won, current = api.claim(claimsmod.render(c.work, c.stage, namespace, name, uid,
+                                                              claimsmod.micro(utcnow()), c.resource_version))
+                    if current is not None:
+                        _claims[(namespace, c.work)] = claimsmod.view(current)
+                    if not won:
+                        overrides[c.work] = claimsmod.view(current)
+                        lost = True
+                if not lost:
+                    break
+            made = _made.setdefault(key, {})
             for obj in acts.create:
                 api.create_or_adopt(obj)
+                if obj["kind"] == "Job":
+                    made[obj["metadata"]["name"]] = (_trim_job(obj), time.monotonic())
             for job, patch in acts.patch_jobs:
                 api.patch_job(namespace, job, patch)
             status = acts.status
@@ -78,32 +132,72 @@ def reconcile(namespace: str, name: str, jobs: dict[str, dict], pods: dict[str, 
             if status and _degraded(body):
                 status["conditions"] = set_condition(status.get("conditions") or [], "Degraded", False,
                                                      "Reconciled", "")
+            if status and not _store["readable"] and SETTINGS.read_store:
+                status["conditions"] = set_condition(
+                    status.get("conditions") or [], "StoreReadable", False, "NoCredentials",
+                    f"the operator has no S3 credentials (Secret {SETTINGS.store_secret!r} in its namespace): it cannot "
+                    f"reuse finished stages before their pods start, keep TTL-deleted Jobs finished, or copy progress")
             if status:
                 api.patch_status(namespace, name, status)
+            for work, since in acts.marks:
+                api.mark_claim(namespace, claimsmod.lease_name(work), claimsmod.STUCK, since)
+            for work in acts.releases:
+                held = _claims.pop((namespace, work), None)
+                api.release_claim(namespace, claimsmod.lease_name(work), (held or {}).get("uid"))
         except ApiException as e:
             _errors[key] += 1
             _report_api_error(api, body, e)
             _due[key] = time.monotonic() + min(10 * 2 ** (_errors[key] - 1), SETTINGS.resync_seconds)
             raise
         _errors.pop(key, None)
-        _note_waiting(namespace, name, body, status or body.get("status") or {})
+        now_status = status or body.get("status") or {}
+        _note_waiting(namespace, name, spec, now_status)
         for type_, reason, message in acts.events:
             api.event(body, type_, reason, message)
+        if is_finished(now_status):
+            _forget(key)
+            return
+        _track_progress(key, spec, now_status)
         wait = min(acts.requeue_after, _jitter()) if acts.requeue_after is not None else _jitter()
-        _due[key] = time.monotonic() + (wait if not is_finished(status or body.get("status")) else float("inf"))
+        _due[key] = time.monotonic() + wait
 
 
-def _note_waiting(namespace: str, name: str, body: dict, status: dict) -> None:
-    """Remember who waits for another experiment's identical work, so that Job finishing wakes them at once."""
-    for works in _waiters.values():
-        works.discard((namespace, name))
+def _note_waiting(namespace: str, name: str, spec, status: dict) -> None:
+    """Remember who waits for another experiment's identical work, so that claim changing wakes them at once."""
     stage = status.get("stage")
     waiting = ((status.get("stages") or {}).get(stage) or {}).get("waiting") or {}
-    if waiting.get("reason") == "SameWorkRunning":
-        try:
-            _waiters[manifests.stage_work_id(name, parse_spec(body.get("spec") or {}), stage)].add((namespace, name))
-        except Exception:
-            pass
+    if waiting.get("reason") == "SameWorkRunning" and spec is not None:
+        _waiters[(namespace, manifests.stage_work_id(name, spec, stage))].add(name)
+
+
+def _track_progress(key: Key, spec, status: dict) -> None:
+    """Progress is read only for a stage whose pods run (not one waiting to be scheduled or for identical work)."""
+    stage = status.get("stage")
+    st = (status.get("stages") or {}).get(stage) or {}
+    running = spec is not None and status.get("phase") == "Running" and st.get("state") == "Running" and \
+        st.get("runningSince") and not st.get("nextRetryAt") and spec.storage.uri.startswith("s3://")
+    if not running or not (SETTINGS.read_store and _store["readable"] and SETTINGS.progress_seconds):
+        _progress.pop(key, None)
+    elif key not in _progress or _progress[key].stage != stage:
+        _progress[key] = ProgressReader(key[1], spec, stage)
+
+
+def copy_progress(key: Key) -> bool:
+    """Read one running stage's progress (conditional GETs) and patch status if it changed; True if patched."""
+    from lrm_safety.progress import column
+
+    reader = _progress.get(key)
+    if reader is None:
+        return False
+    doc = reader.read()
+    if doc is None:
+        return False
+    with _locks[key]:  # the stage may have moved on while the objects were read
+        if _progress.get(key) is not reader:
+            return False
+        kube.Api.get().patch_status(key[0], key[1], {"progress": column(reader.stage, doc),
+                                                     "stages": {reader.stage: {"progress": doc}}})
+    return True
 
 
 def _degraded(body: dict) -> bool:
@@ -127,11 +221,16 @@ def _report_api_error(api: "kube.Api", body: dict, e: ApiException) -> None:
 
 # ---------------------------------------------------------------- in-memory views of the stage Jobs and pods
 def _trim_job(body: dict) -> dict:
-    meta = body.get("metadata") or {}
-    return {"metadata": {"name": meta.get("name"), "labels": dict(meta.get("labels") or {})},
-            "spec": {k: v for k, v in (body.get("spec") or {}).items() if k in ("suspend", "completions",
-                                                                                 "activeDeadlineSeconds")},
-            "status": {"conditions": list((body.get("status") or {}).get("conditions") or [])}}
+    """What decisions read of a Job: its name, labels decide never reads are left out."""
+    meta, spec = body.get("metadata") or {}, body.get("spec") or {}
+    labels = meta.get("labels") or {}
+    return {"metadata": {"name": meta.get("name"),
+                         "labels": {k: labels[k] for k in (manifests.LABEL_EXPERIMENT, manifests.LABEL_STAGE)
+                                    if k in labels}},
+            "spec": {k: spec[k] for k in ("suspend", "activeDeadlineSeconds") if k in spec},
+            "status": {"conditions": [{k: c.get(k) for k in ("type", "status", "reason", "message")}
+                                      for c in (body.get("status") or {}).get("conditions") or []
+                                      if c.get("status") == "True"]}}
 
 
 @kopf.index("batch", "v1", "jobs", labels=LABELS)
@@ -142,13 +241,6 @@ def stage_jobs(namespace, labels, body, **_):
 @kopf.index("", "v1", "pods", labels=LABELS)
 def stage_pods(namespace, labels, body, **_):
     return {(namespace, labels[manifests.LABEL_EXPERIMENT]): podinfo.trim(body)}
-
-
-@kopf.index("batch", "v1", "jobs", labels={manifests.LABEL_WORK: kopf.PRESENT},
-            when=lambda body, **_: job_state(body) not in ("succeeded", "failed"))  # a finished Job leaves it
-def work_jobs(namespace, labels, body, **_):
-    """Unfinished stage Jobs by the work they do (reuse.work_id), across experiments and namespaces."""
-    return {labels[manifests.LABEL_WORK]: labels.get(manifests.LABEL_EXPERIMENT)}
 
 
 def _observed(namespace: str, name: str, stage_jobs, stage_pods) -> tuple[dict, dict]:
@@ -165,17 +257,72 @@ def _observed(namespace: str, name: str, stage_jobs, stage_pods) -> tuple[dict, 
     return jobs, dict(pods)
 
 
-async def _run(namespace: str, name: str, stage_jobs, stage_pods, work_jobs=None) -> None:
-    jobs, pods = _observed(namespace, name, stage_jobs, stage_pods)
-    holders = (lambda work: list(work_jobs.get(work, []))) if work_jobs is not None else (lambda work: [])
-    await asyncio.to_thread(reconcile, namespace, name, jobs, pods, holders)
+async def _run(namespace: str, name: str, stage_jobs=None, stage_pods=None, fresh: Optional[dict] = None) -> None:
+    """A work queue of one per experiment: a trigger that arrives while another waits for its turn joins it (that
+    one takes its snapshot when its turn comes), so a burst of events costs one reconcile, and every snapshot is
+    taken after the previous reconcile of the experiment finished."""
+    stage_jobs = stage_jobs if stage_jobs is not None else _ix.get("stage_jobs", {})
+    stage_pods = stage_pods if stage_pods is not None else _ix.get("stage_pods", {})
+    key = (namespace, name)
+    if key in _queued:
+        return
+    _queued.add(key)
+    turn = _turns.setdefault(key, asyncio.Lock())
+    try:
+        await turn.acquire()
+    finally:
+        _queued.discard(key)
+    try:
+        jobs, pods = _observed(namespace, name, stage_jobs, stage_pods)
+        await asyncio.to_thread(reconcile, namespace, name, jobs, pods, fresh)
+    finally:
+        turn.release()
+
+
+def _keep(stage_jobs, stage_pods) -> None:
+    _ix["stage_jobs"], _ix["stage_pods"] = stage_jobs, stage_pods
+
+
+async def _scheduler() -> None:
+    """The operator's one timer: due wake-ups (a retry's backoff, a start deadline, the safety net) and the progress
+    of running stages. It sleeps in between and costs no API request by itself."""
+    next_progress = time.monotonic() + SETTINGS.progress_seconds
+    running: set[asyncio.Task] = set()
+    limit = asyncio.Semaphore(max(SETTINGS.workers, 1))
+
+    async def guarded(coro):
+        async with limit:
+            try:
+                await coro
+            except Exception as e:  # reported as a condition and event already; the next look retries
+                log.info("scheduled look failed: %s", e)
+
+    while True:
+        now = time.monotonic()
+        for key, at in list(dict(_due).items()):
+            if at <= now:
+                _due[key] = now + _jitter()
+                t = asyncio.create_task(guarded(_run(*key)))
+                running.add(t)
+                t.add_done_callback(running.discard)
+        if SETTINGS.progress_seconds and now >= next_progress:
+            next_progress = now + SETTINGS.progress_seconds
+            for key in list(_progress):
+                t = asyncio.create_task(guarded(asyncio.to_thread(copy_progress, key)))
+                running.add(t)
+                t.add_done_callback(running.discard)
+        soonest = min(dict(_due).values(), default=now + SETTINGS.tick_seconds)
+        await asyncio.sleep(min(max(soonest - time.monotonic(), 0.05), SETTINGS.tick_seconds,
+                                max(next_progress - time.monotonic(), 0.05)))
 
 
 # ---------------------------------------------------------------- triggers
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_):
-    _study_queued.clear()  # a restarted operator (a new event loop) starts with an empty study work queue
-    _study_runs.clear()
+async def configure(settings: kopf.OperatorSettings, memo, **_):
+    # A restarted operator (a new event loop) starts from what the API server says, not from a previous run.
+    for memory in (_study_queued, _study_runs, _queued, _turns, _due, _errors, _made, _claims, _waiters, _progress,
+                   _pod_signals, _ix):
+        memory.clear()
     settings.posting.level = logging.INFO
     settings.posting.enabled = SETTINGS.post_events
     settings.watching.server_timeout = SETTINGS.watch_server_timeout
@@ -189,18 +336,35 @@ def configure(settings: kopf.OperatorSettings, **_):
     settings.peering.lifetime = SETTINGS.peering_lifetime
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=API_GROUP)
+    if SETTINGS.read_store:
+        _store["readable"] = await asyncio.to_thread(credentials_available)
+        if not _store["readable"]:
+            log.warning("no S3 credentials: create Secret %r (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) in the "
+                        "operator's namespace and restart it (chart value s3.credentialsSecret); until then finished "
+                        "stages are not reused before their pods start and progress is not copied", SETTINGS.store_secret)
+    memo.scheduler = asyncio.create_task(_scheduler())
+
+
+@kopf.on.cleanup()
+async def stop_scheduler(memo, **_):
+    task = getattr(memo, "scheduler", None)
+    if task is not None:
+        task.cancel()
 
 
 @kopf.on.create(API_GROUP, API_VERSION, PLURAL)
 @kopf.on.resume(API_GROUP, API_VERSION, PLURAL)
-async def on_create_or_resume(namespace, name, status, stage_jobs, stage_pods, work_jobs, **_):
+async def on_create_or_resume(namespace, name, body, reason, status, stage_jobs, stage_pods, **_):
+    _keep(stage_jobs, stage_pods)
     if is_finished(status):
         return  # a restarted operator reads nothing for finished experiments
-    await _run(namespace, name, stage_jobs, stage_pods, work_jobs)
+    fresh = dict(body) if reason == kopf.Reason.CREATE and not status else None
+    await _run(namespace, name, stage_jobs, stage_pods, fresh)
 
 
 @kopf.on.update(API_GROUP, API_VERSION, PLURAL)
-async def on_update(namespace, name, body, meta, diff, status, stage_jobs, stage_pods, work_jobs, **_):
+async def on_update(namespace, name, body, meta, diff, status, stage_jobs, stage_pods, **_):
+    _keep(stage_jobs, stage_pods)
     ignored = ignored_changes(diff, status, meta.get("generation"))
     if ignored:
         await asyncio.to_thread(
@@ -209,73 +373,32 @@ async def on_update(namespace, name, body, meta, diff, status, stage_jobs, stage
             f"create a new experiment to change them")
     if is_finished(status):
         return
-    await _run(namespace, name, stage_jobs, stage_pods, work_jobs)
+    await _run(namespace, name, stage_jobs, stage_pods)
 
 
-def copy_progress(namespace: str, name: str, status: dict, spec: dict) -> bool:
-    """Read the running stage's progress object and patch status (one request) if it changed; True if patched."""
-    from lrm_safety.progress import column
-
-    from .store_check import read_progress
-
-    stage = status.get("stage")
-    if status.get("phase") != "Running" or not stage:
-        return False
-    doc = read_progress(name, parse_spec(spec), stage)
-    if doc is None or doc == ((status.get("stages") or {}).get(stage) or {}).get("progress"):
-        return False
-    kube.Api.get().patch_status(namespace, name, {"progress": column(stage, doc), "stages": {stage: {"progress": doc}}})
-    return True
-
-
-@kopf.daemon(API_GROUP, API_VERSION, PLURAL, when=lambda status, **_: not is_finished(status), cancellation_timeout=5)
-async def wake_up(namespace, name, body, stopped, stage_jobs, stage_pods, work_jobs, **_):
-    """One sleeping task per unfinished experiment: it reconciles when a look is due (a retry's backoff, a start
-    deadline, the safety net) and copies a running stage's progress every `progress_seconds`; it costs no API
-    request otherwise, and ends when the experiment finishes."""
-    key = (namespace, name)
-    _due.setdefault(key, time.monotonic() + _jitter())  # resume/create has just reconciled it
-    progress_every = SETTINGS.progress_seconds if SETTINGS.read_store else 0
-    next_progress = time.monotonic() + progress_every
-    while not stopped:
-        now = time.monotonic()
-        if progress_every and now >= next_progress:
-            next_progress = now + progress_every
-            try:
-                await asyncio.to_thread(copy_progress, namespace, name, dict(body.get("status") or {}),
-                                        dict(body.get("spec") or {}))
-            except Exception as e:
-                log.info("progress of %s/%s not copied: %s", namespace, name, e)
-        left = _due.get(key, 0.0) - time.monotonic()
-        if left > 0:
-            wait = min(left, SETTINGS.tick_seconds, max(next_progress - time.monotonic(), 0.05) if progress_every else left)
-            await stopped.wait(wait)  # re-read: a reconcile may bring the look forward
-            continue
-        _due[key] = time.monotonic() + _jitter()
-        try:
-            await _run(namespace, name, stage_jobs, stage_pods, work_jobs)
-        except Exception as e:  # reported as a condition and event already; the next look retries
-            log.info("wake-up reconcile of %s/%s failed: %s", namespace, name, e)
-    log.debug("wake-ups of %s/%s end: %s", namespace, name, getattr(stopped, "reason", None))
+@kopf.on.event(API_GROUP, API_VERSION, PLURAL)
+async def on_experiment_event(namespace, name, type, **_):
+    if type == "DELETED":
+        _forget((namespace, name))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=LABELS)
-async def on_job_event(namespace, labels, type, body, stage_jobs, stage_pods, work_jobs, **_):
+async def on_job_event(namespace, labels, type, body, stage_jobs, stage_pods, **_):
     # Only a finished Job changes a decision; the Jobs the operator just created or patched need no reconcile.
+    _keep(stage_jobs, stage_pods)
     if type == "DELETED" or job_state(body) not in ("succeeded", "failed"):
         return
     experiment = labels.get(manifests.LABEL_EXPERIMENT)
     if experiment and labels.get(manifests.LABEL_STAGE) in STAGES:
-        await _run(namespace, experiment, stage_jobs, stage_pods, work_jobs)
-    for ns, waiter in list(_waiters.pop(labels.get(manifests.LABEL_WORK, ""), ())):  # their wait is over
-        await _run(ns, waiter, stage_jobs, stage_pods, work_jobs)
+        await _run(namespace, experiment, stage_jobs, stage_pods)
 
 
 @kopf.on.event("", "v1", "pods", labels=LABELS)
-async def on_pod_event(namespace, labels, type, body, uid, stage_jobs, stage_pods, work_jobs, **_):
+async def on_pod_event(namespace, labels, type, body, uid, stage_jobs, stage_pods, **_):
     """A stage pod that starts or gets stuck (unschedulable, image pull, a missing Secret) changes the status."""
-    if type == "DELETED":
-        _pod_signals.pop(uid, None)
+    _keep(stage_jobs, stage_pods)
+    if type == "DELETED" or (body.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        _pod_signals.pop(uid, None)  # its end reaches the decision through its Job
         return
     signal = (podinfo.started([body]), podinfo.waiting_reason([body]))
     if _pod_signals.get(uid) == signal:
@@ -283,20 +406,36 @@ async def on_pod_event(namespace, labels, type, body, uid, stage_jobs, stage_pod
     _pod_signals[uid] = signal
     experiment = labels.get(manifests.LABEL_EXPERIMENT)
     if experiment and (signal[0] or signal[1]):
-        await _run(namespace, experiment, stage_jobs, stage_pods, work_jobs)
+        await _run(namespace, experiment, stage_jobs, stage_pods)
 
 
-@kopf.on.delete(API_GROUP, API_VERSION, PLURAL, optional=True)
+@kopf.on.event("coordination.k8s.io", "v1", "leases", labels={manifests.LABEL_WORK: kopf.PRESENT})
+async def on_claim_event(namespace, labels, type, body, **_):
+    """A claim made, marked stuck, taken over or released: the experiments waiting on that work look again."""
+    work = labels[manifests.LABEL_WORK]
+    if type == "DELETED":
+        _claims.pop((namespace, work), None)
+    else:
+        _claims[(namespace, work)] = claimsmod.view(body)
+    for waiter in list(_waiters.pop((namespace, work), ())):
+        await _run(namespace, waiter)
+
+
+def _deletes_artifacts(spec, **_) -> bool:
+    return bool(((spec or {}).get("storage") or {}).get("deleteOnFinalize"))
+
+
+@kopf.on.delete(API_GROUP, API_VERSION, PLURAL, when=_deletes_artifacts)
 def on_delete(namespace, name, spec, **_):
-    """Jobs, Services and the ConfigMap go with the owner (ownerReferences); artifacts stay unless asked."""
-    _due.pop((namespace, name), None)
+    """Jobs, Services, the ConfigMap and claims go with the owner (ownerReferences); artifacts only when asked
+    (and only those experiments carry the operator's finalizer)."""
+    _forget((namespace, name))
     storage = (spec or {}).get("storage") or {}
-    if storage.get("deleteOnFinalize"):
-        from lrm_safety.store import open_store
+    from lrm_safety.store import open_store
 
-        store = open_store(storage.get("uri", ""), endpoint=storage.get("endpoint"))
-        n = store.delete_prefix(f"{name}/")
-        log.info("deleted %d artifacts of %s/%s", n, namespace, name)
+    store = open_store(storage.get("uri", ""), endpoint=storage.get("endpoint"))
+    n = store.delete_prefix(f"{name}/")
+    log.info("deleted %d artifacts of %s/%s", n, namespace, name)
 
 
 @kopf.on.login()

@@ -46,6 +46,7 @@ class Api:
         self.custom = client.CustomObjectsApi(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
+        self.coordination = client.CoordinationV1Api(api_client)
 
     @classmethod
     def get(cls) -> "Api":
@@ -132,6 +133,49 @@ class Api:
                 e._where = f"create {kind} {ns}/{meta['name']}: "
                 raise
             log.info("%s %s/%s exists: adopting it", kind, ns, meta["name"])
+
+    def claim(self, lease: dict) -> tuple[bool, Optional[dict]]:
+        """Make a claim (create; with metadata.resourceVersion, replace a stuck one). (won, the Lease as it is now):
+        a 409 is an answer, not an error: the Lease someone else holds is read once and returned."""
+        meta = lease["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        try:
+            if meta.get("resourceVersion"):
+                out = self.coordination.replace_namespaced_lease(name, ns, lease, _preload_content=False)
+            else:
+                out = self.coordination.create_namespaced_lease(ns, lease, _preload_content=False)
+            return True, _raw(out)
+        except ApiException as e:
+            if e.status not in (404, 409):
+                e._where = f"claim Lease {ns}/{name}: "
+                raise
+            if e.status == 404:  # released between the read and the take-over: claim it afresh
+                return self.claim({**lease, "metadata": {k: v for k, v in meta.items() if k != "resourceVersion"}})
+        try:
+            current = _raw(self.coordination.read_namespaced_lease(name, ns, _preload_content=False))
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            return self.claim(lease)  # released meanwhile
+        holder = (current.get("spec") or {}).get("holderIdentity")
+        return holder == lease["spec"]["holderIdentity"], current
+
+    def mark_claim(self, namespace: str, name: str, annotation: str, value: Optional[str]) -> None:
+        try:
+            self.coordination.patch_namespaced_lease(name, namespace, {"metadata": {"annotations": {annotation: value}}})
+        except ApiException as e:
+            if e.status != 404:
+                e._where = f"patch Lease {namespace}/{name}: "
+                raise
+
+    def release_claim(self, namespace: str, name: str, uid: Optional[str] = None) -> None:
+        body = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)) if uid else None
+        try:
+            self.coordination.delete_namespaced_lease(name, namespace, body=body)
+        except ApiException as e:
+            if e.status not in (404, 409):  # gone already, or another's now (taken over)
+                e._where = f"delete Lease {namespace}/{name}: "
+                raise
 
     def patch_job(self, namespace: str, name: str, patch: dict) -> None:
         try:

@@ -28,6 +28,8 @@ class Settings:
     priority: int = 0
     worker: WorkerDefaults = field(default_factory=WorkerDefaults)  # stage-pod defaults for what specs leave unset
     post_events: bool = True
+    claim_grace_seconds: float = 120.0  # a holder of identical work whose pods are held up keeps its claim this long
+    store_secret: str = "lrm-safety-s3"  # the operator's S3 credentials Secret (named in the no-credentials warning)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -49,4 +51,6 @@ class Settings:
             priority=int(e.get("LRM_SAFETY_PRIORITY", "0")),
             worker=WorkerDefaults.from_env(e),
             post_events=_bool(e.get("LRM_SAFETY_EVENTS"), True),
+            claim_grace_seconds=float(e.get("LRM_SAFETY_CLAIM_GRACE_SECONDS", "120")),
+            store_secret=e.get("LRM_SAFETY_S3_SECRET", "lrm-safety-s3"),
         )

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 from lrm_safety.report import HEADLINE_KEYS
 from lrm_safety.spec import SafetyExperimentSpec, SpecError, parse_spec
 
-from . import manifests, pods as podinfo
+from . import claims as claimsmod, manifests, pods as podinfo
 from .manifests import WorkerDefaults
 
 MAX_BACKOFF_S = 600
@@ -49,10 +49,20 @@ class Observed:
     # stage -> the summary of a finished manifest for this stage's config in the store, or None (not there, or
     # the operator cannot read the store). Called only before a stage's first Job and when a Job has vanished.
     finished_in_store: Callable[[str], Optional[dict]] = lambda stage: None
-    # work id (manifests.LABEL_WORK) -> names of the experiments with an unfinished Job doing that work now: a
-    # stage whose identical work another experiment is running waits for it, then reuses its output.
-    work_holders: Callable[[str], list[str]] = lambda work: []
+    # work id (manifests.LABEL_WORK) -> the claim on that work in this namespace (claims.view), or None: a stage
+    # whose identical work another experiment holds waits for it, then reuses its output.
+    claims: Callable[[str], Optional[dict]] = lambda work: None
+    claim_grace: float = 120.0  # seconds a stuck holder keeps its claim before another may take the work over
     now: dt.datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim to make before the stage's Job: create the Lease, or (resource_version) take a stuck one over."""
+
+    work: str
+    stage: str
+    resource_version: Optional[str] = None
 
 
 @dataclass
@@ -62,6 +72,9 @@ class Actions:
     patch_jobs: list[tuple[str, dict]] = field(default_factory=list)  # (job name, merge patch)
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     requeue_after: Optional[float] = None  # seconds until the next look is due (None: only on events)
+    claims: list[Claim] = field(default_factory=list)  # made before `create`; a lost one means: decide again
+    releases: list[str] = field(default_factory=list)  # work ids whose claim this experiment gives up
+    marks: list[tuple[str, Optional[str]]] = field(default_factory=list)  # (work id, stuck since or None)
 
 
 def job_state(job: Optional[dict]) -> str:
@@ -116,6 +129,8 @@ def finish(status: dict, phase: str, reason: str, message: str, now: dt.datetime
     """An end state: phase, message and the Ready/Progressing/Failed conditions agree."""
     status["phase"] = phase
     status["message"] = message
+    if phase == "Failed" and status.get("progress") not in (None, "done"):
+        status["progress"] = "-"  # the column never shows a report of work that has stopped
     conds = set_condition(status["conditions"], "Ready", ready, reason, message, now)
     conds = set_condition(conds, "Progressing", False, reason, message, now)
     status["conditions"] = set_condition(conds, "Failed", failed, reason, message, now)
@@ -188,9 +203,12 @@ class _Decision:
         where = summary.pop("source", None) or f"{self.name}/{stage}"
         if summary.get("reusedFrom"):
             st["reusedFrom"] = summary["reusedFrom"]
+        last = dict(st.get("progress") or {})
+        if last.get("total"):
+            last["done"] = last["total"]  # the last report may predate the end by its throttle interval
         st.update(state="Succeeded", finishedAt=iso(self.now), summary=summary, message=how,
                   artifactUri=f"{self.spec.storage.uri.rstrip('/')}/{where}",
-                  progress={**(st.get("progress") or {}), "percent": 100.0, "etaSeconds": 0,
+                  progress={**last, "percent": 100.0, "etaSeconds": 0,
                             "durationSeconds": round((self.now - started).total_seconds()) if started else None})
         _clear(st, "nextRetryAt", "waiting", "attemptStartedAt", "runningSince")
         self.status["metrics"] = _metrics_from_summary(summary, self.status["metrics"])
@@ -230,14 +248,7 @@ class _Decision:
                        else "already finished in the store for this config: no Job")
                 self.succeed(stage, st, dict(done), how)
                 return "next"
-            holders = [h for h in self.obs.work_holders(manifests.stage_work_id(self.name, self.spec, stage))
-                       if h != self.name]
-            if holders:  # the same work is running for another experiment: wait for it, then reuse its output
-                message = f"{holders[0]} is running the same {stage} work; its output is reused when it finishes"
-                if (st.get("waiting") or {}).get("reason") != "SameWorkRunning":
-                    st["waiting"] = {"reason": "SameWorkRunning", "message": message, "since": iso(self.now)}
-                    self.event("Normal", "SameWorkRunning", f"{stage}: {message}")
-                self.wake_in(60)
+            if self.wait_for_holder(stage, st):
                 return "wait"
             _clear(st, "waiting")
             self.start_attempt(stage, st, 1)
@@ -275,6 +286,61 @@ class _Decision:
             return "failed"
         self.apply_suspend(stage, jname, job)
         return "wait"
+
+    def work(self, stage: str) -> str:
+        return manifests.stage_work_id(self.name, self.spec, stage)
+
+    def wait_for_holder(self, stage: str, st: dict) -> bool:
+        """True when another experiment holds this stage's work and is moving: wait for it, then reuse its output.
+        Otherwise claim the work (or take a stuck holder's claim over) before the Job is made."""
+        work = self.work(stage)
+        claim = self.obs.claims(work)
+        if claim is None:
+            self.acts.claims.append(Claim(work, stage))
+            return False
+        holder = claim.get("holder")
+        if holder in (None, self.name):
+            return False  # ours already (a reconcile that claimed, then stopped before the Job)
+        left = claimsmod.takeover_in(claim, self.now, self.obs.claim_grace)
+        if left == 0:
+            self.acts.claims.append(Claim(work, stage, claim.get("resourceVersion")))
+            self.event("Normal", "WorkTakenOver", f"{stage}: {holder}'s pods for the same work are held up since "
+                                                  f"{claim['stuckSince']}; running it here")
+            return False
+        message = f"{holder} is running the same {stage} work; its output is reused when it finishes"
+        if left is not None:
+            at = iso(self.now + dt.timedelta(seconds=left))
+            message += f" (its pods are held up since {claim['stuckSince']}; taken over at {at} unless they start)"
+            self.wake_in(left)
+        w = st.get("waiting") or {}
+        if w.get("reason") != "SameWorkRunning" or w.get("message") != message:
+            same_holder = w.get("reason") == "SameWorkRunning" and (w.get("message") or "").startswith(f"{holder} ")
+            st["waiting"] = {"reason": "SameWorkRunning", "message": message,
+                             "since": w.get("since") if w.get("reason") == "SameWorkRunning" else iso(self.now)}
+            if not same_holder:
+                self.event("Normal", "SameWorkRunning", f"{stage}: {message}")
+        return True
+
+    def tend_claim(self, stage: str, st: dict) -> None:
+        """Keep this experiment's claim on the stage's work truthful: released when the stage ends, marked stuck
+        while its pods are held up or its attempt waits for a retry, unmarked once they run."""
+        work = self.work(stage)
+        claim = self.obs.claims(work)
+        if claim is not None and claim.get("holder") != self.name:
+            return  # another's (this stage reused it, or took it over)
+        if st.get("state") in ("Succeeded", "Failed"):
+            if claim is not None or st.get("jobName"):
+                self.acts.releases.append(work)
+            return
+        if claim is None:
+            return  # just claimed: the index shows it soon
+        stuck = None
+        if st.get("nextRetryAt"):
+            stuck = ((st.get("failures") or [{}])[-1]).get("at") or iso(self.now)
+        elif (st.get("waiting") or {}).get("reason") not in (None, "SameWorkRunning"):
+            stuck = st["waiting"].get("since") or iso(self.now)
+        if claim.get("stuckSince") != stuck:
+            self.acts.marks.append((work, stuck))
 
     def watch_start(self, stage: str, st: dict, jname: str, job, pods: list[dict], state: str) -> bool:
         """Report pods held up before they run, and fail the attempt once resources.startTimeoutSeconds passes.
@@ -354,9 +420,12 @@ class _Decision:
             if st.get("state") == "Succeeded":
                 continue
             outcome = self.run_stage(stage, st)
+            self.tend_claim(stage, st)
             if outcome == "next":
                 continue
             if outcome == "wait":
+                if self.old.get("stage") != stage:
+                    self.status["progress"] = "-"  # a new stage: the previous stage's report goes
                 self.status["stage"] = stage
                 if self.status.get("phase") not in ("Running", "Suspended"):
                     self.status["phase"] = "Suspended" if self.spec.suspend else "Running"
@@ -422,6 +491,12 @@ def decide(obs: Observed, worker: WorkerDefaults = WorkerDefaults()) -> Actions:
                                              "the spec is valid now", obs.now)
     spec = worker.apply(spec)
     d = _Decision(obs, spec, status, old)
+    acts = d.run()
     if not old.get("phase") or old.get("phase") == "Failed":
-        d.event("Normal", "Accepted", f"spec valid; stages: {', '.join(spec.stages)}")
-    return d.run()
+        accepted = f"spec valid; stages: {', '.join(spec.stages)}"
+        if acts.events:  # one event, not two, for the experiment's first steps: it saves a request each
+            type_, reason, message = acts.events[0]
+            acts.events[0] = (type_, reason, f"{accepted}. {message}")
+        else:
+            acts.events.append(("Normal", "Accepted", accepted))
+    return acts

@@ -39,6 +39,59 @@ def _store(spec: SafetyExperimentSpec):
     return S3Store(bucket, prefix, client=_client(spec.storage.endpoint, spec.storage.region))
 
 
+def credentials_available() -> bool:
+    """Whether boto3 finds S3 credentials (env, file, web identity, instance role): asked once, at start."""
+    import boto3
+
+    try:
+        return boto3.session.Session().get_credentials() is not None
+    except Exception:  # a broken profile file: as good as none
+        return False
+
+
+class ProgressReader:
+    """One running stage's progress objects, each read with its last ETag: an unchanged object costs a 304 and no
+    body, and no LIST is needed because the keys follow from the spec (one per distill shard, else one)."""
+
+    def __init__(self, name: str, spec: SafetyExperimentSpec, stage: str):
+        from lrm_safety.progress import progress_key
+
+        self.stage = stage
+        self.bucket, _, root = spec.storage.uri[5:].partition("/")
+        self.root = root.strip("/")
+        self.endpoint, self.region = spec.storage.endpoint, spec.storage.region
+        prefix = f"{name}/{stage}"
+        parts = range(spec.distill.shards) if stage == "distill" else [None]
+        self.keys = [progress_key(prefix, part) for part in parts]
+        self.etags: dict[str, str] = {}
+        self.docs: dict[str, dict] = {}
+
+    def read(self) -> Optional[dict]:
+        """The combined progress when any object changed since the last read, else None."""
+        import json
+
+        from botocore.exceptions import ClientError
+
+        from lrm_safety.progress import combine
+
+        s3 = _client(self.endpoint, self.region)
+        changed = False
+        for key in self.keys:
+            full = f"{self.root}/{key}" if self.root else key
+            kw = {"IfNoneMatch": self.etags[key]} if key in self.etags else {}
+            try:
+                obj = s3.get_object(Bucket=self.bucket, Key=full, **kw)
+            except ClientError as e:
+                code = str(e.response.get("Error", {}).get("Code"))
+                if code in ("304", "NotModified", "NoSuchKey", "404"):
+                    continue
+                raise
+            self.etags[key] = obj.get("ETag", "")
+            self.docs[key] = json.loads(obj["Body"].read())
+            changed = True
+        return combine(list(self.docs.values())) if changed else None
+
+
 def read_progress(name: str, spec: SafetyExperimentSpec, stage: str) -> Optional[dict]:
     """The running stage's progress objects (one per distill shard) combined, or None (none yet, or unreadable)."""
     if not spec.storage.uri.startswith("s3://"):
