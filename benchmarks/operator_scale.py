@@ -14,6 +14,16 @@ Prints:
 With --study: one SafetyStudy of N cells (one mix Job each) under maxParallel; the script plays the Job
 controller, completing each Job it sees, so the study must create every cell, at most maxParallel at once:
   python benchmarks/operator_scale.py --study --experiments 100 --max-parallel 20
+
+With --real: the same N experiments on a real control plane (tests/real_kube.py: ../shared/kube's kube-apiserver,
+kube-controller-manager and podrunner, etcd from PATH), the operator running as the chart's ServiceAccount. Pods
+are held Pending (podrunner `hold`) until every first Job exists and the idle window is over; then every stage pod
+exits 0 after `--pod-seconds` (`instant`), so the stages finish in waves of N. Requests are counted from the API
+server's audit log (the operator's ServiceAccount only). Prints the time to all first Jobs, peak RSS (and RSS over
+time), requests per experiment to the first Job, idle requests per experiment per 5 minutes and watch requests,
+p50/p99/max of the lag from a Job's completion to the next stage's Job (or the experiment's end), 409s and
+duplicate Jobs:
+  python benchmarks/operator_scale.py --real --experiments 1000 --idle-seconds 360
 """
 from __future__ import annotations
 
@@ -34,9 +44,10 @@ sys.path.insert(0, str(REPO / "tests"))
 BENCH_AGENT = "lrm-safety-benchmark"
 
 
-def peak_rss_mib(pid: int) -> float:
+def peak_rss_mib(pid: int, field: str = "VmHWM") -> float:
+    """The process's peak resident size (VmHWM), or its current one with field="VmRSS"."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -102,7 +113,7 @@ def stop(op) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--experiments", type=int, default=100)
-    p.add_argument("--workers", type=int, default=8, help="operator handler threads")
+    p.add_argument("--workers", type=int, default=32, help="operator reconcile threads (the chart's default)")
     p.add_argument("--timeout", type=float, default=600)
     p.add_argument("--idle-seconds", type=float, default=60, help="window for the idle request rate")
     p.add_argument("--finished-seconds", type=float, default=30, help="window for the finished request rate")
@@ -110,9 +121,17 @@ def main(argv=None) -> int:
     p.add_argument("--log", help="write the operator's log here")
     p.add_argument("--study", action="store_true", help="one SafetyStudy of --experiments cells instead")
     p.add_argument("--max-parallel", type=int, default=20, help="--study: the study's maxParallel")
+    p.add_argument("--real", action="store_true", help="on a real control plane (../shared/kube) instead of kmock")
+    p.add_argument("--pod-seconds", type=float, default=0.5, help="--real: how long each stage pod runs")
+    p.add_argument("--state", help="--real: the control plane's state directory (default: a new temporary one)")
+    p.add_argument("--tracemalloc", help="--real: write the operator's top allocations here at peak (slows it)")
     args = p.parse_args(argv)
     if args.study:
         return study_main(args)
+    if args.real:
+        from operator_scale_real import real_main
+
+        return real_main(args)
 
     from kube_harness import EmulatedCluster
 

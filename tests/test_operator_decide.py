@@ -378,3 +378,68 @@ def test_spec_changes_are_ignored_only_after_the_spec_was_frozen():
     assert ignored_changes(diff, started, 3) == ["spec.train.learningRate"], "suspend and scheduling apply"
     body = _body()
     assert decide(_obs(body)).status["specGeneration"] == 3, "the generation frozen into the ConfigMap"
+
+
+# ---------------------------------------------------------------- claims on identical work (safety_operator/claims.py)
+def _claim(holder, stuck_since=None, rv="7"):
+    return {"holder": holder, "stage": "distill", "stuckSince": stuck_since, "resourceVersion": rv, "uid": "lu"}
+
+
+def _claims_obs(body, claim, at=0, grace=60.0, **kw):
+    return Observed(body=body, now=T0 + dt.timedelta(seconds=at), claims=lambda work: claim, claim_grace=grace, **kw)
+
+
+def test_work_another_holds_is_waited_for_naming_the_current_holder():
+    body = _body()
+    acts = decide(_claims_obs(body, _claim("a")))
+    st = acts.status["stages"]["distill"]
+    assert acts.create == [] and acts.claims == [], "no Job and no claim while another moves"
+    assert st["waiting"]["reason"] == "SameWorkRunning" and st["waiting"]["message"].startswith("a is running")
+    body["status"] = acts.status
+    moved = decide(_claims_obs(body, _claim("b"), at=30))
+    assert moved.status["stages"]["distill"]["waiting"]["message"].startswith("b is running"), "the new holder"
+    assert moved.status["stages"]["distill"]["waiting"]["since"] == "2026-01-01T00:00:00Z", "waiting since the start"
+    assert [e[1] for e in moved.events] == ["SameWorkRunning"]
+
+
+def test_a_stuck_holder_is_taken_over_after_the_grace_only():
+    body = _body()
+    within = decide(_claims_obs(body, _claim("a", "2026-01-01T00:00:10Z"), at=40))
+    w = within.status["stages"]["distill"]["waiting"]
+    assert within.create == [] and "taken over at 2026-01-01T00:01:10Z unless they start" in w["message"]
+    assert within.requeue_after == 30, "look again when the grace ends"
+    after = decide(_claims_obs(body, _claim("a", "2026-01-01T00:00:10Z"), at=71))
+    assert [(c.stage, c.resource_version) for c in after.claims] == [("distill", "7")], "an update at its version"
+    assert _names(after.create) == ["e-distill-1"]
+    assert any(e[1] == "WorkTakenOver" for e in after.events)
+
+
+def test_the_holder_marks_its_claim_while_held_up_and_releases_it_when_the_stage_ends():
+    body = _body()
+    job = _step(body).create[1]
+    mine = _claim("e")
+    held = _pod("p", waiting=("ErrImagePull", "pull failed"))
+    acts = decide(_claims_obs(body, mine, at=5, jobs={"e-distill-1": job}, pods={"e-distill-1": [held]}))
+    (work, since), = acts.marks
+    assert since == "2026-01-01T00:00:05Z"
+    body["status"] = acts.status
+    started = decide(_claims_obs(body, {**mine, "stuckSince": since}, at=9, jobs={"e-distill-1": job},
+                                 pods={"e-distill-1": [_pod("p", running=True)]}))
+    assert started.marks == [(work, None)], "moving again: unmarked"
+    done = decide(_claims_obs(body, mine, at=20, jobs={"e-distill-1": _done(job)},
+                              pods={"e-distill-1": [_pod("p", exit_code=0, message='{"stage": "distill"}')]}))
+    assert work in done.releases, "the stage ended: the claim goes"
+    assert done.status["progress"] == "-", "the next stage starts with no report of the previous one"
+
+
+def test_a_finished_stage_reads_done_and_a_failed_experiment_shows_no_progress():
+    body = _body(resources={"backoffLimit": 0})
+    job = _step(body).create[1]
+    body["status"]["stages"]["distill"]["progress"] = {"done": 6, "total": 8, "percent": 75.0}
+    body["status"]["progress"] = "distill 6/8 (75%)"
+    ok = decide(_obs(body, jobs={"e-distill-1": _done(job)}, at=30))
+    assert ok.status["stages"]["distill"]["progress"]["done"] == 8 and \
+        ok.status["stages"]["distill"]["progress"]["percent"] == 100.0
+    bad = decide(_obs(body, jobs={"e-distill-1": _done(job, ok=False)}, pods={"e-distill-1": [_pod("p", exit_code=1)]},
+                      at=30))
+    assert bad.status["phase"] == "Failed" and bad.status["progress"] == "-"

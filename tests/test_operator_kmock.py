@@ -331,3 +331,28 @@ def test_running_stage_progress_reaches_status_and_the_printer_column(cluster, o
     crd = __import__("lrm_safety.crd", fromlist=["crd"]).crd()
     columns = [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]
     assert columns[:3] == ["Phase", "Stage", "Progress"]
+
+
+def test_without_store_credentials_one_warning_and_a_condition(cluster, monkeypatch, caplog):
+    """The operator's store Secret missing: one warning at start naming it, StoreReadable=False on experiments, and
+    no store look-ups (so no error per look-up in the log)."""
+    import logging
+
+    from safety_operator import handlers, store_check
+
+    monkeypatch.setattr(handlers, "credentials_available", lambda: False)
+    looked = []
+    monkeypatch.setattr(handlers, "finished_in_store", lambda *a: looked.append(a) or (lambda stage: None))
+    caplog.set_level(logging.WARNING, logger="lrm-safety-operator")
+    op = OperatorThread(cluster.url, store_secret="my-s3").start()
+    try:
+        create(cluster, "nocreds", {"storage": {"uri": "s3://b/exps"}})
+        cond = wait_for(lambda: next((c for c in get(cluster, "nocreds").get("status", {}).get("conditions", [])
+                                      if c["type"] == "StoreReadable"), None), 20, what="StoreReadable condition")
+        assert cond["status"] == "False" and "'my-s3'" in cond["message"]
+        warnings = [r.getMessage() for r in caplog.records if "no S3 credentials" in r.getMessage()]
+        assert len(warnings) == 1 and "'my-s3'" in warnings[0]
+        assert looked == [], "no store look-ups without credentials"
+        assert store_check.credentials_available() is True, "the test's env has credentials; only the operator's view was patched"
+    finally:
+        op.stop()

@@ -153,3 +153,37 @@ def test_stuck_holder_is_taken_over_and_waiting_stays_in_its_namespace(real, ope
     assert not other["stages"]["mix"].get("failures") and "elsewhere-mix-1" in jobs(real, c)
     events = real.core.list_namespaced_event(a, field_selector="involvedObject.name=waiter").items
     assert any(e.reason == "WorkTakenOver" for e in events), [e.reason for e in events]
+
+
+def test_killed_operator_restarts_without_a_second_job_or_409s(real, tmp_path):
+    """SIGKILL twice while a stage's pods are held Pending, then let them run: one Job per stage, Succeeded, and the
+    restarted operator's resume re-creates nothing (no 409 from it: it knows the Jobs from its index)."""
+    import signal
+
+    ns = "restart"
+    real.namespace(ns)
+    real.switch("hold", ns)
+    env = dict(LRM_SAFETY_READ_STORE="false")
+    op = start_operator(real.sa_config, tmp_path / "op1.log", **env)
+    try:
+        time.sleep(3)
+        real.custom.create_namespaced_custom_object(G, V, ns, P, experiment("r", ns, instant_spec()))
+        wait_until(lambda: "r-distill-1" in jobs(real, ns), 60, "the first Job")
+        for i in (2, 3):  # two kills mid-stage, each followed by a restart
+            op.send_signal(signal.SIGKILL)
+            op.wait()
+            mark = real.audit_mark()
+            op = start_operator(real.sa_config, tmp_path / f"op{i}.log", **env)
+            time.sleep(6)  # the restarted operator lists, resumes every experiment, reconciles
+            conflicts = [e["requestURI"] for e in real.audit(mark) if real.sa in e["user"]["username"]
+                         and e.get("responseStatus", {}).get("code") == 409]
+            assert conflicts == [], conflicts
+        assert list(jobs(real, ns)) == ["r-distill-1"]
+        real.unswitch("hold")
+        real.switch("instant", f"0.2 {ns}")
+        st = wait_until(lambda: (s := status(real, ns, "r")).get("phase") == "Succeeded" and s, 120, "Succeeded")
+        per_stage = sorted(jobs(real, ns))
+        assert per_stage == ["r-distill-1", "r-evaluate-1", "r-mix-1", "r-train-1"], per_stage
+        assert all(st["stages"][s]["attempts"] == 1 for s in ("distill", "mix", "train", "evaluate"))
+    finally:
+        stop_operator(op)

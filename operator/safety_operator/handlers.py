@@ -15,6 +15,7 @@ import logging
 import random
 import threading
 import time
+import warnings
 from collections import defaultdict
 from typing import Optional
 
@@ -39,13 +40,16 @@ _claims: dict[tuple[str, str], dict] = {}  # (namespace, work id) -> claims.view
 _waiters: dict[tuple[str, str], set] = defaultdict(set)  # (namespace, work id) -> experiments waiting on its holder
 _progress: dict[Key, ProgressReader] = {}  # experiments whose running stage's pods run: read their progress
 _pod_signals: dict[str, tuple] = {}  # pod uid -> what of it matters to a decision (reconcile when it changes)
+_awaiting: dict[tuple[str, str], str] = {}  # (namespace, Job) finished before its pods' end was seen -> experiment
 _queued: set[Key] = set()  # a reconcile is waiting for the experiment's turn: further triggers join it
 _turns: dict[Key, asyncio.Lock] = {}
+_fresh: dict[Key, dict] = {}  # a just-created experiment's body (no status yet): its first reconcile needs no GET
 _ix: dict[str, object] = {}  # the kopf indices, for the scheduler task (handlers receive them as kwargs)
 _store = {"readable": True}  # False when the operator found no S3 credentials at start
 SETTINGS = Settings.from_env()
 LABELS = {manifests.LABEL_EXPERIMENT: kopf.PRESENT}
 MADE_GRACE_SECONDS = 120.0
+POD_END_WAIT_SECONDS = 15.0
 
 
 def _jitter() -> float:
@@ -68,7 +72,7 @@ def _with_made(key: Key, jobs: dict[str, dict], now: float) -> dict[str, dict]:
 
 def _forget(key: Key) -> None:
     """A finished or deleted experiment leaves nothing behind in memory."""
-    for d in (_due, _errors, _made, _progress, _turns):
+    for d in (_due, _errors, _made, _progress, _turns, _fresh):
         d.pop(key, None)
     _locks.pop(key, None)
 
@@ -86,12 +90,15 @@ def reconcile(namespace: str, name: str, jobs: dict[str, dict], pods: dict[str, 
             _forget(key)
             return
         jobs = _with_made(key, jobs, time.monotonic())
+        for job in jobs:
+            _awaiting.pop((namespace, job), None)
         # Watches on Jobs and pods are not ordered: a running stage's Job can be seen finished before its pods'
         # final state. Read those pods once, so the exit code and termination message are never missed.
         for st in ((body.get("status") or {}).get("stages") or {}).values():
             jname = (st or {}).get("jobName")
             if (st or {}).get("state") == "Running" and jname in jobs and \
                     job_state(jobs[jname]) in ("succeeded", "failed") and not podinfo.terminated(pods.get(jname) or []):
+                log.info("%s/%s: %s finished before its pods' end was seen: listing them", namespace, name, jname)
                 pods = {**pods, jname: api.job_pods(namespace, jname)}
         spec = None
         lookup = lambda stage: None  # noqa: E731
@@ -152,7 +159,7 @@ def reconcile(namespace: str, name: str, jobs: dict[str, dict], pods: dict[str, 
         _errors.pop(key, None)
         now_status = status or body.get("status") or {}
         _note_waiting(namespace, name, spec, now_status)
-        for type_, reason, message in acts.events:
+        for type_, reason, message in _fold_events(acts.events):
             api.event(body, type_, reason, message)
         if is_finished(now_status):
             _forget(key)
@@ -160,6 +167,16 @@ def reconcile(namespace: str, name: str, jobs: dict[str, dict], pods: dict[str, 
         _track_progress(key, spec, now_status)
         wait = min(acts.requeue_after, _jitter()) if acts.requeue_after is not None else _jitter()
         _due[key] = time.monotonic() + wait
+
+
+def _fold_events(events: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """One reconcile's Normal events as one (a stage finished and the next started: one request, not two), under
+    the last one's reason; Warnings stay separate, as `kubectl get events --field-selector type=Warning` expects."""
+    normal = [e for e in events if e[0] == "Normal"]
+    if len(normal) < 2:
+        return events
+    folded = ("Normal", normal[-1][1], "; ".join(m for _, _, m in normal))
+    return [e for e in events if e[0] != "Normal"] + [folded]
 
 
 def _note_waiting(namespace: str, name: str, spec, status: dict) -> None:
@@ -171,15 +188,21 @@ def _note_waiting(namespace: str, name: str, spec, status: dict) -> None:
 
 
 def _track_progress(key: Key, spec, status: dict) -> None:
-    """Progress is read only for a stage whose pods run (not one waiting to be scheduled or for identical work)."""
+    """The experiments whose stage has a Job to report on (the scheduler reads them only while its pods run)."""
     stage = status.get("stage")
     st = (status.get("stages") or {}).get(stage) or {}
     running = spec is not None and status.get("phase") == "Running" and st.get("state") == "Running" and \
-        st.get("runningSince") and not st.get("nextRetryAt") and spec.storage.uri.startswith("s3://")
+        not st.get("nextRetryAt") and not st.get("waiting") and spec.storage.uri.startswith("s3://")
     if not running or not (SETTINGS.read_store and _store["readable"] and SETTINGS.progress_seconds):
         _progress.pop(key, None)
-    elif key not in _progress or _progress[key].stage != stage:
+    elif key not in _progress or _progress[key].stage != stage or _progress[key].job != st.get("jobName"):
         _progress[key] = ProgressReader(key[1], spec, stage)
+        _progress[key].job = st.get("jobName")
+
+
+def _pods_run(key: Key, job: Optional[str]) -> bool:
+    """Has a pod of that Job started, by the index (on the event loop, where the index changes)?"""
+    return podinfo.started([p for p in _ix.get("stage_pods", {}).get(key, []) if podinfo.job_of(p) == job])
 
 
 def copy_progress(key: Key) -> bool:
@@ -274,21 +297,57 @@ async def _run(namespace: str, name: str, stage_jobs=None, stage_pods=None, fres
         _queued.discard(key)
     try:
         jobs, pods = _observed(namespace, name, stage_jobs, stage_pods)
-        await asyncio.to_thread(reconcile, namespace, name, jobs, pods, fresh)
+        await _in_thread(reconcile, namespace, name, jobs, pods, fresh)
     finally:
         turn.release()
+
+
+async def _in_thread(fn, *args):
+    """On kopf's executor (settings.execution.max_workers threads), not asyncio's default of cores + 4."""
+    return await asyncio.get_running_loop().run_in_executor(_ix.get("executor"), fn, *args)
 
 
 def _keep(stage_jobs, stage_pods) -> None:
     _ix["stage_jobs"], _ix["stage_pods"] = stage_jobs, stage_pods
 
 
+TRIM_SECONDS = 60.0
+
+
+def _trim_heap() -> None:
+    """Give freed heap back to the OS (glibc keeps it after a burst: 5,000 creations, a wave of Jobs finishing), so
+    the resident size follows what is live, not the largest burst so far."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _kick(namespace: str, name: str, fresh: Optional[dict] = None) -> None:
+    """A trigger: the experiment is due now. kopf's handler returns at once and its per-object worker ends, so a burst
+    (5,000 experiments created together, a wave of Jobs finishing) is a table of due keys drained by a bounded pool,
+    not thousands of handler coroutines each holding its object while waiting for a thread."""
+    key = (namespace, name)
+    if fresh is not None:
+        _fresh[key] = fresh
+    _due[key] = 0.0
+    wake = _ix.get("wake")
+    if wake is not None:
+        wake.set()
+
+
 async def _scheduler() -> None:
-    """The operator's one timer: due wake-ups (a retry's backoff, a start deadline, the safety net) and the progress
-    of running stages. It sleeps in between and costs no API request by itself."""
+    """The operator's one loop of reconciles: triggered ones (`_kick`) first, then due wake-ups (a retry's backoff, a
+    start deadline, the safety net), at most 2 x workers in flight; and the progress of running stages. It sleeps in
+    between and costs no API request by itself."""
+    wake = _ix["wake"] = asyncio.Event()
     next_progress = time.monotonic() + SETTINGS.progress_seconds
+    next_trim = time.monotonic() + TRIM_SECONDS
     running: set[asyncio.Task] = set()
     limit = asyncio.Semaphore(max(SETTINGS.workers, 1))
+    room = 2 * max(SETTINGS.workers, 1)
 
     async def guarded(coro):
         async with limit:
@@ -297,23 +356,35 @@ async def _scheduler() -> None:
             except Exception as e:  # reported as a condition and event already; the next look retries
                 log.info("scheduled look failed: %s", e)
 
+    def spawn(coro):
+        t = asyncio.create_task(guarded(coro))
+        running.add(t)
+        t.add_done_callback(lambda t: (running.discard(t), wake.set()))
+
     while True:
+        wake.clear()
         now = time.monotonic()
-        for key, at in list(dict(_due).items()):
-            if at <= now:
-                _due[key] = now + _jitter()
-                t = asyncio.create_task(guarded(_run(*key)))
-                running.add(t)
-                t.add_done_callback(running.discard)
+        if now >= next_trim:
+            next_trim = now + TRIM_SECONDS
+            _trim_heap()
+        due = sorted((at, key) for key, at in dict(_due).items() if at <= now)
+        for _, key in due[:max(room - len(running), 0)]:
+            _due[key] = now + _jitter()  # the reconcile sets the look it needs next
+            spawn(_run(*key, fresh=_fresh.pop(key, None)))
         if SETTINGS.progress_seconds and now >= next_progress:
             next_progress = now + SETTINGS.progress_seconds
-            for key in list(_progress):
-                t = asyncio.create_task(guarded(asyncio.to_thread(copy_progress, key)))
-                running.add(t)
-                t.add_done_callback(running.discard)
+            for key in [k for k, reader in list(_progress.items()) if _pods_run(k, reader.job)]:
+                spawn(_in_thread(copy_progress, key))
         soonest = min(dict(_due).values(), default=now + SETTINGS.tick_seconds)
-        await asyncio.sleep(min(max(soonest - time.monotonic(), 0.05), SETTINGS.tick_seconds,
-                                max(next_progress - time.monotonic(), 0.05)))
+        timeout = min(max(soonest - time.monotonic(), 0.0), SETTINGS.tick_seconds,
+                      max(next_progress - time.monotonic(), 0.05))
+        if timeout > 0:
+            try:
+                await asyncio.wait_for(wake.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+        else:
+            await asyncio.sleep(0)
 
 
 # ---------------------------------------------------------------- triggers
@@ -321,14 +392,19 @@ async def _scheduler() -> None:
 async def configure(settings: kopf.OperatorSettings, memo, **_):
     # A restarted operator (a new event loop) starts from what the API server says, not from a previous run.
     for memory in (_study_queued, _study_runs, _queued, _turns, _due, _errors, _made, _claims, _waiters, _progress,
-                   _pod_signals, _ix):
+                   _pod_signals, _awaiting, _fresh, _ix):
         memory.clear()
     settings.posting.level = logging.INFO
     settings.posting.enabled = SETTINGS.post_events
     settings.watching.server_timeout = SETTINGS.watch_server_timeout
     settings.watching.client_timeout = SETTINGS.watch_client_timeout
+    # kopf also reconnects a watch that brought no event for 70 s: the quiet ones (studies, CRDs, an idle
+    # namespace) then ended every 70 s, not at the configured server timeout. A dead stream is still caught by
+    # the client timeout.
+    settings.watching.inactivity_timeout = SETTINGS.watch_client_timeout
     settings.watching.connect_timeout = 30
     settings.execution.max_workers = SETTINGS.workers
+    _ix["executor"] = settings.execution.executor
     settings.persistence.finalizer = f"{API_GROUP}/finalizer"
     settings.peering.name = SETTINGS.peering_name
     settings.peering.mandatory = SETTINGS.peering
@@ -358,8 +434,7 @@ async def on_create_or_resume(namespace, name, body, reason, status, stage_jobs,
     _keep(stage_jobs, stage_pods)
     if is_finished(status):
         return  # a restarted operator reads nothing for finished experiments
-    fresh = dict(body) if reason == kopf.Reason.CREATE and not status else None
-    await _run(namespace, name, stage_jobs, stage_pods, fresh)
+    _kick(namespace, name, dict(body) if reason == kopf.Reason.CREATE and not status else None)
 
 
 @kopf.on.update(API_GROUP, API_VERSION, PLURAL)
@@ -373,13 +448,7 @@ async def on_update(namespace, name, body, meta, diff, status, stage_jobs, stage
             f"create a new experiment to change them")
     if is_finished(status):
         return
-    await _run(namespace, name, stage_jobs, stage_pods)
-
-
-@kopf.on.event(API_GROUP, API_VERSION, PLURAL)
-async def on_experiment_event(namespace, name, type, **_):
-    if type == "DELETED":
-        _forget((namespace, name))
+    _kick(namespace, name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=LABELS)
@@ -389,8 +458,18 @@ async def on_job_event(namespace, labels, type, body, stage_jobs, stage_pods, **
     if type == "DELETED" or job_state(body) not in ("succeeded", "failed"):
         return
     experiment = labels.get(manifests.LABEL_EXPERIMENT)
-    if experiment and labels.get(manifests.LABEL_STAGE) in STAGES:
-        await _run(namespace, experiment, stage_jobs, stage_pods)
+    if not experiment or labels.get(manifests.LABEL_STAGE) not in STAGES:
+        return
+    job = body["metadata"]["name"]
+    mine = [p for p in stage_pods.get((namespace, experiment), []) if podinfo.job_of(p) == job]
+    if not podinfo.terminated(mine) and job_state(body) == "succeeded":
+        # The pods watch has not delivered the pod's end (its termination message) yet: its event triggers the
+        # reconcile instead of a LIST of the namespace's pods; a look in a few seconds covers a pod that never comes.
+        _awaiting[(namespace, job)] = experiment
+        key = (namespace, experiment)
+        _due[key] = min(_due.get(key, float("inf")), time.monotonic() + POD_END_WAIT_SECONDS)
+        return
+    _kick(namespace, experiment)
 
 
 @kopf.on.event("", "v1", "pods", labels=LABELS)
@@ -399,14 +478,20 @@ async def on_pod_event(namespace, labels, type, body, uid, stage_jobs, stage_pod
     _keep(stage_jobs, stage_pods)
     if type == "DELETED" or (body.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
         _pod_signals.pop(uid, None)  # its end reaches the decision through its Job
+        experiment = _awaiting.pop((namespace, podinfo.job_of(body) or ""), None)
+        if experiment and type != "DELETED":
+            _kick(namespace, experiment)
         return
     signal = (podinfo.started([body]), podinfo.waiting_reason([body]))
-    if _pod_signals.get(uid) == signal:
+    before = _pod_signals.get(uid, (False, None))
+    if before == signal:
         return
     _pod_signals[uid] = signal
     experiment = labels.get(manifests.LABEL_EXPERIMENT)
-    if experiment and (signal[0] or signal[1]):
-        await _run(namespace, experiment, stage_jobs, stage_pods)
+    # A pod held up is reported at once; a pod that starts matters only if it had been reported held up (the
+    # start clock and the progress reads look at the pods in the index themselves): a request saved per stage.
+    if experiment and (signal[1] or (signal[0] and before[1])):
+        _kick(namespace, experiment)
 
 
 @kopf.on.event("coordination.k8s.io", "v1", "leases", labels={manifests.LABEL_WORK: kopf.PRESENT})
@@ -418,7 +503,7 @@ async def on_claim_event(namespace, labels, type, body, **_):
     else:
         _claims[(namespace, work)] = claimsmod.view(body)
     for waiter in list(_waiters.pop((namespace, work), ())):
-        await _run(namespace, waiter)
+        _kick(namespace, waiter)
 
 
 def _deletes_artifacts(spec, **_) -> bool:
@@ -439,14 +524,29 @@ def on_delete(namespace, name, spec, **_):
 
 
 @kopf.on.login()
-def login(**kwargs):
-    """LRM_SAFETY_KUBE_SERVER points at a test API server; otherwise in-cluster or kubeconfig via the official client."""
+async def login(**kwargs):
+    """LRM_SAFETY_KUBE_SERVER points at a test API server; otherwise in-cluster or kubeconfig via the official client.
+
+    kopf's own session has no connection limit: 500 experiments created at once opened about 600 TLS connections
+    for its patches, each with a 256 KiB read buffer (tracemalloc: 74 MiB of 123), kept by the allocator afterwards.
+    The same credentials in a session with a bounded pool cost a short queue instead."""
     import os
+
+    import aiohttp
 
     server = os.environ.get("LRM_SAFETY_KUBE_SERVER")
     if server:
-        return kopf.ConnectionInfo(server=server, insecure=True, scheme="Bearer", token="test")
-    return kopf.login_via_client(**kwargs)
+        info = kopf.ConnectionInfo(server=server, insecure=True, scheme="Bearer", token="test")
+    else:
+        info = await asyncio.to_thread(kopf.login_via_client, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        auth = info.as_aiohttp_basic_auth()
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=SETTINGS.api_connections, ssl=info.as_ssl_context()),
+        headers=info.as_http_headers(), auth=auth, proxy=info.proxy_url, trust_env=info.trust_env)
+    return kopf.AiohttpSession(aiohttp_session=session, server=info.server, priority=info.priority,
+                               default_namespace=info.default_namespace, expiration=info.expiration)
 
 
 # ---------------------------------------------------------------- SafetyStudy: a grid of owned experiments

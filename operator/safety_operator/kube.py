@@ -23,12 +23,18 @@ def _api_client() -> client.ApiClient:
         cfg = client.Configuration()
         cfg.host = server
         cfg.verify_ssl = False
-        return client.ApiClient(cfg)
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return client.ApiClient()
+    else:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        cfg = client.Configuration.get_default_copy()
+    # One kept-alive connection per reconcile thread: urllib3's default pool of 4 would open (and TLS-handshake)
+    # a new connection for every request beyond the fourth concurrent one, and throw it away.
+    from .settings import Settings
+
+    cfg.connection_pool_maxsize = Settings.from_env().workers + 4
+    return client.ApiClient(cfg)
 
 
 def _raw(response) -> dict:
@@ -37,6 +43,9 @@ def _raw(response) -> dict:
 
 
 class Api:
+    """Every call asks for the raw response (`_preload_content=False`): the typed models' deserialisation cost more
+    CPU than the rest of a reconcile, and the operator reads raw JSON anyway."""
+
     _instance: Optional["Api"] = None
     _lock = threading.Lock()
 
@@ -85,14 +94,15 @@ class Api:
 
         try:
             self.custom.patch_namespaced_custom_object_status(API_GROUP, API_VERSION, namespace, STUDY_PLURAL, name,
-                                                              {"status": status})
+                                                              {"status": status}, _preload_content=False)
         except ApiException as e:
             e._where = f"patch {STUDY_KIND} {namespace}/{name} status: "
             raise
 
     def patch_experiment(self, namespace: str, name: str, patch: dict) -> None:
         try:
-            self.custom.patch_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name, patch)
+            self.custom.patch_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name, patch,
+                                                       _preload_content=False)
         except ApiException as e:
             if e.status == 404:
                 return
@@ -118,13 +128,13 @@ class Api:
         ns = meta["namespace"]
         try:
             if kind == "Job":
-                self.batch.create_namespaced_job(ns, obj)
+                self.batch.create_namespaced_job(ns, obj, _preload_content=False)
             elif kind == "Service":
-                self.core.create_namespaced_service(ns, obj)
+                self.core.create_namespaced_service(ns, obj, _preload_content=False)
             elif kind == "ConfigMap":
-                self.core.create_namespaced_config_map(ns, obj)
+                self.core.create_namespaced_config_map(ns, obj, _preload_content=False)
             elif kind == KIND:
-                self.custom.create_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, obj)
+                self.custom.create_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, obj, _preload_content=False)
             else:
                 raise ValueError(f"cannot create {kind}")
             log.info("created %s %s/%s", kind, ns, meta["name"])
@@ -162,7 +172,8 @@ class Api:
 
     def mark_claim(self, namespace: str, name: str, annotation: str, value: Optional[str]) -> None:
         try:
-            self.coordination.patch_namespaced_lease(name, namespace, {"metadata": {"annotations": {annotation: value}}})
+            self.coordination.patch_namespaced_lease(name, namespace, {"metadata": {"annotations": {annotation: value}}},
+                                                    _preload_content=False)
         except ApiException as e:
             if e.status != 404:
                 e._where = f"patch Lease {namespace}/{name}: "
@@ -171,7 +182,7 @@ class Api:
     def release_claim(self, namespace: str, name: str, uid: Optional[str] = None) -> None:
         body = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)) if uid else None
         try:
-            self.coordination.delete_namespaced_lease(name, namespace, body=body)
+            self.coordination.delete_namespaced_lease(name, namespace, body=body, _preload_content=False)
         except ApiException as e:
             if e.status not in (404, 409):  # gone already, or another's now (taken over)
                 e._where = f"delete Lease {namespace}/{name}: "
@@ -179,7 +190,7 @@ class Api:
 
     def patch_job(self, namespace: str, name: str, patch: dict) -> None:
         try:
-            self.batch.patch_namespaced_job(name, namespace, patch)
+            self.batch.patch_namespaced_job(name, namespace, patch, _preload_content=False)
         except ApiException as e:
             if e.status == 404:  # gone meanwhile (ttlSecondsAfterFinished): nothing to stop or resume
                 return
@@ -189,7 +200,7 @@ class Api:
     def patch_status(self, namespace: str, name: str, status: dict) -> None:
         try:
             self.custom.patch_namespaced_custom_object_status(API_GROUP, API_VERSION, namespace, PLURAL, name,
-                                                              {"status": status})
+                                                              {"status": status}, _preload_content=False)
         except ApiException as e:
             e._where = f"patch {KIND} {namespace}/{name} status: "
             raise
@@ -215,7 +226,7 @@ class Api:
                  "firstTimestamp": now, "lastTimestamp": now,
                  "source": {"component": "lrm-safety-operator"}, "reportingComponent": "lrm-safety-operator"}
         try:
-            self.core.create_namespaced_event(ns, event)
+            self.core.create_namespaced_event(ns, event, _preload_content=False)
         except ApiException as e:  # events are best effort: never fail a reconcile over one
             log.info("event %s not posted: %s", reason, describe_api_error(e))
 

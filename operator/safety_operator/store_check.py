@@ -57,6 +57,7 @@ class ProgressReader:
         from lrm_safety.progress import progress_key
 
         self.stage = stage
+        self.job: Optional[str] = None  # the stage attempt's Job, whose pods must run before a read
         self.bucket, _, root = spec.storage.uri[5:].partition("/")
         self.root = root.strip("/")
         self.endpoint, self.region = spec.storage.endpoint, spec.storage.region
