@@ -169,14 +169,17 @@ def reconcile(namespace: str, name: str, jobs: dict[str, dict], pods: dict[str, 
         _due[key] = time.monotonic() + wait
 
 
+FOLDED = {"StageSucceeded", "StageStarted", "Succeeded"}  # the routine steps; others (WorkTakenOver...) stand alone
+
+
 def _fold_events(events: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
-    """One reconcile's Normal events as one (a stage finished and the next started: one request, not two), under
-    the last one's reason; Warnings stay separate, as `kubectl get events --field-selector type=Warning` expects."""
-    normal = [e for e in events if e[0] == "Normal"]
-    if len(normal) < 2:
+    """One reconcile's routine events as one (a stage finished and the next started: one request, not two), under
+    the last one's reason; Warnings and other reasons stay separate, so `--field-selector reason=...` finds them."""
+    routine = [e for e in events if e[0] == "Normal" and e[1] in FOLDED]
+    if len(routine) < 2:
         return events
-    folded = ("Normal", normal[-1][1], "; ".join(m for _, _, m in normal))
-    return [e for e in events if e[0] != "Normal"] + [folded]
+    folded = ("Normal", routine[-1][1], "; ".join(m for _, _, m in routine))
+    return [e for e in events if e not in routine] + [folded]
 
 
 def _note_waiting(namespace: str, name: str, spec, status: dict) -> None:
