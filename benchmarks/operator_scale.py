@@ -102,12 +102,9 @@ def start_operator(cluster, args):
 
 
 def stop(op) -> None:
-    op.terminate()
-    try:
-        op.wait(20)
-    except subprocess.TimeoutExpired:
-        op.kill()
-        op.wait()
+    from real_kube import stop_operator
+
+    stop_operator(op)
 
 
 def main(argv=None) -> int:

@@ -14,6 +14,7 @@ import kmock
 from kmock import ResourceInfo
 
 from lrm_safety.spec import API_GROUP, API_VERSION, KIND, PLURAL
+from waiting import wait_for  # noqa: F401  (the tests import it from here)
 
 # The operator's timers are set when its handlers are imported: fast wake-ups for tests.
 os.environ.setdefault("LRM_SAFETY_RESYNC_SECONDS", "1")
@@ -170,17 +171,3 @@ class OperatorThread:
     def stop(self):
         self.stop_flag.set()
         self.thread.join(30)
-
-
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2, what: str = "condition"):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except Exception as e:  # noqa: BLE001
-            last = e
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")

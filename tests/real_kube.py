@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from waiting import wait_for
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_KUBE = REPO.parent / "shared" / "kube"
 VENV_BIN = Path(sys.executable).parent
@@ -199,14 +201,4 @@ def stop_operator(op: subprocess.Popen) -> None:
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except Exception as e:  # noqa: BLE001
-            last = e
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+    return wait_for(predicate, timeout, interval, what)

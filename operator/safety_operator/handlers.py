@@ -199,8 +199,7 @@ def _track_progress(key: Key, spec, status: dict) -> None:
     if not running or not (SETTINGS.read_store and _store["readable"] and SETTINGS.progress_seconds):
         _progress.pop(key, None)
     elif key not in _progress or _progress[key].stage != stage or _progress[key].job != st.get("jobName"):
-        _progress[key] = ProgressReader(key[1], spec, stage)
-        _progress[key].job = st.get("jobName")
+        _progress[key] = ProgressReader(key[1], spec, stage, st.get("jobName"))
 
 
 def _pods_run(key: Key, job: Optional[str]) -> bool:

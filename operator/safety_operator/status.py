@@ -169,6 +169,7 @@ class _Decision:
         self.name, self.namespace, self.uid = meta["name"], meta.get("namespace") or "default", meta.get("uid")
         self.now = obs.now
         self.acts = Actions()
+        self.works: dict[str, str] = {}
 
     # -- helpers
     def cond(self, type_: str, ok: bool, reason: str, message: str = "") -> None:
@@ -288,7 +289,10 @@ class _Decision:
         return "wait"
 
     def work(self, stage: str) -> str:
-        return manifests.stage_work_id(self.name, self.spec, stage)
+        """The stage's work id, hashed once per reconcile (the claim, its upkeep and the waiters all ask)."""
+        if stage not in self.works:
+            self.works[stage] = manifests.stage_work_id(self.name, self.spec, stage)
+        return self.works[stage]
 
     def wait_for_holder(self, stage: str, st: dict) -> bool:
         """True when another experiment holds this stage's work and is moving: wait for it, then reuse its output.

@@ -53,11 +53,11 @@ class ProgressReader:
     """One running stage's progress objects, each read with its last ETag: an unchanged object costs a 304 and no
     body, and no LIST is needed because the keys follow from the spec (one per distill shard, else one)."""
 
-    def __init__(self, name: str, spec: SafetyExperimentSpec, stage: str):
+    def __init__(self, name: str, spec: SafetyExperimentSpec, stage: str, job: Optional[str]):
         from lrm_safety.progress import progress_key
 
         self.stage = stage
-        self.job: Optional[str] = None  # the stage attempt's Job, whose pods must run before a read
+        self.job = job  # the stage attempt's Job, whose pods must run before a read
         self.bucket, _, root = spec.storage.uri[5:].partition("/")
         self.root = root.strip("/")
         self.endpoint, self.region = spec.storage.endpoint, spec.storage.region
@@ -91,21 +91,6 @@ class ProgressReader:
             self.docs[key] = json.loads(obj["Body"].read())
             changed = True
         return combine(list(self.docs.values())) if changed else None
-
-
-def read_progress(name: str, spec: SafetyExperimentSpec, stage: str) -> Optional[dict]:
-    """The running stage's progress objects (one per distill shard) combined, or None (none yet, or unreadable)."""
-    if not spec.storage.uri.startswith("s3://"):
-        return None
-    from lrm_safety.progress import PROGRESS, combine
-
-    try:
-        store = _store(spec)
-        keys = [k for k in store.list(f"{name}/{stage}/{PROGRESS}") if k.endswith(".json")]
-        return combine([store.read_json(k) for k in keys])
-    except Exception as e:
-        log.info("%s: cannot read %s progress (%s: %s)", name, stage, type(e).__name__, e)
-        return None
 
 
 def finished_in_store(name: str, namespace: str, spec: SafetyExperimentSpec) -> Callable[[str], Optional[dict]]:
