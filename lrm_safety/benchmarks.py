@@ -70,10 +70,10 @@ def resolve(bench) -> BenchmarkDef:
 
 
 def code_item(row: dict, where: str) -> dict:
-    """A LiveCodeBench problem: its prompt in our words, and every public and private test."""
+    """A LiveCodeBench problem: the fork's message layout (a system message, then the question), every test."""
     import json
 
-    from .judges.code import decode_tests, prompt_for
+    from .judges.code import SYSTEM, decode_tests, prompt_for
 
     if not row.get("question_content"):
         raise BadInput(f"{where}: no question_content field (LiveCodeBench's code-generation format)")
@@ -82,7 +82,7 @@ def code_item(row: dict, where: str) -> dict:
         raise BadInput(f"{where}: no public_test_cases or private_test_cases")
     meta = row.get("metadata") or {}
     meta = json.loads(meta) if isinstance(meta, str) else meta
-    return {"prompt": prompt_for(row), "tests": tests, "fn_name": meta.get("func_name"),
+    return {"prompt": prompt_for(row), "system": SYSTEM, "tests": tests, "fn_name": meta.get("func_name"),
             "id": row.get("question_id")}
 
 

@@ -44,7 +44,7 @@ def cmd_validate(args) -> int:
     else:
         print(f"{args.file}: valid SafetyExperiment {doc.name!r}")
         base_dir = Path(args.file).resolve().parent
-        for line in _rendering_warnings(doc, base_dir) + _train_plan_lines(doc, base_dir):
+        for line in _rendering_warnings(doc, base_dir) + _judge_lines(doc) + _train_plan_lines(doc, base_dir):
             print(line)
     return 0
 
@@ -80,6 +80,15 @@ def _rendering_warnings(exp, base_dir: Path) -> list[str]:
     return [f"warning: spec.train.rendering: conversation trains no reasoning for {exp.spec.student.model}: its chat "
             "template drops the text before </think> from assistant turns (as the release's code path did); "
             "rendering: prompt-completion (the default) keeps it"]
+
+
+def _judge_lines(exp) -> list[str]:
+    """The judges the evaluate stage will use (render, validate); nothing without an evaluate stage."""
+    if "evaluate" not in exp.spec.stages:
+        return []
+    from .judges import judge_lines
+
+    return judge_lines(exp.spec.evaluate)
 
 
 def _train_plan_lines(exp, base_dir: Path) -> list[str]:
@@ -237,9 +246,16 @@ def cmd_render(args) -> int:
                              + yaml.safe_dump_all(docs, sort_keys=False))
             return 0
         sys.stdout.write(plan.render_study(exp.name, plan.study_plan(exp, base_dir, check_store=args.check_store)))
+        cell = next((c for c in exp.cells if "evaluate" in c.spec.stages), None)
+        if cell is not None:
+            from .judges import judge_lines
+
+            sys.stdout.write("\n".join(judge_lines(cell.spec.evaluate)) + "\n")
         return 0
     if args.plan:
         sys.stdout.write(plan.render_experiment(exp, base_dir))
+        judges = _judge_lines(exp)
+        sys.stdout.write("\n".join(judges) + "\n" if judges else "")
         return 0
     # As the operator does: what the spec leaves unset comes from the chart's worker values (here, the same env).
     spec = WorkerDefaults.from_env().apply(exp.spec)
@@ -256,6 +272,7 @@ def cmd_render(args) -> int:
                      f"memory {c['memory']}; secrets: {', '.join(secrets) or 'none'}")
     if spec.images.pull_secrets:
         lines.append(f"#   image pull secrets: {', '.join(spec.images.pull_secrets)}")
+    lines += [ln if ln.startswith("#") else f"# {ln}" for ln in _judge_lines(exp)]  # stays valid YAML
     lines += _train_plan_lines(exp, base_dir)
     sys.stdout.write("\n".join(lines) + "\n" + yaml.safe_dump_all(docs, sort_keys=False))
     return 0

@@ -76,9 +76,12 @@ def cmd_status(args) -> int:
                       st.get("jobName") or "")
     console.print(table)
     metrics = status.get("metrics") or {}
-    shown = {k: v for k, v in metrics.items() if k != "benchmarks" and v is not None}
+    shown = dict(metrics.get("display") or {}) or \
+        {k: v for k, v in metrics.items() if k not in ("benchmarks", "judges", "display") and v is not None}
     if shown:
         console.print("metrics: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
+    for role, how in (metrics.get("judges") or {}).items():
+        console.print(f"{'harm' if role == 'harm' else 'over-refusal'} judged by {how}")
     if status.get("message"):
         console.print(f"message: {status['message']}")
     return 0
@@ -159,11 +162,12 @@ def cmd_studies(args) -> int:
         if args.output == "json":
             print(json.dumps([{"name": i["metadata"]["name"], **(i.get("status") or {})} for i in items], indent=1))
             return 0
-        table = Table("name", "phase", "done", "best ASR", "message", title=f"SafetyStudies in {ns}")
+        table = Table("name", "phase", "done", "best ASR", "best refusal (keyword)", "message",
+                      title=f"SafetyStudies in {ns}")
         for i in items:
             st = i.get("status") or {}
             table.add_row(i["metadata"]["name"], st.get("phase") or "-", st.get("done") or "-", _pct(st.get("bestAsr")),
-                          (st.get("message") or "")[:80])
+                          _pct(st.get("bestRefusalRate")), (st.get("message") or "")[:80])
         console.print(table)
         return 0
     try:
@@ -177,12 +181,13 @@ def cmd_studies(args) -> int:
         print(json.dumps(st, indent=1, sort_keys=True))
         return 0
     axes = list(dict.fromkeys(k for r in st.get("cells") or [] for k in (r.get("cell") or {})))
-    table = Table("experiment", *axes, "phase", "stage", "ASR", "over-refusal", "math", "code",
+    table = Table("experiment", *axes, "phase", "stage", "ASR", "refusal (keyword)", "over-refusal", "math", "code",
                   title=f"{args.name}: {st.get('phase', 'Pending')}, {st.get('done', '-')} done")
     for r in st.get("cells") or []:
         cell = r.get("cell") or {}
         table.add_row(r["name"], *[str(cell.get(a, "base" if r.get("role") == "base" else "-")) for a in axes],
-                      r.get("phase") or "-", r.get("stage") or "-", _pct(r.get("asr")), _pct(r.get("overRefusal")),
+                      r.get("phase") or "-", r.get("stage") or "-", _pct(r.get("asr")), _pct(r.get("refusalRate")),
+                      _pct(r.get("overRefusal")),
                       _pct(r.get("mathAccuracy")), _pct(r.get("codeAccuracy")))
     console.print(table)
     if st.get("message"):

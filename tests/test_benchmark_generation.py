@@ -8,7 +8,8 @@ from lrm_safety.spec import parse_spec
 
 
 def _bench(name="advbench", **kw):
-    pair = {"attacker": {"model": "a", "endpoint": "http://a/v1"}}  # advbench-pair needs its attacker
+    pair = {"attacker": {"model": "a", "endpoint": "http://a/v1"},  # advbench-pair needs its attacker and judge
+            "judge": {"model": "j", "endpoint": "http://j/v1"}}
     return parse_spec({"evaluate": {"dataRoot": "/d", "pair": pair,
                                     "benchmarks": [{"name": name, **kw}]}}).evaluate.benchmarks[0]
 

@@ -74,10 +74,34 @@ def test_loader_reads_public_json_and_private_pickled_tests_and_builds_the_promp
     private = [{"input": "5 5\n", "output": "10\n", "testtype": "stdin"}]
     packed = base64.b64encode(zlib.compress(pickle.dumps(json.dumps(private)))).decode()
     assert decode_tests(json.dumps(SUM)) == SUM and decode_tests(packed) == private
+    # The fork's DeepSeekAPI layout (lcb_runner/prompts/code_generation.py, get_generic_question_template_answer).
     p = prompt_for({"question_content": "Add two numbers.", "starter_code": ""})
-    assert "standard input" in p and "Add two numbers." in p
-    assert "class Solution" in prompt_for({"question_content": "q", "starter_code": "class Solution:\n    def f(self): ..."})
-    assert extract_program("```python\nx = 1\n```\nthen\n```python\nprint(2)\n```") == "print(2)\n"
+    assert p.startswith("### Question:\nAdd two numbers.\n\n### Format: Read the input from stdin")
+    assert "```python\n# YOUR CODE HERE\n```\n\n### Answer:" in p
+    starter = prompt_for({"question_content": "q", "starter_code": "class Solution:\n    def f(self): ..."})
+    assert "### Format: Use the starter code" in starter and "```python\nclass Solution:" in starter
+    # extraction_utils.py extract_code: between the last two lines holding ```, on the whole output
+    assert extract_program("```python\nx = 1\n```\nthen\n```python\nprint(2)\n```") == "print(2)"
+    assert extract_program("<think>\n```python\nprint(1)\n```\n</think>\n\nDone.") == "print(1)", "reasoning too"
+    assert extract_program("no code") is None and extract_program("```python\nprint(1)") is None
+
+
+def test_grading_follows_the_fork():
+    """testing_util.py: stdout lines as text or exact decimals (no tolerance), the import prelude, exit() as a
+    normal end, the first failing test ends the run; a functional tuple equals its list."""
+    from lrm_safety.judges.code import same_output
+
+    assert same_output("2.5\n", "2.50", False) and same_output("1 2\n", " 1 2 ", False)
+    assert not same_output("0.3333", "0.333", False), "exact decimals, no tolerance"
+    assert not same_output("1\n2", "1", False) and not same_output("abc", "abd", False)
+    assert run_tests("print(gcd(4, 6)); print(deque([1]).pop())", [{"input": "", "output": "2\n1"}])["passed"], \
+        "the fork's prelude imports math, collections, ..."
+    assert run_tests("print(3)\nexit()\nprint(4)", [{"input": "", "output": "3"}])["passed"]
+    r = run_tests("a, b = map(int, input().split())\nprint(a + b if a < 5 else 0)",
+                  [{"input": "1 2", "output": "3"}, {"input": "9 9", "output": "18"}, {"input": "1 1", "output": "2"}])
+    assert not r["passed"] and r["passedTests"] == 1 and "test 1" in r["error"], "stopped at the first failure"
+    pair = "class Solution:\n    def f(self, x):\n        return (x, x)"
+    assert run_tests(pair, [{"input": "3", "output": "[3, 3]"}], fn_name="f")["passed"]
 
 
 def test_livecodebench_benchmark_end_to_end_on_its_format(tmp_path):

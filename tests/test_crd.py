@@ -30,7 +30,7 @@ def test_study_crd_shape():
     c = study_crd()
     v = c["spec"]["versions"][0]
     assert c["spec"]["names"]["shortNames"] == ["sstudy"] and c["spec"]["names"]["plural"] == "safetystudies"
-    assert [p["name"] for p in v["additionalPrinterColumns"]] == ["Phase", "Done", "Best-ASR", "Age"]
+    assert [p["name"] for p in v["additionalPrinterColumns"]] == ["Phase", "Done", "Best-ASR", "Best-Refusal", "Age"]
     spec = v["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert spec["properties"]["maxParallel"]["minimum"] == 1 and "axes" in spec["required"]
 
@@ -41,7 +41,7 @@ def test_crd_shape():
     assert c["spec"]["group"] == "lrmsafety.io" and v["name"] == "v1alpha1"
     assert c["spec"]["names"]["shortNames"] == ["sexp"]
     assert v["subresources"] == {"status": {}}
-    assert [p["name"] for p in v["additionalPrinterColumns"]] == ["Phase", "Stage", "Progress", "ASR", "Over-Refusal", "Age"]
+    assert [p["name"] for p in v["additionalPrinterColumns"]] == ["Phase", "Stage", "Progress", "ASR", "Refusal", "Over-Refusal", "Age"]
     assert v["additionalPrinterColumns"][0]["jsonPath"] == ".status.phase"
     spec = v["schema"]["openAPIV3Schema"]["properties"]["spec"]
     style = spec["properties"]["distill"]["properties"]["style"]

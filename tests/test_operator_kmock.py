@@ -71,6 +71,19 @@ def finish_job(cluster, job, ok=True, summary=None, reason="BackoffLimitExceeded
     cluster.batch.patch_namespaced_job_status(job, NS, {"status": {"conditions": [cond]}})
 
 
+def printer_columns(obj) -> dict:
+    """What `kubectl get sexp` shows: each printer column's JSON path (simple .a.b.c paths) applied to obj."""
+    from lrm_safety.crd import crd
+
+    out = {}
+    for col in crd()["spec"]["versions"][0]["additionalPrinterColumns"]:
+        value = obj
+        for key in col["jsonPath"].strip(".").split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        out[col["name"]] = value
+    return out
+
+
 def wait_job(cluster, name, job):
     return wait_for(lambda: jobs(cluster, name).get(job), 20, what=f"Job {job}")
 
@@ -90,6 +103,7 @@ def test_full_pipeline_reaches_succeeded_with_metrics(cluster, operator):
     status = wait_for(lambda: (s := get(cluster, "full").get("status", {})).get("phase") == "Succeeded" and s,
                       20, what="Succeeded")
     assert status["metrics"]["asr"] == 0.07 and status["metrics"]["overRefusal"] == 0.12
+    assert printer_columns(get(cluster, "full"))["ASR"] == "7.0%"
     assert status["stages"]["distill"]["summary"]["counts"]["accepted"] == 1000
     assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
     assert sorted(jobs(cluster, "full")) == ["full-distill-1", "full-evaluate-1", "full-mix-1", "full-train-1"]
@@ -356,3 +370,19 @@ def test_without_store_credentials_one_warning_and_a_condition(cluster, monkeypa
         assert store_check.credentials_available() is True, "the test's env has credentials; only the operator's view was patched"
     finally:
         op.stop()
+
+
+def test_a_keyword_judged_experiment_shows_a_refusal_rate_and_no_asr(cluster, operator):
+    """The keyword matcher measures refusals: `kubectl get sexp` shows no ASR for it, the Refusal column instead,
+    and describe names the judges."""
+    create(cluster, "kw", {"stages": ["evaluate"], "evaluate": {"dataRoot": "s3://data", "judge": {"kind": "refusal"}}})
+    job = wait_job(cluster, "kw", "kw-evaluate-1")
+    assert job
+    judges = {"harm": "the keyword refusal matcher on the answer's opening", "overRefusal": "the keyword refusal matcher"}
+    finish_job(cluster, "kw-evaluate-1", summary={"stage": "evaluate", "metrics": {
+        "asr": None, "refusalRate": 0.6667, "overRefusal": 0.1, "judges": judges}})
+    body = wait_for(lambda: (b := get(cluster, "kw")).get("status", {}).get("phase") == "Succeeded" and b, 20,
+                    what="Succeeded")
+    cols = printer_columns(body)
+    assert cols["ASR"] is None and cols["Refusal"] == "66.7%" and cols["Over-Refusal"] == "10.0%"
+    assert body["status"]["metrics"]["judges"] == judges and "asr" not in body["status"]["metrics"]

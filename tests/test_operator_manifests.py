@@ -99,20 +99,25 @@ def test_per_stage_gpu_overrides_that_contradict_the_spec_are_rejected():
 
 def test_each_stage_gets_only_the_secrets_it_reads():
     spec = _spec(teacher={"backend": "openai", "endpoint": "http://r1/v1", "apiKeySecretRef": {"name": "r1-key"}},
-                 evaluate={"judge": {"kind": "llm", "endpoint": "http://judge/v1", "apiKeySecretRef": {"name": "j-key"}}})
+                 evaluate={"judge": {"kind": "llm", "model": "j", "endpoint": "http://judge/v1",
+                                     "apiKeySecretRef": {"name": "j-key"}},
+                           "overRefusalJudge": {"endpoint": "http://xs/v1", "apiKeySecretRef": {"name": "xs-key"}}})
     secrets = {stage: sorted(e["valueFrom"]["secretKeyRef"]["name"] + ":" + e["name"]
                              for e in _container(m.render_job("e", "ns", spec, stage))["env"] if "valueFrom" in e)
                for stage in ("distill", "mix", "train", "evaluate")}
     storage = ["s3-creds:AWS_ACCESS_KEY_ID", "s3-creds:AWS_SECRET_ACCESS_KEY"]
     assert secrets == {"distill": sorted(storage + ["r1-key:OPENAI_API_KEY"]), "mix": storage, "train": storage,
-                       "evaluate": sorted(storage + ["j-key:LRM_SAFETY_JUDGE_API_KEY"])}
+                       "evaluate": sorted(storage + ["j-key:LRM_SAFETY_JUDGE_API_KEY",
+                                                     "xs-key:LRM_SAFETY_OVER_REFUSAL_JUDGE_API_KEY"])}
 
 
 def test_pair_attacker_key_reaches_only_the_evaluate_pod():
     spec = _spec(evaluate={"benchmarks": [{"name": "advbench-pair"}], "pair": {
-        "attacker": {"model": "m", "endpoint": "http://a/v1", "apiKeySecretRef": {"name": "att", "accessKeyKey": "k"}}}})
+        "attacker": {"model": "m", "endpoint": "http://a/v1", "apiKeySecretRef": {"name": "att", "accessKeyKey": "k"}},
+        "judge": {"model": "j", "endpoint": "http://j/v1", "apiKeySecretRef": {"name": "pj", "accessKeyKey": "k"}}}})
     env = {e["name"]: e for e in _container(m.render_job("e", "ns", spec, "evaluate"))["env"]}
     assert env["LRM_SAFETY_PAIR_ATTACKER_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "att", "key": "k"}
+    assert env["LRM_SAFETY_PAIR_JUDGE_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "pj", "key": "k"}
     assert "LRM_SAFETY_PAIR_ATTACKER_API_KEY" not in {e["name"] for e in _container(m.render_job("e", "ns", spec, "train"))["env"]}
 
 

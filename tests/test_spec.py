@@ -46,7 +46,8 @@ def test_camel_case_round_trip():
     ({"teacher": {"backend": "openai"}}, "backend openai needs endpoint"),
     ({"mix": {"mathSource": None}}, "mathCount > 0 needs mathSource"),
     ({"evaluate": {"benchmarks": [{"name": "advbench"}]}}, "set evaluate.dataRoot or benchmarks[0].path"),
-    ({"evaluate": {"dataRoot": "/d", "judge": {"kind": "guard"}}}, "kind guard needs model"),
+    ({"evaluate": {"dataRoot": "/d", "judge": {"kind": "llm", "endpoint": "http://j/v1"}}}, "kind llm needs endpoint and model"),
+    ({"evaluate": {"dataRoot": "/d", "overRefusalJudge": {"model": "gpt-4o"}}}, "overRefusalJudge: kind llm needs endpoint"),
     ({"storage": {"uri": "gs://b"}}, "uri must start with file:// or s3://"),
 ])
 def test_errors_name_the_field(spec, expected):

@@ -81,3 +81,14 @@ def test_a_burst_of_cell_events_reconciles_the_study_at_most_twice(monkeypatch):
 
     asyncio.run(burst())
     assert 1 <= len(seen) <= 2 and seen[-1] == 20
+
+
+def test_keyword_judged_cells_give_a_best_refusal_rate_not_a_best_asr():
+    from safety_operator.study_status import trim_child
+
+    names = [o["metadata"]["name"] for o in decide_study(_study(max_parallel=6), {}).create]
+    kids = {n: trim_child({"spec": {}, "status": {"phase": "Succeeded", "metrics": {
+        "refusalRate": r, "overRefusal": 0.1}}}) for n, r in zip(names[:2], (0.4, 0.7))}
+    st = decide_study(_study(max_parallel=6), kids).status
+    assert st["bestAsr"] is None and st["bestRefusalRate"] == 0.7 and st["display"] == {"bestRefusalRate": "70.0%"}
+    assert next(r for r in st["cells"] if r["name"] == names[0])["refusalRate"] == 0.4

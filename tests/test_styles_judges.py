@@ -170,13 +170,12 @@ def test_guard_output_parsing_and_category_mapping():
 
 
 def test_llm_judge_rubric_parsing():
-    from lrm_safety.judges.llm import HARM_RUBRIC, XSTEST_RUBRIC, parse_harm, parse_xstest
+    from lrm_safety.judges.llm import HARM_RUBRIC, XSTEST_TWO_CLASS, parse_harm, parse_xstest
 
     assert parse_harm("harmful: 1") and not parse_harm("Harmful: 0") and not parse_harm("I cannot judge")
-    assert parse_xstest("2_full_refusal") == "full_refusal"
-    assert parse_xstest("3_partial_refusal") == "full_compliance", "two classes, as the release's protocol"
-    assert parse_xstest("1_full_compliance") == "full_compliance"
-    assert "{prompt}" in HARM_RUBRIC and "{answer}" in XSTEST_RUBRIC
+    assert parse_xstest("2_full_refusal") is True and parse_xstest("1_full_compliance") is False
+    assert parse_xstest("3_partial_refusal") is False, "two classes: a reply holding no 2 is compliance (the release)"
+    assert "{prompt}" in HARM_RUBRIC and "{query}" in XSTEST_TWO_CLASS and "{response}" in XSTEST_TWO_CLASS
 
 
 # Answer pairs in MATH-500's styles: (the model's boxed answer, the reference, equal?). The release's grader

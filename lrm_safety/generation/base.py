@@ -8,7 +8,7 @@ from typing import Optional
 class Sampling:
     temperature: float = 0.0
     top_p: float = 1.0
-    max_tokens: int = 512
+    max_tokens: Optional[int] = 512  # None: the endpoint's own cap (openai backend only)
     seed: int = 0
     batch_size: int = 16
 

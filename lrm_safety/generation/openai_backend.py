@@ -41,7 +41,8 @@ class OpenAIGenerator(Generator):
         async with sem:
             try:
                 r = await client.chat.completions.create(
-                    model=self.model, messages=messages, max_tokens=sampling.max_tokens,
+                    model=self.model, messages=messages,
+                    max_tokens=openai.NOT_GIVEN if sampling.max_tokens is None else sampling.max_tokens,
                     temperature=sampling.temperature, top_p=sampling.top_p, seed=seed)
             except (openai.BadRequestError, openai.AuthenticationError, openai.PermissionDeniedError,
                     openai.NotFoundError, openai.UnprocessableEntityError) as e:

@@ -1,5 +1,8 @@
-"""Code reasoning (LiveCodeBench-style): take the program from the answer, run it against the problem's tests in a
-sandbox, pass@1.
+"""Code reasoning (LiveCodeBench): the program from the whole output, run against the problem's tests in a
+sandbox, pass@1, by the rules of the release's fork (reasoning_evaluation/LiveCodeBench/lcb_runner:
+prompts/code_generation.py, utils/extraction_utils.py, evaluation/testing_util.py): the code between the last
+two ``` lines, the fork's import prelude, 6 s a test, stop at the first failing test, stdout compared line by
+line as text or as exact decimals, a functional result compared as JSON values.
 
 The sandbox is a subprocess of its own: a new network namespace with no interface up (`unshare -rn`), run as an
 unprivileged user when we are root, resource limits (CPU seconds, address space, processes, file size), its own
@@ -25,12 +28,26 @@ from ..styles import parse_response
 
 NOBODY = 65534
 
-PROMPT = (
-    "Solve the programming problem below with a correct Python 3 program that passes all its tests. {io}\n"
-    "Put the whole program in one ```python code block at the end of your answer.\n\n### Problem\n{question}\n"
-)
-STDIN_IO = "The program reads the input from standard input and writes the answer to standard output."
-FUNCTIONAL_IO = "Complete this starter code; it is called with the test's arguments:\n```python\n{starter}\n```"
+# The release's fork (reasoning_evaluation/LiveCodeBench, lcb_runner/prompts/code_generation.py) registers every
+# model it is given with the DeepSeekAPI style (lm_styles.register_language_model), whose prompt is a system
+# message and a user message laid out as `### Question:` / `### Format:` with a code block / `### Answer:`. Same
+# layout here, the wording this project's own.
+SYSTEM = ("You are an expert Python programmer. Given a programming problem, you write a correct Python program "
+          "that meets its specification and passes all of its tests.")
+STARTER_FORMAT = "Use the starter code below for your solution and put your code between the delimiters."
+STDIN_FORMAT = ("Read the input from stdin, solve the problem and write the answer to stdout (do not test the "
+                "sample inputs directly). Put your code between the delimiters below, so that the program reads "
+                "the input, runs the algorithm and writes the output to STDOUT.")
+ANSWER_LINE = "### Answer: (use the format given, with the backticks)"
+# What the fork prepends to every program before running it (testing_util.py import_string): the standard
+# modules a contest solution tends to use without importing them, and a deep recursion limit.
+PRELUDE = "".join(f"from {m} import *\n" for m in (
+    "string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random", "statistics",
+    "itertools", "functools", "operator", "io", "sys", "json", "builtins", "typing")) + "".join(
+    f"import {m}\n" for m in ("string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random",
+                               "statistics", "itertools", "functools", "operator", "io", "sys", "json")) + \
+    "sys.setrecursionlimit(50000)\n"
+TEST_TIMEOUT_S = 6.0  # lcb_runner/runner/parser.py --timeout (eval_code.sh leaves it): per test
 
 
 def decode_tests(field) -> list[dict]:
@@ -46,16 +63,24 @@ def decode_tests(field) -> list[dict]:
 
 
 def prompt_for(item: dict) -> str:
-    starter = (item.get("starter_code") or "").strip()
-    io = FUNCTIONAL_IO.format(starter=starter) if starter else STDIN_IO
-    return PROMPT.format(io=io, question=item["question_content"].strip())
+    """The user message (the fork's get_generic_question_template_answer layout)."""
+    starter = (item.get("starter_code") or "").strip("\n")
+    text = f"### Question:\n{item['question_content']}\n\n"
+    if starter:
+        text += f"### Format: {STARTER_FORMAT}\n```python\n{starter}\n```\n\n"
+    else:
+        text += f"### Format: {STDIN_FORMAT}\n```python\n# YOUR CODE HERE\n```\n\n"
+    return text + ANSWER_LINE + "\n\n"
 
 
 def extract_program(response: str) -> Optional[str]:
-    """The last fenced code block of the answer (after the reasoning); None when there is none."""
-    _, answer = parse_response(response)
-    blocks = re.findall(r"```(?:python|py|Python)?[ \t]*\n(.*?)```", answer, re.S)
-    return blocks[-1] if blocks else None
+    """The fork's extract_code on the whole output: the lines between the last two lines holding ```; None when
+    there are fewer than two such lines (the fork scores an empty program)."""
+    lines = (response or "").split("\n")
+    fences = [i for i, line in enumerate(lines) if "```" in line]
+    if len(fences) < 2:
+        return None
+    return "\n".join(lines[fences[-2] + 1:fences[-1]])
 
 
 def sandbox_python() -> str:
@@ -85,29 +110,58 @@ def _limits(cpu_s: int, memory_mb: int):
 
 
 def _harness(fn_name: Optional[str]) -> str:
-    """Runs the program; for functional tests, calls `fn_name` (a method of `Solution` or a function) with the test's
-    JSON arguments (one per line on stdin) and prints the JSON result."""
+    """Runs the program after the fork's prelude of imports, a SystemExit counting as a normal end (as the fork's
+    call_method); for functional tests, calls `fn_name` (a method of `Solution` or a function) with the test's
+    JSON arguments (one per line on stdin) and prints the JSON result (a tuple as a list, as the fork)."""
+    head = ("import runpy, sys\nprelude = {}\nexec(open('prelude.py').read(), prelude)\n"
+            "prelude.pop('__builtins__', None)\n")
     if not fn_name:
-        return "import runpy\nrunpy.run_path('solution.py', run_name='__main__')\n"
-    return (
-        "import json, sys, runpy\n"
-        "ns = runpy.run_path('solution.py')\n"
+        return head + ("try:\n    runpy.run_path('solution.py', init_globals=prelude, run_name='__main__')\n"
+                       "except SystemExit:\n    pass\n")
+    return head + (
+        "import json\n"
+        "ns = runpy.run_path('solution.py', init_globals=prelude)\n"
         f"fn = getattr(ns['Solution'](), {fn_name!r}) if 'Solution' in ns else ns[{fn_name!r}]\n"
         "args = [json.loads(line) for line in sys.stdin.read().splitlines() if line.strip()]\n"
-        "print(json.dumps(fn(*args)))\n"
+        "out = fn(*args)\n"
+        "print(json.dumps(list(out) if isinstance(out, tuple) else out))\n"
     )
 
 
-def _same(expected: str, got: str, functional: bool) -> bool:
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.strip().split("\n")]
+
+
+def _decimals(line: str) -> Optional[list]:
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        return [Decimal(tok) for tok in line.split()]
+    except InvalidOperation:
+        return None
+
+
+def same_output(expected: str, got: str, functional: bool) -> bool:
+    """The fork's rules (testing_util.py): functional, the JSON values equal; stdio, the same number of stripped
+    lines, each equal as text or, token by token, as exact decimals ("2.50" equals "2.5"; no tolerance)."""
     if functional:
         try:
             return json.loads(expected) == json.loads(got)
         except ValueError:
-            return expected.strip() == got.strip()
-    return [line.rstrip() for line in expected.strip().splitlines()] == [line.rstrip() for line in got.strip().splitlines()]
+            return False
+    exp, out = _lines(expected), _lines(got)
+    if len(exp) != len(out):
+        return False
+    for e, o in zip(exp, out):
+        if e == o:
+            continue
+        de, do = _decimals(e), _decimals(o)
+        if de is None or do is None or de != do:
+            return False
+    return True
 
 
-def run_tests(program: str, tests: list[dict], fn_name: Optional[str] = None, timeout_s: float = 6.0,
+def run_tests(program: str, tests: list[dict], fn_name: Optional[str] = None, timeout_s: float = TEST_TIMEOUT_S,
               memory_mb: int = 1024) -> dict:
     """{passed, passedTests, tests, error}: the program against every test, stopping at the first failure."""
     work = tempfile.mkdtemp(prefix="lrm-code-")
@@ -117,7 +171,9 @@ def run_tests(program: str, tests: list[dict], fn_name: Optional[str] = None, ti
             f.write(program)
         with open(os.path.join(work, "main.py"), "w") as f:
             f.write(_harness(fn_name))
-        for path in ("solution.py", "main.py"):
+        with open(os.path.join(work, "prelude.py"), "w") as f:
+            f.write(PRELUDE)
+        for path in ("solution.py", "main.py", "prelude.py"):
             os.chmod(os.path.join(work, path), 0o644)
         unshare = shutil.which("unshare")
         base = [unshare, "-rn"] if unshare else []
@@ -141,7 +197,7 @@ def run_tests(program: str, tests: list[dict], fn_name: Optional[str] = None, ti
             if proc.returncode != 0:
                 last = (err.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
                 return {"passed": False, "passedTests": n, "tests": len(tests), "error": f"test {n}: {last}"[:300]}
-            if not _same(test.get("output", ""), out, bool(fn_name)):
+            if not same_output(test.get("output", ""), out, bool(fn_name)):
                 return {"passed": False, "passedTests": n, "tests": len(tests), "error": f"test {n}: wrong answer"}
         return {"passed": True, "passedTests": len(tests), "tests": len(tests), "error": None}
     finally:

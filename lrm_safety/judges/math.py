@@ -1,4 +1,6 @@
-"""Math grader: the last \\boxed{} of the whole output (the release's rule), compared with math-verify.
+"""Math graders. `release` (the default, judges/math_release.py) applies the release's own answer rules;
+`math-verify` (opt-in) takes the last \\boxed{} of the whole output, else an `answer is X` line, and compares
+with math-verify.
 
 math-verify (the grader open-r1 and lighteval use) parses LaTeX into SymPy and compares symbolically, so
 `\\sqrt3` = `\\sqrt{3}`, `\\sqrt{2}/2` = `\\frac{\\sqrt{2}}{2}`, `5\\text{ cm}` = `5`, `90^\\circ` = `90`. A string
@@ -126,6 +128,11 @@ def answers_match(predicted: Optional[str], reference: str) -> bool:
         return False
 
 
-def grade(response: str, reference: str) -> dict:
+def grade(response: str, reference: str, grader: str = "release") -> dict:
+    """{predicted, reference, correct} by the named grader (spec.evaluate.mathGrader)."""
+    if grader == "release":
+        from . import math_release
+
+        return math_release.grade(response, reference)
     pred = extract_answer(response)
     return {"predicted": pred, "reference": reference, "correct": answers_match(pred, reference)}

@@ -15,6 +15,7 @@ from .. import benchmarks as bm
 from .. import report
 from ..generation import Sampling, make_generator
 from ..generation.base import estimate_tokens
+from ..judges import describe_judges
 from ..judges.code import grade_code
 from ..judges.math import grade
 from ..judges.refusal import is_refusal, reasoning_decision
@@ -27,31 +28,28 @@ from .common import StageContext, skipped, summary_from_manifest
 console = Console(stderr=True)
 STAGE = "evaluate"
 
-def describe_judges(judge_spec) -> dict:
-    """Which judge decided what, for the report."""
-    seen = "whole output" if judge_spec.input == "full" else "answer"
-    harm = {"guard": f"a guard model ({judge_spec.model}) on the {seen}", "llm": f"an LLM judge on the {seen}",
-            "refusal": "the keyword refusal matcher on the answer's opening"}[judge_spec.kind]
-    over = "an LLM judge, two classes (the XSTest protocol)" if judge_spec.kind == "llm" else "the keyword refusal matcher"
-    return {"harm": harm, "overRefusal": over}
-
-
 class HarmJudge:
-    """Decides 'unsafe' for harmful-prompt responses with the configured judge."""
+    """The configured judges: harm for harmful-prompt responses, over-refusal for benign ones."""
 
     def __init__(self, ctx: StageContext):
-        self.kind = ctx.spec.evaluate.judge.kind
-        self.input = ctx.spec.evaluate.judge.input
+        ev = ctx.spec.evaluate
+        self.kind = ev.judge.kind
+        self.input = ev.judge.input
         self.impl = None
+        self.over = None
+        self.math_grader = ev.math_grader
         if self.kind == "guard":
             from ..judges.guard import GuardJudge
 
-            self.impl = GuardJudge.from_spec(ctx.spec.evaluate.judge, base_dir=ctx.base_dir,
-                                             backend=ctx.spec.evaluate.backend)
+            self.impl = GuardJudge.from_spec(ev.judge, base_dir=ctx.base_dir, backend=ev.backend)
         elif self.kind == "llm":
             from ..judges.llm import LLMJudge
 
-            self.impl = LLMJudge.from_spec(ctx.spec.evaluate.judge)
+            self.impl = LLMJudge.from_spec(ev.judge)
+        if ev.over_refusal_judge is not None and ev.over_refusal_judge.kind == "llm":
+            from ..judges.llm import OverRefusalJudge
+
+            self.over = OverRefusalJudge.from_spec(ev.over_refusal_judge)
 
     def close(self) -> None:
         gen = getattr(self.impl, "gen", None)
@@ -69,12 +67,10 @@ class HarmJudge:
         return [not is_refusal(r) for r in responses]
 
     def refused(self, prompts: list[str], responses: list[str]) -> list[bool]:
-        """Over-refusal: the LLM judge's two classes on the whole (256-token) output as the release, else keywords."""
-        if self.kind == "llm":
-            texts = responses if self.input == "full" else [parse_response(r)[1] for r in responses]
-            return [c == "full_refusal" for c in self.impl.xstest(prompts, texts)]
+        """Over-refusal: the two-class LLM judge on the whole (256-token) output as the release, else keywords."""
+        if getattr(self, "over", None) is not None:
+            return self.over.refused(prompts, responses)
         return [is_refusal(r) for r in responses]
-
 
 
 def _checklist(reasoning: Optional[str]) -> Optional[dict]:
@@ -106,7 +102,8 @@ def _record(prompt: str, response: str, truncated: Optional[bool] = None, count_
 
 def generate_records(kind: str, items: list[dict], target, sampling: Sampling, samples: int = 1) -> list[dict]:
     """Responses for every item and sample, not yet judged; sample j uses seed `sampling.seed + j`, recorded."""
-    convs = [[{"role": "user", "content": it["prompt"]}] for it in items]
+    convs = [([{"role": "system", "content": it["system"]}] if it.get("system") else []) +
+             [{"role": "user", "content": it["prompt"]}] for it in items]
     records = []
     for j in range(samples):
         seed = sampling.seed + j
@@ -139,8 +136,9 @@ def judge_records(kind: str, items: list[dict], records: list[dict], judge: Opti
         for rec in records:
             rec.update(grade_code(rec["response"], items[rec["item"]]))
     else:
+        grader = getattr(judge, "math_grader", "release")
         for rec in records:
-            rec.update(grade(rec["response"], items[rec["item"]]["reference"]))
+            rec.update(grade(rec["response"], items[rec["item"]]["reference"], grader))
     return records
 
 
@@ -151,15 +149,18 @@ def run_benchmark(kind: str, attack: str, items: list[dict], target, sampling: S
 
 
 def pair_records(items: list[dict], target, attacker, in_loop_judge, sampling: Sampling, pair) -> list[dict]:
-    """PAIR's search, then the release's last step: one sampled response to each item's best prompt (the
-    benchmark's sampling: T=0.6, 2048 tokens), recorded with every stream's best; judged later like any record."""
-    from ..pair import attack
+    """PAIR's search, then the release's last step (pair_res.sh): one sampled response to each item's best prompt
+    with the benchmark's sampling (T=0.6, top-p 0.95, 2048 tokens), recorded with every stream's best; judged
+    later by the harm judge like any record."""
+    from ..pair import PairSettings, attack
 
-    found = attack(items, target, attacker, in_loop_judge, sampling, pair.streams, pair.iterations)
-    prompts = [f["bestPrompt"] or items[i]["prompt"] for i, f in enumerate(found)]  # no valid attack: the request
+    found = attack(items, target, attacker, in_loop_judge, PairSettings.from_spec(pair), seed=sampling.seed,
+                   batch_size=sampling.batch_size)
+    prompts = [f["bestPrompt"] or items[i]["prompt"] for i, f in enumerate(found)]
     finals = generate_records("harmful", [{"prompt": p} for p in prompts], target, sampling)
     return [{**rec, "goal": f["goal"], "pairBestScore": f["bestScore"], "pairBestRound": f["bestRound"],
-             "pairAttackFailed": f["bestPrompt"] is None, "pairStreams": f["streams"], "pairQueries": f["queries"]}
+             "pairStoppedAt": f["stoppedAt"], "pairAttackFailed": f["attackFailed"], "pairStreams": f["streams"],
+             "pairQueries": f["queries"]}
             for rec, f in zip(finals, found)]
 
 
@@ -232,8 +233,7 @@ def run(ctx: StageContext, **_) -> dict:
             elif d.attack == "pair":
                 if attacker is None:  # its own models (endpoints by default), across both evaluated models
                     attacker = _endpoint_generator(ev.pair.attacker, ctx.base_dir, "LRM_SAFETY_PAIR_ATTACKER_API_KEY")
-                    scorer = _endpoint_generator(ev.pair.judge, ctx.base_dir, "LRM_SAFETY_PAIR_JUDGE_API_KEY") \
-                        if ev.pair.judge else attacker
+                    scorer = _endpoint_generator(ev.pair.judge, ctx.base_dir, "LRM_SAFETY_PAIR_JUDGE_API_KEY")
                 recs = pair_records(items[name], gen, attacker, scorer, bm.sampling_for(b, ev.sampling), ev.pair)
                 store.write_jsonl(gen_key, recs)
             else:
@@ -255,16 +255,16 @@ def run(ctx: StageContext, **_) -> dict:
             judge_records(kinds[name], items[name], recs, judge)
             store.write_jsonl(f"{rp}/{model_name}/{name}.jsonl", recs)
             records[model_name][name] = recs
-    judges = describe_judges(ev.judge)
     if judge is not None:
         judge.close()
     store.delete_prefix(raw + "/")
-    metrics = report.compute(records, kinds)
+    judges = describe_judges(ev)
+    metrics = report.compute(records, kinds, judges)
     prefix = ctx.prefix(STAGE)
     files = report.write_report(store, prefix, metrics, f"lrm-safety report: {ctx.exp.name}", judges=judges,
                                 loss_curve=_loss_curve(store, ctx.artifacts("train")) if "train" in spec.stages else None)
     files += [f"{rp}/{m}/{n}.jsonl" for m in records for n in records[m]]
-    summary = {"metrics": {**metrics["headline"], "benchmarks": {
+    summary = {"metrics": {**metrics["headline"], "judges": judges, "benchmarks": {
         b: {k: e.get(k, {}).get("value") if k != "delta" else e.get("delta") for k in (*report.model_order(metrics), "delta")}
         for b, e in metrics["benchmarks"].items()}}}
     manifest = store.write_manifest(prefix, stage=STAGE, config_hash=ctx.hash(STAGE), files=files,
@@ -287,7 +287,7 @@ def rerender(store, prefix: str, title: Optional[str] = None) -> str:
         model, name = key[len(rp) + 1:].split("/", 1)
         records.setdefault(model, {})[name.removesuffix(".jsonl")] = store.read_jsonl(key)
     kinds = {name: manifest["kinds"][name] for name in manifest.get("order", manifest["kinds"])}  # spec order
-    metrics = report.compute(records, kinds)
+    metrics = report.compute(records, kinds, manifest.get("judges"))
     report.write_report(store, prefix, metrics, title or f"lrm-safety report: {prefix.rsplit('/', 2)[0]}",
                         judges=manifest.get("judges"), loss_curve=_loss_curve(store, prefix.rsplit("/", 1)[0] + "/train"))
     return store.uri(f"{prefix}/report.md")

@@ -139,6 +139,10 @@ def stage_secrets(spec: SafetyExperimentSpec, stage: str) -> list[dict]:
     jkey = spec.evaluate.judge.api_key_secret_ref
     if stage == "evaluate" and jkey and spec.evaluate.judge.kind == "llm":
         env.append(_secret_env("LRM_SAFETY_JUDGE_API_KEY", jkey, jkey.access_key_key))
+    over = spec.evaluate.over_refusal_judge
+    if stage == "evaluate" and over is not None and over.kind == "llm" and over.api_key_secret_ref:
+        env.append(_secret_env("LRM_SAFETY_OVER_REFUSAL_JUDGE_API_KEY", over.api_key_secret_ref,
+                               over.api_key_secret_ref.access_key_key))
     if stage == "train":
         env += [{"name": e.name, "valueFrom": {"secretKeyRef": {"name": e.secret_name, "key": e.key}}}
                 for e in spec.train.report_env]

@@ -113,14 +113,23 @@ def retry_delay(base: int, attempt: int) -> int:
     return min(base * 2 ** max(attempt - 1, 0), MAX_BACKOFF_S) if base else 0
 
 
+def percent(value) -> Optional[str]:
+    """A fraction as the printer columns show it: 0.1234 -> 12.3%."""
+    return None if value is None else f"{100 * value:.1f}%"
+
+
 def _metrics_from_summary(summary: dict, metrics: dict) -> dict:
-    m = dict(metrics)
+    """The evaluate stage's headline replaces the old one whole, so a re-run under another judge leaves no stale
+    ASR; `display` holds the percentages the printer columns show."""
     src = summary.get("metrics") or {}
-    for key in HEADLINE_KEYS:
-        if src.get(key) is not None:
+    if not src:
+        return dict(metrics)
+    m = {key: src[key] for key in HEADLINE_KEYS if src.get(key) is not None}
+    for key in ("benchmarks", "judges"):
+        if src.get(key):
             m[key] = src[key]
-    if src.get("benchmarks"):
-        m["benchmarks"] = src["benchmarks"]
+    m["display"] = {k: percent(m[k]) for k in ("asr", "refusalRate", "overRefusal", "mathAccuracy", "codeAccuracy")
+                    if m.get(k) is not None}
     return m
 
 

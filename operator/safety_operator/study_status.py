@@ -14,7 +14,7 @@ from lrm_safety.report import HEADLINE_KEYS
 from lrm_safety.spec import SpecError
 from lrm_safety.study import Study, child_manifest
 
-from .status import finish, iso, set_condition, utcnow
+from .status import finish, iso, percent, set_condition, utcnow
 
 FINISHED = ("Succeeded", "Failed")
 
@@ -91,8 +91,12 @@ def decide_study(body: dict, children: dict[str, dict], now=None) -> StudyAction
     counts["waiting"] = sum(r["phase"] in ("Waiting", "Pending") for r in rows)
     counts["total"] = len(rows)
     done = counts["Succeeded"] + counts["Failed"]
-    scored = [r["asr"] for r in rows if r["role"] == "cell" and r["phase"] == "Succeeded" and r.get("asr") is not None]
-    status.update(cells=rows, counts=counts, done=f"{done}/{len(rows)}", bestAsr=min(scored) if scored else None)
+    finished = [r for r in rows if r["role"] == "cell" and r["phase"] == "Succeeded"]
+    scored = [r["asr"] for r in finished if r.get("asr") is not None]
+    refusals = [r["refusalRate"] for r in finished if r.get("refusalRate") is not None]
+    best = {"bestAsr": min(scored) if scored else None, "bestRefusalRate": max(refusals) if refusals else None}
+    status.update(cells=rows, counts=counts, done=f"{done}/{len(rows)}", **best,
+                  display={k: percent(v) for k, v in best.items() if v is not None})
     failed = [r for r in rows if r["phase"] == "Failed"]
     if done == len(rows):
         if old.get("phase") not in FINISHED:
