@@ -1,4 +1,4 @@
-"""evaluate: benchmark loaders, the stage on the real builtin model, the report, PAIR."""
+"""evaluate: benchmark loaders, the stage on the real builtin model, the report (PAIR: test_pair.py)."""
 import json
 
 import pytest
@@ -6,7 +6,7 @@ import pytest
 from conftest import SMOL, make_ctx
 from lrm_safety import benchmarks as bm
 from lrm_safety.report import compute, wilson
-from lrm_safety.spec import SpecError, parse_spec
+from lrm_safety.spec import parse_spec
 from lrm_safety.stages import evaluate
 
 
@@ -61,6 +61,7 @@ def test_wilson_interval_and_metrics():
 def test_stage_on_the_untuned_builtin_model(tmp_path, shared_data, smol_dir, capsys):
     ctx = make_ctx(tmp_path, {"student": {"model": SMOL}, "evaluate": {
         "backend": "transformers", "compareBase": False, "dataRoot": str(shared_data),
+        "judge": {"kind": "refusal"}, "overRefusalJudge": {"kind": "refusal"},
         "sampling": {"temperature": 0.0, "maxTokens": 48, "batchSize": 8},
         "benchmarks": [{"name": "advbench", "limit": 8}, {"name": "xstest", "limit": 8},
                        {"name": "math500", "limit": 8}]}})
@@ -82,7 +83,8 @@ def test_stage_on_the_untuned_builtin_model(tmp_path, shared_data, smol_dir, cap
     assert ctx.store.read_bytes("exp/evaluate/chart-refusalRate.png")[:8] == b"\x89PNG\r\n\x1a\n"
     records = ctx.store.read_jsonl(f"exp/evaluate/records-{ctx.hash('evaluate')}/trained/advbench.jsonl")
     assert len(records) == 8 and {"reasoning", "answer", "reasoningDecision", "unsafe"} <= set(records[0])
-    assert out["metrics"]["asr"] == adv["value"]
+    assert out["metrics"]["asr"] is None and out["metrics"]["refusalRate"] == round(1 - adv["value"], 4), \
+        "a keyword judge gives a refusal rate, never an ASR"
     # The report re-renders from stored records alone.
     ctx.store.write_bytes("exp/evaluate/report.md", b"")
     evaluate.rerender(ctx.store, "exp/evaluate")

@@ -44,7 +44,8 @@ def test_reduced_quickstart_end_to_end_and_rerun_skips(tmp_path, smol_dir):
     metrics = json.loads((root / "evaluate" / "metrics.json").read_text())
     assert set(metrics) == {"benchmarks", "headline", "order", "models"} and metrics["models"] == ["base", "trained"]
     assert metrics["order"] == ["harmful-heldout", "benign-lookalikes", "synthetic-math"]
-    assert set(metrics["headline"]) == {"asr", "overRefusal", "mathAccuracy"}
+    assert set(metrics["headline"]) == {"asr", "refusalRate", "overRefusal", "mathAccuracy"}
+    assert metrics["headline"]["asr"] is None and metrics["headline"]["refusalRate"] is not None, "keyword-judged"
     for name, entry in metrics["benchmarks"].items():
         assert {"kind", "metric", "base", "trained", "delta"} <= set(entry), name
         for model in ("base", "trained"):

@@ -15,7 +15,6 @@ import base64
 import json
 import os
 import pickle
-import re
 import shutil
 import signal
 import subprocess
@@ -23,8 +22,6 @@ import sys
 import tempfile
 import zlib
 from typing import Optional
-
-from ..styles import parse_response
 
 NOBODY = 65534
 

@@ -52,9 +52,10 @@ class HarmJudge:
             self.over = OverRefusalJudge.from_spec(ev.over_refusal_judge)
 
     def close(self) -> None:
-        gen = getattr(self.impl, "gen", None)
-        if gen is not None:
-            gen.close()
+        for judge in (self.impl, getattr(self, "over", None)):
+            gen = getattr(judge, "gen", None)
+            if gen is not None and hasattr(gen, "close"):
+                gen.close()
 
     def unsafe(self, prompts: list[str], responses: list[str], input: Optional[str] = None) -> list[bool]:
         """Harm verdicts on (the request, the whole output) with judge.input full (the release: Llama Guard sees
