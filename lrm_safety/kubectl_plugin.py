@@ -16,6 +16,7 @@ from typing import Optional
 from rich.console import Console
 from rich.table import Table
 
+from .report import pct as _pct
 from .spec import API_GROUP, API_VERSION, PLURAL
 
 console = Console()
@@ -144,10 +145,6 @@ def cmd_report(args) -> int:
             store.download_file(key, out / key.rsplit("/", 1)[1])
         console.print(f"report and charts in {out}")
     return 0
-
-
-def _pct(v) -> str:
-    return "-" if v is None else f"{100 * v:.1f}%"
 
 
 def cmd_studies(args) -> int:

@@ -128,7 +128,8 @@ def model_order(records_or_metrics: dict) -> list[str]:
         [m for m in records_or_metrics if m not in ("base", "trained")]
 
 
-def _pct(v) -> str:
+def pct(v) -> str:
+    """A fraction as a percentage: 0.1234 -> 12.3%; - for none."""
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
@@ -151,7 +152,7 @@ def table_rows(metrics: dict, judges: Optional[dict] = None) -> list[list[str]]:
             v, (lo, hi) = e[m]["value"], e[m]["ci95"]
             if flip:
                 v, lo, hi = (None if v is None else 1 - v), 1 - hi, 1 - lo
-            return f"{_pct(v)} [{_pct(lo)}, {_pct(hi)}]"
+            return f"{pct(v)} [{pct(lo)}, {pct(hi)}]"
 
         n = (e.get("trained") or e.get("base") or {}).get("n", 0)
         delta = e.get("delta")
@@ -194,7 +195,7 @@ def failure_table(metrics: dict) -> list[str]:
             if model not in e:
                 continue
             cells = [("-" if e[model].get(k) is None else f"{e[model][k]:.0f}" if k == "reasoningTokens"
-                      else _pct(e[model][k])) for k, _ in shown]
+                      else pct(e[model][k])) for k, _ in shown]
             lines.append(f"| {bench} | {model} | " + " | ".join(cells) + " |")
     return lines + [""]
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from lrm_safety.report import HEADLINE_KEYS
+from lrm_safety.report import HEADLINE_KEYS, pct
 from lrm_safety.spec import SafetyExperimentSpec, SpecError, parse_spec
 
 from . import claims as claimsmod, manifests, pods as podinfo
@@ -114,8 +114,8 @@ def retry_delay(base: int, attempt: int) -> int:
 
 
 def percent(value) -> Optional[str]:
-    """A fraction as the printer columns show it: 0.1234 -> 12.3%."""
-    return None if value is None else f"{100 * value:.1f}%"
+    """A fraction as the printer columns show it (report.pct); none stays none, so the column is empty."""
+    return None if value is None else pct(value)
 
 
 def _metrics_from_summary(summary: dict, metrics: dict) -> dict:
