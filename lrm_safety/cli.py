@@ -44,7 +44,8 @@ def cmd_validate(args) -> int:
     else:
         print(f"{args.file}: valid SafetyExperiment {doc.name!r}")
         base_dir = Path(args.file).resolve().parent
-        for line in _rendering_warnings(doc, base_dir) + _judge_lines(doc) + _train_plan_lines(doc, base_dir):
+        for line in (_rendering_warnings(doc, base_dir) + _judge_lines(doc) + _server_lines([(doc.name, doc.spec)], base_dir)
+                     + _train_plan_lines(doc, base_dir)):
             print(line)
     return 0
 
@@ -101,6 +102,34 @@ def _train_plan_lines(exp, base_dir: Path) -> list[str]:
         return render_plan(train_plan(exp.spec, base_dir))
     except Exception as e:  # a plan is advice: a model whose config cannot be built never fails render/validate
         return [f"# train memory plan: not estimated ({type(e).__name__}: {e})"]
+
+
+def _server_lines(specs: list[tuple[str, object]], base_dir: Path) -> list[str]:
+    """The served models of these experiments, once each with the experiments sharing it, their GPUs and a memory
+    estimate; a tensorParallel that cannot shard the model is refused here, before any pod asks for GPUs."""
+    from .server_sizing import plan_lines
+    from .serving import served
+
+    users: dict[str, list[str]] = {}
+    first: dict[str, object] = {}
+    for name, spec in specs:
+        for s in served(spec):
+            users.setdefault(s.key, []).append(name)
+            first.setdefault(s.key, spec)
+    if not users:
+        return []
+    lines, errors = [f"# served models: {len(users)} server(s), each shared by every stage that needs it, created "
+                     f"when the first is due and deleted after serve.idleSeconds unused"], []
+    for spec in {id(spec): spec for spec in first.values()}.values():
+        more, errs = plan_lines(spec, base_dir)
+        lines += more
+        errors += errs
+    lines = list(dict.fromkeys(lines))  # a server two specs share is listed once
+    for key, names in users.items():
+        lines.append(f"#   {next(s.name for s in served(first[key]) if s.key == key)} used by: {', '.join(names)}")
+    if errors:
+        raise UserError(sorted(set(errors)))
+    return lines
 
 
 def cmd_inspect(args) -> int:
@@ -245,15 +274,19 @@ def cmd_render(args) -> int:
             sys.stdout.write(f"# {exp.name}: the SafetyExperiments the study creates ({len(docs)})\n"
                              + yaml.safe_dump_all(docs, sort_keys=False))
             return 0
+        servers = _server_lines([(c.name, c.spec) for c in exp.cells], base_dir)
         sys.stdout.write(plan.render_study(exp.name, plan.study_plan(exp, base_dir, check_store=args.check_store)))
+        sys.stdout.write("\n".join(servers) + "\n" if servers else "")
         cell = next((c for c in exp.cells if "evaluate" in c.spec.stages), None)
         if cell is not None:
             from .judges import judge_lines
 
             sys.stdout.write("\n".join(judge_lines(cell.spec.evaluate)) + "\n")
         return 0
+    servers = _server_lines([(exp.name, exp.spec)], base_dir)
     if args.plan:
         sys.stdout.write(plan.render_experiment(exp, base_dir))
+        sys.stdout.write("\n".join(servers) + "\n" if servers else "")
         judges = _judge_lines(exp)
         sys.stdout.write("\n".join(judges) + "\n" if judges else "")
         return 0
@@ -273,8 +306,22 @@ def cmd_render(args) -> int:
     if spec.images.pull_secrets:
         lines.append(f"#   image pull secrets: {', '.join(spec.images.pull_secrets)}")
     lines += [ln if ln.startswith("#") else f"# {ln}" for ln in _judge_lines(exp)]  # stays valid YAML
+    lines += servers
     lines += _train_plan_lines(exp, base_dir)
+    from safety_operator.servers import render_server
+    from .serving import served
+
+    for s in served(spec):  # what the first stage that needs each creates (owned by the experiment, or its study)
+        docs += render_server(spec, exp.namespace, s)
     sys.stdout.write("\n".join(lines) + "\n" + yaml.safe_dump_all(docs, sort_keys=False))
+    return 0
+
+
+def cmd_serve_model(args) -> int:
+    from .serving import exec_vllm
+
+    flags = [f for f in args.flags if f != "--"]
+    exec_vllm(args.model, args.revision, flags)
     return 0
 
 
@@ -334,6 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--docs", action="store_true", help="print the spec reference (docs/spec.md) instead")
     s.add_argument("--study", action="store_true", help="print the SafetyStudy CRD")
     s.set_defaults(fn=cmd_crd)
+    s = sub.add_parser("serve-model", help="resolve a model reference, then exec `vllm serve` on it (a served "
+                                            "model's container)")
+    s.add_argument("model")
+    s.add_argument("--revision")
+    s.add_argument("flags", nargs=argparse.REMAINDER, help="-- then `vllm serve` flags")
+    s.set_defaults(fn=cmd_serve_model)
     s = sub.add_parser("operator", help="start the kopf operator (settings from LRM_SAFETY_* env)")
     s.add_argument("--verbose", action="store_true", help="debug logging")
     s.set_defaults(fn=cmd_operator)

@@ -83,6 +83,14 @@ def cmd_status(args) -> int:
         console.print("metrics: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
     for role, how in (metrics.get("judges") or {}).items():
         console.print(f"{'harm' if role == 'harm' else 'over-refusal'} judged by {how}")
+    servers = status.get("servers") or {}
+    if servers:
+        table = Table("server", "model", "roles", "ready", "state", "stages", "in use by", "endpoint")
+        for name, sv in servers.items():
+            table.add_row(name, sv.get("model", ""), ", ".join(sv.get("roles") or []),
+                          f"{sv.get('readyReplicas', 0)}/{sv.get('replicas', 1)}", sv.get("state", ""),
+                          ", ".join(sv.get("stages") or []), sv.get("inUseBy") or "-", sv.get("endpoint", ""))
+        console.print(table)
     if status.get("message"):
         console.print(f"message: {status['message']}")
     return 0

@@ -133,7 +133,15 @@ def gpu_memory_gb(spec) -> tuple[Optional[float], str]:
     hint = spec.resources.train.gpu_memory
     if hint:
         return parse_quantity_gb(hint), "resources.train.gpuMemory"
-    product = spec.resources.node_selector.get(PRODUCT_LABEL)
+    found = product_memory_gb(spec.resources.node_selector)
+    if found[0] is not None:
+        return found
+    return None, "unknown (set resources.train.gpuMemory, or a nodeSelector on nvidia.com/gpu.product)"
+
+
+def product_memory_gb(node_selector: dict) -> tuple[Optional[float], str]:
+    """A GPU's memory from the node selector's GPU product label (its size in the name, else the known table)."""
+    product = node_selector.get(PRODUCT_LABEL)
     if product:
         m = re.search(r"(\d+)\s*GB", product, re.I)
         if m:
@@ -141,7 +149,7 @@ def gpu_memory_gb(spec) -> tuple[Optional[float], str]:
         for name, gb in sorted(KNOWN_GPUS.items(), key=lambda kv: -len(kv[0])):
             if re.search(rf"(^|[-_ ]){re.escape(name)}($|[-_ ])", product, re.I):
                 return float(gb), f"{PRODUCT_LABEL}={product}"
-    return None, "unknown (set resources.train.gpuMemory, or a nodeSelector on nvidia.com/gpu.product)"
+    return None, ""
 
 
 def parse_quantity_gb(q: str) -> float:

@@ -15,6 +15,7 @@ from typing import Optional
 from rich.console import Console
 from rich.table import Table
 
+from .local_servers import LocalServers
 from .spec import STAGES, Experiment
 from .stages.common import TERMINATION_LOG_ENV, StageContext
 
@@ -29,8 +30,14 @@ def _stage_cmd(spec_path: str, stage: str, shard: Optional[int] = None, num_shar
 
 
 def run_pipeline(spec_path: str, stages: tuple[str, ...] = STAGES, force: bool = False,
-                 base_dir: Optional[Path] = None) -> dict:
-    """base_dir: where the spec's relative paths start (a study's cell specs are written elsewhere)."""
+                 base_dir: Optional[Path] = None, servers: Optional[LocalServers] = None) -> dict:
+    """base_dir: where the spec's relative paths start (a study's cell specs are written elsewhere). servers: the
+    served models already running (a study's cells share them); by default this run starts and stops its own."""
+    if servers is None:
+        exp = Experiment.load(spec_path)
+        with LocalServers(base_dir or Path(spec_path).resolve().parent,
+                          log_dir=_server_logs(exp, base_dir or Path(spec_path).resolve().parent)) as own:
+            return run_pipeline(spec_path, stages, force, base_dir, own)
     exp = Experiment.load(spec_path)
     ctx = StageContext(exp, base_dir=base_dir or Path(spec_path).resolve().parent)
     if force:
@@ -61,8 +68,9 @@ def run_pipeline(spec_path: str, stages: tuple[str, ...] = STAGES, force: bool =
             cmds = [_stage_cmd(spec_path, stage, s, exp.spec.distill.shards) for s in range(exp.spec.distill.shards)]
         else:
             cmds = [_stage_cmd(spec_path, stage)]
+        stage_env = {**env, **servers.env(exp.spec, stage)}  # starts the served models this stage needs
         for cmd in cmds:
-            rc = _run_with_progress(cmd, env, ctx, stage)
+            rc = _run_with_progress(cmd, stage_env, ctx, stage)
             if rc != 0:
                 console.print(f"[bold red]✗ {stage} failed (exit {rc}); fix the cause and rerun: finished work is kept")
                 raise SystemExit(rc)
@@ -74,6 +82,15 @@ def run_pipeline(spec_path: str, stages: tuple[str, ...] = STAGES, force: bool =
     if "evaluate" in stages:
         show_results(ctx)
     return outcome
+
+
+def _server_logs(exp: Experiment, base_dir: Path) -> Path:
+    """Server logs beside the artifacts when they are local files, else in the spec's folder."""
+    uri = exp.spec.storage.uri
+    if uri.startswith("file://"):
+        root = Path(uri.removeprefix("file://"))
+        return (root if root.is_absolute() else base_dir / root) / exp.name / "servers"
+    return base_dir / f".lrm-safety-servers-{exp.name}"
 
 
 def stage_progress(ctx: StageContext, stage: str) -> Optional[dict]:
@@ -140,7 +157,9 @@ def run_study(path: str, force: bool = False) -> dict:
     study = Study.load(path)
     base_dir = Path(path).resolve().parent
     outcomes: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory(prefix=f"lrm-safety-{study.name}-") as tmp:
+    logs = _server_logs(Experiment(name=study.name, spec=study_report.first_cell(study).spec), base_dir)
+    with tempfile.TemporaryDirectory(prefix=f"lrm-safety-{study.name}-") as tmp, \
+            LocalServers(base_dir, log_dir=logs) as servers:  # one server per served model for every cell
         for i, cell in enumerate(study.cells, 1):
             table = Table(title=f"study {study.name}: {i}/{len(study.cells)}")
             for col in ("experiment", "cell", "stages"):
@@ -153,7 +172,7 @@ def run_study(path: str, force: bool = False) -> dict:
             spec_path = Path(tmp) / f"{cell.name}.yaml"
             spec_path.write_text(yaml.safe_dump(child_manifest(study.name, study.namespace, cell), sort_keys=False))
             outcomes[cell.name] = run_pipeline(str(spec_path), stages=tuple(cell.spec.stages), force=force,
-                                               base_dir=base_dir)
+                                               base_dir=base_dir, servers=servers)
     store = StageContext(Experiment(name=study.name, spec=study_report.first_cell(study).spec),
                          base_dir=base_dir).store
     uri = study_report.write(study, store, base_dir)

@@ -182,6 +182,60 @@ class StudentSpec(ModelRef):
     """The model to make safer."""
 
 
+class ServeResources(_Model):
+    cpu: str = "8"
+    """CPU request of each server pod."""
+    memory: str = "64Gi"
+    """Memory request and limit of each server pod (the weights pass through host memory while loading)."""
+    gpu_memory: Optional[str] = Field(None, pattern=r"^\s*[\d.]+\s*(Gi|G|GB|GiB|Ti|T)?\s*$")
+    """Memory of one GPU (e.g. 80Gi), for the sizing check in `lrm-safety render`; default: read from resources.nodeSelector's nvidia.com/gpu.product."""
+
+
+class ServeSpec(_Model):
+    """Run this model as a vLLM OpenAI-compatible server (`vllm serve`) that the operator deploys (a Deployment and a
+    ClusterIP Service) and shares with every stage in the namespace that needs the same served model; `lrm-safety
+    run` starts the same server as a local subprocess. The stages reach it as an endpoint (the openai backend)."""
+
+    gpus: Optional[int] = Field(None, ge=0, le=64)
+    """GPUs of each server pod; default tensorParallel (0 with resources.cpuOnly)."""
+    tensor_parallel: int = Field(1, ge=1, le=64)
+    """vLLM --tensor-parallel-size: GPUs one copy of the model is sharded over; must divide its attention heads."""
+    replicas: int = Field(1, ge=1, le=64)
+    """Server pods behind the Service (each a whole copy of the model)."""
+    max_model_len: Optional[int] = Field(None, ge=256)
+    """vLLM --max-model-len: the context the KV cache is sized for; default the model's own."""
+    dtype: str = Field("auto", pattern="^(auto|bfloat16|float16|half|float32|float)$")
+    """vLLM --dtype of the weights (auto: the checkpoint's)."""
+    quantization: Optional[str] = Field(None, pattern=r"^[a-z0-9_]+$")
+    """vLLM --quantization, e.g. fp8 (DeepSeek-R1 ships FP8 weights and needs no flag)."""
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    """vLLM --gpu-memory-utilization."""
+    args: list[str] = Field(default_factory=list)
+    """More `vllm serve` arguments, e.g. [--enable-expert-parallel] or [--max-num-seqs, "64"]."""
+    resources: ServeResources = Field(default_factory=ServeResources)
+    """CPU and memory of each server pod."""
+    image: Optional[str] = Field(None, min_length=1)
+    """Image of the server pods (it must have vllm and lrm-safety); default the worker image."""
+    idle_seconds: int = Field(600, ge=0, le=86400 * 7)
+    """Delete the server after this long with no stage needing it; a later stage that needs it creates it again."""
+    startup_seconds: int = Field(3600, ge=60, le=86400)
+    """Time a server pod may take to download and load the model before its startup probe fails it."""
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node selector of the server pods (e.g. nvidia.com/gpu.product: NVIDIA-H200); default resources.nodeSelector. Tolerations and the PriorityClass are resources'."""
+    network_policy: bool = False
+    """Admit only this namespace's stage pods to the server (a NetworkPolicy; needs a CNI that enforces them)."""
+    api_key_secret_ref: Optional[SecretRef] = None
+    """Secret whose accessKeyKey entry is the server's API key (vLLM --api-key, read from the Secret, never a plain env value); the stage pods send it from the same Secret."""
+
+    @model_validator(mode="after")
+    def _fit(self):
+        if self.gpus not in (None, 0) and self.gpus < self.tensor_parallel:
+            raise ValueError(f"gpus ({self.gpus}) is below tensorParallel ({self.tensor_parallel}): one server pod "
+                             f"shards the model over tensorParallel GPUs of its own node (a server across nodes is "
+                             f"not supported yet; docs/install.md)")
+        return self
+
+
 class SamplingSpec(_Model):
     temperature: float = Field(0.6, ge=0.0, le=2.0)
     """Sampling temperature; 0 means greedy."""
@@ -210,6 +264,18 @@ class SamplingOverride(_Model):
     """Prompts per generate call (transformers backend) or per request wave (openai backend)."""
 
 
+def _served(ref, where: str, backend_ok: tuple[str, ...] = ("vllm", "openai")) -> None:
+    """A served model names a model to load, not an endpoint: the operator (or `lrm-safety run`) gives the endpoint."""
+    if getattr(ref, "endpoint", None):
+        raise ValueError(f"{where}: give serve or endpoint, not both (serve runs the model as a server of its own and "
+                         f"the stages reach it; endpoint names a server someone else runs)")
+    if not ref.model:
+        raise ValueError(f"{where}: serve needs model (the model reference vLLM loads)")
+    backend = getattr(ref, "backend", None)
+    if backend is not None and backend not in backend_ok:
+        raise ValueError(f"{where}: serve runs vLLM; backend {backend} cannot be served (use vllm or openai, or drop serve)")
+
+
 class TeacherSpec(_Model):
     model: Optional[str] = "deepseek-ai/DeepSeek-R1"
     """Teacher model reference (see student.model); ignored by the openai backend except as the request's model name."""
@@ -226,11 +292,15 @@ class TeacherSpec(_Model):
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
     """Fraction of GPU memory vLLM may use."""
     max_concurrency: int = Field(16, ge=1, le=1024)
-    """In-flight requests (backend openai)."""
+    """In-flight requests (backend openai, or a served teacher)."""
+    serve: Optional[ServeSpec] = None
+    """Serve the teacher (model) as a shared vLLM server: a study's styles and shards use one server instead of loading the model in every distill pod."""
 
     @model_validator(mode="after")
     def _needs(self):
-        if self.backend == Backend.openai.value and not self.endpoint:
+        if self.serve is not None:
+            _served(self, "teacher")
+        elif self.backend == Backend.openai.value and not self.endpoint:
             raise ValueError("backend openai needs endpoint (e.g. http://host:8000/v1)")
         if self.backend != Backend.openai.value and not self.model:
             raise ValueError(f"backend {self.backend} needs model")
@@ -482,12 +552,18 @@ class JudgeSpec(_Model):
     """What a model judge reads for harm: full (the whole output, reasoning and answer, as the release's Llama-Guard-3 evaluation) or answer (after </think> only); with full the answer alone is judged too (unsafeAnswer)."""
     max_tokens: int = Field(100, ge=1, le=4096)
     """New tokens of the guard's verdict, greedy (the release: 100, AISafetyLab's LlamaGuard3Scorer.score); unsafe when the verdict contains `unsafe`."""
+    serve: Optional[ServeSpec] = None
+    """Serve the guard (or the llm judge's model) as a shared vLLM server: the base and trained evaluations, and every cell of a study, use one server instead of loading it in each evaluate pod."""
 
     @model_validator(mode="after")
     def _needs(self):
         if self.kind == JudgeKind.guard.value and not self.model:
             self.model = GUARD_MODEL
-        if self.kind == JudgeKind.llm.value and not (self.endpoint and self.model):
+        if self.serve is not None:
+            if self.kind == JudgeKind.refusal.value:
+                raise ValueError("serve needs a model judge (kind guard or llm); the keyword matcher loads no model")
+            _served(self, "judge")
+        elif self.kind == JudgeKind.llm.value and not (self.endpoint and self.model):
             raise ValueError("kind llm needs endpoint and model (the judge's name at that OpenAI-compatible server)")
         return self
 
@@ -507,10 +583,16 @@ class OverRefusalJudgeSpec(_Model):
     """Verdict length cap; default none sent (as the release)."""
     template: Optional[str] = None
     """The rubric, with {query} and {response} where the request and the whole output go; default: the two-class XSTest protocol of the release (AISafetyLab's OverRefusalScorer two_class) in this project's words. A reply holding `2` is a refusal."""
+    serve: Optional[ServeSpec] = None
+    """Serve model (then a model reference, e.g. an open judge model) as a shared vLLM server instead of naming an endpoint; a deviation from the release, whose judge is gpt-4o."""
 
     @model_validator(mode="after")
     def _needs(self):
-        if self.kind == "llm" and not self.endpoint:
+        if self.serve is not None:
+            if self.kind != "llm":
+                raise ValueError("serve needs kind llm (the keyword matcher loads no model)")
+            _served(self, "overRefusalJudge")
+        elif self.kind == "llm" and not self.endpoint:
             raise ValueError("kind llm needs endpoint: the OpenAI-compatible server of the over-refusal judge "
                              "(the release: gpt-4o), e.g. http://judge.ns.svc:8000/v1; or kind: refusal for keywords")
         return self
@@ -548,11 +630,18 @@ class ModelEndpoint(_Model):
     """openai (an endpoint: no GPU in the evaluate pod), or vllm / transformers (loaded beside the target)."""
     api_key_secret_ref: Optional[SecretRef] = None
     """Secret whose accessKeyKey entry holds the endpoint's API key."""
+    revision: Optional[str] = None
+    """Hub revision of model (a served model, or backend vllm/transformers)."""
+    serve: Optional[ServeSpec] = None
+    """Serve model as a shared vLLM server (the stages reach it as an endpoint): every evaluate Job of a study uses one."""
 
     @model_validator(mode="after")
     def _needs(self):
-        if self.backend == Backend.openai.value and not self.endpoint:
-            raise ValueError("backend openai needs endpoint (e.g. http://attacker.ns.svc:8000/v1)")
+        if self.serve is not None:
+            _served(self, "model", ("openai",))
+        elif self.backend == Backend.openai.value and not self.endpoint:
+            raise ValueError("backend openai needs endpoint (e.g. http://attacker.ns.svc:8000/v1), or serve to run "
+                             "the model as a server of its own")
         return self
 
 
@@ -785,7 +874,7 @@ class SafetyExperimentSpec(_Model):
             raise ValueError(f"resources.train.gpus ({train_gpus}) must equal train.gpusPerNode ({procs}): torchrun "
                              f"runs one process per GPU; set train.gpusPerNode instead")
         distill_gpus = self.resources.distill.gpus
-        if (self.teacher.backend == Backend.vllm.value and distill_gpus not in (None, 0)
+        if (self.teacher.backend == Backend.vllm.value and self.teacher.serve is None and distill_gpus not in (None, 0)
                 and distill_gpus < self.teacher.tensor_parallel):
             raise ValueError(f"resources.distill.gpus ({distill_gpus}) is below teacher.tensorParallel "
                              f"({self.teacher.tensor_parallel}): vLLM shards the teacher over that many GPUs")
@@ -863,6 +952,26 @@ class Metrics(_Model):
     """Which judge decided harm and over-refusal."""
 
 
+class ServerStatus(_Model):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    model: str
+    """The served model reference."""
+    roles: list[str] = Field(default_factory=list)
+    """What it serves in this experiment (teacher, judge, overRefusalJudge, pairAttacker, pairJudge)."""
+    endpoint: str = ""
+    """The Service's OpenAI-compatible base URL the stages use."""
+    gpus: int = 0
+    """GPUs of each server pod."""
+    replicas: int = 1
+    ready_replicas: int = 0
+    state: str = ""
+    """Ready, Absent (not running: created when a stage needs it), or why it is not ready (Loading, Unschedulable, CrashLoopBackOff...)."""
+    stages: list[str] = Field(default_factory=list)
+    """This experiment's stages that use it."""
+    in_use_by: Optional[str] = None
+    """The stage using it now (none: released; deleted after serve.idleSeconds unless another stage needs it)."""
+
+
 class SafetyExperimentStatus(_Model):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", use_enum_values=True)
     phase: Phase = Phase.pending
@@ -871,6 +980,8 @@ class SafetyExperimentStatus(_Model):
     """The Progress column: `train 120/312 (38%) ETA 41m`; `-` before the running stage's first report."""
     stages: dict[str, StageStatus] = Field(default_factory=dict)
     metrics: Metrics = Field(default_factory=Metrics)
+    servers: dict[str, ServerStatus] = Field(default_factory=dict)
+    """The served models this experiment uses, by server (Deployment and Service) name."""
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: Optional[int] = None
     spec_generation: Optional[int] = None
@@ -988,7 +1099,21 @@ def spec_dict(spec: BaseModel) -> dict[str, Any]:
     return spec.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+SERVE_SHAPE = ("gpus", "replicas", "resources", "idleSeconds", "startupSeconds", "networkPolicy", "apiKeySecretRef",
+               "nodeSelector")
+
+
+def _without_serve_shape(value: Any) -> Any:
+    """A served model's Deployment shape (replicas, pods, idle time) changes no answer: it never re-runs a stage."""
+    if isinstance(value, dict):
+        return {k: ({kk: vv for kk, vv in v.items() if kk not in SERVE_SHAPE} if k == "serve" and isinstance(v, dict)
+                    else _without_serve_shape(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_serve_shape(v) for v in value]
+    return value
+
+
 def config_hash(*parts: Any) -> str:
     """Stable hash of spec sections (and upstream hashes): a stage is redone only when this changes."""
-    norm = [spec_dict(p) if isinstance(p, BaseModel) else p for p in parts]
+    norm = _without_serve_shape([spec_dict(p) if isinstance(p, BaseModel) else p for p in parts])
     return hashlib.sha256(json.dumps(norm, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -109,7 +109,7 @@ def test_the_evaluated_engines_are_freed_before_the_judge_loads(tmp_path, tiny_d
         events.append("load model")
         return gen
 
-    def guard_from_spec(judge_spec, base_dir=".", backend=None):
+    def guard_from_spec(judge_spec, base_dir=".", backend=None, api_key=None):
         gc.collect()
         assert engines and all(ref() is None for ref in engines), "an evaluated model is still in memory"
         events.append("load judge")

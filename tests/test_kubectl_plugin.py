@@ -73,6 +73,18 @@ def test_status_uses_the_contexts_namespace_and_prints_stages(cluster):
     assert missing.returncode == 1 and "not found in namespace 'other'" in missing.stderr
 
 
+def test_status_lists_the_served_models(cluster):
+    servers = {"serve-llama-guard-3-8b-abc": {
+        "model": "meta-llama/Llama-Guard-3-8B", "roles": ["judge"], "replicas": 1, "readyReplicas": 0,
+        "state": "Loading", "stages": ["evaluate"], "inUseBy": "evaluate",
+        "endpoint": "http://serve-llama-guard-3-8b-abc.lab.svc:8000/v1"}}
+    _experiment(cluster, {**RUNNING, "servers": servers})
+    r = sexp(cluster, "status", "exp")
+    assert r.returncode == 0, r.stderr
+    row = next(line for line in r.stdout.splitlines() if "serve-llama-guard-3-8b-abc" in line)
+    assert "Llama-Guard-3-8B" in row and "0/1" in row and "Loading" in row and "evaluate" in row
+
+
 def test_logs_of_the_current_pod_of_a_stage(cluster):
     _experiment(cluster, RUNNING)
     cluster.core.create_namespaced_pod(NS, {"apiVersion": "v1", "kind": "Pod", "metadata": {

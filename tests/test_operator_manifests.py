@@ -1,4 +1,5 @@
 """Stage manifests as pure functions, validated offline against the Kubernetes schema (strict)."""
+import json
 import kubernetes_validate
 import pytest
 import yaml
@@ -203,7 +204,12 @@ def test_render_all_for_the_paper_example():
     for o in objs:
         _valid(o)
     env = {e["name"]: e for e in _container(objs[1])["env"]}
-    assert env["OPENAI_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "r1-api-key", "key": "api-key"}
+    # the served teacher: its Service's endpoint, no API key to deploy, no GPU in the distill pod
+    from lrm_safety import serving
+
+    teacher = serving.served(exp.spec, "distill")[0]
+    assert json.loads(env[serving.ENDPOINTS_ENV]["value"]) == {"teacher": teacher.endpoint("research")}
+    assert "nvidia.com/gpu" not in _container(objs[1])["resources"]["requests"]
 
 
 def test_cli_render_prints_valid_yaml():
@@ -218,7 +224,9 @@ def test_cli_render_prints_valid_yaml():
     docs = list(yaml.safe_load_all(r.stdout))
     assert [d["kind"] for d in docs][:2] == ["ConfigMap", "Job"]
     # Per-stage compute and secrets, in a comment header: an endpoint teacher needs no GPU in its pod.
-    assert "#   distill   gpus 0 (nvidia.com/gpu), cpu 8, memory 64Gi; secrets: lrm-safety-s3, r1-api-key" in r.stdout
+    assert "#   distill   gpus 0 (nvidia.com/gpu), cpu 8, memory 64Gi; secrets: lrm-safety-s3" in r.stdout
+    assert [d["kind"] for d in docs].count("Deployment") == 3, "the served teacher, guard and PAIR attacker"
+    assert "# server serve-deepseek-r1-" in r.stdout and "1 x 8 GPU(s), tensorParallel 8" in r.stdout
     assert "#   train     gpus 4 (nvidia.com/gpu)" in r.stdout and "#   mix       gpus 0" in r.stdout
     quick = subprocess.run([sys.executable, "-m", "lrm_safety.cli", "render",
                             str(Path(__file__).resolve().parent.parent / "examples" / "quickstart.yaml")],

@@ -33,10 +33,14 @@ class GuardJudge:
         self.max_tokens = max_tokens
 
     @classmethod
-    def from_spec(cls, judge_spec, base_dir=".", backend: Optional[str] = None):
+    def from_spec(cls, judge_spec, base_dir=".", backend: Optional[str] = None, api_key: Optional[str] = None):
+        """In the stage's own engine, or at an endpoint (a served guard: the server applies its chat template)."""
         from ..generation import make_generator
         from ..models import resolve_model
 
+        if judge_spec.endpoint:
+            return cls(make_generator("openai", judge_spec.model, endpoint=judge_spec.endpoint, api_key=api_key),
+                       max_tokens=judge_spec.max_tokens)
         backend = backend or "transformers"
         path = resolve_model(judge_spec.model, base_dir=base_dir)
         return cls(make_generator(backend, str(path)), max_tokens=judge_spec.max_tokens)

@@ -42,12 +42,12 @@ class LLMJudge:
         self.gen = generator
 
     @classmethod
-    def from_spec(cls, judge_spec):
+    def from_spec(cls, judge_spec, api_key: Optional[str] = None):
         import os
 
         from ..generation import make_generator
 
-        key = os.environ.get("LRM_SAFETY_JUDGE_API_KEY")
+        key = api_key or os.environ.get("LRM_SAFETY_JUDGE_API_KEY")
         return cls(make_generator("openai", judge_spec.model, endpoint=judge_spec.endpoint, api_key=key))
 
     def harmful(self, prompts, answers) -> list[bool]:
@@ -67,12 +67,12 @@ class OverRefusalJudge:
         self.gen, self.template, self.temperature, self.max_tokens = generator, template, temperature, max_tokens
 
     @classmethod
-    def from_spec(cls, spec):
+    def from_spec(cls, spec, api_key: Optional[str] = None):
         import os
 
         from ..generation import make_generator
 
-        key = os.environ.get("LRM_SAFETY_OVER_REFUSAL_JUDGE_API_KEY")
+        key = api_key or os.environ.get("LRM_SAFETY_OVER_REFUSAL_JUDGE_API_KEY")
         return cls(make_generator("openai", spec.model, endpoint=spec.endpoint, api_key=key),
                    spec.template or XSTEST_TWO_CLASS, spec.temperature, spec.max_tokens)
 

@@ -19,6 +19,7 @@ from ..judges.refusal import judge_consistency
 from ..judges.math import extract_boxed, answers_match
 from ..models import resolve_model
 from ..progress import ProgressReporter
+from ..serving import api_key as served_api_key, reachable
 from .common import StageContext, length_stats, skipped, summary_from_manifest, token_counter
 
 console = Console(stderr=True)
@@ -137,7 +138,7 @@ class Distiller:
             return out
         from ..judges.guard import GuardJudge
 
-        guard = GuardJudge.from_spec(self.ctx.spec.evaluate.judge, base_dir=self.ctx.base_dir)
+        guard = GuardJudge.from_spec(reachable(self.ctx.spec, STAGE).evaluate.judge, base_dir=self.ctx.base_dir)
         return [guard.categories(r["prompt"]) for r in recs]
 
     def _template(self, safety: list[dict], attempt: int, out: dict) -> None:
@@ -317,11 +318,13 @@ class _Work:
 
     def get(self) -> "Distiller":
         if self.distiller is None:
-            t = self.ctx.spec.teacher
+            t = reachable(self.ctx.spec, STAGE).teacher  # a served teacher is an endpoint here
             model = t.model if t.backend == "openai" else str(resolve_model(
                 t.model, endpoint=self.ctx.spec.storage.endpoint, base_dir=self.ctx.base_dir))
             count, _ = token_counter(None if t.backend == "openai" else model)
+            key = served_api_key("teacher") if self.ctx.spec.teacher.serve is not None else None
             self.gen = make_generator(t.backend, model, endpoint=t.endpoint, tensor_parallel=t.tensor_parallel,
+                                      api_key=key,
                                       max_model_len=t.max_model_len, gpu_memory_utilization=t.gpu_memory_utilization,
                                       max_concurrency=t.max_concurrency, seed=self.ctx.spec.distill.sampling.seed)
             self.distiller = Distiller(self.ctx, self.gen, count)

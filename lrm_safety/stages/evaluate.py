@@ -21,6 +21,7 @@ from ..judges.math import grade
 from ..judges.refusal import is_refusal, reasoning_decision
 from ..models import resolve_model
 from ..progress import ProgressReporter
+from ..serving import api_key as served_api_key, reachable
 from ..styles import ChecklistError, parse_checklist, parse_response
 from . import train as train_stage
 from .common import StageContext, skipped, summary_from_manifest
@@ -32,7 +33,7 @@ class HarmJudge:
     """The configured judges: harm for harmful-prompt responses, over-refusal for benign ones."""
 
     def __init__(self, ctx: StageContext):
-        ev = ctx.spec.evaluate
+        ev = reachable(ctx.spec, STAGE).evaluate  # served judges are endpoints here
         self.kind = ev.judge.kind
         self.input = ev.judge.input
         self.impl = None
@@ -41,15 +42,16 @@ class HarmJudge:
         if self.kind == "guard":
             from ..judges.guard import GuardJudge
 
-            self.impl = GuardJudge.from_spec(ev.judge, base_dir=ctx.base_dir, backend=ev.backend)
+            self.impl = GuardJudge.from_spec(ev.judge, base_dir=ctx.base_dir, backend=ev.backend,
+                                             api_key=served_api_key("judge"))
         elif self.kind == "llm":
             from ..judges.llm import LLMJudge
 
-            self.impl = LLMJudge.from_spec(ev.judge)
+            self.impl = LLMJudge.from_spec(ev.judge, api_key=served_api_key("judge"))
         if ev.over_refusal_judge is not None and ev.over_refusal_judge.kind == "llm":
             from ..judges.llm import OverRefusalJudge
 
-            self.over = OverRefusalJudge.from_spec(ev.over_refusal_judge)
+            self.over = OverRefusalJudge.from_spec(ev.over_refusal_judge, api_key=served_api_key("overRefusalJudge"))
 
     def close(self) -> None:
         for judge in (self.impl, getattr(self, "over", None)):
@@ -165,12 +167,13 @@ def pair_records(items: list[dict], target, attacker, in_loop_judge, sampling: S
             for rec, f in zip(finals, found)]
 
 
-def _endpoint_generator(ref, base_dir, key_env: str):
-    """A model named in the spec for a helper role (PAIR's attacker or judge): an endpoint, or loaded here."""
+def _endpoint_generator(ref, base_dir, key_env: str, role: str):
+    """A model named in the spec for a helper role (PAIR's attacker or judge): an endpoint (its own, or a served
+    model's), or loaded here."""
     import os
 
     if ref.backend == "openai":
-        key = os.environ.get(key_env) if ref.api_key_secret_ref else None
+        key = served_api_key(role) or (os.environ.get(key_env) if ref.api_key_secret_ref else None)
         return make_generator("openai", ref.model, endpoint=ref.endpoint, api_key=key)
     return make_generator(ref.backend, str(resolve_model(ref.model, base_dir=base_dir)))
 
@@ -233,8 +236,10 @@ def run(ctx: StageContext, **_) -> dict:
                 recs = store.read_jsonl(gen_key)
             elif d.attack == "pair":
                 if attacker is None:  # its own models (endpoints by default), across both evaluated models
-                    attacker = _endpoint_generator(ev.pair.attacker, ctx.base_dir, "LRM_SAFETY_PAIR_ATTACKER_API_KEY")
-                    scorer = _endpoint_generator(ev.pair.judge, ctx.base_dir, "LRM_SAFETY_PAIR_JUDGE_API_KEY")
+                    pair = reachable(spec, STAGE).evaluate.pair
+                    attacker = _endpoint_generator(pair.attacker, ctx.base_dir, "LRM_SAFETY_PAIR_ATTACKER_API_KEY",
+                                                   "pairAttacker")
+                    scorer = _endpoint_generator(pair.judge, ctx.base_dir, "LRM_SAFETY_PAIR_JUDGE_API_KEY", "pairJudge")
                 recs = pair_records(items[name], gen, attacker, scorer, bm.sampling_for(b, ev.sampling), ev.pair)
                 store.write_jsonl(gen_key, recs)
             else:

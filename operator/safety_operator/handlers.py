@@ -26,8 +26,9 @@ from lrm_safety.spec import API_GROUP, API_VERSION, PLURAL, STAGES, parse_spec
 
 from . import claims as claimsmod, kube, manifests
 from . import pods as podinfo
+from . import servers as servermod
 from .settings import Settings
-from .status import Observed, decide, ignored_changes, is_finished, job_state, set_condition, utcnow
+from .status import Observed, decide, ignored_changes, is_finished, job_state, now_iso, set_condition, utcnow
 from .store_check import ProgressReader, credentials_available, finished_in_store
 
 log = logging.getLogger("lrm-safety-operator")
@@ -45,6 +46,8 @@ _queued: set[Key] = set()  # a reconcile is waiting for the experiment's turn: f
 _turns: dict[Key, asyncio.Lock] = {}
 _fresh: dict[Key, dict] = {}  # a just-created experiment's body (no status yet): its first reconcile needs no GET
 _ix: dict[str, object] = {}  # the kopf indices, for the scheduler task (handlers receive them as kwargs)
+_server_due: dict[Key, float] = {}  # (namespace, served model's Deployment) -> monotonic time of its idle look
+_server_signals: dict[str, tuple] = {}  # server pod uid -> its readiness: its users reconcile when it changes
 _store = {"readable": True}  # False when the operator found no S3 credentials at start
 SETTINGS = Settings.from_env()
 LABELS = {manifests.LABEL_EXPERIMENT: kopf.PRESENT}
@@ -78,7 +81,7 @@ def _forget(key: Key) -> None:
 
 
 def reconcile(namespace: str, name: str, jobs: dict[str, dict], pods: dict[str, list[dict]],
-              fresh: Optional[dict] = None) -> None:
+              fresh: Optional[dict] = None, served: tuple[dict, dict] = ({}, {})) -> None:
     """Fetch the experiment, decide, act. Serialised per experiment so two triggers never race; reads the
     current object rather than the triggering event's copy, which may be stale (`fresh`: a just-created object
     with no status yet, which is current as it is)."""
@@ -114,7 +117,8 @@ def reconcile(namespace: str, name: str, jobs: dict[str, dict], pods: dict[str, 
             for _ in range(3):  # a claim lost to another experiment: decide again, knowing the winner
                 acts = decide(Observed(body=body, jobs=jobs, pods=pods, finished_in_store=lookup, now=utcnow(),
                                        claims=lambda work: overrides.get(work) or _claims.get((namespace, work)),
-                                       claim_grace=SETTINGS.claim_grace_seconds), SETTINGS.worker)
+                                       claim_grace=SETTINGS.claim_grace_seconds, servers=served[0],
+                                       server_pods=served[1]), SETTINGS.worker)
                 lost = False
                 for c in acts.claims:
                     won, current = api.claim(claimsmod.render(c.work, c.stage, namespace, name, uid,
@@ -133,6 +137,8 @@ def reconcile(namespace: str, name: str, jobs: dict[str, dict], pods: dict[str, 
                     made[obj["metadata"]["name"]] = (_trim_job(obj), time.monotonic())
             for job, patch in acts.patch_jobs:
                 api.patch_job(namespace, job, patch)
+            for server, patch in acts.server_patches:
+                api.patch_deployment(namespace, server, patch)
             status = acts.status
             if _degraded(body) and not status:
                 status = dict(body.get("status") or {})
@@ -268,6 +274,13 @@ def stage_pods(namespace, labels, body, **_):
     return {(namespace, labels[manifests.LABEL_EXPERIMENT]): podinfo.trim(body)}
 
 
+def _served_view(namespace: str) -> tuple[dict, dict]:
+    """The namespace's served models and their pods, from the indices (on the event loop)."""
+    deps = {d["name"]: d for d in _ix.get("model_servers", {}).get(namespace, [])}
+    pods_ix = _ix.get("model_server_pods", {})
+    return deps, {n: list(pods_ix.get((namespace, n), [])) for n in deps}
+
+
 def _observed(namespace: str, name: str, stage_jobs, stage_pods) -> tuple[dict, dict]:
     """Snapshots taken on the event loop (indices change there), handed to a worker thread."""
     key = (namespace, name)
@@ -299,7 +312,7 @@ async def _run(namespace: str, name: str, stage_jobs=None, stage_pods=None, fres
         _queued.discard(key)
     try:
         jobs, pods = _observed(namespace, name, stage_jobs, stage_pods)
-        await _in_thread(reconcile, namespace, name, jobs, pods, fresh)
+        await _in_thread(reconcile, namespace, name, jobs, pods, fresh, _served_view(namespace))
     finally:
         turn.release()
 
@@ -309,8 +322,10 @@ async def _in_thread(fn, *args):
     return await asyncio.get_running_loop().run_in_executor(_ix.get("executor"), fn, *args)
 
 
-def _keep(stage_jobs, stage_pods) -> None:
+def _keep(stage_jobs, stage_pods, model_servers=None, model_server_pods=None) -> None:
     _ix["stage_jobs"], _ix["stage_pods"] = stage_jobs, stage_pods
+    if model_servers is not None:
+        _ix["model_servers"], _ix["model_server_pods"] = model_servers, model_server_pods
 
 
 TRIM_SECONDS = 60.0
@@ -373,11 +388,16 @@ async def _scheduler() -> None:
         for _, key in due[:max(room - len(running), 0)]:
             _due[key] = now + _jitter()  # the reconcile sets the look it needs next
             spawn(_run(*key, fresh=_fresh.pop(key, None)))
+        for key in [k for k, at in list(_server_due.items()) if at <= now]:
+            del _server_due[key]
+            dep = next((d for d in _ix.get("model_servers", {}).get(key[0], []) if d["name"] == key[1]), None)
+            if dep is not None:
+                spawn(_in_thread(reconcile_server, key[0], dep))
         if SETTINGS.progress_seconds and now >= next_progress:
             next_progress = now + SETTINGS.progress_seconds
             for key in [k for k, reader in list(_progress.items()) if _pods_run(k, reader.job)]:
                 spawn(_in_thread(copy_progress, key))
-        soonest = min(dict(_due).values(), default=now + SETTINGS.tick_seconds)
+        soonest = min([*dict(_due).values(), *dict(_server_due).values()], default=now + SETTINGS.tick_seconds)
         timeout = min(max(soonest - time.monotonic(), 0.0), SETTINGS.tick_seconds,
                       max(next_progress - time.monotonic(), 0.05))
         if timeout > 0:
@@ -394,7 +414,7 @@ async def _scheduler() -> None:
 async def configure(settings: kopf.OperatorSettings, memo, **_):
     # A restarted operator (a new event loop) starts from what the API server says, not from a previous run.
     for memory in (_study_queued, _study_runs, _queued, _turns, _due, _errors, _made, _claims, _waiters, _progress,
-                   _pod_signals, _awaiting, _fresh, _ix):
+                   _pod_signals, _awaiting, _fresh, _ix, _server_due, _server_signals):
         memory.clear()
     settings.posting.level = logging.INFO
     settings.posting.enabled = SETTINGS.post_events
@@ -433,7 +453,7 @@ async def stop_scheduler(memo, **_):
 @kopf.on.create(API_GROUP, API_VERSION, PLURAL)
 @kopf.on.resume(API_GROUP, API_VERSION, PLURAL)
 async def on_create_or_resume(namespace, name, body, reason, status, stage_jobs, stage_pods, **_):
-    _keep(stage_jobs, stage_pods)
+    _keep(stage_jobs, stage_pods, _.get("model_servers"), _.get("model_server_pods"))
     if is_finished(status):
         return  # a restarted operator reads nothing for finished experiments
     _kick(namespace, name, dict(body) if reason == kopf.Reason.CREATE and not status else None)
@@ -441,7 +461,7 @@ async def on_create_or_resume(namespace, name, body, reason, status, stage_jobs,
 
 @kopf.on.update(API_GROUP, API_VERSION, PLURAL)
 async def on_update(namespace, name, body, meta, diff, status, stage_jobs, stage_pods, **_):
-    _keep(stage_jobs, stage_pods)
+    _keep(stage_jobs, stage_pods, _.get("model_servers"), _.get("model_server_pods"))
     ignored = ignored_changes(diff, status, meta.get("generation"))
     if ignored:
         await asyncio.to_thread(
@@ -456,7 +476,7 @@ async def on_update(namespace, name, body, meta, diff, status, stage_jobs, stage
 @kopf.on.event("batch", "v1", "jobs", labels=LABELS)
 async def on_job_event(namespace, labels, type, body, stage_jobs, stage_pods, **_):
     # Only a finished Job changes a decision; the Jobs the operator just created or patched need no reconcile.
-    _keep(stage_jobs, stage_pods)
+    _keep(stage_jobs, stage_pods, _.get("model_servers"), _.get("model_server_pods"))
     if type == "DELETED" or job_state(body) not in ("succeeded", "failed"):
         return
     experiment = labels.get(manifests.LABEL_EXPERIMENT)
@@ -477,7 +497,7 @@ async def on_job_event(namespace, labels, type, body, stage_jobs, stage_pods, **
 @kopf.on.event("", "v1", "pods", labels=LABELS)
 async def on_pod_event(namespace, labels, type, body, uid, stage_jobs, stage_pods, **_):
     """A stage pod that starts or gets stuck (unschedulable, image pull, a missing Secret) changes the status."""
-    _keep(stage_jobs, stage_pods)
+    _keep(stage_jobs, stage_pods, _.get("model_servers"), _.get("model_server_pods"))
     if type == "DELETED" or (body.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
         _pod_signals.pop(uid, None)  # its end reaches the decision through its Job
         experiment = _awaiting.pop((namespace, podinfo.job_of(body) or ""), None)
@@ -549,6 +569,106 @@ async def login(**kwargs):
         headers=info.as_http_headers(), auth=auth, proxy=info.proxy_url, trust_env=info.trust_env)
     return kopf.AiohttpSession(aiohttp_session=session, server=info.server, priority=info.priority,
                                default_namespace=info.default_namespace, expiration=info.expiration)
+
+
+# ---------------------------------------------------------------- served models: shared vLLM servers
+SERVED = {servermod.LABEL_SERVER: kopf.PRESENT}
+
+
+@kopf.index("apps", "v1", "deployments", labels=SERVED)
+def model_servers(namespace, body, **_):
+    return {namespace: servermod.trim_deployment(body)}
+
+
+@kopf.index("", "v1", "pods", labels=SERVED)
+def model_server_pods(namespace, labels, body, **_):
+    return {(namespace, labels[servermod.LABEL_SERVER]): servermod.trim_pod(body)}
+
+
+def reconcile_server(namespace: str, dep: dict) -> None:
+    """A served model with no user is marked idle, and deleted after its idle time (unless a user arrived
+    meanwhile: the delete is conditional on the Deployment being unchanged)."""
+    api = kube.Api.get()
+    action, wait = servermod.decide_idle(dep, utcnow())
+    name = dep["name"]
+    if action == "mark":
+        api.patch_deployment(namespace, name, {"metadata": {"annotations": {servermod.IDLE_SINCE: now_iso()}}})
+    elif action == "unmark":
+        api.patch_deployment(namespace, name, {"metadata": {"annotations": {servermod.IDLE_SINCE: None}}})
+    elif action == "delete":
+        if api.delete_server(namespace, name, dep.get("resourceVersion")):
+            log.info("deleted idle server %s/%s (%s)", namespace, name, dep["annotations"].get(servermod.MODEL))
+    if wait is not None:
+        _server_due[(namespace, name)] = time.monotonic() + wait
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=SERVED)
+async def on_server_event(namespace, type, body, **_):
+    """A served model's Deployment changed (readiness, users, deleted): its users look again, and so does its
+    idle clock."""
+    dep = servermod.trim_deployment(body)
+    for user in servermod.users(dep):
+        _kick(namespace, user)
+    if type == "DELETED":
+        _server_due.pop((namespace, dep["name"]), None)
+        return
+    _server_due[(namespace, dep["name"])] = 0.0
+    wake = _ix.get("wake")
+    if wake is not None:
+        wake.set()
+
+
+@kopf.on.event("", "v1", "pods", labels=SERVED)
+async def on_server_pod_event(namespace, labels, type, body, uid, model_servers, **_):
+    """A server pod crash-looping, held up or becoming ready: the stages waiting for it decide again."""
+    if type == "DELETED":
+        _server_signals.pop(uid, None)
+        return
+    r = servermod.readiness({"readyReplicas": 0}, [servermod.trim_pod(body)])
+    signal = (r["reason"], r["crashed"])
+    if _server_signals.get(uid) == signal:
+        return
+    _server_signals[uid] = signal
+    server = labels.get(servermod.LABEL_SERVER)
+    for dep in model_servers.get(namespace, []):
+        if dep["name"] == server:
+            for user in servermod.users(dep):
+                _kick(namespace, user)
+
+
+def release_servers(namespace: str, uid: Optional[str], name: Optional[str], deps: list[dict]) -> None:
+    """An owner (a study or an experiment) was deleted: its use and its ownership of servers go, and a server it
+    owned alone goes at once (as the garbage collector would; this operator sets no finalizer for it)."""
+    api = kube.Api.get()
+    for dep in deps:
+        owners = dep.get("ownerReferences") or []
+        mine = uid is not None and uid in {o.get("uid") for o in owners}
+        using = name is not None and name in servermod.users(dep)
+        if not (mine or using):
+            continue
+        left = [o for o in owners if o.get("uid") != uid]
+        if mine and not left:
+            api.delete_server(namespace, dep["name"])
+            continue
+        patch: dict = {"metadata": {}}
+        if mine:
+            patch["metadata"]["ownerReferences"] = [{**o, "controller": False, "blockOwnerDeletion": False}
+                                                    for o in left]
+        if using:
+            patch["metadata"]["annotations"] = {servermod.USERS + name: None}
+        api.patch_deployment(namespace, dep["name"], patch)
+
+
+@kopf.on.event(API_GROUP, API_VERSION, PLURAL)
+async def on_experiment_deleted(namespace, name, uid, type, model_servers, **_):
+    if type == "DELETED" and model_servers.get(namespace):
+        await _in_thread(release_servers, namespace, uid, name, list(model_servers.get(namespace, [])))
+
+
+@kopf.on.event(API_GROUP, API_VERSION, "safetystudies")
+async def on_study_deleted(namespace, uid, type, model_servers, **_):
+    if type == "DELETED" and model_servers.get(namespace):
+        await _in_thread(release_servers, namespace, uid, None, list(model_servers.get(namespace, [])))
 
 
 # ---------------------------------------------------------------- SafetyStudy: a grid of owned experiments

@@ -56,6 +56,8 @@ class Api:
         self.batch = client.BatchV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
         self.coordination = client.CoordinationV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.networking = client.NetworkingV1Api(api_client)
 
     @classmethod
     def get(cls) -> "Api":
@@ -133,6 +135,10 @@ class Api:
                 self.core.create_namespaced_service(ns, obj, _preload_content=False)
             elif kind == "ConfigMap":
                 self.core.create_namespaced_config_map(ns, obj, _preload_content=False)
+            elif kind == "Deployment":
+                self.apps.create_namespaced_deployment(ns, obj, _preload_content=False)
+            elif kind == "NetworkPolicy":
+                self.networking.create_namespaced_network_policy(ns, obj, _preload_content=False)
             elif kind == KIND:
                 self.custom.create_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, obj, _preload_content=False)
             else:
@@ -187,6 +193,37 @@ class Api:
             if e.status not in (404, 409):  # gone already, or another's now (taken over)
                 e._where = f"delete Lease {namespace}/{name}: "
                 raise
+
+    def patch_deployment(self, namespace: str, name: str, patch: dict) -> None:
+        try:
+            self.apps.patch_namespaced_deployment(name, namespace, patch, _preload_content=False)
+        except ApiException as e:
+            if e.status == 404:  # deleted meanwhile (idle): the next stage that needs it creates it again
+                return
+            e._where = f"patch Deployment {namespace}/{name}: "
+            raise
+
+    def delete_server(self, namespace: str, name: str, resource_version: Optional[str] = None) -> bool:
+        """A served model's Deployment (only if unchanged since it was judged idle: a user that just arrived keeps
+        it), then its Service and NetworkPolicy. False when the Deployment changed meanwhile."""
+        pre = client.V1DeleteOptions(preconditions=client.V1Preconditions(resource_version=resource_version)) \
+            if resource_version else None
+        try:
+            self.apps.delete_namespaced_deployment(name, namespace, body=pre, _preload_content=False)
+        except ApiException as e:
+            if e.status == 409:
+                return False
+            if e.status != 404:
+                e._where = f"delete Deployment {namespace}/{name}: "
+                raise
+        for delete in (self.core.delete_namespaced_service, self.networking.delete_namespaced_network_policy):
+            try:
+                delete(name, namespace, _preload_content=False)
+            except ApiException as e:
+                if e.status != 404:
+                    e._where = f"delete {namespace}/{name}: "
+                    raise
+        return True
 
     def patch_job(self, namespace: str, name: str, patch: dict) -> None:
         try:

@@ -11,6 +11,7 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
+from lrm_safety.serving import API_KEY_ENV, served_roles, endpoints_env
 from lrm_safety.spec import API_GROUP, API_VERSION, DEFAULT_WORKER_IMAGE, KIND, SafetyExperimentSpec, spec_dict
 
 LABEL_EXPERIMENT = f"{API_GROUP}/experiment"
@@ -107,6 +108,8 @@ def stage_gpus(spec: SafetyExperimentSpec, stage: str) -> int:
     if r.cpu_only:
         return 0
     if stage == "distill":
+        if spec.teacher.serve is not None:
+            return 0  # the teacher runs in its server's pods
         return {"vllm": spec.teacher.tensor_parallel, "transformers": 1}.get(spec.teacher.backend, 0)
     if stage == "train":
         return spec.train.gpus_per_node or 1
@@ -143,6 +146,10 @@ def stage_secrets(spec: SafetyExperimentSpec, stage: str) -> list[dict]:
     if stage == "evaluate" and over is not None and over.kind == "llm" and over.api_key_secret_ref:
         env.append(_secret_env("LRM_SAFETY_OVER_REFUSAL_JUDGE_API_KEY", over.api_key_secret_ref,
                                over.api_key_secret_ref.access_key_key))
+    for s in served_roles(spec, stage):
+        if s.serve.api_key_secret_ref:
+            env.append(_secret_env(API_KEY_ENV + s.role.upper(), s.serve.api_key_secret_ref,
+                                   s.serve.api_key_secret_ref.access_key_key))
     if stage == "train":
         env += [{"name": e.name, "valueFrom": {"secretKeyRef": {"name": e.secret_name, "key": e.key}}}
                 for e in spec.train.report_env]
@@ -247,6 +254,9 @@ def render_job(experiment: str, namespace: str, spec: SafetyExperimentSpec, stag
                 {"name": "NNODES", "value": str(t.nodes)},
                 {"name": "NCCL_ASYNC_ERROR_HANDLING", "value": "1"},
             ]
+    # Served models: the stage reaches each at its Service (serving.reachable turns them into endpoints).
+    extra_env += [{"name": k, "value": v}
+                  for k, v in endpoints_env(spec, stage, lambda s: s.endpoint(namespace)).items()]
     labels = {LABEL_ATTEMPT: str(attempt), LABEL_WORK: stage_work_id(experiment, spec, stage)}
     if spec.resources.queue:
         labels[QUEUE_LABEL] = spec.resources.queue

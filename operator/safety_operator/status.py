@@ -15,7 +15,9 @@ from typing import Any, Callable, Optional
 from lrm_safety.report import HEADLINE_KEYS, pct
 from lrm_safety.spec import SafetyExperimentSpec, SpecError, parse_spec
 
-from . import claims as claimsmod, manifests, pods as podinfo
+from lrm_safety import serving
+
+from . import claims as claimsmod, manifests, pods as podinfo, servers as servermod
 from .manifests import WorkerDefaults
 
 MAX_BACKOFF_S = 600
@@ -53,6 +55,9 @@ class Observed:
     # whose identical work another experiment holds waits for it, then reuses its output.
     claims: Callable[[str], Optional[dict]] = lambda work: None
     claim_grace: float = 120.0  # seconds a stuck holder keeps its claim before another may take the work over
+    # served models of this namespace: server name -> its Deployment (servers.trim_deployment), and its pods
+    servers: dict[str, dict] = field(default_factory=dict)
+    server_pods: dict[str, list[dict]] = field(default_factory=dict)
     now: dt.datetime = field(default_factory=utcnow)
 
 
@@ -75,6 +80,7 @@ class Actions:
     claims: list[Claim] = field(default_factory=list)  # made before `create`; a lost one means: decide again
     releases: list[str] = field(default_factory=list)  # work ids whose claim this experiment gives up
     marks: list[tuple[str, Optional[str]]] = field(default_factory=list)  # (work id, stuck since or None)
+    server_patches: list[tuple[str, dict]] = field(default_factory=list)  # (served model's Deployment, merge patch)
 
 
 def job_state(job: Optional[dict]) -> str:
@@ -179,6 +185,8 @@ class _Decision:
         self.now = obs.now
         self.acts = Actions()
         self.works: dict[str, str] = {}
+        self.made_servers: set[str] = set()
+        self.using: dict[str, str] = {}  # server name -> the stage of this experiment that needs it now
 
     # -- helpers
     def cond(self, type_: str, ok: bool, reason: str, message: str = "") -> None:
@@ -260,6 +268,9 @@ class _Decision:
                 return "next"
             if self.wait_for_holder(stage, st):
                 return "wait"
+            gate = self.servers_up(stage, st)
+            if gate != "ready":
+                return gate
             _clear(st, "waiting")
             self.start_attempt(stage, st, 1)
             return "wait"
@@ -268,6 +279,9 @@ class _Decision:
             if self.now < retry_at:
                 self.wake_in((retry_at - self.now).total_seconds())
                 return "wait"
+            gate = self.servers_up(stage, st)
+            if gate != "ready":
+                return gate
             self.start_attempt(stage, st, st["attempts"])
             return "wait"
         jname = st.get("jobName") or manifests.job_name(self.name, stage, st.get("attempts") or 1)
@@ -296,6 +310,91 @@ class _Decision:
             return "failed"
         self.apply_suspend(stage, jname, job)
         return "wait"
+
+    # -- served models
+    def ensure_servers(self, stage: str) -> list[tuple[serving.Served, dict]]:
+        """The stage's servers exist and list this experiment as a user: created when missing (an idle one was
+        deleted: created again), annotated and owned when another made it. Each with its readiness."""
+        out = []
+        owner = servermod.owner(self.obs.body)
+        for s in serving.served(self.spec, stage):
+            self.using[s.name] = stage
+            dep = self.obs.servers.get(s.name)
+            if dep is None or dep.get("deletionTimestamp"):
+                if s.name not in self.made_servers:
+                    self.made_servers.add(s.name)
+                    self.acts.create += servermod.render_server(self.spec, self.namespace, s, owner, {self.name: stage})
+                    self.event("Normal", "ServerCreated", f"{stage}: server {s.name} for {s.model} "
+                                                          f"({servermod.server_gpus(self.spec, s)} GPU(s) x "
+                                                          f"{s.serve.replicas})")
+                dep = None
+            else:
+                patch: dict = {}
+                if servermod.users(dep).get(self.name) != stage:
+                    patch.setdefault("metadata", {})["annotations"] = {servermod.USERS + self.name: stage}
+                owners = dep.get("ownerReferences") or []
+                if owner.get("uid") and owner["uid"] not in {o.get("uid") for o in owners}:
+                    patch.setdefault("metadata", {})["ownerReferences"] = [
+                        {**o, "controller": False, "blockOwnerDeletion": False} for o in [*owners, owner]]
+                if patch:
+                    self.acts.server_patches.append((s.name, patch))
+            out.append((s, servermod.readiness(dep, self.obs.server_pods.get(s.name) or [])))
+        return out
+
+    def servers_up(self, stage: str, st: dict) -> str:
+        """'ready' when every server the stage needs answers; else 'wait' (ServerNotReady, with the server's own
+        reason, under the stage's start timeout) or 'failed' (a server crash-loops: its container's reason)."""
+        states = self.ensure_servers(stage)
+        down = [(s, r) for s, r in states if not r["ready"]]
+        if not down:
+            return "ready"
+        crashed = [(s, r) for s, r in down if r["crashed"]]
+        if crashed:
+            s, r = crashed[0]
+            st["attempts"] = st.get("attempts") or 1
+            reason = f"server {s.name} ({s.model}) {r['reason']}: {r['message']}"
+            return "failed" if self.fail_attempt(stage, st, reason, False) else "wait"
+        message = "; ".join(f"{s.name} ({s.model}): {r['reason']}: {r['message']}" for s, r in down)
+        w = st.get("waiting") or {}
+        since = w.get("since") if w.get("reason") == "ServerNotReady" and w.get("since") else iso(self.now)
+        if w.get("reason") != "ServerNotReady":
+            self.event("Normal", "ServerNotReady", f"{stage}: waiting for {message}"[:1000])
+        st["waiting"] = {"reason": "ServerNotReady", "message": message[:500], "since": since}
+        deadline = parse_time(since) + dt.timedelta(seconds=self.spec.resources.start_timeout_seconds)
+        if self.now < deadline:
+            self.wake_in((deadline - self.now).total_seconds())
+            return "wait"
+        st["attempts"] = st.get("attempts") or 1
+        why = f"ServerNotReady: {message} (start timeout {self.spec.resources.start_timeout_seconds}s)"
+        return "failed" if self.fail_attempt(stage, st, why, False) else "wait"
+
+    def tend_servers(self, stage: Optional[str]) -> None:
+        """This experiment's use of servers follows its stage: the running stage's servers are kept (re-created if
+        they vanished), every other server it used is released (the server goes after its idle time); and the
+        status lists them."""
+        st = (self.status["stages"].get(stage) or {}) if stage else {}
+        if stage and st.get("state") in ("Pending", "Running") and self.status.get("phase") != "Failed" \
+                and not self.using:
+            self.ensure_servers(stage)
+        for name, dep in self.obs.servers.items():
+            if self.name in servermod.users(dep) and name not in self.using:
+                self.acts.server_patches.append(
+                    (name, {"metadata": {"annotations": {servermod.USERS + self.name: None}}}))
+        shown = {}
+        for s in serving.served(self.spec):
+            dep = self.obs.servers.get(s.name)
+            r = servermod.readiness(dep, self.obs.server_pods.get(s.name) or []) if dep else None
+            shown[s.name] = {
+                "model": s.model, "roles": sorted({role for stg in self.spec.stages
+                                                   for role in serving.roles_of(self.spec, stg, s)}),
+                "endpoint": s.endpoint(self.namespace), "gpus": servermod.server_gpus(self.spec, s),
+                "replicas": s.serve.replicas, "readyReplicas": (dep or {}).get("readyReplicas", 0),
+                "state": "Absent" if dep is None else r["reason"],
+                "stages": [stg for stg in self.spec.stages
+                           if s.key in {x.key for x in serving.served(self.spec, stg)}],
+                "inUseBy": self.using.get(s.name)}
+        if shown or self.status.get("servers"):
+            self.status["servers"] = shown
 
     def work(self, stage: str) -> str:
         """The stage's work id, hashed once per reconcile (the claim, its upkeep and the waiters all ask)."""
@@ -446,10 +545,12 @@ class _Decision:
                 self.progressing(stage, st)
             break
         else:
+            stage = None
             self.status["stage"] = None
             self.status["progress"] = "done"
             self.finish("Succeeded", "Succeeded", "all stages succeeded", ready=True)
             self.event("Normal", "Succeeded", "all stages succeeded")
+        self.tend_servers(stage if self.status.get("phase") in ("Running", "Suspended") else None)
         if self.status != self.old:
             self.acts.status = self.status
         return self.acts
