@@ -205,6 +205,26 @@ def test_a_crash_looping_server_fails_the_stage_with_the_containers_reason():
     assert "timeout" not in msg
 
 
+def test_a_crash_loop_is_retried_after_the_backoff_not_at_once():
+    body = _body()
+    body["spec"]["resources"].update(backoffLimit=1, retryBackoffSeconds=60)
+    name = serving.served(parse_spec(body["spec"]), "distill")[0].name
+    crash = {"name": f"{name}-x", "containerStatuses": [{"name": "vllm", "state": {"waiting": {
+        "reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1, "message": "boom"}}}]}
+    obs = dict(servers={name: _dep(name, 0, {"e": "distill"})}, server_pods={name: [crash]})
+    acts = decide(Observed(body=body, now=T0, **obs))
+    st = acts.status["stages"]["distill"]
+    assert acts.status["phase"] == "Running" and st["nextRetryAt"] and len(st["failures"]) == 1
+    body = _fold(body, acts)
+    acts = decide(Observed(body=body, now=T0 + dt.timedelta(seconds=10), **obs))
+    assert not acts.status or len(acts.status["stages"]["distill"]["failures"]) == 1, "no second failure in backoff"
+    acts = decide(Observed(body=body, now=T0 + dt.timedelta(seconds=61), **obs))
+    assert acts.status["phase"] == "Failed" and len(acts.status["stages"]["distill"]["failures"]) == 2
+    ready = decide(Observed(body=body, now=T0 + dt.timedelta(seconds=61), servers={name: _dep(name, 1, {"e": "distill"})}))
+    assert [o["kind"] for o in ready.create] == ["ConfigMap", "Job"] and \
+        ready.status["stages"]["distill"]["jobName"] == "e-distill-2"
+
+
 def test_a_server_never_ready_fails_at_the_start_timeout():
     body = _body()
     name = serving.served(parse_spec(body["spec"]), "distill")[0].name

