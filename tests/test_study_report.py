@@ -42,7 +42,7 @@ def fake_evaluate(spec_path: str, base_dir, unsafe: int):
 def test_run_study_runs_base_first_then_cells_and_writes_the_table(tmp_path, monkeypatch):
     ran = []
 
-    def pipeline(spec_path, stages, force, base_dir):
+    def pipeline(spec_path, stages, force, base_dir, servers=None):
         name = Experiment.load(spec_path).name
         ran.append((name, stages))
         fake_evaluate(spec_path, base_dir, unsafe={"rep-base": 8, "rep-nocot-48": 1}.get(name, 4))
