@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .memory_plan import GB, parse_quantity_gb, product_memory_gb
+from .memory_plan import GB, _config, model_shape, parse_quantity_gb, product_memory_gb
+from .serving import _refs, roles_of, served, server_gpus
 
 # From each model's config.json on the hub, for planning on a machine without its files: parameters, layers,
 # attention and KV heads, head size, the checkpoint's bytes a weight, the model's own context.
@@ -48,7 +49,6 @@ def arch(ref: str, revision: Optional[str] = None, base_dir: str | Path = ".") -
         k = KNOWN_SERVED[key]
         return Arch(k["params"], k["layers"], k["heads"], k["kv_heads"], k["head_dim"], k["bytes"], k["context"],
                     k.get("mla"), "the project's table of the study's served models")
-    from .memory_plan import _config, model_shape
 
     try:
         cfg, source = _config(ref, revision, Path(base_dir))
@@ -84,7 +84,7 @@ def gpu_memory(spec, serve) -> tuple[Optional[float], str]:
 def size(spec, served, base_dir: str | Path = ".") -> dict:
     """{name, model, gpus, replicas, tensorParallel, weightsGB, kvGB, perGpuGB, gpuMemoryGB, error?, warning?}."""
     v = served.serve
-    gpus = v.tensor_parallel if v.gpus is None else v.gpus
+    gpus = server_gpus(spec, served)
     out = {"name": served.name, "model": served.model, "roles": served.role, "gpus": gpus, "replicas": v.replicas,
            "tensorParallel": v.tensor_parallel}
     a = arch(served.model, served.revision, base_dir)
@@ -133,8 +133,6 @@ def render_lines(sizes: list[dict]) -> list[str]:
 
 def plan_lines(spec, base_dir: str | Path = ".") -> tuple[list[str], list[str]]:
     """(comment lines, errors) for every served model of the spec."""
-    from .serving import roles_of, served
-
     sizes = []
     for s in served(spec):
         z = size(spec, s, base_dir)
@@ -145,8 +143,6 @@ def plan_lines(spec, base_dir: str | Path = ".") -> tuple[list[str], list[str]]:
 
 
 def _where(spec, model: str) -> str:
-    from .serving import _refs
-
     paths = {"teacher": "teacher", "judge": "evaluate.judge", "overRefusalJudge": "evaluate.overRefusalJudge",
              "pairAttacker": "evaluate.pair.attacker", "pairJudge": "evaluate.pair.judge"}
     return next((paths[r] for r, ref in _refs(spec).items() if ref is not None and ref.model == model), "teacher")

@@ -47,9 +47,13 @@ class Served:
     def endpoint(self, namespace: str) -> str:
         return f"http://{self.name}.{namespace}.svc:{PORT}/v1"
 
-    @property
-    def gpus(self) -> int:
-        return self.serve.tensor_parallel if self.serve.gpus is None else self.serve.gpus
+
+
+def server_gpus(spec: SafetyExperimentSpec, s: Served) -> int:
+    """GPUs of each server pod: serve.gpus, else tensorParallel, else none on a CPU-only cluster."""
+    if s.serve.gpus is not None:
+        return s.serve.gpus
+    return 0 if spec.resources.cpu_only else s.serve.tensor_parallel
 
 
 def _refs(spec: SafetyExperimentSpec) -> dict[str, object]:

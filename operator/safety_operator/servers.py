@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Optional
 
-from lrm_safety.serving import PORT, Served, server_command
+from lrm_safety.serving import PORT, Served, server_command, server_gpus
 from lrm_safety.spec import API_GROUP, API_VERSION, KIND, SafetyExperimentSpec
 
 from . import manifests
@@ -63,12 +63,6 @@ def _env(spec: SafetyExperimentSpec, s: Served) -> list[dict]:
     if key:
         env.append({"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {"name": key.name, "key": key.access_key_key}}})
     return env
-
-
-def server_gpus(spec: SafetyExperimentSpec, s: Served) -> int:
-    if s.serve.gpus is not None:
-        return s.serve.gpus
-    return 0 if spec.resources.cpu_only else s.serve.tensor_parallel
 
 
 def render_deployment(spec: SafetyExperimentSpec, namespace: str, s: Served, owner_ref: Optional[dict] = None,

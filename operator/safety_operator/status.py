@@ -326,7 +326,7 @@ class _Decision:
                     self.made_servers.add(s.name)
                     self.acts.create += servermod.render_server(self.spec, self.namespace, s, owner, {self.name: stage})
                     self.event("Normal", "ServerCreated", f"{stage}: server {s.name} for {s.model} "
-                                                          f"({servermod.server_gpus(self.spec, s)} GPU(s) x "
+                                                          f"({serving.server_gpus(self.spec, s)} GPU(s) x "
                                                           f"{s.serve.replicas})")
                 dep = None
             else:
@@ -395,7 +395,7 @@ class _Decision:
             shown[s.name] = {
                 "model": s.model, "roles": sorted({role for stg in self.spec.stages
                                                    for role in serving.roles_of(self.spec, stg, s)}),
-                "endpoint": s.endpoint(self.namespace), "gpus": servermod.server_gpus(self.spec, s),
+                "endpoint": s.endpoint(self.namespace), "gpus": serving.server_gpus(self.spec, s),
                 "replicas": s.serve.replicas, "readyReplicas": (dep or {}).get("readyReplicas", 0),
                 "state": "Absent" if dep is None else r["reason"],
                 "stages": [stg for stg in self.spec.stages
