@@ -10,7 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import BAD_INPUT_EXIT, BadInput, one_line
+from .errors import BAD_INPUT_EXIT, BadInput, one_line, quiet_broken_pipe
+from .spec import STAGES
 
 
 class UserError(Exception):
@@ -38,16 +39,44 @@ def cmd_validate(args) -> int:
     from .study import Study
 
     doc = _load(args.file, study_ok=True)
+    base_dir = Path(args.file).resolve().parent
+    notes = _preflight(args.file, doc, base_dir)
     if isinstance(doc, Study):
         print(f"{args.file}: valid SafetyStudy {doc.name!r}: {len(doc.cells)} experiments "
               f"({sum(c.role == 'base' for c in doc.cells)} base evaluations)")
+        for note in notes:
+            print(f"# note: {note}")
     else:
         print(f"{args.file}: valid SafetyExperiment {doc.name!r}")
-        base_dir = Path(args.file).resolve().parent
-        for line in (_rendering_warnings(doc, base_dir) + _judge_lines(doc) + _server_lines([(doc.name, doc.spec)], base_dir)
-                     + _train_plan_lines(doc, base_dir)):
+        for line in ([f"# note: {n}" for n in notes] + _rendering_warnings(doc, base_dir) + _judge_lines(doc)
+                     + _server_lines([(doc.name, doc.spec)], base_dir) + _train_plan_lines(doc, base_dir)):
             print(line)
     return 0
+
+
+def _preflight(path: str, doc, base_dir: Path) -> list[str]:
+    """What the stages would fail on that this machine can see (preflight.py), as a UserError naming the file (and
+    for a study the cells, unless every cell shares the problem); else the notes."""
+    from .preflight import check
+    from .spec import Experiment
+    from .study import Study
+
+    if not isinstance(doc, Study):
+        found = check(doc, base_dir)
+        if found.errors:
+            raise UserError([f"{path}: {e}" for e in found.errors])
+        return found.notes
+    errors: dict[str, list[str]] = {}
+    notes: dict[str, None] = {}
+    for cell in doc.cells:
+        found = check(Experiment(name=cell.name, namespace=doc.namespace, spec=cell.spec), base_dir)
+        for e in found.errors:
+            errors.setdefault(e, []).append(cell.name)
+        notes.update(dict.fromkeys(found.notes))
+    if errors:
+        raise UserError([f"{path}: {e}" if len(cells) == len(doc.cells) else f"{path}: cells {', '.join(cells)}: {e}"
+                         for e, cells in errors.items()])
+    return list(notes)
 
 
 def _local_tokenizer(ref: str, base_dir: Path):
@@ -134,10 +163,21 @@ def _server_lines(specs: list[tuple[str, object]], base_dir: Path) -> list[str]:
 
 def cmd_inspect(args) -> int:
     from .data_inspect import inspect
+    from .spec import Experiment
     from .stages.common import StageContext
+    from .study import Study
 
-    exp = _load(args.file)
-    inspect(StageContext(exp, base_dir=Path(args.file).resolve().parent), rows=args.rows, order=args.order)
+    doc = _load(args.file, study_ok=True)
+    if isinstance(doc, Study):
+        cells = {c.name: c for c in doc.cells if "mix" in c.spec.stages or "train" in c.spec.stages}
+        if args.cell not in cells:
+            raise UserError([f"{args.file}: a SafetyStudy trains {len(cells)} experiments; inspect one with --cell NAME"
+                             f" ({', '.join(cells)})" if args.cell is None else
+                             f"{args.file}: no trained cell {args.cell!r}; the cells are {', '.join(cells)}"])
+        doc = Experiment(name=args.cell, namespace=doc.namespace, spec=cells[args.cell].spec)
+    elif args.cell is not None:
+        raise UserError([f"{args.file}: --cell picks a cell of a SafetyStudy; this is a SafetyExperiment"])
+    inspect(StageContext(doc, base_dir=Path(args.file).resolve().parent), rows=args.rows, order=args.order)
     return 0
 
 
@@ -146,7 +186,12 @@ def cmd_data_push(args) -> int:
     from .benchmarks import REGISTRY
     from .store import open_store
 
+    if args.source and not Path(args.source).is_dir():
+        raise UserError([f"--from {args.source}: no such directory"])
     names = args.benchmarks.split(",") if args.benchmarks else list(REGISTRY)
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise UserError([f"--benchmarks: unknown {', '.join(unknown)}; choose from {', '.join(REGISTRY)}"])
     dest = open_store(args.dest, endpoint=args.endpoint)
     report = push(dest, names, Path(args.source) if args.source else None, online=args.online)
     missing = [f"{name}: {what}" for name, what in report.items() if what.startswith("missing")]
@@ -218,9 +263,15 @@ def cmd_run(args) -> int:
     if isinstance(exp, Study):
         if args.stages:
             raise UserError(["--stages applies to one experiment; a study runs each cell's spec.stages"])
+        _preflight(args.file, exp, Path(args.file).resolve().parent)
         run_study(args.file, force=args.force)
         return 0
-    stages = tuple(args.stages.split(",")) if args.stages else tuple(exp.spec.stages)
+    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip()) if args.stages else tuple(exp.spec.stages)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        raise UserError([f"--stages: unknown stage {', '.join(map(repr, unknown)) or '(none named)'}; choose from "
+                         f"{', '.join(STAGES)} (comma-separated, e.g. --stages mix,train)"])
+    _preflight(args.file, exp, Path(args.file).resolve().parent)
     run_pipeline(args.file, stages=stages, force=args.force)
     return 0
 
@@ -241,6 +292,12 @@ def cmd_report(args) -> int:
         print(study_report.write(study, store, base_dir))
         return 0
 
+    if args.prefix.endswith((".yaml", ".yml")):
+        if not os.path.exists(args.prefix):
+            raise UserError([f"{args.prefix}: no such file"])
+        if os.path.isfile(args.prefix):
+            raise UserError([f"{args.prefix}: kind: must be SafetyStudy (got {document_kind(args.prefix)!r}); report "
+                             f"takes a study's YAML, or <storage uri>/<experiment>/evaluate for an experiment"])
     prefix = args.prefix.rstrip("/")
     root, _, rel = prefix.rpartition("/")
     root2, _, exp = root.rpartition("/")
@@ -334,13 +391,21 @@ def cmd_operator(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lrm-safety", description="Safety SFT for large reasoning models.")
     p.add_argument("--debug", action="store_true", help="show tracebacks for user errors too")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("run", help="run all stages locally, skipping finished ones")
+    # --debug after the subcommand too (`lrm-safety run x.yaml --debug`): the copy defaults to SUPPRESS, so it never
+    # overwrites a --debug given before the subcommand.
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for user errors too")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def command(subparsers, name: str, **kw) -> argparse.ArgumentParser:
+        return subparsers.add_parser(name, parents=[debug], **kw)
+
+    s = command(sub, "run", help="run all stages locally, skipping finished ones")
     s.add_argument("file")
     s.add_argument("--stages", help="comma-separated subset, e.g. distill,mix")
     s.add_argument("--force", action="store_true", help="delete these stages' artifacts first")
     s.set_defaults(fn=cmd_run)
-    s = sub.add_parser("stage", help="run one stage (what each pod runs)")
+    s = command(sub, "stage", help="run one stage (what each pod runs)")
     s.add_argument("name", choices=["distill", "mix", "train", "evaluate"])
     s.add_argument("--spec", required=True)
     s.add_argument("--shard", type=int)
@@ -348,46 +413,47 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--launcher", choices=["auto", "inprocess", "torchrun"], default="auto",
                    help="train: torchrun for several GPUs/nodes (auto decides from the spec)")
     s.set_defaults(fn=cmd_stage)
-    s = sub.add_parser("validate", help="check a SafetyExperiment YAML; errors name the field")
+    s = command(sub, "validate", help="check a SafetyExperiment YAML; errors name the field")
     s.add_argument("file")
     s.set_defaults(fn=cmd_validate)
-    s = sub.add_parser("inspect", help="print the exact training text (masked and trained parts) before training")
+    s = command(sub, "inspect", help="print the exact training text (masked and trained parts) before training")
     s.add_argument("file")
     s.add_argument("--rows", type=int, default=3, help="how many training rows to show")
     s.add_argument("--order", choices=["interleaved", "mixture"], default="interleaved",
                    help="interleaved (default): safety and math rows alternate; mixture: the training file's order "
                         "(math first, as the release)")
+    s.add_argument("--cell", help="a SafetyStudy's cell to inspect (the study's file lists them when omitted)")
     s.set_defaults(fn=cmd_inspect)
-    s = sub.add_parser("render", help="print the Kubernetes objects the operator would create")
+    s = command(sub, "render", help="print the Kubernetes objects the operator would create")
     s.add_argument("file")
     s.add_argument("--plan", action="store_true",
                    help="list the stage work that would run, with and without reuse (an experiment: against its store)")
     s.add_argument("--check-store", action="store_true", help="study --plan: also look up finished work in the store")
     s.set_defaults(fn=cmd_render)
-    s = sub.add_parser("report", help="re-render report.md and charts from stored records")
+    s = command(sub, "report", help="re-render report.md and charts from stored records")
     s.add_argument("prefix", help="<storage uri>/<experiment>/evaluate, or a SafetyStudy YAML (the study's report)")
     s.add_argument("--endpoint")
     s.set_defaults(fn=cmd_report)
-    s = sub.add_parser("data", help="benchmark data: `data push DEST` stages every benchmark file for evaluate.dataRoot")
+    s = command(sub, "data", help="benchmark data: `data push DEST` stages every benchmark file for evaluate.dataRoot")
     dsub = s.add_subparsers(dest="data_cmd", required=True)
-    d = dsub.add_parser("push", help="copy benchmark files (from --from DIR, or the hub with --online) to DEST")
+    d = command(dsub, "push", help="copy benchmark files (from --from DIR, or the hub with --online) to DEST")
     d.add_argument("dest", help="s3://bucket/prefix or a directory: what evaluate.dataRoot will name")
     d.add_argument("--from", dest="source", help="a directory holding the files under their registry names")
     d.add_argument("--benchmarks", help="comma-separated subset (default: all)")
     d.add_argument("--online", action="store_true", help="fetch what --from lacks from the Hugging Face hub")
     d.add_argument("--endpoint", help="S3 endpoint URL")
     d.set_defaults(fn=cmd_data_push)
-    s = sub.add_parser("crd", help="print the CRD generated from the spec")
+    s = command(sub, "crd", help="print the CRD generated from the spec")
     s.add_argument("--docs", action="store_true", help="print the spec reference (docs/spec.md) instead")
     s.add_argument("--study", action="store_true", help="print the SafetyStudy CRD")
     s.set_defaults(fn=cmd_crd)
-    s = sub.add_parser("serve-model", help="resolve a model reference, then exec `vllm serve` on it (a served "
+    s = command(sub, "serve-model", help="resolve a model reference, then exec `vllm serve` on it (a served "
                                             "model's container)")
     s.add_argument("model")
     s.add_argument("--revision")
     s.add_argument("flags", nargs=argparse.REMAINDER, help="-- then `vllm serve` flags")
     s.set_defaults(fn=cmd_serve_model)
-    s = sub.add_parser("operator", help="start the kopf operator (settings from LRM_SAFETY_* env)")
+    s = command(sub, "operator", help="start the kopf operator (settings from LRM_SAFETY_* env)")
     s.add_argument("--verbose", action="store_true", help="debug logging")
     s.set_defaults(fn=cmd_operator)
     return p
@@ -397,6 +463,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args) or 0
+    except BrokenPipeError:  # `lrm-safety validate x.yaml | head -1`
+        return quiet_broken_pipe()
     except (UserError, BadInput) as e:
         if args.debug:
             raise
@@ -406,11 +474,13 @@ def main(argv=None) -> int:
     except Exception as e:
         from .store import store_problem
 
-        line = store_problem(e)
+        line = store_problem(e)  # credentials, bucket, endpoint: one line with the fix
         if line is None or args.debug:
             raise
         print(f"error: {line}", file=sys.stderr)
-        return 1
+        # A person's command exits as for bad input. A stage (what a pod runs) exits 1: to the operator 3 means
+        # "never retry", and a store that is down or refusing now may be back for the next attempt.
+        return 1 if args.cmd == "stage" else BAD_INPUT_EXIT
 
 
 if __name__ == "__main__":

@@ -21,3 +21,17 @@ def one_line(exc: BaseException) -> str:
         return text or "bad input"
     name = type(exc).__name__
     return f"{name}: {text}" if text else name
+
+
+def quiet_broken_pipe() -> int:
+    """`lrm-safety ... | head -1`: the reader went away. End quietly, as Unix tools do, with no second error when
+    Python flushes stdout at exit (the recipe of Python's signal docs)."""
+    import os
+    import sys
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (a test's capture)
+        pass
+    return 141  # 128 + SIGPIPE, what a shell reports for a writer killed by a closed pipe

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -17,50 +19,168 @@ from rich.console import Console
 from rich.table import Table
 
 from .report import pct as _pct
-from .spec import API_GROUP, API_VERSION, PLURAL
+from .spec import API_GROUP, API_VERSION, PLURAL, STAGES
 
 console = Console()
 
 
 class PluginError(Exception):
-    pass
+    """One line for the user; exit 1."""
 
 
-def _clients(args):
-    from kubernetes import client, config
+CONNECT_TIMEOUT = 5.0  # seconds to open a connection: an unreachable server is one line in seconds, not a retry storm
+READ_TIMEOUT = 60.0
+USER_ROLES = "the chart's ClusterRoles <release>-lrm-safety-operator-view and -edit, aggregated into the built-in " \
+             "view and edit roles"
 
-    try:
-        config.load_kube_config(config_file=args.kubeconfig, context=args.context)
-    except Exception as e:  # no kubeconfig, unknown context
-        raise PluginError(f"cannot load the kubeconfig ({e}); set KUBECONFIG or pass --kubeconfig/--context") from None
-    namespace = args.namespace
-    if not namespace:
+
+def _kubeconfig_paths(explicit: Optional[str]) -> list[str]:
+    if explicit:
+        return [explicit]
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        return [p for p in env.split(os.pathsep) if p]
+    return [os.path.expanduser("~/.kube/config")]
+
+
+class Cluster:
+    """The API server a user's kubeconfig reaches, and every call's failure as one line naming what was refused."""
+
+    def __init__(self, args):
+        from kubernetes import client, config
+        from kubernetes.config.config_exception import ConfigException
+
+        paths = _kubeconfig_paths(args.kubeconfig)
+        found = [p for p in paths if os.path.exists(p)]
+        cfg = client.Configuration()
+        if args.kubeconfig and not found:
+            raise PluginError(f"kubeconfig {args.kubeconfig}: no such file")
+        if not found:
+            if os.environ.get("KUBERNETES_SERVICE_HOST"):  # in a pod: its ServiceAccount
+                config.load_incluster_config(client_configuration=cfg)
+            else:
+                raise PluginError(f"no kubeconfig: {' nor '.join(paths)} exists; set KUBECONFIG or pass "
+                                  f"--kubeconfig FILE")
+        else:
+            try:
+                config.load_kube_config(config_file=os.pathsep.join(found) if len(found) > 1 else found[0],
+                                        context=args.context, client_configuration=cfg)
+            except (ConfigException, ValueError, TypeError, OSError) as e:
+                raise PluginError(f"kubeconfig {os.pathsep.join(found)}: {str(e).strip() or type(e).__name__}") from None
+        cfg.retries = 0  # urllib3 Retry(0): a refused or timed-out connection is reported at once
+        self.server = cfg.host
+        self.api = client.ApiClient(cfg)
+        self.custom = client.CustomObjectsApi(self.api)
+        self.core = client.CoreV1Api(self.api)
+        self.namespace = args.namespace or self._context_namespace(args, found)
+
+    @staticmethod
+    def _context_namespace(args, found: list[str]) -> str:
+        from kubernetes import config
+
+        if not found:
+            try:
+                with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
+                    return f.read().strip() or "default"
+            except OSError:
+                return "default"
         try:
-            _, active = config.list_kube_config_contexts(config_file=args.kubeconfig)
+            contexts, active = config.list_kube_config_contexts(config_file=found[0])
             if args.context:
-                active = next(c for c in config.list_kube_config_contexts(config_file=args.kubeconfig)[0]
-                              if c["name"] == args.context)
-            namespace = (active.get("context") or {}).get("namespace") or "default"
-        except Exception:
-            namespace = "default"
-    return client.CustomObjectsApi(), client.CoreV1Api(), namespace
+                active = next(c for c in contexts if c["name"] == args.context)
+            return (active.get("context") or {}).get("namespace") or "default"
+        except Exception:  # the context was loaded above: a namespace we cannot read is the default one
+            return "default"
+
+    def call(self, verb: str, resource: str, fn, *a, name: Optional[str] = None, namespace: Optional[str] = None,
+             stream: bool = False, **kw):
+        """`fn(*a, **kw)` with timeouts; a failure becomes a PluginError saying which request failed and the fix."""
+        kw.setdefault("_request_timeout", (CONNECT_TIMEOUT, None if stream else READ_TIMEOUT))
+        try:
+            return fn(*a, **kw)
+        except PluginError:
+            raise
+        except Exception as e:
+            raise PluginError(self.explain(e, verb, resource, name, namespace or self.namespace)) from None
+
+    def explain(self, e: Exception, verb: str, resource: str, name: Optional[str], namespace: str) -> str:
+        from kubernetes.client.rest import ApiException
+        from urllib3.exceptions import HTTPError
+
+        what = f"{resource} {name!r}" if name else resource
+        if isinstance(e, ApiException):
+            detail = _status_message(e)
+            if e.status == 401:
+                return (f"the API server {self.server} refused the kubeconfig's credentials (401 Unauthorized): log in "
+                        f"again or refresh its token")
+            if e.status == 403:
+                m = re.search(r'User "([^"]+)"', detail)
+                user = m.group(1) if m else "you"
+                who = (f"--serviceaccount={user.split(':')[2]}:{user.split(':')[3]}"
+                       if user.startswith("system:serviceaccount:") and user.count(":") == 3 else f"--user={user}")
+                return (f"forbidden: RBAC does not let {user} {verb} {resource} in namespace {namespace!r}; "
+                        f"{USER_ROLES}, grant it: kubectl create rolebinding lrm-safety-view -n {namespace} "
+                        f"--clusterrole=view {who}")
+            if e.status == 404 and resource in (PLURAL, "safetystudies") and not _names_an_object(e) \
+                    and not self.serves(resource):
+                return (f"the {resource} API ({API_GROUP}/{API_VERSION}) is not installed on {self.server}: install "
+                        f"the operator's chart first (helm install lrm-safety charts/lrm-safety-operator), which brings "
+                        f"its CRDs")
+            if e.status == 404:
+                kind = {PLURAL: "safetyexperiment", "safetystudies": "safetystudy"}.get(resource, resource.rstrip("s"))
+                listing = {PLURAL: "sexp", "safetystudies": "sstudy"}.get(resource, resource)
+                return (f"{kind} {name!r} not found in namespace {namespace!r} (`kubectl get {listing} -n "
+                        f"{namespace}` lists them)")
+            return f"{verb} {what} in namespace {namespace!r}: {e.status} {e.reason}: {detail}".rstrip(": ")
+        if isinstance(e, (HTTPError, OSError)):
+            reason = getattr(e, "reason", None) or e
+            text = str(reason).split(": ", 1)[-1] if "Errno" in str(reason) else str(reason)
+            return (f"cannot reach the Kubernetes API server {self.server} ({_short(text)}): is the cluster up, and "
+                    f"is this the right context (`kubectl config current-context`)?")
+        raise e
 
 
-def _get(custom, namespace: str, name: str) -> dict:
-    from kubernetes.client.rest import ApiException
+    def serves(self, resource: str) -> bool:
+        """Does discovery list the resource (is its CRD installed)? Asked only after a 404 that names no object."""
+        try:
+            found = self.custom.get_api_resources(API_GROUP, API_VERSION,
+                                                  _request_timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
+        except Exception:  # a 404 of the group: not installed
+            return False
+        return any(r.name == resource for r in found.resources or [])
 
+
+def _status_message(e) -> str:
     try:
-        return custom.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)
-    except ApiException as e:
-        if e.status == 404:
-            raise PluginError(f"safetyexperiment {name!r} not found in namespace {namespace!r}") from None
-        raise
+        return json.loads(e.body).get("message", "") if e.body else ""
+    except (ValueError, AttributeError, TypeError):
+        return ""
+
+
+def _names_an_object(e) -> bool:
+    """A 404 for a missing object carries a Status naming it; a missing resource type (no CRD) does not."""
+    try:
+        return bool((json.loads(e.body).get("details") or {}).get("name"))
+    except (ValueError, AttributeError, TypeError):
+        return False
+
+
+def _short(text: str) -> str:
+    text = " ".join(str(text).split())
+    for cut in ("Failed to establish a new connection: ", "Caused by "):
+        text = text.split(cut)[-1]
+    return text.strip("()'\" ")[:160]
+
+
+def _get(cluster: Cluster, name: str) -> dict:
+    return cluster.call("get", PLURAL, cluster.custom.get_namespaced_custom_object, API_GROUP, API_VERSION,
+                        cluster.namespace, PLURAL, name, name=name)
 
 
 def cmd_status(args) -> int:
-    custom, _, ns = _clients(args)
-    body = _get(custom, ns, args.name)
-    status = body.get("status") or {}
+    cluster = Cluster(args)
+    ns = cluster.namespace
+    status = _get(cluster, args.name).get("status") or {}
     if args.output == "json":
         print(json.dumps(status, indent=1, sort_keys=True))
         return 0
@@ -96,31 +216,36 @@ def cmd_status(args) -> int:
     return 0
 
 
-def _current_pods(core, ns: str, job: str) -> list:
-    pods = core.list_namespaced_pod(ns, label_selector=f"job-name={job}").items
+def _current_pods(cluster: Cluster, job: str) -> list:
+    pods = cluster.call("list", "pods", cluster.core.list_namespaced_pod, cluster.namespace,
+                        label_selector=f"job-name={job}").items
     return [p for p in pods if (p.metadata.labels or {}).get("job-name") == job]
 
 
 def cmd_logs(args) -> int:
-    custom, core, ns = _clients(args)
-    status = _get(custom, ns, args.name).get("status") or {}
+    cluster = Cluster(args)
+    ns, core = cluster.namespace, cluster.core
+    status = _get(cluster, args.name).get("status") or {}
     stage = args.stage or status.get("stage") or next(reversed(list((status.get("stages") or {}).keys())), None)
     st = (status.get("stages") or {}).get(stage or "") or {}
     job = st.get("jobName")
     if not job:
         raise PluginError(f"{args.name}: no Job for stage {stage!r} yet")
-    pods = _current_pods(core, ns, job)
+    pods = _current_pods(cluster, job)
     if not pods:
         raise PluginError(f"{args.name}: Job {job} has no pod (deleted with the Job, or not scheduled yet: see "
                           f"`kubectl sexp status {args.name}`)")
     for pod in pods:
         name = pod.metadata.name
         if args.follow:
-            stream = core.read_namespaced_pod_log(name, ns, follow=True, _preload_content=False)
+            stream = cluster.call("get", "pods/log", core.read_namespaced_pod_log, name, ns, name=name, follow=True,
+                                  _preload_content=False, stream=True)
             for chunk in stream.stream():
                 sys.stdout.write(chunk.decode(errors="replace"))
+                sys.stdout.flush()
         else:  # raw bytes: the log is text, whatever content type the server names
-            sys.stdout.write(core.read_namespaced_pod_log(name, ns, _preload_content=False).data.decode(errors="replace"))
+            sys.stdout.write(cluster.call("get", "pods/log", core.read_namespaced_pod_log, name, ns, name=name,
+                                          _preload_content=False).data.decode(errors="replace"))
     return 0
 
 
@@ -129,8 +254,8 @@ def cmd_report(args) -> int:
     from .spec import parse_spec
     from .store import open_store
 
-    custom, _, ns = _clients(args)
-    body = _get(custom, ns, args.name)
+    cluster = Cluster(args)
+    body = _get(cluster, args.name)
     spec = parse_spec(body.get("spec") or {})
     store = open_store(spec.storage.uri, endpoint=spec.storage.endpoint, region=spec.storage.region)
     prefix = f"{args.name}/evaluate"
@@ -157,13 +282,13 @@ def cmd_report(args) -> int:
 
 def cmd_studies(args) -> int:
     """Without a name: every study in the namespace; with one: its cells side by side."""
-    from kubernetes.client.rest import ApiException
-
     from .study import STUDY_PLURAL
 
-    custom, _, ns = _clients(args)
+    cluster = Cluster(args)
+    ns, custom = cluster.namespace, cluster.custom
     if not args.name:
-        items = custom.list_namespaced_custom_object(API_GROUP, API_VERSION, ns, STUDY_PLURAL)["items"]
+        items = cluster.call("list", STUDY_PLURAL, custom.list_namespaced_custom_object, API_GROUP, API_VERSION, ns,
+                             STUDY_PLURAL)["items"]
         if args.output == "json":
             print(json.dumps([{"name": i["metadata"]["name"], **(i.get("status") or {})} for i in items], indent=1))
             return 0
@@ -175,12 +300,8 @@ def cmd_studies(args) -> int:
                           _pct(st.get("bestRefusalRate")), (st.get("message") or "")[:80])
         console.print(table)
         return 0
-    try:
-        body = custom.get_namespaced_custom_object(API_GROUP, API_VERSION, ns, STUDY_PLURAL, args.name)
-    except ApiException as e:
-        if e.status == 404:
-            raise PluginError(f"safetystudy {args.name!r} not found in namespace {ns!r}") from None
-        raise
+    body = cluster.call("get", STUDY_PLURAL, custom.get_namespaced_custom_object, API_GROUP, API_VERSION, ns,
+                        STUDY_PLURAL, args.name, name=args.name)
     st = body.get("status") or {}
     if args.output == "json":
         print(json.dumps(st, indent=1, sort_keys=True))
@@ -202,43 +323,76 @@ def cmd_studies(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     def connection(parser, default):
-        parser.add_argument("-n", "--namespace", default=default)
-        parser.add_argument("--context", default=default)
-        parser.add_argument("--kubeconfig", default=default)
+        parser.add_argument("-n", "--namespace", default=default,
+                            help="the namespace the experiment lives in (default: the context's, else default)")
+        parser.add_argument("--context", default=default, help="the kubeconfig context to use (default: its current)")
+        parser.add_argument("--kubeconfig", default=default,
+                            help="the kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)")
+        parser.add_argument("--debug", action="store_true", default=default,
+                            help="show the traceback of a failure instead of one line")
 
     # kubectl's flags before or after the subcommand (`kubectl sexp status NAME -n NS`, the README's form): the
     # subcommands' copies default to SUPPRESS, so they never overwrite a value given before the subcommand.
-    p = argparse.ArgumentParser(prog="kubectl sexp", description="SafetyExperiment status, logs and reports.")
+    p = argparse.ArgumentParser(prog="kubectl sexp", description="Status, logs and reports of SafetyExperiments and "
+                                "SafetyStudies, read from the cluster your kubeconfig reaches.")
     connection(p, None)
     flags = argparse.ArgumentParser(add_help=False)
     connection(flags, argparse.SUPPRESS)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    for name, fn, helptext in (("status", cmd_status, "stages, progress, attempts, last failure, metrics"),
-                               ("logs", cmd_logs, "the current pod of a stage"),
-                               ("report", cmd_report, "the results table; --out DIR fetches report.md and charts")):
-        s = sub.add_parser(name, help=helptext, parents=[flags])
-        s.add_argument("name")
-        s.set_defaults(fn=fn)
-        if name != "logs":
-            s.add_argument("-o", "--output", choices=["table", "json"], default="table")
-        if name == "logs":
-            s.add_argument("--stage")
-            s.add_argument("-f", "--follow", action="store_true")
-        if name == "report":
-            s.add_argument("--out")
-    s = sub.add_parser("studies", help="SafetyStudies; with a name, the study's cells side by side", parents=[flags])
-    s.add_argument("name", nargs="?")
-    s.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", title="commands")
+    output = dict(choices=["table", "json"], default="table", help="table (default) or json, for scripts")
+    s = sub.add_parser("status", parents=[flags], help="stages, progress, attempts, last failure, metrics",
+                       description="An experiment's phase, its stages (state, attempts, progress, last failure, Job), "
+                                   "headline metrics, judges and served models.")
+    s.add_argument("name", help="the SafetyExperiment")
+    s.add_argument("-o", "--output", **output)
+    s.set_defaults(fn=cmd_status)
+    s = sub.add_parser("logs", parents=[flags], help="the log of a stage's current pod",
+                       description="The log of the current pod(s) of a stage's Job (every shard of distill).")
+    s.add_argument("name", help="the SafetyExperiment")
+    s.add_argument("--stage", choices=list(STAGES), help="which stage (default: the current one, else the last)")
+    s.add_argument("-f", "--follow", action="store_true", help="stream the log until the pod ends")
+    s.set_defaults(fn=cmd_logs)
+    s = sub.add_parser("report", parents=[flags], help="the results table; --out DIR fetches report.md and charts",
+                       description="The evaluate stage's results (base vs trained) from the experiment's store, read "
+                                   "with your own S3 credentials (as the AWS tools find them).")
+    s.add_argument("name", help="the SafetyExperiment")
+    s.add_argument("-o", "--output", **output)
+    s.add_argument("--out", metavar="DIR", help="also download report.md and the charts into DIR")
+    s.set_defaults(fn=cmd_report)
+    s = sub.add_parser("studies", parents=[flags], help="SafetyStudies; with a name, the study's cells side by side",
+                       description="Without a name: every SafetyStudy in the namespace. With one: its cells side by "
+                                   "side (axis values, phase, stage, ASR, over-refusal, math, code).")
+    s.add_argument("name", nargs="?", help="a SafetyStudy (optional)")
+    s.add_argument("-o", "--output", **output)
     s.set_defaults(fn=cmd_studies)
     return p
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    from .errors import quiet_broken_pipe
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cmd is None:
+        parser.print_help(sys.stderr)
+        print("\nerror: name a command: status, logs, report or studies (kubectl sexp COMMAND --help)", file=sys.stderr)
+        return 2
     try:
         return args.fn(args) or 0
     except PluginError as e:
+        if args.debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return quiet_broken_pipe()
+    except Exception as e:
+        from .store import store_problem
+
+        line = store_problem(e)
+        if line is None or args.debug:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         return 1
 
 

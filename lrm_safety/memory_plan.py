@@ -35,7 +35,22 @@ KNOWN_MODELS: dict[str, dict] = {
                                                      num_hidden_layers=48, num_attention_heads=40,
                                                      num_key_value_heads=8, vocab_size=152064,
                                                      tie_word_embeddings=False),
+    # The builtin demo model (SmolLM2-135M-Instruct, the config in its GGUF header): planned without converting it.
+    "builtin:smollm2-135m-instruct": dict(model_type="llama", hidden_size=576, intermediate_size=1536,
+                                          num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                                          head_dim=64, vocab_size=49152, tie_word_embeddings=True,
+                                          max_position_embeddings=8192),
 }
+# (parameters, the largest module's) of each known model, counted on the meta device from its config above
+# (tests/test_memory_plan.py recounts them): `validate` and `render` plan these without importing transformers.
+KNOWN_SHAPES: dict[str, tuple[int, int]] = {
+    "deepseek-ai/deepseek-r1-distill-qwen-1.5b": (1_777_088_000, 233_373_696),
+    "deepseek-ai/deepseek-r1-distill-qwen-7b": (7_615_616_512, 544_997_376),
+    "deepseek-ai/deepseek-r1-distill-llama-8b": (8_030_261_248, 525_336_576),
+    "deepseek-ai/deepseek-r1-distill-qwen-14b": (14_770_033_664, 778_567_680),
+    "builtin:smollm2-135m-instruct": (134_515_008, 28_311_552),
+}
+KNOWN_SOURCE = "the project's table of the study's students"
 # GPU memory (GB) by the NVIDIA GPU feature discovery label nvidia.com/gpu.product, where the name has no size.
 KNOWN_GPUS = {"H200": 141, "GH200": 96, "B200": 180, "L40S": 48, "L40": 48, "L4": 24, "A10G": 24, "A10": 24,
               "V100": 16, "T4": 16, "RTX-A6000": 48, "A6000": 48}
@@ -53,9 +68,20 @@ class Shape:
     source: str
 
 
+def known_key(ref: str) -> str:
+    ref = ref.strip()
+    return ref.lower() if ref.startswith("builtin:") else "/".join(ref.lower().rstrip("/").split("/")[-2:])
+
+
 def _config(ref: str, revision: Optional[str], base_dir: Path):
-    """The student's config without weights or network: a local folder, the hub cache, or the known table."""
+    """The student's config without weights or network: a local folder, the hub cache, or the known table (the
+    builtin model from the table too: its GGUF is never converted to plan)."""
     from transformers import AutoConfig
+
+    known = KNOWN_MODELS.get(known_key(ref))
+    if ref.startswith("builtin:") and known:
+        cfg = dict(known)
+        return AutoConfig.for_model(cfg.pop("model_type"), **cfg), KNOWN_SOURCE
 
     from .models import local_path, resolve_model
 
@@ -69,15 +95,26 @@ def _config(ref: str, revision: Optional[str], base_dir: Path):
             return AutoConfig.from_pretrained(ref, revision=revision, local_files_only=True), "hub cache"
         except (OSError, ValueError):
             pass
-    known = KNOWN_MODELS.get("/".join(ref.lower().rstrip("/").split("/")[-2:]))
     if known:
         cfg = dict(known)
-        return AutoConfig.for_model(cfg.pop("model_type"), **cfg), "the project's table of the study's students"
+        return AutoConfig.for_model(cfg.pop("model_type"), **cfg), KNOWN_SOURCE
     return None, f"no config for {ref} on this machine (not in the hub cache, not a known student)"
 
 
+def local_dir(ref: str, base_dir) -> Path:
+    from .models import local_path
+
+    return local_path(ref, base_dir)
+
+
 def model_shape(ref: str, revision: Optional[str] = None, base_dir: str | Path = ".", lora=None) -> Optional[Shape]:
-    """Parameter counts from the config on the meta device: exact, instant, no weights."""
+    """Parameter counts from the config on the meta device: exact, instant, no weights. A known model (no revision,
+    no LoRA, no local copy of its own) is read from the table, with no import of transformers."""
+    key = known_key(ref)
+    if lora is None and revision is None and key in KNOWN_SHAPES and not (local_dir(ref, base_dir) / "config.json").is_file():
+        cfg, (params, largest) = KNOWN_MODELS[key], KNOWN_SHAPES[key]
+        return Shape(params=params, largest_layer=largest, lora_params=0, hidden=cfg["hidden_size"],
+                     layers=cfg["num_hidden_layers"], vocab=cfg["vocab_size"], source=KNOWN_SOURCE)
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -121,9 +158,9 @@ def _deepspeed_estimate(stage: int, shape: Shape, gpus: int, nodes: int, offload
             "ZeRO-3 multipliers (DeepSpeed not installed)"
 
 
-def activation_bytes(shape: Shape, micro_batch: int, seq: int, checkpointing: bool) -> int:
+def activation_bytes(shape: Shape, micro_batch: int, seq: int, checkpointing: bool, width: int = 2) -> int:
     tokens = micro_batch * seq
-    per_layer = tokens * shape.hidden * 2 * (1 if checkpointing else 16)  # bf16 hidden states kept for backward
+    per_layer = tokens * shape.hidden * width * (1 if checkpointing else 16)  # hidden states kept for backward
     logits = tokens * shape.vocab * 4 * 2  # fp32 logits and their gradient
     return per_layer * shape.layers + logits
 
@@ -165,6 +202,8 @@ def train_plan(spec, base_dir: str | Path = ".", shape: Optional[Shape] = None) 
     from .stages.train import numerics, runtime_profile
 
     t = spec.train
+    if spec.resources.cpu_only:
+        return _cpu_plan(spec, base_dir, shape)
     gpus, nodes = t.gpus_per_node or 1, t.nodes
     lora = t.lora if t.method == "lora" else None
     if shape is None:
@@ -198,8 +237,55 @@ def train_plan(spec, base_dir: str | Path = ".", shape: Optional[Shape] = None) 
     return plan
 
 
+def _cpu_plan(spec, base_dir, shape: Optional[Shape]) -> dict:
+    """resources.cpuOnly: no GPU, so host memory against the train pod's memory limit (fp32 on CPU)."""
+    from .spec import quantity_value
+    from .stages.train import numerics, runtime_profile
+
+    t = spec.train
+    lora = t.lora if t.method == "lora" else None
+    if shape is None:
+        shape = model_shape(spec.student.model, spec.student.revision, base_dir, lora=lora)
+    limit = spec.resources.train.memory or spec.resources.memory
+    plan = {"model": spec.student.model, "cpu": True, "gpus": 0, "nodes": t.nodes, "method": t.method,
+            "microBatch": t.per_device_batch_size, "maxLength": t.max_length, "offload": t.offload,
+            "podMemory": limit, "podMemoryFrom": "resources.train.memory" if spec.resources.train.memory else
+            "resources.memory"}
+    if shape is None:
+        return {**plan, "error": "the student's config is not readable here (not local, not in the hub cache, not a "
+                                 "known student): no estimate"}
+    profile = runtime_profile(t, cuda=False, world_size=t.nodes, installed=lambda m: False)
+    num = numerics(t, cuda=False, use_deepspeed=profile["deepspeed"] != "none")
+    width = 2 if num["load_dtype"] in ("bfloat16", "float16") else 4
+    if lora is not None:
+        states, how = width * shape.params + 16 * shape.lora_params, "the frozen base + 16 bytes per adapter parameter"
+    else:
+        per = 8 if num["precision"] == "bf16-pure" else 16
+        states, how = per * shape.params, f"{per} bytes a parameter ({num['master']} weights and AdamW states)"
+    acts = activation_bytes(shape, t.per_device_batch_size, t.max_length, t.gradient_checkpointing, width)
+    total = (states + acts) / GB
+    cap = quantity_value(limit) / GB
+    plan.update(params=shape.params, shapeFrom=shape.source, precision=num["precision"], modelStatesGB=round(states / GB, 1),
+                modelStatesFrom=how, activationsGB=round(acts / GB, 1), totalGB=round(total, 1), podMemoryGB=round(cap, 1))
+    if total > cap:
+        plan["warning"] = (f"train needs about {total:.0f} GB of host memory but the pod's limit is {limit} "
+                           f"({plan['podMemoryFrom']}): raise it, or lower train.perDeviceBatchSize or maxLength")
+    return plan
+
+
 def render_plan(plan: dict) -> list[str]:
     """Comment lines for `render` and `validate`."""
+    if plan.get("cpu"):
+        head = (f"# train memory plan: {plan['model']}, {plan['method']}, CPU only (resources.cpuOnly), "
+                f"micro-batch {plan['microBatch']} x {plan['maxLength']} tokens")
+        if "error" in plan:
+            return [head, f"#   {plan['error']}"]
+        lines = [head,
+                 f"#   {plan['params'] / 1e9:.2f}B parameters (config from {plan['shapeFrom']}); {plan['precision']}",
+                 f"#   host memory: model states {plan['modelStatesGB']} GB ({plan['modelStatesFrom']}) + activations "
+                 f"{plan['activationsGB']} GB (estimate) = {plan['totalGB']} GB; the pod's limit {plan['podMemory']} "
+                 f"({plan['podMemoryGB']} GB, {plan['podMemoryFrom']})"]
+        return lines + ([f"#   WARNING: {plan['warning']}"] if plan.get("warning") else [])
     head = (f"# train memory plan: {plan['model']}, {plan['method']}, {plan['gpus']} GPU(s) x {plan['nodes']} node(s), "
             f"micro-batch {plan['microBatch']} x {plan['maxLength']} tokens")
     if "error" in plan:

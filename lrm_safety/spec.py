@@ -16,6 +16,26 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.alias_generators import to_camel
 
 _DNS_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"  # a Kubernetes object name (RFC 1123 subdomain)
+# A Kubernetes resource quantity (8, 500m, 64Gi, 1.5e9), as the API server parses one (k8s.io/apimachinery's
+# resource.Quantity; the pattern kubebuilder writes into CRDs), without a sign: requests are never negative.
+QUANTITY = r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+_SUFFIX = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60, "n": 1e-9, "u": 1e-6,
+           "m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
+
+
+def quantity_value(q: str) -> float:
+    """A QUANTITY's value (64Gi -> 68719476736.0, 500m -> 0.5, 1e3 -> 1000.0), as the API server reads it."""
+    m = re.fullmatch(r"([0-9.]+)([eE][-+]?[0-9.]+|[A-Za-z]*)", str(q).strip())
+    if not m or not re.fullmatch(QUANTITY, str(q).strip()):
+        raise ValueError(f"{q!r} is not a Kubernetes quantity (e.g. 8, 500m, 64Gi)")
+    number, suffix = m.groups()
+    if re.fullmatch(r"[eE][-+]?[0-9.]+", suffix):  # 1e3; a bare E is exa
+        return float(number) * 10 ** float(suffix[1:])
+    return float(number) * _SUFFIX[suffix]
+
+
+SEED_MAX = 2**32 - 1  # numpy's and transformers' set_seed bound; vLLM and torch take it too
+COUNT_MAX = 100_000_000  # items, samples or steps: far above any study, far below what overflows a consumer
 
 API_GROUP = "lrmsafety.io"
 API_VERSION = "v1alpha1"
@@ -183,10 +203,10 @@ class StudentSpec(ModelRef):
 
 
 class ServeResources(_Model):
-    cpu: str = "8"
-    """CPU request of each server pod."""
-    memory: str = "64Gi"
-    """Memory request and limit of each server pod (the weights pass through host memory while loading)."""
+    cpu: Optional[str] = Field(None, pattern=QUANTITY)
+    """CPU request of each server pod; default sized from the model (`lrm-safety render` shows it)."""
+    memory: Optional[str] = Field(None, pattern=QUANTITY)
+    """Memory request and limit of each server pod (the weights pass through host memory while loading); default sized from the model's weights (`lrm-safety render` shows it)."""
     gpu_memory: Optional[str] = Field(None, pattern=r"^\s*[\d.]+\s*(Gi|G|GB|GiB|Ti|T)?\s*$")
     """Memory of one GPU (e.g. 80Gi), for the sizing check in `lrm-safety render`; default: read from resources.nodeSelector's nvidia.com/gpu.product."""
 
@@ -202,7 +222,7 @@ class ServeSpec(_Model):
     """vLLM --tensor-parallel-size: GPUs one copy of the model is sharded over; must divide its attention heads."""
     replicas: int = Field(1, ge=1, le=64)
     """Server pods behind the Service (each a whole copy of the model)."""
-    max_model_len: Optional[int] = Field(None, ge=256)
+    max_model_len: Optional[int] = Field(None, ge=256, le=4_194_304)
     """vLLM --max-model-len: the context the KV cache is sized for; default the model's own."""
     dtype: str = Field("auto", pattern="^(auto|bfloat16|float16|half|float32|float)$")
     """vLLM --dtype of the weights (auto: the checkpoint's)."""
@@ -243,7 +263,7 @@ class SamplingSpec(_Model):
     """Nucleus sampling mass."""
     max_tokens: int = Field(4096, ge=1, le=131072)
     """Maximum new tokens per generation."""
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX)
     """Sampling seed (per-sample seeds derive from it)."""
     batch_size: int = Field(16, ge=1, le=4096)
     """Prompts per generate call (transformers backend) or per request wave (openai backend)."""
@@ -258,7 +278,7 @@ class SamplingOverride(_Model):
     """Nucleus sampling mass."""
     max_tokens: Optional[int] = Field(None, ge=1, le=131072)
     """Maximum new tokens per generation."""
-    seed: Optional[int] = None
+    seed: Optional[int] = Field(None, ge=0, le=SEED_MAX)
     """Base seed: sample j of every item uses seed + j."""
     batch_size: Optional[int] = Field(None, ge=1, le=4096)
     """Prompts per generate call (transformers backend) or per request wave (openai backend)."""
@@ -287,7 +307,7 @@ class TeacherSpec(_Model):
     """Secret whose access_key_key entry holds the endpoint's API key (backend openai)."""
     tensor_parallel: int = Field(1, ge=1, le=64)
     """GPUs the teacher is sharded over (backend vllm); also the distill pods' GPU request."""
-    max_model_len: Optional[int] = Field(None, ge=256)
+    max_model_len: Optional[int] = Field(None, ge=256, le=4_194_304)
     """vLLM context length cap."""
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
     """Fraction of GPU memory vLLM may use."""
@@ -313,7 +333,7 @@ class RectifySpec(_Model):
 
     safety_awareness: Optional[bool] = None
     """Give the teacher the style's safety instruction (pattern 1); default: true for every style that has one; false sends the raw prompt."""
-    max_reasoning_tokens: Optional[int] = Field(None, ge=16)
+    max_reasoning_tokens: Optional[int] = Field(None, ge=16, le=131072)
     """Overthinking cap (pattern 2) in teacher tokens, handled by overlong; default none: the release asks for brevity by instruction and caps nothing."""
     overlong: OverlongPolicy = OverlongPolicy.regenerate
     """What to do with reasoning over maxReasoningTokens: regenerate, truncate or drop."""
@@ -356,7 +376,7 @@ class DistillSpec(_Model):
     """Field holding the prompt; default: prompt, then query."""
     math_prompts: Optional[str] = None
     """Optional math prompt set distilled by the same teacher (problem or prompt field)."""
-    limit: Optional[int] = Field(None, ge=1)
+    limit: Optional[int] = Field(None, ge=1, le=COUNT_MAX)
     """Use only the first N prompts."""
     style: Style = Style.improved
     """Reasoning style: default, realsafe, improved, short, template or nocot."""
@@ -377,15 +397,15 @@ class DistillSpec(_Model):
 class MixSpec(_Model):
     safety_source: Optional[str] = None
     """Safety samples: default the distill stage's output; or a JSONL/JSON in the same schema (prompt and response fields, or messages), e.g. the release's sft_train_<style>.json."""
-    safety_count: int = Field(1000, ge=0)
+    safety_count: int = Field(1000, ge=0, le=COUNT_MAX)
     """Safety samples drawn: random.seed(seed); random.sample(safety, safetyCount), as the release's dataset/proc.py (the study: 1000 or 400)."""
     allow_shortfall: bool = False
     """Train with fewer safety samples than safetyCount when distill accepted fewer; by default mix fails and says how many it has."""
     math_source: Optional[str] = "s3://lrm-safety-data/sft/sft_train_math.json"
     """Math CoT samples: a JSONL/JSON with prompt/response (or messages); default: the release's 4,000 R1 math samples (its dataset/data/sft_train_math.json) where docs/install.md stages them; distill (the distill stage's math output, from distill.mathPrompts); or builtin:synthetic-math (arithmetic, for the CPU demo only)."""
-    math_count: int = Field(4000, ge=0)
+    math_count: int = Field(4000, ge=0, le=COUNT_MAX)
     """Math samples: all of them when the source has at most this many (the release keeps all 4,000); else a sample drawn with an RNG of its own, so the safety subset never depends on the math pool."""
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=SEED_MAX)
     """Sampling seed; the same seed gives the same mixture."""
     dedupe: bool = False
     """Drop samples whose normalised prompt repeats (the release does not)."""
@@ -418,7 +438,7 @@ class EnvFromSecret(_Model):
 class LoraSpec(_Model):
     r: int = Field(16, ge=1, le=1024)
     """LoRA rank."""
-    alpha: int = Field(32, ge=1)
+    alpha: int = Field(32, ge=1, le=65536)
     """LoRA scaling alpha."""
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
     """LoRA dropout."""
@@ -437,9 +457,9 @@ class TrainSpec(_Model):
     """DeepSpeed ZeRO stage (the study used ZeRO-2); none trains without DeepSpeed."""
     offload: bool = False
     """Offload optimizer state (and ZeRO-3 parameters) to CPU."""
-    epochs: float = Field(1.0, gt=0.0)
+    epochs: float = Field(1.0, gt=0.0, le=1000.0)
     """Training epochs."""
-    max_steps: Optional[int] = Field(None, ge=1)
+    max_steps: Optional[int] = Field(None, ge=1, le=COUNT_MAX)
     """Stop after this many optimizer steps (overrides epochs)."""
     learning_rate: float = Field(5e-6, gt=0.0, lt=1.0)
     """Peak learning rate."""
@@ -477,13 +497,13 @@ class TrainSpec(_Model):
     """Nodes for the train job; > 1 runs an Indexed Job with a headless Service for rendezvous."""
     gpus_per_node: Optional[int] = Field(None, ge=1, le=16)
     """GPUs per node (torchrun nproc); needed when nodes > 1; default 1."""
-    save_steps: Optional[int] = Field(None, ge=1)
+    save_steps: Optional[int] = Field(None, ge=1, le=COUNT_MAX)
     """Checkpoint every N steps (uploaded to the store for resume); default: once per epoch."""
     keep_checkpoints: bool = False
     """Keep the newest resumable checkpoint in the store after the model is written (with optimizer state it is about 3x the model's size)."""
-    seed: int = 42
-    """Training seed."""
-    logging_steps: int = Field(1, ge=1)
+    seed: int = Field(42, ge=0, le=SEED_MAX)
+    """Training seed (0 to 2^32-1, as transformers' set_seed takes it)."""
+    logging_steps: int = Field(1, ge=1, le=COUNT_MAX)
     """Log (and record in the loss curve) every N steps."""
     report_to: list[str] = Field(default_factory=lambda: ["tensorboard"])
     """Where training curves go: tensorboard (the release's report_to; event files uploaded under <experiment>/train/runs/ as training proceeds, so `tensorboard --logdir s3://...` works during the run), wandb, mlflow; [] for none."""
@@ -605,7 +625,7 @@ class BenchmarkSpec(_Model):
     """Data file (file://, s3:// or path); default: <evaluate.dataRoot>/<the benchmark's usual file>."""
     kind: Optional[BenchmarkKind] = None
     """custom only: harmful, benign, math or code."""
-    limit: Optional[int] = Field(None, ge=1)
+    limit: Optional[int] = Field(None, ge=1, le=COUNT_MAX)
     """Use only the first N items."""
     label: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
     """Name in metrics and the report (default: the benchmark name; custom-<index> for custom benchmarks)."""
@@ -752,9 +772,9 @@ class StageResources(_Model):
 
     gpus: Optional[int] = Field(None, ge=0, le=64)
     """GPUs per pod. Default: what the stage's backend uses (distill: teacher.tensorParallel with vllm, 1 with transformers, 0 with openai; mix: 0; train: train.gpusPerNode or 1; evaluate: 1); 0 everywhere with resources.cpuOnly."""
-    cpu: Optional[str] = None
+    cpu: Optional[str] = Field(None, pattern=QUANTITY)
     """CPU request per pod (default resources.cpu)."""
-    memory: Optional[str] = None
+    memory: Optional[str] = Field(None, pattern=QUANTITY)
     """Memory request and limit per pod (default resources.memory)."""
     gpu_memory: Optional[str] = Field(None, pattern=r"^\s*[\d.]+\s*(Gi|G|GB|GiB|Ti|T)?\s*$")
     """Memory of one of this stage's GPUs (e.g. 80Gi), for the train memory plan's warning in `render` and `validate`; default: read from resources.nodeSelector's nvidia.com/gpu.product (e.g. NVIDIA-H100-80GB-HBM3)."""
@@ -773,9 +793,9 @@ class ResourcesSpec(_Model):
     """ServiceAccount of stage pods (for registry credentials or workload identity). Default: the chart's `worker.serviceAccountName`, else the namespace's default. Its API token is not mounted unless automountServiceAccountToken says so."""
     automount_service_account_token: Optional[bool] = None
     """Mount the ServiceAccount's API token in stage pods. Default: the chart's `worker.automountServiceAccountToken`, else false (stage pods never call the Kubernetes API)."""
-    cpu: str = "8"
+    cpu: str = Field("8", pattern=QUANTITY)
     """CPU request per stage pod (per-stage override: resources.<stage>.cpu)."""
-    memory: str = "64Gi"
+    memory: str = Field("64Gi", pattern=QUANTITY)
     """Memory request and limit per stage pod (per-stage override: resources.<stage>.memory)."""
     cpu_only: bool = False
     """Request no GPU for any stage: a CPU-only cluster (transformers backend, fp32 training) or an endpoint teacher."""
@@ -789,7 +809,7 @@ class ResourcesSpec(_Model):
     """train pods' compute (GPUs: set train.gpusPerNode, one torchrun process per GPU)."""
     evaluate: StageResources = Field(default_factory=StageResources)
     """evaluate pods' compute."""
-    shm_size: str = "16Gi"
+    shm_size: str = Field("16Gi", pattern=QUANTITY)
     """Size of the /dev/shm emptyDir (NCCL, dataloaders)."""
     model_cache: Optional[str] = Field(None, pattern=_DNS_NAME)
     """An existing PersistentVolumeClaim mounted at /cache in every stage pod (ReadWriteMany, or node-local), so models are downloaded and converted once per cluster instead of once per pod; default: a per-pod emptyDir."""
@@ -799,7 +819,7 @@ class ResourcesSpec(_Model):
     """Wait before retry n: this many seconds x 2^(n-1), at most 10 minutes."""
     start_timeout_seconds: int = Field(1800, ge=1, le=86400)
     """Fail a stage attempt whose pods have not started running after this long (unschedulable, image pull errors, a missing Secret), with the pods' waiting reason; a missing Secret or ConfigMap is permanent, other reasons are retried."""
-    ttl_seconds_after_finished: Optional[int] = Field(None, ge=0)
+    ttl_seconds_after_finished: Optional[int] = Field(None, ge=0, le=2**31 - 1)
     """Delete finished Jobs after this many seconds (the experiment's status keeps their results)."""
 
 
@@ -925,6 +945,8 @@ class StageStatus(_Model):
     """Why the current attempt's pods have not started, while they have not."""
     failures: list[AttemptFailure] = Field(default_factory=list)
     """Every failed attempt with its reason (the newest 20)."""
+    disruptions: list[dict[str, Any]] = Field(default_factory=list)
+    """Pods of an attempt evicted or preempted (pod, reason, message, at; the newest 20): their Job ran another pod and the attempt went on, not counted as a failure."""
     next_retry_at: Optional[str] = None
     """When the next attempt starts (exponential backoff)."""
     progress: dict[str, Any] = Field(default_factory=dict)
@@ -1005,16 +1027,39 @@ def _loc_path(loc: tuple) -> str:
     return out
 
 
+def _got(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+FRIENDLY = {  # pydantic's error type -> what the user reads (with the value given)
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "int_parsing_size": "is far too large",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+}
+
+
 def format_errors(err: ValidationError) -> list[str]:
     lines = []
     for e in err.errors():
         msg = e["msg"]
+        if e["type"] in FRIENDLY:
+            msg = f"{FRIENDLY[e['type']]} (got {_got(e.get('input'))})"
+        elif e["type"] == "string_pattern_mismatch" and (e.get("ctx") or {}).get("pattern") == QUANTITY:
+            msg = f"must be a Kubernetes quantity such as 8, 500m or 64Gi (got {_got(e.get('input'))})"
+        elif e["type"] == "string_pattern_mismatch":
+            msg = f"{msg} (got {_got(e.get('input'))})"
         for prefix in ("Value error, ", "Assertion failed, "):
             msg = msg.removeprefix(prefix)
         for long, short in (("greater than or equal to", ">="), ("less than or equal to", "<="),
                             ("greater than", ">"), ("less than", "<")):
             if msg.startswith(f"Input should be {long}"):
-                msg = msg.replace(f"Input should be {long}", f"must be {short}")
+                msg = msg.replace(f"Input should be {long}", f"must be {short}") + f" (got {_got(e.get('input'))})"
                 break
         if msg == "Extra inputs are not permitted":
             msg = "unknown field (check spelling; fields are camelCase)"
@@ -1047,13 +1092,13 @@ class Experiment(BaseModel):
                             "is read by validate, render, run and report)")
         meta = doc.get("metadata") or {}
         name = meta.get("name")
-        if not name or not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?", str(name)):
-            problems.append("metadata.name: required, lowercase DNS label of at most 42 characters (it prefixes Job names)")
-        try:
-            spec = parse_spec(doc.get("spec"))
-        except SpecError as e:
-            problems.extend(e.lines)
-            spec = None
+        problems += check_metadata(meta, MAX_NAME, "it prefixes Job names")
+        spec = None
+        if doc.get("kind") in (None, KIND):  # another kind's spec: its fields would all read as unknown here
+            try:
+                spec = parse_spec(doc.get("spec"))
+            except SpecError as e:
+                problems.extend(e.lines)
         if problems:
             raise SpecError(problems)
         return cls(name=name, namespace=meta.get("namespace") or "default", spec=spec, raw=doc)
@@ -1071,21 +1116,68 @@ class Experiment(BaseModel):
         }
 
 
+MAX_NAME = 42  # the experiment's name prefixes its Jobs' (<name>-<stage>-<attempt>) and their pods' names
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+
+
+def check_metadata(meta: dict, max_name: int, why: str) -> list[str]:
+    """metadata.name and metadata.namespace as the API server checks them (RFC 1123 labels), named in the message."""
+    problems = []
+    name, namespace = meta.get("name"), meta.get("namespace")
+    if not name:
+        problems.append(f"metadata.name: required: a lowercase DNS label of at most {max_name} characters ({why})")
+    elif not isinstance(name, str) or len(name) > max_name or not re.fullmatch(_LABEL, name):
+        problems.append(f"metadata.name: {name!r} is not a lowercase DNS label of at most {max_name} characters "
+                        f"(a-z, 0-9 and '-', starting and ending alphanumeric; {why})")
+    if namespace is not None and (not isinstance(namespace, str) or len(namespace) > 63
+                                  or not re.fullmatch(_LABEL, namespace)):
+        problems.append(f"metadata.namespace: {namespace!r} is not a Kubernetes namespace name (a lowercase DNS label "
+                        f"of at most 63 characters: a-z, 0-9 and '-')")
+    return problems
+
+
+def _yaml_loader():
+    """PyYAML's safe loader that refuses a key given twice in one mapping (PyYAML keeps the last silently, so a
+    second `learningRate:` would win without a word)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark.line)
+                except TypeError:  # an unhashable key: the base class reports it
+                    break
+                if first != key_node.start_mark.line:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first at line {first + 1}): keep one", key_node.start_mark)
+            return super().construct_mapping(node, deep=deep)
+
+    return Loader
+
+
 def load_document(path: str, kind: str) -> dict[str, Any]:
     """The one YAML document in `path`, or a SpecError whose line names the file, the position and the fix."""
     import yaml
 
     try:
-        with open(path) as f:
-            docs = [d for d in yaml.safe_load_all(f) if d is not None]
+        with open(path, encoding="utf-8") as f:
+            docs = [d for d in yaml.load_all(f, Loader=_yaml_loader()) if d is not None]
     except FileNotFoundError:
         raise SpecError([f"{path}: no such file"]) from None
     except IsADirectoryError:
         raise SpecError([f"{path}: is a directory, not a {kind} YAML file"]) from None
+    except UnicodeDecodeError as e:
+        raise SpecError([f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}): save the file "
+                         f"as UTF-8"]) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        if problem.startswith("duplicate key"):
+            raise SpecError([f"{path}{where}: {problem}"]) from None
         raise SpecError([f"{path}{where}: YAML syntax error: {problem} (check the indentation and quoting there)"]) from None
     if len(docs) != 1:
         raise SpecError([f"{path}: expected one {kind} document, found {len(docs)}"])

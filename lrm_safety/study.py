@@ -17,8 +17,8 @@ from typing import Any, Optional
 
 from pydantic import Field, ValidationError, model_validator
 
-from .spec import (API_GROUP, API_VERSION, KIND, STAGES, SafetyExperimentSpec, SpecError, _Model, format_errors,
-                   load_document, parse_spec)
+from .spec import (API_GROUP, API_VERSION, KIND, STAGES, SafetyExperimentSpec, SpecError, _Model, check_metadata,
+                   format_errors, load_document, parse_spec)
 
 STUDY_KIND = "SafetyStudy"
 STUDY_PLURAL = "safetystudies"
@@ -182,11 +182,6 @@ def _baselines(study: str, spec: SafetyStudySpec, cells: list[Cell]) -> list[Cel
     return out
 
 
-def _check_name(name: Any) -> list[str]:
-    if not name or not re.fullmatch(rf"[a-z0-9]([-a-z0-9]{{0,{MAX_STUDY_NAME - 2}}}[a-z0-9])?", str(name)):
-        return [f"metadata.name: required, lowercase DNS label of at most {MAX_STUDY_NAME} characters "
-                f"(it prefixes the cells' names)"]
-    return []
 
 
 @dataclass
@@ -204,7 +199,7 @@ class Study:
         if doc.get("kind") != STUDY_KIND:
             problems.append(f"kind: must be {STUDY_KIND}")
         meta = doc.get("metadata") or {}
-        problems += _check_name(meta.get("name"))
+        problems += check_metadata(meta, MAX_STUDY_NAME, "it prefixes the cells' names")
         if problems:
             raise SpecError(problems)
         spec = parse_study(doc.get("spec"))
@@ -227,9 +222,9 @@ def document_kind(path: str) -> Optional[str]:
     import yaml
 
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             doc = next((d for d in yaml.safe_load_all(f) if d is not None), None)
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):  # ValueError: not UTF-8 (load_document says so)
         return None
     return doc.get("kind") if isinstance(doc, dict) else None
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -35,8 +36,9 @@ def _weed() -> str:
 class Seaweed:
     """A real S3 server (SeaweedFS `weed mini`) on free loopback ports; stop() and start() keep ports and data."""
 
-    def __init__(self, data: Path):
+    def __init__(self, data: Path, s3_config: Optional[Path] = None):
         self.data = data
+        self.s3_config = s3_config  # identities and their actions (-s3.config): e.g. read-only credentials
         self.ports = {name: free_port() for name in ("s3", "master", "volume", "filer", "admin", "webdav", "debug")}
         self.grpc = {name: free_port() for name in ("master", "volume", "filer", "admin")}
         self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
@@ -50,8 +52,13 @@ class Seaweed:
                f"-admin.port={p['admin']}", f"-webdav.port={p['webdav']}", f"-debug.port={p['debug']}",
                f"-master.port.grpc={g['master']}", f"-volume.port.grpc={g['volume']}",
                f"-filer.port.grpc={g['filer']}", f"-admin.port.grpc={g['admin']}"]
+        if self.s3_config:
+            cmd.append(f"-s3.config={self.s3_config}")
         self.log = open(self.data / "weed.log", "a")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        # `weed mini` makes an admin of the AWS_ACCESS_KEY_ID in its environment, which would outrank -s3.config's
+        # identities: the server gets none (its clients still have them)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} if self.s3_config else None
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         import boto3
         from botocore.config import Config
 
@@ -185,3 +192,19 @@ def make_ctx(tmp_path: Path, spec: dict, name: str = "exp"):
 
 
 SMOL = "builtin:smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="session")
+def real(tmp_path_factory):
+    """One real control plane for the session's realkube tests (tests/real_kube.py): the chart's RBAC installed,
+    a kubeconfig as its ServiceAccount, and a stand-in `vllm` on the pods' PATH for served models."""
+    from real_kube import RealCluster, unavailable
+
+    why = unavailable()
+    if why:
+        pytest.skip(why)
+    with RealCluster(tmp_path_factory.mktemp("kube"), path=Path(__file__).parent / "stand_ins") as cluster:
+        cluster.custom, cluster.batch, cluster.core, cluster.coordination = cluster.clients()
+        cluster.sa = cluster.install_chart_rbac("lrm-system")
+        cluster.sa_config = cluster.sa_kubeconfig(cluster.sa, "lrm-system")
+        yield cluster

@@ -23,7 +23,7 @@ os.environ.setdefault("LRM_SAFETY_PROGRESS_SECONDS", "0.5")
 
 
 class _ApiServer(kmock.KubernetesEmulator):
-    """kmock plus what the API server does on writes, which kopf relies on: a uid, a generation, and a new
+    """kmock plus what the API server does on writes, which kopf relies on: a unique uid, a generation, and a new
     resourceVersion on every create and patch (kopf's JSON patches test it), and a JSON patch that does not
     apply answered 422, as kopf expects (kmock answers 500 and keeps the same resourceVersion, so kopf would
     retry a stale finalizer removal nine times with backoff)."""
@@ -35,7 +35,9 @@ class _ApiServer(kmock.KubernetesEmulator):
         data = request.data
         if request.resource is not None and request.action == kmock.action.CREATE and isinstance(data, dict):
             meta = data.setdefault("metadata", {})
-            meta.setdefault("uid", f"uid-{meta.get('name')}")
+            # unique per object as the API server's are: kopf keys its indices by (namespace, name, uid), so a
+            # Deployment and the Service of the same name sharing a uid would purge each other from the indices
+            meta.setdefault("uid", f"uid-{str(data.get('kind') or 'object').lower()}-{meta.get('name')}")
             meta.setdefault("generation", 1)
             meta["resourceVersion"] = self._next_version()
         elif request.resource is not None and request.action == kmock.action.UPDATE and request.name is not None:

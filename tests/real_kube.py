@@ -57,7 +57,7 @@ def _free_port() -> int:
 class RealCluster:
     """One control plane under `state` (its own ports, so several can run at once); `up()`, then `down()`."""
 
-    def __init__(self, state: Path, kcm_qps: int = 200):
+    def __init__(self, state: Path, kcm_qps: int = 200, path: Optional[Path] = None):
         self.state = Path(state)
         self.kubeconfig = self.state / "admin.kubeconfig"
         self.audit_log = self.state / "audit.log"
@@ -65,7 +65,9 @@ class RealCluster:
         self.env = {**os.environ, "KUBE_STATE": str(self.state), "APISERVER_PORT": str(ap),
                     "ETCD_PORT": str(_free_port()), "KCM_PORT": str(_free_port()),
                     "PODRUNNER_LOG_PORT": str(_free_port()),
-                    "PODRUNNER_PYTHON": sys.executable, "PODRUNNER_PATH": str(VENV_BIN),
+                    "PODRUNNER_PYTHON": sys.executable,
+                    # a pod's PATH: stand-ins first (a served model's `vllm`), then the venv
+                    "PODRUNNER_PATH": ":".join(str(p) for p in (path, VENV_BIN) if p),
                     "APISERVER_EXTRA_FLAGS": f"--enable-admission-plugins=OwnerReferencesPermissionEnforcement "
                                              f"--audit-policy-file={self.state}/audit-policy.yaml "
                                              f"--audit-log-path={self.audit_log} --audit-log-maxsize=0",
@@ -93,6 +95,48 @@ class RealCluster:
 
     def down(self) -> None:
         subprocess.run(["bash", str(SHARED_KUBE / "down.sh")], env=self.env, capture_output=True, timeout=120)
+
+    # -- faults: one component killed by its PID file, then up.sh starts only what is not alive
+    def kill(self, component: str) -> None:
+        """SIGKILL one of etcd, apiserver, kcm, podrunner (as a crash or a node's reboot would end it)."""
+        import signal
+
+        pid = int((self.state / "run" / f"{component}.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not _alive(pid), 30, f"{component} to die")
+
+    def restart_missing(self) -> float:
+        """up.sh again: it starts only the components that are not alive; seconds until the API answers."""
+        start = time.monotonic()
+        run = subprocess.run(["bash", str(SHARED_KUBE / "up.sh"), "--podrunner"], env=self.env, capture_output=True,
+                             text=True, timeout=300)
+        if run.returncode:
+            raise RuntimeError(f"up.sh failed: {run.stderr[-2000:]}")
+        return time.monotonic() - start
+
+    def compact_etcd(self) -> int:
+        """Compact etcd's history at its current revision (etcd's JSON gateway): a watch that resumes from an older
+        resourceVersion is answered 410 Gone and must list afresh. Returns the revision."""
+        import base64
+        import urllib.request
+
+        def post(path: str, body: dict) -> dict:
+            req = urllib.request.Request(f"http://127.0.0.1:{self.env['ETCD_PORT']}/v3/{path}",
+                                         data=json.dumps(body).encode(), method="POST")
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return json.loads(r.read())
+
+        revision = int(post("kv/range", {"key": base64.b64encode(b"/").decode()})["header"]["revision"])
+        post("kv/compaction", {"revision": revision, "physical": True})
+        return revision
+
+    def evict(self, namespace: str, pod: str) -> None:
+        """The Eviction API (what a drain or the taint manager uses): the API server marks the pod DisruptionTarget,
+        then deletes it."""
+        from kubernetes import client
+
+        self.core.create_namespaced_pod_eviction(pod, namespace, client.V1Eviction(
+            metadata=client.V1ObjectMeta(name=pod, namespace=namespace)))
 
     def __enter__(self):
         return self.up()
@@ -175,6 +219,17 @@ class RealCluster:
 
     def audit_mark(self) -> int:
         return self.audit_log.stat().st_size if self.audit_log.exists() else 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie child of ours counts as dead
+        return not os.waitpid(pid, os.WNOHANG)[0]
+    except ChildProcessError:
+        return True
 
 
 def _port_taken(port: int) -> bool:

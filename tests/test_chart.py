@@ -80,13 +80,14 @@ def test_rbac_is_least_privilege():
     allowed = {"safetyexperiments", "safetyexperiments/status", "safetyexperiments/finalizers", "safetystudies",
                "safetystudies/status", "safetystudies/finalizers", "jobs", "pods", "pods/status", "services", "configmaps",
                "events", "kopfpeerings", "clusterkopfpeerings", "customresourcedefinitions", "namespaces", "leases",
-               "deployments", "networkpolicies"}
+               "deployments", "networkpolicies", "endpointslices"}
     write_verbs = {"create", "patch", "update", "delete", "deletecollection"}
-    for role in (d for d in docs if d["kind"] in ("ClusterRole", "Role")):
+    for role in (d for d in docs if d["kind"] in ("ClusterRole", "Role") and d["metadata"]["name"] not in PEOPLES):
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
             assert set(rule["resources"]) <= allowed, rule
-            if set(rule["resources"]) & {"pods", "pods/status", "customresourcedefinitions", "namespaces"}:
+            if set(rule["resources"]) & {"pods", "pods/status", "customresourcedefinitions", "namespaces",
+                                         "endpointslices"}:
                 assert not set(rule["verbs"]) & write_verbs, f"read-only: {rule}"
             if "events" in rule["resources"]:
                 assert rule["verbs"] == ["create"]
@@ -101,6 +102,24 @@ def test_rbac_is_least_privilege():
                     rule["resources"] == ["safetyexperiments/finalizers", "safetystudies/finalizers"]
             if "safetystudies" in rule["resources"]:  # the study creates experiments; itself it only patches
                 assert "create" not in rule["verbs"] and "patch" in rule["verbs"]
+
+
+PEOPLES = {"rel-lrm-safety-operator-view", "rel-lrm-safety-operator-edit"}
+
+
+def test_roles_for_people_are_aggregated_and_bound_to_no_one():
+    """`kubectl sexp` for whoever holds view (edit, admin) in a namespace: the chart's view and edit ClusterRoles
+    aggregate into the built-in roles; the chart binds them to no subject itself."""
+    docs = render()
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
+    view, edit = roles["rel-lrm-safety-operator-view"], roles["rel-lrm-safety-operator-edit"]
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert "rbac.authorization.k8s.io/aggregate-to-view" not in edit["metadata"]["labels"]
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert view["rules"] == [{"apiGroups": ["lrmsafety.io"], "resources": ["safetyexperiments", "safetystudies"],
+                              "verbs": ["get", "list", "watch"]}]
+    bound = {d["roleRef"]["name"] for d in docs if d["kind"] in ("ClusterRoleBinding", "RoleBinding")}
+    assert not bound & PEOPLES
 
 
 @pytest.mark.parametrize("sets", [(), ("watch.allNamespaces=false", "watch.namespaces={research}")])
@@ -161,3 +180,49 @@ def test_app_version_is_the_image_tags():
     version = re.search(r'^version = "(.+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
     assert chart["appVersion"] == values["image"]["tag"] == version
     assert values["worker"]["image"].endswith(":" + chart["appVersion"])
+
+
+PULL_SECRET_FORMS = {
+    "set-name": ["--set", "worker.imagePullSecrets[0].name=regcred", "--set", "imagePullSecrets[0].name=regcred"],
+    "set-list": ["--set", "worker.imagePullSecrets={regcred}", "--set", "imagePullSecrets={regcred}"],
+    "set-json": ["--set-json", 'worker.imagePullSecrets=[{"name":"regcred"}]',
+                 "--set-json", 'imagePullSecrets=[{"name":"regcred"}]'],
+    "values-file": "values",
+}
+
+
+@pytest.mark.parametrize("form", list(PULL_SECRET_FORMS))
+def test_pull_secrets_in_every_form_people_type_reach_every_pod(form, tmp_path):
+    """`[regcred]` and `[{name: regcred}]` both name the Secret regcred, on the operator's pod and on every stage
+    pod (helm's --set of a map used to render as the string `map[name:regcred]`)."""
+    from safety_operator.manifests import WorkerDefaults, render_all
+
+    from lrm_safety.spec import Experiment
+
+    args = PULL_SECRET_FORMS[form]
+    if args == "values":
+        f = tmp_path / "values.yaml"
+        f.write_text("imagePullSecrets: [regcred]\nworker:\n  imagePullSecrets:\n    - name: regcred\n")
+        args = ["-f", str(f)]
+    docs = [d for d in yaml.safe_load_all(helm("template", "rel", str(CHART), "-n", "ops", *args).stdout) if d]
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["LRM_SAFETY_WORKER_PULL_SECRETS"] == "regcred"
+    exp = Experiment.load(str(REPO / "examples" / "experiment.yaml"))
+    jobs = [d for d in render_all(exp.name, exp.namespace, WorkerDefaults.from_env(env).apply(exp.spec))
+            if d["kind"] == "Job"]
+    assert len(jobs) == 4
+    assert all(j["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}] for j in jobs)
+
+
+@pytest.mark.parametrize("value", ["worker.imagePullSecrets[0].nam=regcred", "worker.imagePullSecrets[0]=Reg_Cred",
+                                   "imagePullSecrets[0].name=Bad_Name", "worker.imagePulSecrets[0]=regcred"])
+def test_malformed_pull_secrets_fail_lint_and_install(value):
+    """helm's own schema message, naming the value, at `helm lint` and at `helm install` (template runs the same
+    check)."""
+    key = value.split("[")[0]
+    for cmd in (["lint", str(CHART), "--strict", "--set", value], ["template", "rel", str(CHART), "--set", value]):
+        r = helm(*cmd, ok=False)
+        assert r.returncode != 0, (cmd, r.stdout)
+        assert key.split(".")[-1] in r.stdout + r.stderr, r.stdout + r.stderr

@@ -120,7 +120,7 @@ def test_store_without_credentials_is_one_line_with_the_fix(tmp_path):
                AWS_EC2_METADATA_DISABLED="true")
     r = subprocess.run([sys.executable, "-m", "lrm_safety.cli", "render", str(REPO / "examples" / "experiment.yaml"),
                         "--plan"], capture_output=True, text=True, env=env)
-    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr[-2000:]  # the user's to fix: bad input
     lines = r.stderr.strip().splitlines()
     assert lines == ["error: no S3 credentials for the store: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
                      "AWS_PROFILE), or use a file:// storage.uri"], lines
@@ -135,3 +135,30 @@ def test_store_problem_lines():
     assert store_problem(nb) == "bucket b1 does not exist: create it or fix storage.uri"
     assert "storage.endpoint" in store_problem(EndpointConnectionError(endpoint_url="http://s3.local:9"))
     assert store_problem(ValueError("other")) is None, "anything else keeps its traceback"
+
+
+def test_a_stage_whose_store_is_unreachable_exits_transient_not_bad_input(tmp_path):
+    """A person's command exits 3 on a store problem (the fix is theirs); a stage pod exits 1, so the operator
+    retries it: the store may be back for the next attempt."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = tmp_path / "e.yaml"
+    spec.write_text(f"""apiVersion: lrmsafety.io/v1alpha1
+kind: SafetyExperiment
+metadata: {{name: e}}
+spec:
+  storage: {{uri: "s3://b/x", endpoint: "http://127.0.0.1:{port}"}}
+  mix: {{safetySource: "s3://b/s.jsonl", mathCount: 0}}
+  evaluate: {{dataRoot: s3://d}}
+""")
+    env = {**__import__("os").environ, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
+           "AWS_MAX_ATTEMPTS": "1", "AWS_RETRY_MODE": "standard"}
+    r = subprocess.run([sys.executable, "-m", "lrm_safety.cli", "stage", "mix", "--spec", str(spec)],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 1 and "cannot reach the S3 endpoint" in r.stderr, (r.returncode, r.stderr[-1500:])
+    r = subprocess.run([sys.executable, "-m", "lrm_safety.cli", "render", str(spec), "--plan"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 3 and "cannot reach the S3 endpoint" in r.stderr, (r.returncode, r.stderr[-1500:])

@@ -90,3 +90,47 @@ def test_render_and_validate_print_the_plan_for_the_paper_example():
         assert "DeepSpeed zero2, bf16, fp32 (DeepSpeed bf16 optimizer) master weights" in r.stdout
         assert "(DeepSpeed's ZeRO-2 estimator)" in r.stdout and "GPU memory 80 GB" in r.stdout
         assert "WARNING" not in r.stdout
+
+
+def test_the_known_shapes_are_the_meta_device_counts_of_their_configs():
+    """validate and render read known models' parameter counts from a table (no transformers import, no model
+    conversion); the table must be what transformers counts from each config."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from lrm_safety.memory_plan import KNOWN_MODELS, KNOWN_SHAPES, model_shape
+
+    assert set(KNOWN_SHAPES) == set(KNOWN_MODELS)
+    for ref, cfg in KNOWN_MODELS.items():
+        cfg = dict(cfg)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(AutoConfig.for_model(cfg.pop("model_type"), **cfg))
+        params = sum(p.numel() for p in model.parameters())
+        largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
+        assert KNOWN_SHAPES[ref] == (params, largest), ref
+        assert model_shape(ref).params == params
+
+
+def test_the_builtin_model_is_planned_without_converting_it(tmp_path, monkeypatch):
+    """validate on the quickstart: the builtin model's config from the table, never its GGUF converted (51 s)."""
+    import lrm_safety.models as models
+    from lrm_safety.memory_plan import KNOWN_MODELS, model_shape
+
+    monkeypatch.setenv("LRM_SAFETY_CACHE", str(tmp_path))
+    monkeypatch.setattr(models, "convert_gguf", lambda *a, **k: (_ for _ in ()).throw(AssertionError("converted")))
+    shape = model_shape("builtin:smollm2-135m-instruct")
+    assert shape.params == 134_515_008 and shape.layers == KNOWN_MODELS["builtin:smollm2-135m-instruct"]["num_hidden_layers"]
+    lora = type("L", (), {"target_modules": ["all-linear"], "r": 8})()
+    assert model_shape("builtin:smollm2-135m-instruct", lora=lora).lora_params > 0, "LoRA: the meta model, no conversion"
+
+
+def test_the_builtin_models_table_entry_is_its_gguf_config():
+    from transformers import AutoConfig
+
+    from lrm_safety.memory_plan import KNOWN_MODELS
+    from lrm_safety.models import builtin_gguf
+
+    gguf = builtin_gguf("smollm2-135m-instruct")
+    cfg = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    for key, value in KNOWN_MODELS["builtin:smollm2-135m-instruct"].items():
+        assert getattr(cfg, key) == value, key

@@ -9,19 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from real_kube import RealCluster, start_operator, stop_operator, unavailable, wait_until
+from real_kube import start_operator, stop_operator, unavailable, wait_until
 
 pytestmark = [pytest.mark.realkube, pytest.mark.skipif(unavailable() is not None, reason=unavailable() or "")]
 G, V, P = "lrmsafety.io", "v1alpha1", "safetyexperiments"
-
-
-@pytest.fixture(scope="module")
-def real(tmp_path_factory):
-    with RealCluster(tmp_path_factory.mktemp("kube")) as cluster:
-        cluster.custom, cluster.batch, cluster.core, cluster.coordination = cluster.clients()
-        cluster.sa = cluster.install_chart_rbac("lrm-system")
-        cluster.sa_config = cluster.sa_kubeconfig(cluster.sa, "lrm-system")
-        yield cluster
 
 
 @pytest.fixture
@@ -187,3 +178,32 @@ def test_killed_operator_restarts_without_a_second_job_or_409s(real, tmp_path):
         assert all(st["stages"][s]["attempts"] == 1 for s in ("distill", "mix", "train", "evaluate"))
     finally:
         stop_operator(op)
+
+
+def test_kubectl_sexp_says_what_rbac_refused_and_the_charts_view_role_grants_it(real, tmp_path):
+    """A user with no role in the namespace: one line naming the user, verb, resource, namespace and the binding that
+    grants it, in seconds. Bound to the built-in `view` role (which the chart's view ClusterRole aggregates into),
+    the same command works."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ns = "readers"
+    real.namespace(ns)
+    real.kubectl("-n", ns, "create", "serviceaccount", "alice")
+    real.custom.create_namespaced_custom_object(G, V, ns, P, experiment("seen", ns, instant_spec()))
+    config = real.sa_kubeconfig("alice", ns)
+    plugin = [str(Path(sys.executable).parent / "kubectl-sexp"), "--kubeconfig", str(config)]
+    start = time.monotonic()
+    r = subprocess.run([*plugin, "status", "seen", "-n", ns], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr and time.monotonic() - start < 10, r.stderr
+    assert r.stderr.strip() == (
+        f"error: forbidden: RBAC does not let system:serviceaccount:{ns}:alice get safetyexperiments in namespace "
+        f"'{ns}'; the chart's ClusterRoles <release>-lrm-safety-operator-view and -edit, aggregated into the built-in "
+        f"view and edit roles, grant it: kubectl create rolebinding lrm-safety-view -n {ns} --clusterrole=view "
+        f"--serviceaccount={ns}:alice"), r.stderr
+    real.kubectl("-n", ns, "create", "rolebinding", "lrm-safety-view", "--clusterrole=view", f"--serviceaccount={ns}:alice")
+    ok = wait_until(lambda: (p := subprocess.run([*plugin, "status", "seen", "-n", ns], capture_output=True,
+                                                 text=True, timeout=60)).returncode == 0 and p, 30,
+                    "the aggregated view role to take effect")
+    assert "seen" in ok.stdout

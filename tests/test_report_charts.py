@@ -34,3 +34,35 @@ def test_the_legend_covers_no_bar(metric):
     legend = ax.get_legend().get_window_extent(renderer)
     for bar in ax.patches:
         assert not legend.overlaps(bar.get_window_extent(renderer)), (metric, legend, bar.get_window_extent(renderer))
+
+
+def test_every_bar_says_its_value_and_a_zero_is_visible():
+    """A metric of 0 drew no bar, only its whisker: it now has a mark on the axis, and every bar a value label."""
+    m = _metrics()
+    m["benchmarks"]["harmful-heldout"]["trained"].update(value=0.0, ci95=[0.0, 0.14])
+    fig = report.chart_figure(m, "asr")
+    ax = fig.axes[0]
+    labels = sorted(t.get_text() for t in ax.texts)
+    assert labels == ["0.0%", "92.0%"], labels
+    zero_bar = next(p for p in ax.patches if p.get_height() == 0)
+    x = zero_bar.get_x() + zero_bar.get_width() / 2
+    marks = [ln for ln in ax.lines if len(ln.get_xdata()) == 2 and min(ln.get_xdata()) < x < max(ln.get_xdata())
+             and ln.get_linewidth() >= 2]
+    assert marks, "a visible mark at 0"
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert not any(legend.overlaps(t.get_window_extent(renderer)) for t in ax.texts), "labels clear of the legend"
+
+
+def test_n_is_the_items_judged_for_every_model_layout():
+    """compareBase: false with one named model: the table's n is that model's (it printed 0)."""
+    records = {"ckpt": {"advbench": [{"unsafe": i < 5, "refused": i >= 5} for i in range(50)]}}
+    metrics = report.compute(records, {"advbench": "harmful"}, {"harm": "a guard model (g)", "overRefusal": "x"})
+    assert metrics["benchmarks"]["advbench"]["ckpt"]["n"] == 50
+    rows = report.table_rows(metrics, {"harm": "a guard model (g)", "overRefusal": "x"})
+    assert rows[0][2] == "50", rows
+    assert report.header(metrics) == ["benchmark", "metric", "n", "ckpt", "delta"]
+    both = report.compute({"base": {"advbench": records["ckpt"]["advbench"][:40]}, "trained": records["ckpt"]},
+                          {"advbench": "harmful"})
+    assert report.table_rows(both)[0][2] == "40/50", "models judged on different counts show both"

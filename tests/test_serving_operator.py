@@ -44,7 +44,9 @@ def test_a_study_shares_one_server_which_goes_after_its_last_stage_and_idle_time
     deps = wait_for(lambda: (d := deployments(cluster)) and len(children(cluster)) == 3 and d, 20, what="server")
     assert len(deps) == 1, "three cells, one served teacher: one Deployment"
     (name, dep), = deps.items()
-    assert name in services(cluster)
+    wait_for(lambda: name in services(cluster), 20, what="the server's Service")
+    svc = cluster.core.read_namespaced_service(name, NS)
+    assert [(o.kind, o.name) for o in svc.metadata.owner_references] == [("Deployment", name)], "the Deployment's"
     assert dep["metadata"]["ownerReferences"][0]["kind"] == "SafetyStudy"
     cells = sorted(children(cluster))
     wait_for(lambda: all((get(cluster, c).get("status", {}).get("stages", {}).get("distill", {}).get("waiting") or {})
@@ -101,3 +103,21 @@ def test_a_crash_looping_server_fails_the_stage_with_its_reason(cluster, operato
     reason = status["stages"]["distill"]["failures"][0]["reason"]
     assert "CrashLoopBackOff" in reason and "CUDA out of memory" in reason and "timeout" not in reason
     assert not jobs(cluster, "crash"), "no Job was started against a crash-looping server"
+
+
+def test_the_log_says_a_deletion_only_when_one_happens(cluster, operator, caplog):
+    """kopf logged "Handler 'on_experiment_deleted' succeeded" for every experiment event; the handler now runs on
+    deletions only, kopf's routine per-event lines are quiet, and the operator says what the deletion did."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    create(cluster, "logged", {"stages": ["mix"], "mix": {"safetySource": "s3://d/s.jsonl", "mathCount": 0}})
+    wait_for(lambda: "logged-mix-1" in jobs(cluster), 20, what="the mix Job")
+    cluster.custom.patch_namespaced_custom_object(G, V, NS, "safetyexperiments", "logged", {"spec": {"suspend": True}})
+    wait_for(lambda: jobs(cluster)["logged-mix-1"]["spec"].get("suspend"), 20, what="the Job suspended")
+    before = caplog.text
+    assert "on_experiment_deleted" not in before and "deleted: releasing" not in before, before[-3000:]
+    assert not any("Handler 'on_job_event' succeeded" in r.getMessage() or "Indexer 'stage_jobs' succeeded" in
+                   r.getMessage() for r in caplog.records), "routine per-event lines are quiet"
+    cluster.custom.delete_namespaced_custom_object(G, V, NS, "safetyexperiments", "logged")
+    wait_for(lambda: "experiment default/logged deleted: releasing" in caplog.text, 20, what="the deletion logged")

@@ -103,8 +103,8 @@ def test_validate_broken_copy(tmp_path):
     r = _cli("validate", str(broken))
     assert r.returncode == 3, "bad input has its own exit code"
     lines = r.stderr.strip().splitlines()
-    assert f"{broken}: spec.train.learningRate: must be > 0" in lines
-    assert f"{broken}: spec.train.nodes: must be >= 1" in lines
+    assert f"{broken}: spec.train.learningRate: must be > 0 (got -0.1)" in lines
+    assert f"{broken}: spec.train.nodes: must be >= 1 (got 0)" in lines
     assert any(line.startswith(f"{broken}: spec.distill.style: ") for line in lines)
     assert "Traceback" not in r.stderr
 
@@ -125,3 +125,29 @@ def test_global_batch_that_does_not_divide_is_a_field_error():
     with pytest.raises(SpecError, match="gradientAccumulation 4 x 8 samples per micro-step is not globalBatchSize 64"):
         parse_spec({"train": {"gpusPerNode": 4, "gradientAccumulation": 4, "globalBatchSize": 64}})
     assert parse_spec({"train": {"gradientAccumulation": 3}}).train.accumulation == 3, "an explicit accumulation decides"
+
+
+@pytest.mark.parametrize("q", ["8", "500m", "64Gi", "1.5", "0.5Gi", "1e3", "1E3", "2Ti", "100M", "12k", "3.5e-2",
+                               ".5", "7Ki", "1Pi", "2E"])
+def test_quantities_read_as_the_kubernetes_client_reads_them(q):
+    from kubernetes.utils.quantity import parse_quantity
+
+    from lrm_safety.spec import quantity_value
+
+    assert quantity_value(q) == pytest.approx(float(parse_quantity(q)))
+
+
+@pytest.mark.parametrize("q", ["lots", "8 cores", "-4Gi", "1 GB", "64GB", "1.2.3", "", "Gi"])
+def test_what_is_not_a_quantity_is_refused_as_the_api_server_would(q):
+    from kubernetes.utils.quantity import parse_quantity
+
+    from lrm_safety.spec import parse_spec, quantity_value
+
+    with pytest.raises(ValueError):
+        quantity_value(q)
+    with pytest.raises(SpecError, match="must be a Kubernetes quantity"):
+        parse_spec({"resources": {"memory": q}})
+    if q.startswith("-"):
+        return  # a valid quantity, but never a request
+    with pytest.raises(ValueError):
+        parse_quantity(q)

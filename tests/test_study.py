@@ -55,7 +55,7 @@ def test_invalid_cells_are_named_by_their_values():
     lines = e.value.lines
     assert "cells[style=bogus,learningRate=1e-05].spec.distill.style: Input should be 'default', 'realsafe', " \
            "'improved', 'short', 'template' or 'nocot'" in lines
-    assert "cells[style=short,learningRate=-1].spec.train.learningRate: must be > 0" in lines
+    assert "cells[style=short,learningRate=-1].spec.train.learningRate: must be > 0 (got -1)" in lines
     assert not any("style=short,learningRate=1e-05" in line for line in lines), "valid cells are not reported"
 
 

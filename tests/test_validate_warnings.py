@@ -8,7 +8,7 @@ import yaml
 
 def _validate(tmp_path, student, rendering):
     doc = {"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyExperiment", "metadata": {"name": "w"},
-           "spec": {"student": {"model": str(student)}, "evaluate": {"dataRoot": "/d"},
+           "spec": {"student": {"model": str(student)}, "evaluate": {"dataRoot": "s3://d"},
                     "train": {"rendering": rendering}}}
     f = tmp_path / "exp.yaml"
     f.write_text(yaml.safe_dump(doc))
@@ -16,6 +16,12 @@ def _validate(tmp_path, student, rendering):
 
 
 def test_conversation_rendering_with_the_r1_template_warns(tmp_path, r1_tokenizer_dir):
+    import shutil
+
+    student = tmp_path / "r1-distill-qwen-7b"  # a model folder as a user has it: a config beside the tokenizer
+    shutil.copytree(r1_tokenizer_dir, student)
+    (student / "config.json").write_text('{"model_type": "qwen2", "transformers_version": "5.0.0"}')
+    r1_tokenizer_dir = student
     r = _validate(tmp_path, r1_tokenizer_dir, "conversation")
     assert r.returncode == 0, r.stderr
     assert "valid SafetyExperiment 'w'" in r.stdout

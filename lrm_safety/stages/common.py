@@ -18,6 +18,7 @@ BUILTIN_DATA = {
     "builtin:demo-eval-harmful": DATA_DIR / "demo_eval_harmful.jsonl",
     "builtin:demo-eval-benign": DATA_DIR / "demo_eval_benign.jsonl",
 }
+SYNTHETIC_EVAL = "builtin:synthetic-math-eval"  # generated (mathgen), never trained on
 
 
 @dataclass
@@ -95,7 +96,7 @@ class StageContext:
 
     def read_rows(self, uri: str) -> list[dict]:
         """Rows of a JSONL or JSON data file named by URI, path or builtin: name."""
-        if uri == "builtin:synthetic-math-eval":
+        if uri == SYNTHETIC_EVAL:
             from ..mathgen import synthetic_math
 
             # A seed far from any mix seed: evaluation problems the demo never trains on.

@@ -10,9 +10,11 @@ experiments only, and copies running stages' progress; a finished experiment cos
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import random
+import re
 import threading
 import time
 import warnings
@@ -48,6 +50,7 @@ _fresh: dict[Key, dict] = {}  # a just-created experiment's body (no status yet)
 _ix: dict[str, object] = {}  # the kopf indices, for the scheduler task (handlers receive them as kwargs)
 _server_due: dict[Key, float] = {}  # (namespace, served model's Deployment) -> monotonic time of its idle look
 _server_signals: dict[str, tuple] = {}  # server pod uid -> its readiness: its users reconcile when it changes
+_disrupted: dict[Key, dict[str, dict]] = {}  # experiment -> stage pods evicted/preempted, until status records them
 _store = {"readable": True}  # False when the operator found no S3 credentials at start
 SETTINGS = Settings.from_env()
 LABELS = {manifests.LABEL_EXPERIMENT: kopf.PRESENT}
@@ -75,7 +78,7 @@ def _with_made(key: Key, jobs: dict[str, dict], now: float) -> dict[str, dict]:
 
 def _forget(key: Key) -> None:
     """A finished or deleted experiment leaves nothing behind in memory."""
-    for d in (_due, _errors, _made, _progress, _turns, _fresh):
+    for d in (_due, _errors, _made, _progress, _turns, _fresh, _disrupted):
         d.pop(key, None)
     _locks.pop(key, None)
 
@@ -115,10 +118,13 @@ def reconcile(namespace: str, name: str, jobs: dict[str, dict], pods: dict[str, 
         uid = (body.get("metadata") or {}).get("uid")
         try:
             for _ in range(3):  # a claim lost to another experiment: decide again, knowing the winner
+                disrupted = dict(_disrupted.get(key) or {})
                 acts = decide(Observed(body=body, jobs=jobs, pods=pods, finished_in_store=lookup, now=utcnow(),
+                                       disruptions=disrupted,
                                        claims=lambda work: overrides.get(work) or _claims.get((namespace, work)),
                                        claim_grace=SETTINGS.claim_grace_seconds, servers=served[0],
-                                       server_pods=served[1]), SETTINGS.worker)
+                                       server_pods=served[1], server_services=served[2],
+                                       server_slices=served[3]), SETTINGS.worker)
                 lost = False
                 for c in acts.claims:
                     won, current = api.claim(claimsmod.render(c.work, c.stage, namespace, name, uid,
@@ -139,6 +145,8 @@ def reconcile(namespace: str, name: str, jobs: dict[str, dict], pods: dict[str, 
                 api.patch_job(namespace, job, patch)
             for server, patch in acts.server_patches:
                 api.patch_deployment(namespace, server, patch)
+            for server, patch in acts.service_patches:
+                api.patch_service(namespace, server, patch)
             status = acts.status
             if _degraded(body) and not status:
                 status = dict(body.get("status") or {})
@@ -152,6 +160,8 @@ def reconcile(namespace: str, name: str, jobs: dict[str, dict], pods: dict[str, 
                     f"reuse finished stages before their pods start, keep TTL-deleted Jobs finished, or copy progress")
             if status:
                 api.patch_status(namespace, name, status)
+            for pod in disrupted:  # in status now (or of another attempt): forgotten
+                (_disrupted.get(key) or {}).pop(pod, None)
             for work, since in acts.marks:
                 api.mark_claim(namespace, claimsmod.lease_name(work), claimsmod.STUCK, since)
             for work in acts.releases:
@@ -274,11 +284,14 @@ def stage_pods(namespace, labels, body, **_):
     return {(namespace, labels[manifests.LABEL_EXPERIMENT]): podinfo.trim(body)}
 
 
-def _served_view(namespace: str) -> tuple[dict, dict]:
-    """The namespace's served models and their pods, from the indices (on the event loop)."""
+def _served_view(namespace: str) -> tuple[dict, dict, dict, dict]:
+    """The namespace's served models, their pods, Services and EndpointSlices, from the indices (on the event
+    loop)."""
     deps = {d["name"]: d for d in _ix.get("model_servers", {}).get(namespace, [])}
-    pods_ix = _ix.get("model_server_pods", {})
-    return deps, {n: list(pods_ix.get((namespace, n), [])) for n in deps}
+    pods_ix, slices_ix = _ix.get("model_server_pods", {}), _ix.get("model_server_slices", {})
+    services = {sv["name"]: sv for sv in _ix.get("model_server_services", {}).get(namespace, [])}
+    return (deps, {n: list(pods_ix.get((namespace, n), [])) for n in deps}, services,
+            {n: list(slices_ix.get((namespace, n), [])) for n in deps})
 
 
 def _observed(namespace: str, name: str, stage_jobs, stage_pods) -> tuple[dict, dict]:
@@ -322,10 +335,12 @@ async def _in_thread(fn, *args):
     return await asyncio.get_running_loop().run_in_executor(_ix.get("executor"), fn, *args)
 
 
-def _keep(stage_jobs, stage_pods, model_servers=None, model_server_pods=None) -> None:
+def _keep(stage_jobs, stage_pods, model_servers=None, model_server_pods=None, model_server_services=None,
+          model_server_slices=None) -> None:
     _ix["stage_jobs"], _ix["stage_pods"] = stage_jobs, stage_pods
     if model_servers is not None:
         _ix["model_servers"], _ix["model_server_pods"] = model_servers, model_server_pods
+        _ix["model_server_services"], _ix["model_server_slices"] = model_server_services, model_server_slices
 
 
 TRIM_SECONDS = 60.0
@@ -410,11 +425,36 @@ async def _scheduler() -> None:
 
 
 # ---------------------------------------------------------------- triggers
+class QuietWatchHandlers(logging.Filter):
+    """kopf logs "Handler 'x' succeeded." (and "Indexer 'x' ...", "Timer 'x' ...") at INFO for every event each
+    handler sees, thousands an hour on a busy namespace, which buries what the operator did: a deletion handler
+    seemed to succeed on every event. Those lines go (failures still log); the operator logs what it did itself."""
+
+    ROUTINE = re.compile(r"(Handler|Indexer|Timer) '[A-Za-z_]+' succeeded\.")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and self.ROUTINE.fullmatch(str(record.msg)))
+
+
+class PatientBackoffs:
+    """kopf's waits between retries of a request that failed to connect or got a 5xx/429: its default gives up after
+    54 s, and a watch that gives up ends the operator. An API server or etcd restart can take longer (the API server
+    answers 429 "storage is (re)initializing" for a while), so the operator retries for ever, at most a minute
+    apart; 4xx answers are never retried."""
+
+    def __iter__(self):
+        return itertools.chain((1, 1, 2, 3, 5, 8, 13, 21, 34), itertools.repeat(60))
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo, **_):
+    quiet = QuietWatchHandlers()
+    for name in ("kopf.objects", "kopf.activities"):
+        if not any(isinstance(f, QuietWatchHandlers) for f in logging.getLogger(name).filters):
+            logging.getLogger(name).addFilter(quiet)
     # A restarted operator (a new event loop) starts from what the API server says, not from a previous run.
     for memory in (_study_queued, _study_runs, _queued, _turns, _due, _errors, _made, _claims, _waiters, _progress,
-                   _pod_signals, _awaiting, _fresh, _ix, _server_due, _server_signals):
+                   _pod_signals, _awaiting, _fresh, _ix, _server_due, _server_signals, _disrupted):
         memory.clear()
     settings.posting.level = logging.INFO
     settings.posting.enabled = SETTINGS.post_events
@@ -425,6 +465,7 @@ async def configure(settings: kopf.OperatorSettings, memo, **_):
     # the client timeout.
     settings.watching.inactivity_timeout = SETTINGS.watch_client_timeout
     settings.watching.connect_timeout = 30
+    settings.networking.error_backoffs = PatientBackoffs()
     settings.execution.max_workers = SETTINGS.workers
     _ix["executor"] = settings.execution.executor
     settings.persistence.finalizer = f"{API_GROUP}/finalizer"
@@ -453,7 +494,8 @@ async def stop_scheduler(memo, **_):
 @kopf.on.create(API_GROUP, API_VERSION, PLURAL)
 @kopf.on.resume(API_GROUP, API_VERSION, PLURAL)
 async def on_create_or_resume(namespace, name, body, reason, status, stage_jobs, stage_pods, **_):
-    _keep(stage_jobs, stage_pods, _.get("model_servers"), _.get("model_server_pods"))
+    _keep(stage_jobs, stage_pods, _.get("model_servers"), _.get("model_server_pods"), _.get("model_server_services"),
+          _.get("model_server_slices"))
     if is_finished(status):
         return  # a restarted operator reads nothing for finished experiments
     _kick(namespace, name, dict(body) if reason == kopf.Reason.CREATE and not status else None)
@@ -461,7 +503,8 @@ async def on_create_or_resume(namespace, name, body, reason, status, stage_jobs,
 
 @kopf.on.update(API_GROUP, API_VERSION, PLURAL)
 async def on_update(namespace, name, body, meta, diff, status, stage_jobs, stage_pods, **_):
-    _keep(stage_jobs, stage_pods, _.get("model_servers"), _.get("model_server_pods"))
+    _keep(stage_jobs, stage_pods, _.get("model_servers"), _.get("model_server_pods"), _.get("model_server_services"),
+          _.get("model_server_slices"))
     ignored = ignored_changes(diff, status, meta.get("generation"))
     if ignored:
         await asyncio.to_thread(
@@ -476,7 +519,8 @@ async def on_update(namespace, name, body, meta, diff, status, stage_jobs, stage
 @kopf.on.event("batch", "v1", "jobs", labels=LABELS)
 async def on_job_event(namespace, labels, type, body, stage_jobs, stage_pods, **_):
     # Only a finished Job changes a decision; the Jobs the operator just created or patched need no reconcile.
-    _keep(stage_jobs, stage_pods, _.get("model_servers"), _.get("model_server_pods"))
+    _keep(stage_jobs, stage_pods, _.get("model_servers"), _.get("model_server_pods"), _.get("model_server_services"),
+          _.get("model_server_slices"))
     if type == "DELETED" or job_state(body) not in ("succeeded", "failed"):
         return
     experiment = labels.get(manifests.LABEL_EXPERIMENT)
@@ -497,7 +541,19 @@ async def on_job_event(namespace, labels, type, body, stage_jobs, stage_pods, **
 @kopf.on.event("", "v1", "pods", labels=LABELS)
 async def on_pod_event(namespace, labels, type, body, uid, stage_jobs, stage_pods, **_):
     """A stage pod that starts or gets stuck (unschedulable, image pull, a missing Secret) changes the status."""
-    _keep(stage_jobs, stage_pods, _.get("model_servers"), _.get("model_server_pods"))
+    _keep(stage_jobs, stage_pods, _.get("model_servers"), _.get("model_server_pods"), _.get("model_server_services"),
+          _.get("model_server_slices"))
+    disrupted = podinfo.disruption(body)
+    experiment = labels.get(manifests.LABEL_EXPERIMENT)
+    if disrupted and experiment and f"{uid}/disrupted" not in _pod_signals:
+        _pod_signals[f"{uid}/disrupted"] = ()  # once per pod, however many events it still has
+        log.info("%s/%s: stage pod %s %s: %s", namespace, experiment, body["metadata"]["name"], disrupted["reason"],
+                 disrupted["message"])
+        _disrupted.setdefault((namespace, experiment), {})[body["metadata"]["name"]] = {
+            **disrupted, "job": podinfo.job_of(body), "at": now_iso()}
+        _kick(namespace, experiment)
+    if type == "DELETED":
+        _pod_signals.pop(f"{uid}/disrupted", None)
     if type == "DELETED" or (body.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
         _pod_signals.pop(uid, None)  # its end reaches the decision through its Job
         experiment = _awaiting.pop((namespace, podinfo.job_of(body) or ""), None)
@@ -618,6 +674,51 @@ async def on_server_event(namespace, type, body, **_):
         wake.set()
 
 
+@kopf.index("", "v1", "services", labels=SERVED)
+def model_server_services(namespace, body, **_):
+    return {namespace: servermod.trim_service(body)}
+
+
+@kopf.index("discovery.k8s.io", "v1", "endpointslices", labels=SERVED)
+def model_server_slices(namespace, labels, body, **_):
+    return {(namespace, labels[servermod.LABEL_SERVER]): servermod.trim_slice(body)}
+
+
+def _kick_users(namespace: str, server: str, model_servers) -> None:
+    for dep in model_servers.get(namespace, []):
+        if dep["name"] == server:
+            for user in servermod.users(dep):
+                _kick(namespace, user)
+
+
+def _changed(uid: str, type_: str, signal: tuple) -> bool:
+    """Has what matters of this server object changed since its last event (always, when it is gone)?"""
+    if type_ == "DELETED":
+        _server_signals.pop(uid, None)
+        return True
+    if _server_signals.get(uid) == signal:
+        return False
+    _server_signals[uid] = signal
+    return True
+
+
+@kopf.on.event("", "v1", "services", labels=SERVED)
+async def on_server_service_event(namespace, labels, type, body, uid, model_servers, **_):
+    """A server's Service made, adopted or gone (deleted by hand, or by the garbage collector): its users look
+    again, and the next one makes it again."""
+    owners = tuple(o.get("uid") for o in (body.get("metadata") or {}).get("ownerReferences") or [])
+    if _changed(uid, type, ("service", owners)):
+        _kick_users(namespace, labels.get(servermod.LABEL_SERVER), model_servers)
+
+
+@kopf.on.event("discovery.k8s.io", "v1", "endpointslices", labels=SERVED)
+async def on_server_slice_event(namespace, labels, type, body, uid, model_servers, **_):
+    """A server's ready endpoints came or went: the stages waiting for it decide again."""
+    sl = servermod.trim_slice(body)
+    if _changed(uid, type, ("slice", sl["endpoints"] > 0, sl["ready"] > 0)):
+        _kick_users(namespace, labels.get(servermod.LABEL_SERVER), model_servers)
+
+
 @kopf.on.event("", "v1", "pods", labels=SERVED)
 async def on_server_pod_event(namespace, labels, type, body, uid, model_servers, **_):
     """A server pod crash-looping, held up or becoming ready: the stages waiting for it decide again."""
@@ -629,11 +730,7 @@ async def on_server_pod_event(namespace, labels, type, body, uid, model_servers,
     if _server_signals.get(uid) == signal:
         return
     _server_signals[uid] = signal
-    server = labels.get(servermod.LABEL_SERVER)
-    for dep in model_servers.get(namespace, []):
-        if dep["name"] == server:
-            for user in servermod.users(dep):
-                _kick(namespace, user)
+    _kick_users(namespace, labels.get(servermod.LABEL_SERVER), model_servers)
 
 
 def release_servers(namespace: str, uid: Optional[str], name: Optional[str], deps: list[dict]) -> None:
@@ -649,7 +746,10 @@ def release_servers(namespace: str, uid: Optional[str], name: Optional[str], dep
         left = [o for o in owners if o.get("uid") != uid]
         if mine and not left:
             api.delete_server(namespace, dep["name"])
+            log.info("server %s/%s: its last owner %s is gone: deleted it", namespace, dep["name"], name or uid)
             continue
+        log.info("server %s/%s: %s no longer %s it (%d owner(s) left)", namespace, dep["name"], name or uid,
+                 "owns or uses" if mine and using else "owns" if mine else "uses", len(left))
         patch: dict = {"metadata": {}}
         if mine:
             patch["metadata"]["ownerReferences"] = [{**o, "controller": False, "blockOwnerDeletion": False}
@@ -659,16 +759,26 @@ def release_servers(namespace: str, uid: Optional[str], name: Optional[str], dep
         api.patch_deployment(namespace, dep["name"], patch)
 
 
-@kopf.on.event(API_GROUP, API_VERSION, PLURAL)
-async def on_experiment_deleted(namespace, name, uid, type, model_servers, **_):
-    if type == "DELETED" and model_servers.get(namespace):
-        await _in_thread(release_servers, namespace, uid, name, list(model_servers.get(namespace, [])))
+def _deleted(type, **_) -> bool:
+    return type == "DELETED"
 
 
-@kopf.on.event(API_GROUP, API_VERSION, "safetystudies")
-async def on_study_deleted(namespace, uid, type, model_servers, **_):
-    if type == "DELETED" and model_servers.get(namespace):
-        await _in_thread(release_servers, namespace, uid, None, list(model_servers.get(namespace, [])))
+@kopf.on.event(API_GROUP, API_VERSION, PLURAL, when=_deleted)
+async def on_experiment_deleted(namespace, name, uid, model_servers, **_):
+    """Runs on a deletion only (kopf logs every run of a handler as succeeded)."""
+    deps = list(model_servers.get(namespace, []))
+    log.info("experiment %s/%s deleted: releasing its use of %d server(s) in the namespace", namespace, name, len(deps))
+    if deps:
+        await _in_thread(release_servers, namespace, uid, name, deps)
+
+
+@kopf.on.event(API_GROUP, API_VERSION, "safetystudies", when=_deleted)
+async def on_study_deleted(namespace, name, uid, model_servers, **_):
+    deps = list(model_servers.get(namespace, []))
+    log.info("study %s/%s deleted: releasing its ownership of %d server(s) in the namespace", namespace, name,
+             len(deps))
+    if deps:
+        await _in_thread(release_servers, namespace, uid, None, deps)
 
 
 # ---------------------------------------------------------------- SafetyStudy: a grid of owned experiments

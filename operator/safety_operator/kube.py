@@ -203,6 +203,14 @@ class Api:
             e._where = f"patch Deployment {namespace}/{name}: "
             raise
 
+    def patch_service(self, namespace: str, name: str, patch: dict) -> None:
+        try:
+            self.core.patch_namespaced_service(name, namespace, patch, _preload_content=False)
+        except ApiException as e:
+            if e.status != 404:
+                e._where = f"patch Service {namespace}/{name}: "
+                raise
+
     def delete_server(self, namespace: str, name: str, resource_version: Optional[str] = None) -> bool:
         """A served model's Deployment (only if unchanged since it was judged idle: a user that just arrived keeps
         it), then its Service and NetworkPolicy. False when the Deployment changed meanwhile."""

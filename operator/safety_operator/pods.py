@@ -32,6 +32,15 @@ def trim(pod: dict) -> dict:
             "containerStatuses": states("containerStatuses")}
 
 
+def disruption(pod: dict) -> Optional[dict]:
+    """{reason, message} when the pod was disrupted (preempted, evicted, its node lost): the API server or the
+    scheduler marked it DisruptionTarget, and its Job's podFailurePolicy does not count it as a failure."""
+    for c in (pod.get("status") or pod).get("conditions") or []:
+        if c.get("type") == "DisruptionTarget" and c.get("status") == "True":
+            return {"reason": c.get("reason") or "DisruptionTarget", "message": (c.get("message") or "")[:300]}
+    return None
+
+
 def job_of(pod: dict) -> Optional[str]:
     labels = (pod.get("metadata") or pod).get("labels") or {}
     return labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
@@ -115,12 +124,19 @@ def combine_summaries(pods: list[dict]) -> dict:
 _EXIT = re.compile(r"exit code (\d+)")
 
 
+SIGNALS = {143: "terminated by SIGTERM: the pod was deleted, or stopped by its node (drain, shutdown)",
+           137: "killed by SIGKILL: out of memory, or stopped without a grace period"}
+
+
 def _why(t: dict) -> str:
-    """The worker's one-line error, else the kubelet's reason (OOMKilled...), else the log's last line."""
+    """The worker's one-line error, else the kubelet's reason (OOMKilled...), else what the signal in the exit code
+    says (143, 137), else the log's last line."""
     if t["summary"].get("error"):
         return t["summary"]["error"]
     if t["reason"] not in (None, "Error"):
         return t["reason"]
+    if t["exitCode"] in SIGNALS:
+        return SIGNALS[t["exitCode"]]
     lines = t["raw"].splitlines()
     return lines[-1] if lines else "failed"
 

@@ -4,14 +4,17 @@ idle one goes.
 One Deployment and one ClusterIP Service per served model (serving.Served, keyed by content) and namespace. Each
 experiment whose stage needs it writes an annotation of its own on the Deployment (`users.lrmsafety.io/<name>: the
 stages`), so experiments never overwrite each other's use; with no user left for `idleSeconds` it is deleted, and the
-next stage that needs it creates it again. Owners are the studies or experiments that needed it (ownerReferences,
-not controllers): the garbage collector removes it with the last of them.
+next stage that needs it creates it again. The Deployment's owners are the studies or experiments that needed it
+(ownerReferences, not controllers): the garbage collector removes it with the last of them. The Service (and the
+NetworkPolicy) belong to the Deployment, not to whichever user came first, so they live exactly as long as it does;
+a missing Service is made again by the next reconcile of any user.
 """
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any, Optional
 
+from lrm_safety.server_sizing import server_resources
 from lrm_safety.serving import PORT, Served, server_command, server_gpus
 from lrm_safety.spec import API_GROUP, API_VERSION, KIND, SafetyExperimentSpec
 
@@ -44,8 +47,15 @@ def _meta(s: Served, namespace: str, owner_ref: Optional[dict], extra_annotation
     meta: dict[str, Any] = {"name": s.name, "namespace": namespace, "labels": _labels(s),
                             "annotations": {MODEL: s.model, **(extra_annotations or {})}}
     if owner_ref and owner_ref.get("uid"):
-        meta["ownerReferences"] = [{**owner_ref, "controller": False, "blockOwnerDeletion": False}]
+        meta["ownerReferences"] = [{"controller": False, "blockOwnerDeletion": False, **owner_ref}]
     return meta
+
+
+def deployment_owner(dep: dict) -> dict:
+    """The Deployment as the owner of its Service and NetworkPolicy: the garbage collector deletes them with it.
+    blockOwnerDeletion stays false, so the operator needs no update right on deployments/finalizers."""
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "name": dep["name"], "uid": dep["uid"],
+            "controller": True, "blockOwnerDeletion": False}
 
 
 def _env(spec: SafetyExperimentSpec, s: Served) -> list[dict]:
@@ -72,8 +82,9 @@ def render_deployment(spec: SafetyExperimentSpec, namespace: str, s: Served, own
     GPUs)."""
     v, r = s.serve, spec.resources
     gpus = server_gpus(spec, s)
-    requests: dict[str, Any] = {"cpu": v.resources.cpu, "memory": v.resources.memory}
-    limits: dict[str, Any] = {"memory": v.resources.memory}
+    size = server_resources(spec, s)
+    requests: dict[str, Any] = {"cpu": size["cpu"], "memory": size["memory"]}
+    limits: dict[str, Any] = {"memory": size["memory"]}
     if gpus:
         requests[r.gpu_resource] = limits[r.gpu_resource] = str(gpus)
 
@@ -84,7 +95,9 @@ def render_deployment(spec: SafetyExperimentSpec, namespace: str, s: Served, own
     container = {
         "name": "vllm", "image": s.image, "imagePullPolicy": spec.images.pull_policy,
         "command": server_command(s), "ports": [{"name": "http", "containerPort": PORT}],
-        "env": _env(spec, s), "resources": {"requests": requests, "limits": limits},
+        "env": _env(spec, s) + ([{"name": "VLLM_CPU_KVCACHE_SPACE", "value": str(size["kvCacheGiB"])}]
+                                if size["kvCacheGiB"] else []),
+        "resources": {"requests": requests, "limits": limits},
         "startupProbe": probe(10, max(v.startup_seconds // 10, 1)),
         "readinessProbe": probe(10, 3), "livenessProbe": probe(30, 5),
         "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "runAsUser": 1000,
@@ -117,7 +130,7 @@ def render_deployment(spec: SafetyExperimentSpec, namespace: str, s: Served, own
 
 
 def render_service(namespace: str, s: Served, owner_ref: Optional[dict] = None) -> dict:
-    """ClusterIP only: reachable inside the cluster, never exposed."""
+    """ClusterIP only: reachable inside the cluster, never exposed. Owned by the server's Deployment."""
     return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(s, namespace, owner_ref),
             "spec": {"type": "ClusterIP", "selector": {LABEL_SERVER: s.name},
                      "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}]}}
@@ -132,25 +145,51 @@ def render_network_policy(namespace: str, s: Served, owner_ref: Optional[dict] =
                          "ports": [{"port": PORT, "protocol": "TCP"}]}]}}
 
 
-def render_server(spec: SafetyExperimentSpec, namespace: str, s: Served, owner_ref: Optional[dict] = None,
-                  users: Optional[dict[str, str]] = None) -> list[dict]:
-    """Everything one served model needs, in creation order."""
-    objs = [render_service(namespace, s, owner_ref), render_deployment(spec, namespace, s, owner_ref, users)]
+def render_companions(namespace: str, s: Served, dep: Optional[dict] = None) -> list[dict]:
+    """The Service (and NetworkPolicy) of a server, owned by its Deployment once that exists (`dep`, trimmed)."""
+    owner_ref = deployment_owner(dep) if dep and dep.get("uid") else None
+    objs = [render_service(namespace, s, owner_ref)]
     if s.serve.network_policy:
         objs.insert(0, render_network_policy(namespace, s, owner_ref))
     return objs
+
+
+def render_server(spec: SafetyExperimentSpec, namespace: str, s: Served, owner_ref: Optional[dict] = None,
+                  users: Optional[dict[str, str]] = None) -> list[dict]:
+    """Everything one served model needs, in creation order: the Deployment, then what it owns (`lrm-safety render`;
+    the operator makes the Service once the Deployment exists, owned by it)."""
+    return [render_deployment(spec, namespace, s, owner_ref, users), *render_companions(namespace, s)]
 
 
 # ---------------------------------------------------------------- what the cluster says
 def trim_deployment(body: dict) -> dict:
     meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
     ann = meta.get("annotations") or {}
-    return {"name": meta.get("name"), "resourceVersion": meta.get("resourceVersion"),
+    return {"name": meta.get("name"), "uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion"),
             "annotations": {k: v for k, v in ann.items() if k.startswith(USERS) or k in (IDLE_SINCE, IDLE_SECONDS, MODEL)},
             "ownerReferences": [{k: o.get(k) for k in ("apiVersion", "kind", "name", "uid")}
                                 for o in meta.get("ownerReferences") or []],
             "replicas": spec.get("replicas", 1), "readyReplicas": status.get("readyReplicas") or 0,
             "deletionTimestamp": meta.get("deletionTimestamp")}
+
+
+def trim_service(body: dict) -> dict:
+    meta = body.get("metadata") or {}
+    return {"name": meta.get("name"), "owners": [o.get("uid") for o in meta.get("ownerReferences") or []],
+            "deletionTimestamp": meta.get("deletionTimestamp")}
+
+
+SERVICE_NAME = "kubernetes.io/service-name"
+
+
+def trim_slice(body: dict) -> dict:
+    """An EndpointSlice of a server's Service: how many of its endpoints are ready (the controller copies the
+    Service's labels onto its slices, so the server label finds them)."""
+    meta = body.get("metadata") or {}
+    endpoints = body.get("endpoints") or []
+    ready = sum(1 for e in endpoints if (e.get("conditions") or {}).get("ready") is not False)
+    return {"name": meta.get("name"), "service": (meta.get("labels") or {}).get(SERVICE_NAME),
+            "endpoints": len(endpoints), "ready": ready}
 
 
 def trim_pod(body: dict) -> dict:
@@ -169,12 +208,22 @@ def users(dep: dict) -> dict[str, str]:
     return {k[len(USERS):]: v for k, v in (dep.get("annotations") or {}).items() if k.startswith(USERS) and v}
 
 
-def readiness(dep: Optional[dict], pods: list[dict]) -> dict:
-    """{ready, crashed, reason, message}: ready with a ready replica; crashed when a container crash-loops (with
-    the container's own last termination); otherwise why it is not ready yet (the pods' waiting reason)."""
+def readiness(dep: Optional[dict], pods: list[dict], service: Optional[dict] = None,
+              slices: Optional[list[dict]] = None, need_service: bool = False) -> dict:
+    """{ready, crashed, reason, message}: ready with a ready replica behind an existing Service (and, where the
+    cluster shows EndpointSlices for it, a ready endpoint: what stage pods actually reach); crashed when a container
+    crash-loops (with the container's own last termination); otherwise why it is not ready yet."""
     if dep is None:
         return {"ready": False, "crashed": False, "reason": "Creating", "message": "the server is being created"}
     if dep.get("readyReplicas", 0) > 0:
+        if need_service and (service is None or service.get("deletionTimestamp")):
+            return {"ready": False, "crashed": False, "reason": "NoService",
+                    "message": f"the Service {dep['name']} is missing: it is being created"}
+        # Slices that list the server's pods but none ready: wait. Slices listing nothing (a control plane whose
+        # pods have no routable IP, or a controller that has not caught up) leave the Deployment's word standing.
+        if need_service and any(sl.get("endpoints") for sl in slices or []) and not any(sl["ready"] for sl in slices):
+            return {"ready": False, "crashed": False, "reason": "NoEndpoints",
+                    "message": f"the Service {dep['name']} has no ready endpoint yet"}
         return {"ready": True, "crashed": False, "reason": "Ready", "message": ""}
     for pod in pods:
         for cs in pod.get("containerStatuses") or []:

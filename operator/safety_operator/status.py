@@ -58,6 +58,11 @@ class Observed:
     # served models of this namespace: server name -> its Deployment (servers.trim_deployment), and its pods
     servers: dict[str, dict] = field(default_factory=dict)
     server_pods: dict[str, list[dict]] = field(default_factory=dict)
+    # their Services (servers.trim_service) by name, and the EndpointSlices of each (servers.trim_slice)
+    server_services: dict[str, dict] = field(default_factory=dict)
+    server_slices: dict[str, list[dict]] = field(default_factory=dict)
+    # stage pods disrupted (evicted, preempted) as the pods watch saw them: pod name -> {job, reason, message, at}
+    disruptions: dict[str, dict] = field(default_factory=dict)
     now: dt.datetime = field(default_factory=utcnow)
 
 
@@ -81,6 +86,7 @@ class Actions:
     releases: list[str] = field(default_factory=list)  # work ids whose claim this experiment gives up
     marks: list[tuple[str, Optional[str]]] = field(default_factory=list)  # (work id, stuck since or None)
     server_patches: list[tuple[str, dict]] = field(default_factory=list)  # (served model's Deployment, merge patch)
+    service_patches: list[tuple[str, dict]] = field(default_factory=list)  # (served model's Service, merge patch)
 
 
 def job_state(job: Optional[dict]) -> str:
@@ -175,6 +181,9 @@ def is_finished(status: Optional[dict]) -> bool:
     return not (invalid and _never_started(status))
 
 
+JOIN_SECONDS = 3.0  # after creating a served model: join it as a user if another experiment's create won
+
+
 class _Decision:
     """One reconcile's working state; `decide` is its only entry point."""
 
@@ -186,6 +195,7 @@ class _Decision:
         self.acts = Actions()
         self.works: dict[str, str] = {}
         self.made_servers: set[str] = set()
+        self.made_services: set[str] = set()
         self.using: dict[str, str] = {}  # server name -> the stage of this experiment that needs it now
 
     # -- helpers
@@ -307,10 +317,25 @@ class _Decision:
             if self.fail_attempt(stage, st, f["reason"], f["permanent"], f["exitCode"]):
                 return "failed"
             return self.run_stage(stage, st)  # starts the retry now if there is no backoff
+        self.note_disruptions(stage, st, jname)
         if self.watch_start(stage, st, jname, job, pods, state):
             return "failed"
         self.apply_suspend(stage, jname, job)
         return "wait"
+
+    def note_disruptions(self, stage: str, st: dict, jname: str) -> None:
+        """A pod of this attempt evicted or preempted: its Job runs another and the attempt goes on (podFailurePolicy
+        Ignore), so nothing failed; status and an event say what happened to it."""
+        seen = {d.get("pod") for d in st.get("disruptions") or []}
+        for pod, d in sorted(self.obs.disruptions.items(), key=lambda kv: kv[1].get("at") or ""):
+            if d.get("job") != jname or pod in seen:
+                continue
+            st["disruptions"] = [*(st.get("disruptions") or []),
+                                 {"pod": pod, "reason": d["reason"], "message": d.get("message", ""),
+                                  "at": d.get("at") or iso(self.now)}][-20:]
+            self.event("Warning", "PodDisrupted", f"{stage}: pod {pod} {d['reason']}: {d.get('message') or ''}"
+                                                  f"; its Job runs another and the attempt goes on (not a failure)"
+                                                  [:1000])
 
     # -- served models
     def ensure_servers(self, stage: str) -> list[tuple[serving.Served, dict]]:
@@ -324,10 +349,15 @@ class _Decision:
             if dep is None or dep.get("deletionTimestamp"):
                 if s.name not in self.made_servers:
                     self.made_servers.add(s.name)
-                    self.acts.create += servermod.render_server(self.spec, self.namespace, s, owner, {self.name: stage})
+                    # the Service follows once the Deployment exists, owned by it (its uid comes with the watch)
+                    self.acts.create.append(servermod.render_deployment(self.spec, self.namespace, s, owner,
+                                                                        {self.name: stage}))
                     self.event("Normal", "ServerCreated", f"{stage}: server {s.name} for {s.model} "
                                                           f"({serving.server_gpus(self.spec, s)} GPU(s) x "
                                                           f"{s.serve.replicas})")
+                    # Another user may have made it in the same instant (our create is then a 409): only its users'
+                    # reconciles follow the Deployment's events, so look again soon to join it.
+                    self.wake_in(JOIN_SECONDS)
                 dep = None
             else:
                 patch: dict = {}
@@ -339,8 +369,28 @@ class _Decision:
                         {**o, "controller": False, "blockOwnerDeletion": False} for o in [*owners, owner]]
                 if patch:
                     self.acts.server_patches.append((s.name, patch))
-            out.append((s, servermod.readiness(dep, self.obs.server_pods.get(s.name) or [])))
+                self.ensure_service(s, dep)
+            out.append((s, self.server_readiness(s.name, dep)))
         return out
+
+    def ensure_service(self, s: serving.Served, dep: dict) -> None:
+        """The server's Service exists and belongs to its Deployment: made when missing (deleted by hand, or by the
+        garbage collector with a user that owned it before Services were the Deployment's), adopted when another
+        owner holds it."""
+        if not dep.get("uid") or s.name in self.made_services:
+            return
+        svc = self.obs.server_services.get(s.name)
+        if svc is None or svc.get("deletionTimestamp"):
+            self.made_services.add(s.name)
+            self.acts.create += servermod.render_companions(self.namespace, s, dep)
+            self.event("Normal", "ServiceCreated", f"server {s.name}: its Service, owned by its Deployment")
+        elif dep["uid"] not in (svc.get("owners") or []):
+            self.made_services.add(s.name)
+            self.acts.service_patches.append((s.name, {"metadata": {"ownerReferences": [servermod.deployment_owner(dep)]}}))
+
+    def server_readiness(self, name: str, dep: Optional[dict]) -> dict:
+        return servermod.readiness(dep, self.obs.server_pods.get(name) or [], self.obs.server_services.get(name),
+                                   self.obs.server_slices.get(name) or [], need_service=True)
 
     def servers_up(self, stage: str, st: dict) -> str:
         """'ready' when every server the stage needs answers; else 'wait' (ServerNotReady, with the server's own
@@ -391,7 +441,7 @@ class _Decision:
         shown = {}
         for s in serving.served(self.spec):
             dep = self.obs.servers.get(s.name)
-            r = servermod.readiness(dep, self.obs.server_pods.get(s.name) or []) if dep else None
+            r = self.server_readiness(s.name, dep) if dep else None
             shown[s.name] = {
                 "model": s.model, "roles": sorted({role for stg in self.spec.stages
                                                    for role in serving.roles_of(self.spec, stg, s)}),

@@ -47,10 +47,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "create"]
-{{- /* Services: multi-node train rendezvous, and served models (deleted with an idle server). */}}
+{{- /* Services: multi-node train rendezvous, and served models (watched, so a missing one is made again; patched
+       to adopt one its Deployment does not own; deleted with an idle server). */}}
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "create", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+{{- /* A served model is ready when its Service has a ready endpoint: read-only. */}}
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["get", "list", "watch"]
 {{- /* Served models (serve: on a model reference): one Deployment per model, deleted when idle. */}}
 - apiGroups: ["apps"]
   resources: ["deployments"]
@@ -71,4 +76,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]
   verbs: ["get", "list", "watch", "patch"]
+{{- end -}}
+{{/* Pull secret names from a list written either way people type it: [regcred] or [{name: regcred}]
+     (`--set x.imagePullSecrets[0].name=regcred`, `--set x.imagePullSecrets={regcred}`, --set-json or a values file). */}}
+{{- define "lrm-safety.secretNames" -}}
+{{- $names := list -}}
+{{- range . -}}
+{{- if kindIs "map" . -}}{{- $names = append $names (toString .name) -}}{{- else -}}{{- $names = append $names (toString .) -}}{{- end -}}
+{{- end -}}
+{{- join "," $names -}}
 {{- end -}}
