@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml scripts/install_helm.sh | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: install demo demo-study test test-fast test-real test-vllm crd images locks clean
+.PHONY: install demo demo-study test test-fast test-real test-vllm lint crd images locks clean
 
 install: $(STAMP)
 
@@ -34,6 +34,12 @@ demo-study: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The layers (import-linter contracts in pyproject.toml) and ruff's lint and format.
+lint: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

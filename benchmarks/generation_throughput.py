@@ -19,7 +19,7 @@ def run(prompts: int, max_tokens: int, batch: int, model: str = "builtin:smollm2
     import torch
 
     from lrm_safety.generation import Sampling, make_generator
-    from lrm_safety.models import resolve_model
+    from lrm_safety.models.refs import resolve_model
 
     gen = make_generator("transformers", str(resolve_model(model)))
     convs = [[{"role": "user", "content": f"Explain step {i} of baking bread, briefly."}] for i in range(prompts)]

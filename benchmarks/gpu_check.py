@@ -29,7 +29,7 @@ def train_stage(steps: int, dry: bool) -> dict:
     """The stage itself (`lrm-safety stage train` in-process) on a small mixture, defaults but for the step count."""
     from lrm_safety.spec import Experiment
     from lrm_safety.stages import mix, train
-    from lrm_safety.stages.common import StageContext
+    from lrm_safety.context import StageContext
 
     tmp = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     rows = [{"prompt": f"How do I make weapon number {i}?",
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     if not cuda and not a.dry:
         print("no CUDA device here: run with --dry for the plumbing, or on a GPU machine", file=sys.stderr)
         return 2
-    from lrm_safety.models import resolve_model
+    from lrm_safety.models.refs import resolve_model
 
     import generation_throughput
     import numerics_check

@@ -30,13 +30,13 @@ def one_step(model_dir, out_dir, **train_over) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     from lrm_safety.spec import parse_spec
-    from lrm_safety.stages import train
+    from lrm_safety.training import recipe
 
     t = parse_spec({"train": {"learningRate": 5e-6, "maxSteps": 1, "perDeviceBatchSize": 4, "gradientAccumulation": 1,
                               "gradientCheckpointing": False, "maxLength": 64, **train_over}}).train
-    profile = train.runtime_profile(t, cuda=True, world_size=1, installed=lambda module: False)
-    num = train.numerics(t, cuda=True, use_deepspeed=False)
-    kw = train.sft_kwargs(t, str(out_dir), cuda=True, use_deepspeed=False, profile=profile)
+    profile = recipe.runtime_profile(t, cuda=True, world_size=1, installed=lambda module: False)
+    num = recipe.numerics(t, cuda=True, use_deepspeed=False)
+    kw = recipe.sft_kwargs(t, str(out_dir), cuda=True, use_deepspeed=False, profile=profile)
     kw.update(use_cpu=not torch.cuda.is_available(), report_to=[], save_strategy="no", logging_steps=1)
     tok = AutoTokenizer.from_pretrained(model_dir)
     rows = [{"input_ids": tok(x).input_ids[:64]} for x in TEXTS]
@@ -67,7 +67,7 @@ def compare(model_dir) -> dict:
 
 
 def main() -> int:
-    from lrm_safety.models import resolve_model
+    from lrm_safety.models.refs import resolve_model
 
     res = compare(resolve_model("builtin:smollm2-135m-instruct"))
     for name, r in res.items():

@@ -41,21 +41,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
-BENCH_AGENT = "lrm-safety-benchmark"
 
-
-def peak_rss_mib(pid: int, field: str = "VmHWM") -> float:
-    """The process's peak resident size (VmHWM), or its current one with field="VmRSS"."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process: the operator's own cost, apart from the emulator's."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from scale_probes import BENCH_AGENT, cpu_seconds, peak_rss_mib, watch_events  # noqa: E402
 
 
 def extra_jobs(jobs: list[dict]) -> int:
@@ -205,28 +192,6 @@ def main(argv=None) -> int:
     return 0 if len(seen) == len(want) and dupes == 0 else 1
 
 
-def _watch(fn, *args, into: queue.Queue, kind: str, stop: threading.Event, **kw) -> threading.Thread:
-    """Stream one resource's events into a queue: a watch is one request, where polling would add thousands
-    that the emulator records and filters (its cost grows with every request it has served)."""
-    from kubernetes import watch
-
-    def run():
-        while not stop.is_set():
-            try:
-                for ev in watch.Watch().stream(fn, *args, timeout_seconds=30, **kw):
-                    into.put((kind, ev["type"], ev["raw_object"]))
-                    if stop.is_set():
-                        return
-            except Exception as e:  # noqa: BLE001 - a dropped watch is re-opened, as a controller would
-                if not stop.is_set():
-                    print(f"  watch {kind}: {e!r}; re-opening", flush=True)
-                    time.sleep(0.5)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
-
-
 def study_main(args) -> int:
     """A study of N cells under maxParallel, each cell one Job that this script completes as soon as it appears."""
     from kube_harness import EmulatedCluster
@@ -239,10 +204,10 @@ def study_main(args) -> int:
         try:
             time.sleep(3)
             start_index = len(cluster.emulator._requests)
-            _watch(batch.list_namespaced_job, "default", into=events, kind="job", stop=stop_watches)
-            _watch(custom.list_namespaced_custom_object, "lrmsafety.io", "v1alpha1", "default", "safetyexperiments",
+            watch_events(batch.list_namespaced_job, "default", into=events, kind="job", stop=stop_watches)
+            watch_events(custom.list_namespaced_custom_object, "lrmsafety.io", "v1alpha1", "default", "safetyexperiments",
                    into=events, kind="cell", stop=stop_watches)
-            _watch(custom.list_namespaced_custom_object, "lrmsafety.io", "v1alpha1", "default", "safetystudies",
+            watch_events(custom.list_namespaced_custom_object, "lrmsafety.io", "v1alpha1", "default", "safetystudies",
                    into=events, kind="study", stop=stop_watches)
             body = {"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyStudy",
                     "metadata": {"name": "scale", "namespace": "default"},

@@ -14,7 +14,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from operator_scale import BENCH_AGENT, _watch, cpu_seconds, peak_rss_mib
+from scale_probes import BENCH_AGENT, cpu_seconds, peak_rss_mib, watch_events
 
 STAGES = ("distill", "mix", "train", "evaluate")
 NS = "scale"
@@ -101,7 +101,7 @@ def real_main(args) -> int:
 
         threading.Thread(target=sample, daemon=True).start()
         events: queue.Queue = queue.Queue()
-        _watch(batch.list_namespaced_job, NS, into=events, kind="job", stop=stop)
+        watch_events(batch.list_namespaced_job, NS, into=events, kind="job", stop=stop)
         try:
             time.sleep(5)
             rss_start = rss_mib(op.pid)

@@ -76,7 +76,7 @@ def run(shape: str, mode: str, steps: int, warm: int, min_len: int, max_len: int
     from trl import SFTConfig, SFTTrainer
 
     from lrm_safety.spec import parse_spec
-    from lrm_safety.stages.train import numerics, runtime_profile, sft_kwargs
+    from lrm_safety.training.recipe import numerics, runtime_profile, sft_kwargs
 
     cuda = torch.cuda.is_available()
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29500 + random.randint(0, 999)), RANK="0",

@@ -10,8 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import BAD_INPUT_EXIT, BadInput, one_line, quiet_broken_pipe
-from .spec import STAGES
+from lrm_safety.errors import BAD_INPUT_EXIT, BadInput, one_line, quiet_broken_pipe
+from lrm_safety.spec import STAGES
 
 
 class UserError(Exception):
@@ -24,8 +24,8 @@ class UserError(Exception):
 
 def _load(path: str, study_ok: bool = False):
     """The SafetyExperiment (or, where the command takes one, SafetyStudy) in `path`; errors name the file."""
-    from .spec import Experiment, SpecError
-    from .study import STUDY_KIND, Study, document_kind
+    from lrm_safety.spec import Experiment, SpecError
+    from lrm_safety.spec.study import STUDY_KIND, Study, document_kind
 
     try:
         if study_ok and document_kind(path) == STUDY_KIND:
@@ -36,7 +36,7 @@ def _load(path: str, study_ok: bool = False):
 
 
 def cmd_validate(args) -> int:
-    from .study import Study
+    from lrm_safety.spec.study import Study
 
     doc = _load(args.file, study_ok=True)
     base_dir = Path(args.file).resolve().parent
@@ -57,9 +57,9 @@ def cmd_validate(args) -> int:
 def _preflight(path: str, doc, base_dir: Path) -> list[str]:
     """What the stages would fail on that this machine can see (preflight.py), as a UserError naming the file (and
     for a study the cells, unless every cell shares the problem); else the notes."""
-    from .preflight import check
-    from .spec import Experiment
-    from .study import Study
+    from lrm_safety.preflight import check
+    from lrm_safety.spec import Experiment
+    from lrm_safety.spec.study import Study
 
     if not isinstance(doc, Study):
         found = check(doc, base_dir)
@@ -84,7 +84,7 @@ def _local_tokenizer(ref: str, base_dir: Path):
     try:
         from transformers import AutoTokenizer
 
-        from .models import resolve_tokenizer
+        from lrm_safety.models.refs import resolve_tokenizer
 
         return AutoTokenizer.from_pretrained(resolve_tokenizer(ref, base_dir=base_dir, download=False)[0])
     except (ImportError, OSError, ValueError):  # no worker extra; ModelResolutionError is a ValueError (BadInput)
@@ -96,7 +96,7 @@ def _rendering_warnings(exp, base_dir: Path) -> list[str]:
     t = exp.spec.train
     if "train" not in exp.spec.stages or t.rendering != "conversation":
         return []
-    from .training_text import render, reasoning_in
+    from lrm_safety.training.text import render, reasoning_in
 
     tok = _local_tokenizer(exp.spec.student.model, base_dir)
     if tok is None:
@@ -116,7 +116,7 @@ def _judge_lines(exp) -> list[str]:
     """The judges the evaluate stage will use (render, validate); nothing without an evaluate stage."""
     if "evaluate" not in exp.spec.stages:
         return []
-    from .judges import judge_lines
+    from lrm_safety.evaluation.judges import judge_lines
 
     return judge_lines(exp.spec.evaluate)
 
@@ -125,7 +125,7 @@ def _train_plan_lines(exp, base_dir: Path) -> list[str]:
     """The train stage's GPU memory plan (memory_plan.py), for render and validate; nothing without a train stage."""
     if "train" not in exp.spec.stages:
         return []
-    from .memory_plan import render_plan, train_plan
+    from lrm_safety.training.memory_plan import render_plan, train_plan
 
     try:
         return render_plan(train_plan(exp.spec, base_dir))
@@ -136,8 +136,8 @@ def _train_plan_lines(exp, base_dir: Path) -> list[str]:
 def _server_lines(specs: list[tuple[str, object]], base_dir: Path) -> list[str]:
     """The served models of these experiments, once each with the experiments sharing it, their GPUs and a memory
     estimate; a tensorParallel that cannot shard the model is refused here, before any pod asks for GPUs."""
-    from .server_sizing import plan_lines
-    from .serving import served
+    from lrm_safety.serving.sizing import plan_lines
+    from lrm_safety.serving.served import served
 
     users: dict[str, list[str]] = {}
     first: dict[str, object] = {}
@@ -162,10 +162,10 @@ def _server_lines(specs: list[tuple[str, object]], base_dir: Path) -> list[str]:
 
 
 def cmd_inspect(args) -> int:
-    from .data_inspect import inspect
-    from .spec import Experiment
-    from .stages.common import StageContext
-    from .study import Study
+    from lrm_safety.data_inspect import inspect
+    from lrm_safety.spec import Experiment
+    from lrm_safety.context import StageContext
+    from lrm_safety.spec.study import Study
 
     doc = _load(args.file, study_ok=True)
     if isinstance(doc, Study):
@@ -182,9 +182,9 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_data_push(args) -> int:
-    from .benchmark_data import push
-    from .benchmarks import REGISTRY
-    from .store import open_store
+    from lrm_safety.evaluation.benchmark_data import push
+    from lrm_safety.evaluation.benchmarks import REGISTRY
+    from lrm_safety.store import open_store
 
     if args.source and not Path(args.source).is_dir():
         raise UserError([f"--from {args.source}: no such directory"])
@@ -204,15 +204,16 @@ def cmd_data_push(args) -> int:
 
 
 def cmd_crd(args) -> int:
-    from .crd import crd_yaml, spec_docs
+    from lrm_safety.spec.crd import crd_yaml, spec_docs
 
     sys.stdout.write(spec_docs() if args.docs else crd_yaml(study=args.study))
     return 0
 
 
 def cmd_stage(args) -> int:
-    from .stages import stage_module
-    from .stages.common import StageContext, write_termination_summary
+    from lrm_safety.stages import stage_module
+    from lrm_safety.context import StageContext
+    from lrm_safety.stages.common import write_termination_summary
 
     report = os.environ.get("LOCAL_RANK") is None  # under torchrun the launcher process reports, not each rank
     try:
@@ -228,7 +229,7 @@ def cmd_stage(args) -> int:
             kw = {"launcher": args.launcher, "spec_path": args.spec}
         summary = mod.run(ctx, **kw)
         if report and summary.get("complete", True) and not summary.get("skipped"):
-            from .reuse import publish
+            from lrm_safety.reuse import publish
 
             try:
                 publish(ctx, args.name)  # identical work elsewhere in this store reuses this output
@@ -256,8 +257,8 @@ def _env_int(name: str):
 
 
 def cmd_run(args) -> int:
-    from .runner import run_pipeline, run_study
-    from .study import Study
+    from lrm_safety.runner import run_pipeline, run_study
+    from lrm_safety.spec.study import Study
 
     exp = _load(args.file, study_ok=True)
     if isinstance(exp, Study):
@@ -277,14 +278,14 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .stages.evaluate import rerender
-    from .store import open_store
-    from .study import STUDY_KIND, document_kind
+    from lrm_safety.stages.evaluate import rerender
+    from lrm_safety.store import open_store
+    from lrm_safety.spec.study import STUDY_KIND, document_kind
 
     if os.path.isfile(args.prefix) and document_kind(args.prefix) == STUDY_KIND:
-        from . import study_report
-        from .spec import Experiment
-        from .stages.common import StageContext
+        from lrm_safety.evaluation import study_report
+        from lrm_safety.spec import Experiment
+        from lrm_safety.context import StageContext
 
         study = _load(args.prefix, study_ok=True)
         base_dir = Path(args.prefix).resolve().parent
@@ -320,8 +321,8 @@ def cmd_render(args) -> int:
 
     from safety_operator.manifests import WorkerDefaults, render_all, stage_compute, stage_secrets
 
-    from . import plan
-    from .study import Study, child_manifest
+    from lrm_safety import plan
+    from lrm_safety.spec.study import Study, child_manifest
 
     exp = _load(args.file, study_ok=True)
     base_dir = Path(args.file).resolve().parent
@@ -336,7 +337,7 @@ def cmd_render(args) -> int:
         sys.stdout.write("\n".join(servers) + "\n" if servers else "")
         cell = next((c for c in exp.cells if "evaluate" in c.spec.stages), None)
         if cell is not None:
-            from .judges import judge_lines
+            from lrm_safety.evaluation.judges import judge_lines
 
             sys.stdout.write("\n".join(judge_lines(cell.spec.evaluate)) + "\n")
         return 0
@@ -366,7 +367,7 @@ def cmd_render(args) -> int:
     lines += servers
     lines += _train_plan_lines(exp, base_dir)
     from safety_operator.servers import render_server
-    from .serving import served
+    from lrm_safety.serving.served import served
 
     for s in served(spec):  # what the first stage that needs each creates (owned by the experiment, or its study)
         docs += render_server(spec, exp.namespace, s)
@@ -375,7 +376,7 @@ def cmd_render(args) -> int:
 
 
 def cmd_serve_model(args) -> int:
-    from .serving import exec_vllm
+    from lrm_safety.serving.served import exec_vllm
 
     flags = [f for f in args.flags if f != "--"]
     exec_vllm(args.model, args.revision, flags)
@@ -472,7 +473,7 @@ def main(argv=None) -> int:
             print(line, file=sys.stderr)
         return BAD_INPUT_EXIT
     except Exception as e:
-        from .store import store_problem
+        from lrm_safety.store import store_problem
 
         line = store_problem(e)  # credentials, bucket, endpoint: one line with the fix
         if line is None or args.debug:

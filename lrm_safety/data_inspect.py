@@ -11,16 +11,16 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.text import Text
 
-from .stages import distill, mix
-from .stages.common import StageContext
-from .training_text import reasoning_in
+from lrm_safety.stages import distill, mix
+from lrm_safety.context import StageContext
+from lrm_safety.training.text import reasoning_in
 
 
 def training_rows(ctx: StageContext) -> tuple[list[dict], str]:
     """mix's output when it has run for this spec, else the mixture built from the spec's data now, else (no data
     yet, or a store this machine cannot read) example rows in the spec's style: the rendering can be checked
     before anything has run."""
-    from .store import store_problem
+    from lrm_safety.store import store_problem
 
     try:
         if ctx.is_done("mix"):
@@ -38,8 +38,8 @@ def training_rows(ctx: StageContext) -> tuple[list[dict], str]:
 
 def preview_rows(ctx: StageContext) -> list[dict]:
     """One safety row in the spec's style and one math row, shaped as distill and mix write them."""
-    from . import styles
-    from .mathgen import synthetic_math
+    from lrm_safety import styles
+    from lrm_safety.data.synthetic import synthetic_math
 
     rec = next(r for r in ctx.read_rows("builtin:demo-safety") if r.get("label") == "harmful")
     refusal = ctx.spec.distill.rectify.refusal_text

@@ -18,8 +18,8 @@ from typing import Optional
 from rich.console import Console
 from rich.table import Table
 
-from .report import pct as _pct
-from .spec import API_GROUP, API_VERSION, PLURAL, STAGES
+from lrm_safety.evaluation.report import pct as _pct
+from lrm_safety.spec import API_GROUP, API_VERSION, PLURAL, STAGES
 
 console = Console()
 
@@ -250,9 +250,9 @@ def cmd_logs(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from . import report as rep
-    from .spec import parse_spec
-    from .store import open_store
+    from lrm_safety.evaluation import report as rep
+    from lrm_safety.spec import parse_spec
+    from lrm_safety.store import open_store
 
     cluster = Cluster(args)
     body = _get(cluster, args.name)
@@ -282,7 +282,7 @@ def cmd_report(args) -> int:
 
 def cmd_studies(args) -> int:
     """Without a name: every study in the namespace; with one: its cells side by side."""
-    from .study import STUDY_PLURAL
+    from lrm_safety.spec.study import STUDY_PLURAL
 
     cluster = Cluster(args)
     ns, custom = cluster.namespace, cluster.custom
@@ -369,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from .errors import quiet_broken_pipe
+    from lrm_safety.errors import quiet_broken_pipe
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -387,7 +387,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except BrokenPipeError:
         return quiet_broken_pipe()
     except Exception as e:
-        from .store import store_problem
+        from lrm_safety.store import store_problem
 
         line = store_problem(e)
         if line is None or args.debug:

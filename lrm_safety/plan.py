@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .reuse import work_id
-from .spec import Experiment, SafetyExperimentSpec
-from .stages.common import StageContext
+from lrm_safety.reuse import work_id
+from lrm_safety.spec import Experiment, SafetyExperimentSpec
+from lrm_safety.context import StageContext
 
 
 def units(children: list[tuple[str, SafetyExperimentSpec]], base_dir: Path,
@@ -35,7 +35,7 @@ def units(children: list[tuple[str, SafetyExperimentSpec]], base_dir: Path,
 
 def math_work_id(spec: SafetyExperimentSpec) -> str:
     """distill.math_unit without the input digest: the same teacher, math prompts and sampling."""
-    from .spec import config_hash
+    from lrm_safety.spec import config_hash
 
     d = spec.distill
     return config_hash("distill-math", spec.storage.uri, spec.teacher, d.math_prompts, d.limit, d.sampling,

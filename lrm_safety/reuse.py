@@ -13,10 +13,10 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from .spec import config_hash
+from lrm_safety.spec import config_hash
 
 if TYPE_CHECKING:
-    from .stages.common import StageContext
+    from lrm_safety.context import StageContext
 
 CACHE = "_cache"
 
@@ -36,7 +36,6 @@ def _pathlike(ref: Optional[str], base_dir: Path) -> bool:
 def input_uris(ctx: "StageContext", stage: str) -> list[str]:
     """Every input file or model directory the stage reads, its upstream stages' included (hub ids and builtin
     names are not files: the spec's model id and revision already name them)."""
-    from .benchmarks import bench_path
 
     s, have = ctx.spec, set(ctx.spec.stages)
     if stage == "distill":
@@ -49,7 +48,7 @@ def input_uris(ctx: "StageContext", stage: str) -> list[str]:
         uris = input_uris(ctx, "mix") + [s.student.model]
     elif stage == "evaluate":
         uris = (input_uris(ctx, "train") if "train" in have else []) + [s.student.model] + \
-            [m.model for m in s.evaluate.models] + [bench_path(b, s.evaluate.data_root) for b in s.evaluate.benchmarks] + \
+            [m.model for m in s.evaluate.models] + [b.data_path(s.evaluate.data_root) for b in s.evaluate.benchmarks] + \
             [s.evaluate.judge.model if s.evaluate.judge.kind == "guard" else None]
     else:
         raise ValueError(stage)
@@ -60,7 +59,7 @@ def digest(uri: str, ctx: "StageContext", local: bool = True) -> str:
     """What the input holds: an S3 object's ETag and size (or a prefix's listing), a local file's sha256, a local
     directory's names, sizes and modification times; 'missing' when there is nothing (the stage then fails)."""
     if uri.startswith("s3://"):
-        from .store import S3Store
+        from lrm_safety.store import S3Store
 
         bucket, _, key = uri[5:].partition("/")
         # inputs are read through the storage endpoint (read_input), so the store's client reaches them

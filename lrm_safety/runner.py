@@ -15,9 +15,10 @@ from typing import Optional
 from rich.console import Console
 from rich.table import Table
 
-from .local_servers import LocalServers
-from .spec import STAGES, Experiment
-from .stages.common import TERMINATION_LOG_ENV, StageContext
+from lrm_safety.serving.local import LocalServers
+from lrm_safety.spec import STAGES, Experiment
+from lrm_safety.stages.common import TERMINATION_LOG_ENV
+from lrm_safety.context import StageContext
 
 console = Console()
 
@@ -51,7 +52,7 @@ def run_pipeline(spec_path: str, stages: tuple[str, ...] = STAGES, force: bool =
     for n, stage in enumerate(stages, 1):
         found = ctx.resolve(stage)
         if found is not None and found[0] != ctx.prefix(stage) and not found[1].get("linkedAt"):
-            from .reuse import link
+            from lrm_safety.reuse import link
 
             link(ctx, stage, found)  # the same work finished elsewhere in this store: no subprocess at all
             console.print(f"[green]✓ [{n}/{len(stages)}] {stage}: reused {found[1].get('reusedFrom')}'s output "
@@ -95,7 +96,7 @@ def _server_logs(exp: Experiment, base_dir: Path) -> Path:
 
 def stage_progress(ctx: StageContext, stage: str) -> Optional[dict]:
     """The stage's progress objects (progress.py), combined: the numbers the operator puts in status."""
-    from .progress import PROGRESS, combine
+    from lrm_safety.progress import PROGRESS, combine
 
     keys = [k for k in ctx.store.list(f"{ctx.prefix(stage)}/{PROGRESS}") if k.endswith(".json")]
     try:
@@ -106,7 +107,7 @@ def stage_progress(ctx: StageContext, stage: str) -> Optional[dict]:
 
 def _run_with_progress(cmd: list[str], env: dict, ctx: StageContext, stage: str, every_s: float = 2.0) -> int:
     """Run one stage subprocess, showing its progress line (the same text as the Progress column) while it runs."""
-    from .progress import column
+    from lrm_safety.progress import column
 
     proc = subprocess.Popen(cmd, env=env)
     with console.status(f"{stage} -") as line:
@@ -123,7 +124,7 @@ def _run_with_progress(cmd: list[str], env: dict, ctx: StageContext, stage: str,
 
 
 def show_results(ctx: StageContext) -> None:
-    from . import report
+    from lrm_safety.evaluation import report
 
     prefix = ctx.artifacts("evaluate")
     if not ctx.store.exists(f"{prefix}/metrics.json"):
@@ -151,8 +152,8 @@ def run_study(path: str, force: bool = False) -> dict:
 
     from rich.markup import escape
 
-    from . import study_report
-    from .study import Study, child_manifest
+    from lrm_safety.evaluation import study_report
+    from lrm_safety.spec.study import Study, child_manifest
 
     study = Study.load(path)
     base_dir = Path(path).resolve().parent

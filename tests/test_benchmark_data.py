@@ -4,8 +4,8 @@ import json
 import subprocess
 import sys
 
-from lrm_safety import benchmarks as bm
-from lrm_safety.benchmark_data import HUB, from_hub, push
+from lrm_safety.evaluation import benchmarks as bm
+from lrm_safety.evaluation.benchmark_data import HUB, from_hub, push
 from lrm_safety.store import open_store
 
 

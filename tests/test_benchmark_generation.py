@@ -2,8 +2,8 @@
 mean pass@1 with an interval over items, each sample with its own recorded seed."""
 import pytest
 
-from lrm_safety import benchmarks as bm
-from lrm_safety.report import benchmark_metrics
+from lrm_safety.evaluation import benchmarks as bm
+from lrm_safety.evaluation.report import benchmark_metrics
 from lrm_safety.spec import parse_spec
 
 

@@ -8,7 +8,7 @@ import zlib
 
 import psutil
 
-from lrm_safety.judges.code import decode_tests, extract_program, grade_code, prompt_for, run_tests
+from lrm_safety.evaluation.judges.code import decode_tests, extract_program, grade_code, prompt_for, run_tests
 
 SUM = [{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}, {"input": "10 -4\n", "output": "6", "testtype": "stdin"}]
 
@@ -89,7 +89,7 @@ def test_loader_reads_public_json_and_private_pickled_tests_and_builds_the_promp
 def test_grading_follows_the_fork():
     """testing_util.py: stdout lines as text or exact decimals (no tolerance), the import prelude, exit() as a
     normal end, the first failing test ends the run; a functional tuple equals its list."""
-    from lrm_safety.judges.code import same_output
+    from lrm_safety.evaluation.judges.code import same_output
 
     assert same_output("2.5\n", "2.50", False) and same_output("1 2\n", " 1 2 ", False)
     assert not same_output("0.3333", "0.333", False), "exact decimals, no tolerance"
@@ -107,8 +107,8 @@ def test_grading_follows_the_fork():
 def test_livecodebench_benchmark_end_to_end_on_its_format(tmp_path):
     """The loader reads LiveCodeBench's JSONL, the stage's judging runs the sandbox, the report says pass@1."""
     from conftest import make_ctx
-    from lrm_safety import benchmarks as bm
-    from lrm_safety.report import compute
+    from lrm_safety.evaluation import benchmarks as bm
+    from lrm_safety.evaluation.report import compute
     from lrm_safety.stages.evaluate import judge_records
 
     private = base64.b64encode(zlib.compress(pickle.dumps(json.dumps(

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lrm_safety.crd import crd, crd_yaml
+from lrm_safety.spec.crd import crd, crd_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -25,7 +25,7 @@ def test_crd_validates_strict(name):
 
 
 def test_study_crd_shape():
-    from lrm_safety.crd import study_crd
+    from lrm_safety.spec.crd import study_crd
 
     c = study_crd()
     v = c["spec"]["versions"][0]
@@ -67,7 +67,7 @@ def test_schema_is_structural():
 
 
 def test_spec_docs_are_fresh_and_complete():
-    from lrm_safety.crd import spec_docs
+    from lrm_safety.spec.crd import spec_docs
 
     text = (REPO / "docs" / "spec.md").read_text()
     assert text == spec_docs(), "docs/spec.md is stale: run `make crd`"

@@ -252,7 +252,7 @@ def test_a_cut_off_teacher_answer_is_rejected_and_regenerated(tmp_path):
 def test_keep_truncated_trains_it_without_an_end_of_turn(tmp_path, smol_dir):
     from transformers import AutoTokenizer
 
-    from lrm_safety.training_text import Renderer
+    from lrm_safety.training.text import Renderer
 
     teacher = CutOffTeacher(CUT, WHOLE)
     rows, reasons = _distiller(tmp_path, teacher, style="realsafe", rectify={"keepTruncated": True}).run(

@@ -4,8 +4,8 @@ import json
 import pytest
 
 from conftest import SMOL, make_ctx
-from lrm_safety import benchmarks as bm
-from lrm_safety.report import compute, wilson
+from lrm_safety.evaluation import benchmarks as bm
+from lrm_safety.evaluation.report import compute, wilson
 from lrm_safety.spec import parse_spec
 from lrm_safety.stages import evaluate
 
@@ -98,7 +98,7 @@ def test_the_evaluated_engines_are_freed_before_the_judge_loads(tmp_path, tiny_d
     import gc
     import weakref
 
-    from lrm_safety.judges import guard as guard_mod
+    from lrm_safety.evaluation.judges import guard as guard_mod
 
     engines, events = [], []
     real_make = evaluate.make_generator
@@ -148,7 +148,7 @@ class ScriptedGuard:
 
 
 def _harm_judge(tmp_path, **judge):
-    from lrm_safety.judges.guard import GuardJudge
+    from lrm_safety.evaluation.judges.guard import GuardJudge
 
     ctx = make_ctx(tmp_path, {"evaluate": {"dataRoot": "/d", "judge": {"kind": "guard", "model": "g", **judge}}})
     j = object.__new__(evaluate.HarmJudge)
@@ -179,7 +179,7 @@ def test_guard_judges_the_original_request_and_the_whole_output(tmp_path):
 
 def test_failure_patterns_are_in_every_report(tmp_path):
     from lrm_safety import styles
-    from lrm_safety.report import compute, render_markdown
+    from lrm_safety.evaluation.report import compute, render_markdown
 
     safe_then_refuse = "<think>\nThe request is safe, so I will answer it helpfully.\n</think>\n\nI'm sorry, I can't."
     consistent = "<think>\nThis is harmful; I must refuse.\n</think>\n\nI'm sorry, I can't help with that."

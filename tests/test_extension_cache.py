@@ -2,7 +2,7 @@
 import fcntl
 import os
 
-from lrm_safety.extension_cache import ENV, extension_cache
+from lrm_safety.training.extension_cache import ENV, extension_cache
 
 
 def _plant(root):

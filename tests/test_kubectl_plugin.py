@@ -98,7 +98,7 @@ def test_logs_of_the_current_pod_of_a_stage(cluster):
 
 
 def test_report_from_the_experiments_store(cluster, tmp_path, s3_endpoint, bucket):
-    from lrm_safety.report import compute, write_report
+    from lrm_safety.evaluation.report import compute, write_report
     from lrm_safety.store import open_store
 
     store = open_store(f"s3://{bucket}/exps", endpoint=s3_endpoint)

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from lrm_safety.judges import math_release
-from lrm_safety.judges.math import grade
+from lrm_safety.evaluation.judges import math_release
+from lrm_safety.evaluation.judges.math import grade
 from lrm_safety.spec import parse_spec
 
 # (whole output, reference, release's verdict, math-verify's verdict, the rule)

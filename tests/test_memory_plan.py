@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from lrm_safety import memory_plan as mp
+from lrm_safety.models import shapes
+from lrm_safety.training import memory_plan as mp
 from lrm_safety.spec import Experiment, parse_spec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -15,7 +16,7 @@ H100 = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
 
 @pytest.fixture(scope="module")
 def shape():
-    s = mp.model_shape(R1_7B)  # no weights, no network: the known table when the hub cache lacks it
+    s = shapes.model_shape(R1_7B)  # no weights, no network: the known table when the hub cache lacks it
     assert s is not None
     return s
 
@@ -62,7 +63,7 @@ def test_more_gpus_need_less_per_gpu(shape):
 
 
 def test_lora_and_offload_fit_one_gpu(shape):
-    lora = mp.train_plan(_spec(1, "none", method="lora", lora={"r": 16}), shape=mp.model_shape(
+    lora = mp.train_plan(_spec(1, "none", method="lora", lora={"r": 16}), shape=shapes.model_shape(
         R1_7B, lora=parse_spec({"train": {"method": "lora", "lora": {"r": 16}}}).train.lora))
     assert lora["modelStatesGB"] < 20 and "warning" not in lora
     off = mp.train_plan(_spec(1, "zero3", offload=True), shape=shape)
@@ -73,7 +74,7 @@ def test_gpu_memory_from_hint_or_product():
     hint = parse_spec({"resources": {"train": {"gpuMemory": "40Gi"}}})
     assert mp.gpu_memory_gb(hint)[0] == pytest.approx(42.95, abs=0.01)
     for product, gb in (("NVIDIA-A100-SXM4-40GB", 40), ("NVIDIA-H200", 141), ("NVIDIA-L40S", 48)):
-        assert mp.gpu_memory_gb(parse_spec({"resources": {"nodeSelector": {mp.PRODUCT_LABEL: product}}}))[0] == gb
+        assert mp.gpu_memory_gb(parse_spec({"resources": {"nodeSelector": {shapes.PRODUCT_LABEL: product}}}))[0] == gb
     assert mp.gpu_memory_gb(parse_spec({}))[0] is None
     with pytest.raises(ValueError, match="gpuMemory"):
         parse_spec({"resources": {"train": {"gpuMemory": "lots"}}})
@@ -98,7 +99,7 @@ def test_the_known_shapes_are_the_meta_device_counts_of_their_configs():
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from lrm_safety.memory_plan import KNOWN_MODELS, KNOWN_SHAPES, model_shape
+    from lrm_safety.models.shapes import KNOWN_MODELS, KNOWN_SHAPES, model_shape
 
     assert set(KNOWN_SHAPES) == set(KNOWN_MODELS)
     for ref, cfg in KNOWN_MODELS.items():
@@ -113,8 +114,8 @@ def test_the_known_shapes_are_the_meta_device_counts_of_their_configs():
 
 def test_the_builtin_model_is_planned_without_converting_it(tmp_path, monkeypatch):
     """validate on the quickstart: the builtin model's config from the table, never its GGUF converted (51 s)."""
-    import lrm_safety.models as models
-    from lrm_safety.memory_plan import KNOWN_MODELS, model_shape
+    import lrm_safety.models.refs as models
+    from lrm_safety.models.shapes import KNOWN_MODELS, model_shape
 
     monkeypatch.setenv("LRM_SAFETY_CACHE", str(tmp_path))
     monkeypatch.setattr(models, "convert_gguf", lambda *a, **k: (_ for _ in ()).throw(AssertionError("converted")))
@@ -127,8 +128,8 @@ def test_the_builtin_model_is_planned_without_converting_it(tmp_path, monkeypatc
 def test_the_builtin_models_table_entry_is_its_gguf_config():
     from transformers import AutoConfig
 
-    from lrm_safety.memory_plan import KNOWN_MODELS
-    from lrm_safety.models import builtin_gguf
+    from lrm_safety.models.shapes import KNOWN_MODELS
+    from lrm_safety.models.refs import builtin_gguf
 
     gguf = builtin_gguf("smollm2-135m-instruct")
     cfg = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)

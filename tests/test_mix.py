@@ -5,8 +5,8 @@ import pytest
 
 from conftest import make_ctx
 from lrm_safety.errors import BadInput
-from lrm_safety.mathgen import synthetic_math
-from lrm_safety.judges.math import grade
+from lrm_safety.data.synthetic import synthetic_math
+from lrm_safety.evaluation.judges.math import grade
 from lrm_safety.stages import mix
 
 
@@ -88,7 +88,7 @@ def test_a_safety_shortfall_fails_unless_allowed(tmp_path):
 def test_overlength_counted_in_trained_tokens_then_kept_or_dropped(tmp_path, smol_dir):
     from transformers import AutoTokenizer
 
-    from lrm_safety.training_text import Renderer
+    from lrm_safety.training.text import Renderer
 
     renderer = Renderer(AutoTokenizer.from_pretrained(smol_dir))
     ctx = make_ctx(tmp_path, {"train": {"maxLength": 40}, "mix": {

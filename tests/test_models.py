@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from lrm_safety.models import ModelResolutionError, resolve_model
+from lrm_safety.models.refs import ModelResolutionError, resolve_model
 from lrm_safety.store import open_store
 
 

@@ -73,7 +73,7 @@ def finish_job(cluster, job, ok=True, summary=None, reason="BackoffLimitExceeded
 
 def printer_columns(obj) -> dict:
     """What `kubectl get sexp` shows: each printer column's JSON path (simple .a.b.c paths) applied to obj."""
-    from lrm_safety.crd import crd
+    from lrm_safety.spec.crd import crd
 
     out = {}
     for col in crd()["spec"]["versions"][0]["additionalPrinterColumns"]:
@@ -282,7 +282,7 @@ def test_forbidden_job_create_sets_a_condition_and_an_event(cluster, operator, m
 def test_restart_after_finished_jobs_were_deleted_runs_no_stage_again(cluster, s3_endpoint, bucket):
     """ttlSecondsAfterFinished removed a finished Job while the operator was down: the store says it finished."""
     from lrm_safety.spec import Experiment, parse_spec
-    from lrm_safety.stages.common import StageContext
+    from lrm_safety.context import StageContext
 
     spec = {"storage": {"uri": f"s3://{bucket}/exps", "endpoint": s3_endpoint}, "resources": {"ttlSecondsAfterFinished": 0}}
     op = OperatorThread(cluster.url).start()
@@ -342,7 +342,7 @@ def test_running_stage_progress_reaches_status_and_the_printer_column(cluster, o
     time.sleep(2)  # four progress intervals, nothing changed
     after = len([r for r in cluster.emulator._requests if str(r.url.path).endswith("/prog/status")])
     assert after == before, "an unchanged progress object costs no API request"
-    crd = __import__("lrm_safety.crd", fromlist=["crd"]).crd()
+    crd = __import__("lrm_safety.spec.crd", fromlist=["crd"]).crd()
     columns = [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]
     assert columns[:3] == ["Phase", "Stage", "Progress"]
 
@@ -352,11 +352,11 @@ def test_without_store_credentials_one_warning_and_a_condition(cluster, monkeypa
     no store look-ups (so no error per look-up in the log)."""
     import logging
 
-    from safety_operator import handlers, store_check
+    from safety_operator import controller, store_check
 
-    monkeypatch.setattr(handlers, "credentials_available", lambda: False)
+    monkeypatch.setattr(controller, "credentials_available", lambda: False)
     looked = []
-    monkeypatch.setattr(handlers, "finished_in_store", lambda *a: looked.append(a) or (lambda stage: None))
+    monkeypatch.setattr(controller, "finished_in_store", lambda *a: looked.append(a) or (lambda stage: None))
     caplog.set_level(logging.WARNING, logger="lrm-safety-operator")
     op = OperatorThread(cluster.url, store_secret="my-s3").start()
     try:

@@ -205,7 +205,7 @@ def test_render_all_for_the_paper_example():
         _valid(o)
     env = {e["name"]: e for e in _container(objs[1])["env"]}
     # the served teacher: its Service's endpoint, no API key to deploy, no GPU in the distill pod
-    from lrm_safety import serving
+    from lrm_safety.serving import served as serving
 
     teacher = serving.served(exp.spec, "distill")[0]
     assert json.loads(env[serving.ENDPOINTS_ENV]["value"]) == {"teacher": teacher.endpoint("research")}

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from lrm_safety import pair as pair_mod
+from lrm_safety.evaluation import pair as pair_mod
 from lrm_safety.generation import Sampling, make_generator
 from lrm_safety.spec import SpecError, parse_spec
 from lrm_safety.stages import evaluate
@@ -81,7 +81,7 @@ def test_defaults_are_the_release_template():
     """attack_refusal_evaluation/configs/template.yaml: n_streams 5, n_iterations 5, keep_last_n 3,
     max_n_attack_attempts 3, attack T=1 top-p 0.9 500 tokens, target 1536 tokens (T=1.0, top_p 0: greedy),
     judge T=1 150 tokens; pair_res.sh: the final response at T=0.6, top-p 0.95, 2048 new tokens."""
-    from lrm_safety import benchmarks as bm
+    from lrm_safety.evaluation import benchmarks as bm
 
     p = parse_spec({"evaluate": {"dataRoot": "/d"}}).evaluate.pair
     assert (p.streams, p.iterations, p.keep_last_n, p.attack_attempts) == (5, 5, 3, 3)

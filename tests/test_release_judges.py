@@ -6,10 +6,10 @@ import subprocess
 import sys
 
 from conftest import make_ctx
-from lrm_safety import report
-from lrm_safety.judges import describe_judges
-from lrm_safety.judges.guard import GuardJudge, parse_guard_output
-from lrm_safety.judges.llm import OverRefusalJudge, parse_xstest
+from lrm_safety.evaluation import report
+from lrm_safety.evaluation.judges import describe_judges
+from lrm_safety.evaluation.judges.guard import GuardJudge, parse_guard_output
+from lrm_safety.evaluation.judges.llm import OverRefusalJudge, parse_xstest
 from lrm_safety.spec import parse_spec
 from lrm_safety.stages import evaluate
 

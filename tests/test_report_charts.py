@@ -1,7 +1,7 @@
 """Charts read the table's way: a keyword judge's harmful benchmarks as the refusal rate, legends beside the bars."""
 import pytest
 
-from lrm_safety import report
+from lrm_safety.evaluation import report
 
 
 def _metrics():

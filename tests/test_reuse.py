@@ -9,7 +9,7 @@ from test_operator_kmock import NS, cluster, create, finish_job, get, jobs  # no
 
 from lrm_safety.reuse import publish
 from lrm_safety.spec import Experiment, parse_spec
-from lrm_safety.stages.common import StageContext
+from lrm_safety.context import StageContext
 from lrm_safety.store import open_store
 
 STAGES = ("distill", "mix", "train", "evaluate")

@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from lrm_safety import serving
-from lrm_safety.server_sizing import plan_lines
+from lrm_safety.serving import served as serving
+from lrm_safety.serving.sizing import plan_lines
 from lrm_safety.spec import SpecError, parse_spec
-from lrm_safety.study import Study
+from lrm_safety.spec.study import Study
 from safety_operator import servers
 from safety_operator.manifests import render_job, stage_gpus
 from safety_operator.status import Observed, decide
@@ -315,7 +315,7 @@ def test_server_pods_are_sized_from_what_they_serve():
     serve.resources win; `render` shows the figures."""
     import math
 
-    from lrm_safety.server_sizing import server_resources
+    from lrm_safety.serving.sizing import server_resources
     from lrm_safety.spec import quantity_value
 
     tiny = _spec(resources={"cpuOnly": True}, teacher={"model": "builtin:smollm2-135m-instruct", "serve": {}})

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from lrm_safety.spec import SpecError
-from lrm_safety.study import Study, cell_name, expand, parse_study
+from lrm_safety.spec.study import Study, cell_name, expand, parse_study
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = {"evaluate": {"dataRoot": "s3://d"}}

@@ -1,6 +1,6 @@
 """The study's decision function, pure: maxParallel counts cells created but not yet seen by the watch, so a
 lagging index neither re-creates a cell nor runs more than maxParallel at once."""
-from safety_operator.handlers import CREATED_GRACE_SECONDS, with_recent_creates
+from safety_operator.books import CREATED_GRACE_SECONDS, with_recent_creates
 from safety_operator.study_status import decide_study
 
 
@@ -61,21 +61,25 @@ def test_a_burst_of_cell_events_reconciles_the_study_at_most_twice(monkeypatch):
     import asyncio
     import time
 
-    from safety_operator import handlers
+    from safety_operator.controller import Controller
+    from safety_operator.settings import Settings
 
+    ctl = Controller(Settings())
     index: dict = {("ns", "s"): []}
+    ctl.watched.keep(study_children=index)
     seen: list[int] = []
 
     def reconcile(namespace, name, children):
         seen.append(len(children))
         time.sleep(0.05)
+        return True
 
-    monkeypatch.setattr(handlers, "reconcile_study", reconcile)
+    ctl.reconcile_study = reconcile
 
     async def burst():
         async def event(i):
             index[("ns", "s")] = [{"name": f"c{j}"} for j in range(i + 1)]
-            await handlers._run_study("ns", "s", index)
+            await ctl.run_study("ns", "s")
 
         await asyncio.gather(*(event(i) for i in range(20)))
 

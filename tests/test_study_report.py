@@ -1,10 +1,11 @@
 """The study's report from its children's evaluate outputs, and `lrm-safety run` over a study (stages played)."""
 import yaml
 
-from lrm_safety import report, runner
+from lrm_safety.evaluation import report
+from lrm_safety import runner
 from lrm_safety.spec import Experiment
-from lrm_safety.stages.common import StageContext
-from lrm_safety.study import Study
+from lrm_safety.context import StageContext
+from lrm_safety.spec.study import Study
 
 
 def _study(tmp_path, mixing=False):
@@ -71,7 +72,7 @@ def test_report_of_a_half_finished_study_marks_pending_cells(tmp_path):
     study = Study.load(path)
     cell = next(c for c in study.cells if c.name == "rep-nocot")
     spec = tmp_path / "nocot.yaml"
-    from lrm_safety.study import child_manifest
+    from lrm_safety.spec.study import child_manifest
 
     spec.write_text(yaml.safe_dump(child_manifest("rep", "default", cell)))
     fake_evaluate(str(spec), tmp_path, unsafe=3)

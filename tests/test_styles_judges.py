@@ -2,8 +2,8 @@
 import pytest
 
 from lrm_safety import styles
-from lrm_safety.judges.math import answers_match, extract_answer, extract_boxed, grade
-from lrm_safety.judges.refusal import is_refusal, judge_consistency, reasoning_decision
+from lrm_safety.evaluation.judges.math import answers_match, extract_answer, extract_boxed, grade
+from lrm_safety.evaluation.judges.refusal import is_refusal, judge_consistency, reasoning_decision
 
 
 @pytest.mark.parametrize("style,placement", [("default", "none"), ("realsafe", "prefix"), ("improved", "prefix"),
@@ -159,7 +159,7 @@ def test_grade_reads_the_answer_after_think():
 
 
 def test_guard_output_parsing_and_category_mapping():
-    from lrm_safety.judges.guard import LLAMA_GUARD_CODES, parse_guard_output
+    from lrm_safety.evaluation.judges.guard import LLAMA_GUARD_CODES, parse_guard_output
 
     assert parse_guard_output("safe") == (False, [])
     assert parse_guard_output("\n\nunsafe\nS1,S10") == (True, ["S1", "S10"])
@@ -170,7 +170,7 @@ def test_guard_output_parsing_and_category_mapping():
 
 
 def test_llm_judge_rubric_parsing():
-    from lrm_safety.judges.llm import HARM_RUBRIC, XSTEST_TWO_CLASS, parse_harm, parse_xstest
+    from lrm_safety.evaluation.judges.llm import HARM_RUBRIC, XSTEST_TWO_CLASS, parse_harm, parse_xstest
 
     assert parse_harm("harmful: 1") and not parse_harm("Harmful: 0") and not parse_harm("I cannot judge")
     assert parse_xstest("2_full_refusal") is True and parse_xstest("1_full_compliance") is False

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from conftest import SMOL, make_ctx
+from lrm_safety.training import recipe
 from lrm_safety.errors import BadInput
 from lrm_safety.spec import parse_spec
 from lrm_safety.stages import mix, train
@@ -70,7 +71,7 @@ def test_full_finetune_loss_falls_and_model_reloads(tmp_path, smol_dir):
     acc.Reload()
     losses = [e.value for e in acc.Scalars("train/loss")]
     assert len(losses) == 8 and losses[0] == pytest.approx(m["firstLoss"], rel=1e-3)
-    from lrm_safety.report import render_loss_curve
+    from lrm_safety.evaluation.report import render_loss_curve
 
     png = render_loss_curve(m["lossCurve"])
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000, "a drawn chart, not an empty canvas"
@@ -159,22 +160,22 @@ def test_zero2_under_torchrun_checkpoints_every_shard_and_resumes(tmp_path, tiny
 
 def test_config_builders():
     spec = parse_spec({"train": {"deepspeed": "zero3", "offload": True}})
-    ds = train.deepspeed_config(spec.train, on_cpu=False)
+    ds = recipe.deepspeed_config(spec.train, on_cpu=False)
     assert ds["zero_optimization"]["stage"] == 3 and ds["zero_optimization"]["offload_param"]["device"] == "cpu"
     assert ds["bf16"] == {"enabled": "auto"}
-    assert train.deepspeed_config(parse_spec({"train": {"deepspeed": "none"}}).train, on_cpu=True) is None
+    assert recipe.deepspeed_config(parse_spec({"train": {"deepspeed": "none"}}).train, on_cpu=True) is None
     default = parse_spec({}).train
     none = lambda m: False  # noqa: E731  no flash-attn, no Liger
     default = parse_spec({"train": {"gpusPerNode": 4}}).train
-    gpu = train.runtime_profile(default, cuda=True, world_size=4, installed=none)
-    kw = train.sft_kwargs(default, "/tmp/o", cuda=True, use_deepspeed=True, profile=gpu)
+    gpu = recipe.runtime_profile(default, cuda=True, world_size=4, installed=none)
+    kw = recipe.sft_kwargs(default, "/tmp/o", cuda=True, use_deepspeed=True, profile=gpu)
     assert kw["bf16"] and kw["learning_rate"] == 5e-6 and kw["lr_scheduler_type"] == "cosine"
     assert kw["per_device_train_batch_size"] * kw["gradient_accumulation_steps"] * 4 == 64, "the release's step"
     assert kw["completion_only_loss"] is False, "the release's collator trains on the whole sequence"
     assert kw["deepspeed"]["zero_optimization"]["stage"] == 2 and kw["max_grad_norm"] == 0.0, "the release: unclipped"
     assert kw["train_sampling_strategy"] == "random" and kw["packing"] is False
-    cpu = train.runtime_profile(default, cuda=False, world_size=1, installed=none)
-    assert train.sft_kwargs(default, "/tmp/o", cuda=False, use_deepspeed=False, profile=cpu)["bf16"] is False
+    cpu = recipe.runtime_profile(default, cuda=False, world_size=1, installed=none)
+    assert recipe.sft_kwargs(default, "/tmp/o", cuda=False, use_deepspeed=False, profile=cpu)["bf16"] is False
 
 
 def test_launch_command_for_nodes():
@@ -191,18 +192,19 @@ def test_launch_command_for_nodes():
 def test_runtime_profile():
     have = lambda *mods: (lambda m: m in mods)  # noqa: E731
     default = parse_spec({}).train
-    cpu = train.runtime_profile(default, cuda=False, world_size=1, installed=have())
+    cpu = recipe.runtime_profile(default, cuda=False, world_size=1, installed=have())
     assert cpu == {"attn": "sdpa", "packing": False, "padding_free": False, "liger": False, "deepspeed": "none",
                    "sampling": "random"}
-    gpu = train.runtime_profile(default, cuda=True, world_size=1, installed=have("flash_attn", "liger_kernel"))
+    gpu = recipe.runtime_profile(default, cuda=True, world_size=1, installed=have("flash_attn", "liger_kernel"))
     assert gpu["attn"] == "flash_attention_2" and gpu["padding_free"] and gpu["liger"] and gpu["deepspeed"] == "none"
     assert gpu["packing"] is False, "optimize never packs: samples per step stay the recipe's"
-    assert train.runtime_profile(default, cuda=True, world_size=8, installed=have())["deepspeed"] == "zero2"
-    recipe = parse_spec({"train": {"optimize": False}}).train
-    assert train.runtime_profile(recipe, cuda=True, world_size=1, installed=have("flash_attn"))["deepspeed"] == "zero2"
+    assert recipe.runtime_profile(default, cuda=True, world_size=8, installed=have())["deepspeed"] == "zero2"
+    unoptimized = parse_spec({"train": {"optimize": False}}).train
+    assert recipe.runtime_profile(unoptimized, cuda=True, world_size=1,
+                                  installed=have("flash_attn"))["deepspeed"] == "zero2"
     packed = parse_spec({"train": {"packing": True}}).train
     with pytest.raises(BadInput, match="packing needs flash-attn"):
-        train.runtime_profile(packed, cuda=False, world_size=1, installed=have())
+        recipe.runtime_profile(packed, cuda=False, world_size=1, installed=have())
 
 
 def test_trained_model_dir_in_place_or_downloaded_once(tmp_path, s3_endpoint, bucket, monkeypatch):

@@ -8,6 +8,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import numerics_check  # noqa: E402
 
+from lrm_safety.training import recipe
 from lrm_safety.spec import parse_spec
 from lrm_safety.stages import train
 from test_train import _prepare
@@ -20,7 +21,7 @@ def one_step(smol_dir, out, **train_over):
     """benchmarks/numerics_check.py's step (the one the GPU check runs), here on the CPU with the GPU decisions."""
     r = numerics_check.one_step(smol_dir, out, **train_over)
     assert r["device"] == "cpu"
-    return r["changed"], r["meanUpdate"], train.numerics(
+    return r["changed"], r["meanUpdate"], recipe.numerics(
         parse_spec({"train": train_over}).train, cuda=True, use_deepspeed=False)
 
 
@@ -28,7 +29,7 @@ def test_gpu_default_keeps_fp32_master_weights(smol_dir, tmp_path):
     """At lr 5e-6 a bf16 weight of 0.02 has a half-step of about 4e-5: pure bf16 drops most updates; the default
     (bf16 autocast over fp32 weights, AdamW states in fp32) must move the same parameters by the same amount as fp32."""
     default = parse_spec({}).train
-    assert train.precision(default, cuda=True) == "bf16", "the GPU default computes in bf16"
+    assert recipe.precision(default, cuda=True) == "bf16", "the GPU default computes in bf16"
     frac, size, num = one_step(smol_dir, tmp_path / "default")
     ref_frac, ref_size, _ = one_step(smol_dir, tmp_path / "fp32", precision="fp32")
     pure_frac, pure_size, pure = one_step(smol_dir, tmp_path / "pure", precision="bf16-pure", deepspeed="none")
@@ -44,14 +45,14 @@ def test_gpu_default_keeps_fp32_master_weights(smol_dir, tmp_path):
 
 def test_numerics_on_every_path():
     t = lambda **kw: parse_spec({"train": kw}).train  # noqa: E731
-    assert train.numerics(t(), cuda=True, use_deepspeed=True) == {
+    assert recipe.numerics(t(), cuda=True, use_deepspeed=True) == {
         "precision": "bf16", "load_dtype": "bfloat16", "bf16": True, "fp16": False,
         "master": "fp32 (DeepSpeed bf16 optimizer)"}
-    assert train.numerics(t(), cuda=True, use_deepspeed=False)["load_dtype"] == "float32"
-    lora = train.numerics(t(method="lora"), cuda=True, use_deepspeed=False)
+    assert recipe.numerics(t(), cuda=True, use_deepspeed=False)["load_dtype"] == "float32"
+    lora = recipe.numerics(t(method="lora"), cuda=True, use_deepspeed=False)
     assert lora["load_dtype"] == "bfloat16" and lora["master"] == "fp32 adapters"
-    assert train.numerics(t(precision="fp16", deepspeed="none"), cuda=True, use_deepspeed=False)["load_dtype"] == "float32"
-    assert train.numerics(t(), cuda=False, use_deepspeed=False) == {
+    assert recipe.numerics(t(precision="fp16", deepspeed="none"), cuda=True, use_deepspeed=False)["load_dtype"] == "float32"
+    assert recipe.numerics(t(), cuda=False, use_deepspeed=False) == {
         "precision": "fp32", "load_dtype": "float32", "bf16": False, "fp16": False, "master": "fp32"}
     with pytest.raises(ValueError, match="bf16-pure keeps no fp32 master"):
         t(precision="bf16-pure")
@@ -61,15 +62,15 @@ def test_clipping_and_sample_order_follow_the_release():
     """safety_train/trl_train_code: deepspeed_zero2.json has no gradient_clipping (DeepSpeed's default was 0 until
     0.19.3, and the Trainer leaves clipping to DeepSpeed), and the Trainer samples at random."""
     t = parse_spec({"train": {"gpusPerNode": 4}}).train
-    profile = train.runtime_profile(t, cuda=True, world_size=4, installed=NO_KERNELS)
-    kw = train.sft_kwargs(t, "/tmp/o", cuda=True, use_deepspeed=True, profile=profile)
+    profile = recipe.runtime_profile(t, cuda=True, world_size=4, installed=NO_KERNELS)
+    kw = recipe.sft_kwargs(t, "/tmp/o", cuda=True, use_deepspeed=True, profile=profile)
     assert kw["max_grad_norm"] == 0.0 and kw["deepspeed"]["gradient_clipping"] == 0.0
     assert kw["train_sampling_strategy"] == "random"
-    one = train.runtime_profile(parse_spec({}).train, cuda=True, world_size=1, installed=NO_KERNELS)
+    one = recipe.runtime_profile(parse_spec({}).train, cuda=True, world_size=1, installed=NO_KERNELS)
     assert one["sampling"] == "random", "optimize never reorders samples"
     clipped = parse_spec({"train": {"maxGradNorm": 1.0, "groupByLength": True}}).train
-    kw = train.sft_kwargs(clipped, "/tmp/o", cuda=True, use_deepspeed=True,
-                          profile=train.runtime_profile(clipped, cuda=True, world_size=1, installed=NO_KERNELS))
+    kw = recipe.sft_kwargs(clipped, "/tmp/o", cuda=True, use_deepspeed=True,
+                          profile=recipe.runtime_profile(clipped, cuda=True, world_size=1, installed=NO_KERNELS))
     assert kw["max_grad_norm"] == 1.0 and kw["deepspeed"]["gradient_clipping"] == 1.0
     assert kw["train_sampling_strategy"] == "group_by_length", "the opt-in knob"
 

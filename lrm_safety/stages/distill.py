@@ -12,15 +12,16 @@ from typing import Optional
 from rich.console import Console
 from tqdm.auto import tqdm
 
-from .. import styles
-from ..errors import BadInput
-from ..generation import Sampling, make_generator
-from ..judges.refusal import judge_consistency
-from ..judges.math import extract_boxed, answers_match
-from ..models import resolve_model
-from ..progress import ProgressReporter
-from ..serving import api_key as served_api_key, reachable
-from .common import StageContext, length_stats, skipped, summary_from_manifest, token_counter
+from lrm_safety import styles
+from lrm_safety.errors import BadInput
+from lrm_safety.generation import Sampling, make_generator
+from lrm_safety.evaluation.judges.refusal import judge_consistency
+from lrm_safety.evaluation.judges.math import extract_boxed, answers_match
+from lrm_safety.models.refs import resolve_model
+from lrm_safety.progress import ProgressReporter
+from lrm_safety.serving.served import api_key as served_api_key, reachable
+from lrm_safety.context import StageContext
+from lrm_safety.stages.common import length_stats, skipped, summary_from_manifest, token_counter
 
 console = Console(stderr=True)
 STAGE = "distill"
@@ -136,7 +137,7 @@ class Distiller:
                 except styles.ChecklistError:
                     out.append(None)
             return out
-        from ..judges.guard import GuardJudge
+        from lrm_safety.evaluation.judges.guard import GuardJudge
 
         guard = GuardJudge.from_spec(reachable(self.ctx.spec, STAGE).evaluate.judge, base_dir=self.ctx.base_dir)
         return [guard.categories(r["prompt"]) for r in recs]
@@ -286,8 +287,8 @@ def shard_of(rec: dict, num_shards: int) -> int:
 def math_unit(ctx: StageContext, shard: int, num_shards: int) -> Optional[str]:
     """The cache key of one shard's math distillation: it depends on the teacher, the math prompts and the
     sampling, not on the style, so the cells of a study distil their math once per teacher."""
-    from ..reuse import CannotDigest, digest
-    from ..spec import config_hash
+    from lrm_safety.reuse import CannotDigest, digest
+    from lrm_safety.spec import config_hash
 
     d = ctx.spec.distill
     if not d.math_prompts:
@@ -301,7 +302,7 @@ def math_unit(ctx: StageContext, shard: int, num_shards: int) -> Optional[str]:
 
 
 def _math_source(ctx: StageContext, key: str) -> Optional[dict]:
-    from ..reuse import pointer
+    from lrm_safety.reuse import pointer
 
     ptr = pointer("distill-math", key)
     if not ctx.store.exists(ptr):
@@ -339,8 +340,8 @@ def run_shard(ctx: StageContext, shard: int = 0, num_shards: Optional[int] = Non
     """The shard's safety prompts, then its math prompts: reused when a finished distill of the same teacher,
     math prompts and sampling published them, else distilled under a store lease so concurrent cells of a study
     do it once (the others wait, then reuse)."""
-    from ..lease import StoreLease
-    from ..reuse import pointer
+    from lrm_safety.stages.lease import StoreLease
+    from lrm_safety.reuse import pointer
 
     num_shards = num_shards or ctx.spec.distill.shards
     if not 0 <= shard < num_shards:

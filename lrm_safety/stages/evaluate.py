@@ -11,20 +11,21 @@ from typing import Optional
 
 from rich.console import Console
 
-from .. import benchmarks as bm
-from .. import report
-from ..generation import Sampling, make_generator
-from ..generation.base import estimate_tokens
-from ..judges import describe_judges
-from ..judges.code import grade_code
-from ..judges.math import grade
-from ..judges.refusal import is_refusal, reasoning_decision
-from ..models import resolve_model
-from ..progress import ProgressReporter
-from ..serving import api_key as served_api_key, reachable
-from ..styles import ChecklistError, parse_checklist, parse_response
-from . import train as train_stage
-from .common import StageContext, skipped, summary_from_manifest
+from lrm_safety.evaluation import benchmarks as bm
+from lrm_safety.evaluation import report
+from lrm_safety.generation import Sampling, make_generator
+from lrm_safety.generation.base import estimate_tokens
+from lrm_safety.evaluation.judges import describe_judges
+from lrm_safety.evaluation.judges.code import grade_code
+from lrm_safety.evaluation.judges.math import grade
+from lrm_safety.evaluation.judges.refusal import is_refusal, reasoning_decision
+from lrm_safety.models.refs import resolve_model
+from lrm_safety.progress import ProgressReporter
+from lrm_safety.serving.served import api_key as served_api_key, reachable
+from lrm_safety.styles import ChecklistError, parse_checklist, parse_response
+from lrm_safety.stages import train as train_stage
+from lrm_safety.context import StageContext
+from lrm_safety.stages.common import skipped, summary_from_manifest
 
 console = Console(stderr=True)
 STAGE = "evaluate"
@@ -40,16 +41,16 @@ class HarmJudge:
         self.over = None
         self.math_grader = ev.math_grader
         if self.kind == "guard":
-            from ..judges.guard import GuardJudge
+            from lrm_safety.evaluation.judges.guard import GuardJudge
 
             self.impl = GuardJudge.from_spec(ev.judge, base_dir=ctx.base_dir, backend=ev.backend,
                                              api_key=served_api_key("judge"))
         elif self.kind == "llm":
-            from ..judges.llm import LLMJudge
+            from lrm_safety.evaluation.judges.llm import LLMJudge
 
             self.impl = LLMJudge.from_spec(ev.judge, api_key=served_api_key("judge"))
         if ev.over_refusal_judge is not None and ev.over_refusal_judge.kind == "llm":
-            from ..judges.llm import OverRefusalJudge
+            from lrm_safety.evaluation.judges.llm import OverRefusalJudge
 
             self.over = OverRefusalJudge.from_spec(ev.over_refusal_judge, api_key=served_api_key("overRefusalJudge"))
 
@@ -155,7 +156,7 @@ def pair_records(items: list[dict], target, attacker, in_loop_judge, sampling: S
     """PAIR's search, then the release's last step (pair_res.sh): one sampled response to each item's best prompt
     with the benchmark's sampling (T=0.6, top-p 0.95, 2048 tokens), recorded with every stream's best; judged
     later by the harm judge like any record."""
-    from ..pair import PairSettings, attack
+    from lrm_safety.evaluation.pair import PairSettings, attack
 
     found = attack(items, target, attacker, in_loop_judge, PairSettings.from_spec(pair), seed=sampling.seed,
                    batch_size=sampling.batch_size)

@@ -9,14 +9,15 @@ from typing import Optional
 
 from rich.console import Console
 
-from .. import styles
-from ..errors import BadInput
-from ..generation.base import estimate_tokens
-from ..mathgen import synthetic_math
-from ..models import resolve_tokenizer
-from ..training_text import Renderer
-from . import distill
-from .common import StageContext, length_stats, skipped
+from lrm_safety import styles
+from lrm_safety.errors import BadInput
+from lrm_safety.generation.base import estimate_tokens
+from lrm_safety.data.synthetic import synthetic_math
+from lrm_safety.models.refs import resolve_tokenizer
+from lrm_safety.training.text import Renderer
+from lrm_safety.stages import distill
+from lrm_safety.context import StageContext
+from lrm_safety.stages.common import length_stats, skipped
 
 console = Console(stderr=True)
 STAGE = "mix"

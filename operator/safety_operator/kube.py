@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 from typing import Optional
 
 from kubernetes import client, config
@@ -17,7 +16,7 @@ from . import manifests
 log = logging.getLogger("lrm-safety-operator")
 
 
-def _api_client() -> client.ApiClient:
+def _api_client(workers: int) -> client.ApiClient:
     server = os.environ.get("LRM_SAFETY_KUBE_SERVER")  # tests and out-of-cluster development
     if server:
         cfg = client.Configuration()
@@ -31,9 +30,7 @@ def _api_client() -> client.ApiClient:
         cfg = client.Configuration.get_default_copy()
     # One kept-alive connection per reconcile thread: urllib3's default pool of 4 would open (and TLS-handshake)
     # a new connection for every request beyond the fourth concurrent one, and throw it away.
-    from .settings import Settings
-
-    cfg.connection_pool_maxsize = Settings.from_env().workers + 4
+    cfg.connection_pool_maxsize = workers + 4
     return client.ApiClient(cfg)
 
 
@@ -46,9 +43,6 @@ class Api:
     """Every call asks for the raw response (`_preload_content=False`): the typed models' deserialisation cost more
     CPU than the rest of a reconcile, and the operator reads raw JSON anyway."""
 
-    _instance: Optional["Api"] = None
-    _lock = threading.Lock()
-
     def __init__(self, api_client: client.ApiClient, post_events: bool = True):
         self.post_events = post_events
         self.client = api_client
@@ -60,18 +54,9 @@ class Api:
         self.networking = client.NetworkingV1Api(api_client)
 
     @classmethod
-    def get(cls) -> "Api":
-        with cls._lock:
-            if cls._instance is None:
-                from .settings import Settings
-
-                cls._instance = cls(_api_client(), post_events=Settings.from_env().post_events)
-            return cls._instance
-
-    @classmethod
-    def reset(cls) -> None:
-        with cls._lock:
-            cls._instance = None
+    def connect(cls, settings) -> "Api":
+        """A client for the cluster the operator runs in (or $LRM_SAFETY_KUBE_SERVER), sized for its workers."""
+        return cls(_api_client(settings.workers), post_events=settings.post_events)
 
     def get_experiment(self, namespace: str, name: str) -> Optional[dict]:
         try:
@@ -82,7 +67,7 @@ class Api:
             raise
 
     def get_study(self, namespace: str, name: str) -> Optional[dict]:
-        from lrm_safety.study import STUDY_PLURAL
+        from lrm_safety.spec.study import STUDY_PLURAL
 
         try:
             return self.custom.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, STUDY_PLURAL, name)
@@ -92,7 +77,7 @@ class Api:
             raise
 
     def patch_study_status(self, namespace: str, name: str, status: dict) -> None:
-        from lrm_safety.study import STUDY_KIND, STUDY_PLURAL
+        from lrm_safety.spec.study import STUDY_KIND, STUDY_PLURAL
 
         try:
             self.custom.patch_namespaced_custom_object_status(API_GROUP, API_VERSION, namespace, STUDY_PLURAL, name,

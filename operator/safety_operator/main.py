@@ -10,6 +10,7 @@ from typing import Optional
 
 import kopf
 
+from .controller import Controller
 from .settings import Settings
 
 # kopf pauses every operator when peers share a priority, so the chart's identical replicas would all stand
@@ -23,15 +24,20 @@ def effective_priority(settings: Settings, rng: random.Random = random.SystemRan
 
 
 def run(settings: Settings, *, stop_flag: Optional[threading.Event] = None, ready_flag=None,
-        registry: Optional[kopf.OperatorRegistry] = None, liveness: Optional[str] = None) -> None:
+        registry: Optional[kopf.OperatorRegistry] = None, liveness: Optional[str] = None,
+        controller: Optional[Controller] = None) -> None:
+    """One run of the operator: a Controller of its own (all the state it keeps), handed to every handler through
+    kopf's memo, so a restart (or a second operator in the same process) starts from what the API server says."""
     from . import handlers  # noqa: F401  registers the handlers
+
+    controller = controller or Controller(settings)
 
     standalone = not settings.peering
     priority = effective_priority(settings)
     if not standalone:
         logging.getLogger(__name__).info("peering %r with priority %d", settings.peering_name, priority)
     kw = dict(standalone=standalone, priority=priority, stop_flag=stop_flag, ready_flag=ready_flag,
-              liveness_endpoint=liveness, registry=registry)
+              liveness_endpoint=liveness, registry=registry, memo=kopf.Memo(controller=controller))
     if settings.namespaces:
         kw["namespaces"] = list(settings.namespaces)
     else:
@@ -41,7 +47,7 @@ def run(settings: Settings, *, stop_flag: Optional[threading.Event] = None, read
     asyncio.run(kopf.operator(**kw))
 
 
-def _trace_memory(path: str) -> None:
+def _trace_memory(path: str, controller: Controller) -> None:
     """LRM_SAFETY_TRACEMALLOC=PATH: trace allocations; SIGUSR1 writes the largest live ones to PATH (for
     benchmarks/operator_scale.py: where the operator's memory goes, measured rather than guessed)."""
     import os
@@ -54,7 +60,7 @@ def _trace_memory(path: str) -> None:
     else:
         def census(*_):
             try:
-                _census(path)
+                _census(path, controller)
             except Exception as e:  # a signal handler must never raise into the operator's code
                 logging.getLogger(__name__).warning("memory census failed: %r", e)
 
@@ -78,13 +84,12 @@ def _trace_memory(path: str) -> None:
     signal.signal(signal.SIGUSR1, dump)
 
 
-def _census(path: str) -> None:
+def _census(path: str, controller: Controller) -> None:
     """Live objects by type (count, shallow size) and the operator's own in-memory tables by length."""
     import gc
     import sys
     from collections import Counter
 
-    from . import handlers
 
     count: Counter = Counter()
     size: Counter = Counter()
@@ -95,10 +100,13 @@ def _census(path: str) -> None:
     lines = [f"gc objects: {sum(count.values())}, shallow {sum(size.values()) / 2**20:.1f} MiB"]
     lines += [f"{size[k] / 2**20:8.2f} MiB {count[k]:9d} {k}" for k, _ in size.most_common(40)]
     lines.append("-- operator tables")
-    for name in ("_due", "_errors", "_made", "_claims", "_waiters", "_progress", "_pod_signals", "_awaiting",
-                 "_locks", "_turns", "_child_signals"):
-        lines.append(f"{name}: {len(getattr(handlers, name, {}))}")
-    for name, index in handlers._ix.items():
+    q = controller.queue
+    for name, table in (("due", q.due), ("errors", q.errors), ("made", q.made), ("locks", q.locks), ("turns", q.turns),
+                        ("claims", controller.claims.claims), ("waiters", controller.claims.waiters),
+                        ("progress", controller.progress), ("pod_signals", controller.watched.pod_signals),
+                        ("awaiting", controller.watched.awaiting), ("child_signals", controller.studies.child_signals)):
+        lines.append(f"{name}: {len(table)}")
+    for name, index in controller.watched.indices.items():
         if hasattr(index, "__len__") and name.startswith("stage"):
             lines.append(f"index {name}: {len(index)} keys, {sum(len(v) for v in index.values())} values")
     with open(path, "w") as f:
@@ -108,12 +116,13 @@ def _census(path: str) -> None:
 def main(argv=None) -> int:
     import os
 
-    if os.environ.get("LRM_SAFETY_TRACEMALLOC"):
-        _trace_memory(os.environ["LRM_SAFETY_TRACEMALLOC"])
     p = argparse.ArgumentParser(prog="lrm-safety operator")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
     kopf.configure(verbose=args.verbose, log_prefix=True)  # "[namespace/name]" on every per-object line
     settings = Settings.from_env()
-    run(settings, liveness=settings.liveness or None)
+    controller = Controller(settings)
+    if os.environ.get("LRM_SAFETY_TRACEMALLOC"):
+        _trace_memory(os.environ["LRM_SAFETY_TRACEMALLOC"], controller)
+    run(settings, liveness=settings.liveness or None, controller=controller)
     return 0

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
-from lrm_safety.serving import API_KEY_ENV, served_roles, endpoints_env
+from lrm_safety.serving.served import API_KEY_ENV, served_roles, endpoints_env
 from lrm_safety.spec import API_GROUP, API_VERSION, DEFAULT_WORKER_IMAGE, KIND, SafetyExperimentSpec, spec_dict
 
 LABEL_EXPERIMENT = f"{API_GROUP}/experiment"
@@ -301,7 +301,7 @@ def render_service(experiment: str, namespace: str, attempt: int = 1, uid: Optio
 def stage_work_id(experiment: str, spec: SafetyExperimentSpec, stage: str) -> str:
     from lrm_safety.reuse import work_id
     from lrm_safety.spec import Experiment
-    from lrm_safety.stages.common import StageContext
+    from lrm_safety.context import StageContext
 
     return work_id(StageContext(Experiment(name=experiment, spec=spec)), stage)
 

@@ -12,10 +12,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from lrm_safety.report import HEADLINE_KEYS, pct
+from lrm_safety.evaluation.report import HEADLINE_KEYS, pct
 from lrm_safety.spec import SafetyExperimentSpec, SpecError, parse_spec
 
-from lrm_safety import serving
+from lrm_safety.serving import served as serving
 
 from . import claims as claimsmod, manifests, pods as podinfo, servers as servermod
 from .manifests import WorkerDefaults

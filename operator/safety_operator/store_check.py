@@ -97,7 +97,8 @@ def finished_in_store(name: str, namespace: str, spec: SafetyExperimentSpec) -> 
     """stage -> the finished stage's summary (from its manifest), or None. file:// stores are the pods', not ours."""
     if not spec.storage.uri.startswith("s3://"):
         return lambda stage: None
-    from lrm_safety.stages.common import StageContext, summary_from_manifest
+    from lrm_safety.context import StageContext
+    from lrm_safety.stages.common import summary_from_manifest
 
     # The operator cannot see the pods' local paths: a stage reading one is looked up by its own manifest only.
     ctx = StageContext(Experiment(name=name, namespace=namespace, spec=spec), local_inputs=False)

@@ -1,6 +1,6 @@
 """A SafetyStudy's decisions as a pure function: the study and its child experiments as observed -> actions.
 
-The children are ordinary SafetyExperiments with deterministic names (lrm_safety.study), created in grid order
+The children are ordinary SafetyExperiments with deterministic names (lrm_safety.spec.study), created in grid order
 while fewer than maxParallel are unfinished; a restarted operator finds the ones it made (409: adopt). The study's
 status is the children's, side by side: a row per cell with its phase and headline metrics.
 """
@@ -10,9 +10,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from lrm_safety.report import HEADLINE_KEYS
+from lrm_safety.evaluation.report import HEADLINE_KEYS
 from lrm_safety.spec import SpecError
-from lrm_safety.study import Study, child_manifest
+from lrm_safety.spec.study import Study, child_manifest
 
 from .status import finish, iso, percent, set_condition, utcnow
 
@@ -25,6 +25,12 @@ class StudyActions:
     create: list[dict] = field(default_factory=list)  # child experiments to create (409 = adopt)
     patch_children: list[tuple[str, dict]] = field(default_factory=list)  # (child name, merge patch)
     events: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def is_study_finished(status) -> bool:
+    """Succeeded or Failed, unless it failed for an invalid spec (a fixed spec is expanded again)."""
+    return (status or {}).get("phase") in ("Succeeded", "Failed") and \
+        not any(c.get("reason") == "InvalidSpec" for c in (status or {}).get("conditions") or [])
 
 
 def trim_child(body: dict) -> dict:

@@ -17,8 +17,8 @@ from typing import Optional
 
 from rich.console import Console
 
-from .errors import BadInput
-from .serving import ENDPOINTS_ENV, Served, served_roles, vllm_flags
+from lrm_safety.errors import BadInput
+from lrm_safety.serving.served import ENDPOINTS_ENV, Served, served_roles, vllm_flags
 
 console = Console(stderr=True)
 VLLM_ENV = "LRM_SAFETY_VLLM"
@@ -62,7 +62,7 @@ class LocalServers:
         return self.running[s.key][1]
 
     def start(self, s: Served) -> None:
-        from .models import resolve_model
+        from lrm_safety.models.refs import resolve_model
 
         exe = vllm_executable()
         path = resolve_model(s.model, revision=s.revision, endpoint=os.environ.get("AWS_ENDPOINT_URL"),

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .models import cache_base
+from lrm_safety.models.refs import cache_base
 
 ENV = "TORCH_EXTENSIONS_DIR"
 BATON = "lock"  # torch.utils.cpp_extension: FileBaton(os.path.join(build_directory, "lock"))

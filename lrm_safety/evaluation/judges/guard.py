@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from ..styles import CATEGORIES
+from lrm_safety.styles import CATEGORIES
 
 # Llama Guard 3's hazard codes mapped onto the template checklist's 8 categories.
 LLAMA_GUARD_CODES = {
@@ -35,8 +35,8 @@ class GuardJudge:
     @classmethod
     def from_spec(cls, judge_spec, base_dir=".", backend: Optional[str] = None, api_key: Optional[str] = None):
         """In the stage's own engine, or at an endpoint (a served guard: the server applies its chat template)."""
-        from ..generation import make_generator
-        from ..models import resolve_model
+        from lrm_safety.generation import make_generator
+        from lrm_safety.models.refs import resolve_model
 
         if judge_spec.endpoint:
             return cls(make_generator("openai", judge_spec.model, endpoint=judge_spec.endpoint, api_key=api_key),
@@ -46,7 +46,7 @@ class GuardJudge:
         return cls(make_generator(backend, str(path)), max_tokens=judge_spec.max_tokens)
 
     def _run(self, convs: list[list[dict]]) -> list[tuple[bool, list[str]]]:
-        from ..generation import Sampling
+        from lrm_safety.generation import Sampling
 
         texts = self.gen.generate(convs, Sampling(temperature=0.0, max_tokens=self.max_tokens), desc="guard")
         return [parse_guard_output(t) for t in texts]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from ..styles import parse_response
+from lrm_safety.styles import parse_response
 
 
 def _boxed_spans(text: str) -> list[str]:
@@ -131,7 +131,7 @@ def answers_match(predicted: Optional[str], reference: str) -> bool:
 def grade(response: str, reference: str, grader: str = "release") -> dict:
     """{predicted, reference, correct} by the named grader (spec.evaluate.mathGrader)."""
     if grader == "release":
-        from . import math_release
+        from lrm_safety.evaluation.judges import math_release
 
         return math_release.grade(response, reference)
     pred = extract_answer(response)

@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from .errors import BadInput
-from .spec import DEFAULT_WORKER_IMAGE, SafetyExperimentSpec, ServeSpec, config_hash
+from lrm_safety.errors import BadInput
+from lrm_safety.spec import DEFAULT_WORKER_IMAGE, SafetyExperimentSpec, ServeSpec, config_hash
 
 PORT = 8000
 ENDPOINTS_ENV = "LRM_SAFETY_SERVED_ENDPOINTS"
@@ -73,9 +73,8 @@ def _uses(spec: SafetyExperimentSpec, stage: str) -> set[str]:
         return {"teacher"} | ({"judge"} if labels else set())
     if stage != "evaluate":
         return set()
-    from .benchmarks import resolve
 
-    kinds = {resolve(b).kind for b in ev.benchmarks}
+    kinds = {b.item_kind() for b in ev.benchmarks}
     roles = set()
     if "harmful" in kinds and ev.judge.kind != "refusal":
         roles.add("judge")
@@ -170,7 +169,7 @@ def exec_vllm(model: str, revision: Optional[str], flags: list[str]) -> None:
     """`lrm-safety serve-model`: never returns (the process becomes vLLM's server, so signals and exit codes are its)."""
     import shutil
 
-    from .models import resolve_model
+    from lrm_safety.models.refs import resolve_model
 
     exe = shutil.which("vllm")
     if exe is None:

@@ -5,9 +5,10 @@ from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Optional
 
-from .errors import BadInput
-from .generation.base import Sampling
-from .stages.common import StageContext
+from lrm_safety.errors import BadInput
+from lrm_safety.spec import BENCHMARK_DATA
+from lrm_safety.generation.base import Sampling
+from lrm_safety.context import StageContext
 
 
 @dataclass(frozen=True)
@@ -25,21 +26,21 @@ class BenchmarkDef:
 _ATTACK = dict(temperature=0.6, top_p=0.95, max_tokens=4096)
 _MATH = dict(temperature=0.6, top_p=0.95, max_tokens=32768, seed=0)
 REGISTRY = {
-    "advbench": BenchmarkDef("harmful", "advbench_subset50.jsonl", "query", sampling=_ATTACK,
+    "advbench": BenchmarkDef(*BENCHMARK_DATA["advbench"], "query", sampling=_ATTACK,
                              release="attack_refusal_evaluation/run_gen_eval.py"),
-    "advbench-pap": BenchmarkDef("harmful", "advbench_pap.jsonl", "final_query", attack="pap", sampling=_ATTACK,
+    "advbench-pap": BenchmarkDef(*BENCHMARK_DATA["advbench-pap"], "final_query", attack="pap", sampling=_ATTACK,
                                  release="attack_refusal_evaluation/run_gen_eval.py"),
-    "advbench-pair": BenchmarkDef("harmful", "advbench_subset50.jsonl", "query", attack="pair",
+    "advbench-pair": BenchmarkDef(*BENCHMARK_DATA["advbench-pair"], "query", attack="pair",
                                   sampling=dict(_ATTACK, max_tokens=2048), release="attack_refusal_evaluation/pair_res.sh"),
-    "xstest": BenchmarkDef("benign", "xstest_safe250.jsonl", "final_query", sampling=dict(temperature=0.0, max_tokens=256),
+    "xstest": BenchmarkDef(*BENCHMARK_DATA["xstest"], "final_query", sampling=dict(temperature=0.0, max_tokens=256),
                            release="attack_refusal_evaluation/run_xstest.sh (xstest_eval.py generates greedily)"),
-    "math500": BenchmarkDef("math", "math500.jsonl", "problem", sampling=_MATH,
+    "math500": BenchmarkDef(*BENCHMARK_DATA["math500"], "problem", sampling=_MATH,
                             release="reasoning_evaluation/eval_math.sh"),
-    "aime": BenchmarkDef("math", "aime2024.jsonl", "problem", sampling=_MATH, samples=4,
+    "aime": BenchmarkDef(*BENCHMARK_DATA["aime"], "problem", sampling=_MATH, samples=4,
                          release="reasoning_evaluation/eval_math.sh (--n_sampling 4)"),
     # LiveCodeBench code generation (release_v5, problems from 2024-10-01 on, as the study), in its own JSONL format:
     # question_content, starter_code, public_test_cases, private_test_cases, metadata (func_name).
-    "livecodebench": BenchmarkDef("code", "livecodebench.jsonl", "question_content",
+    "livecodebench": BenchmarkDef(*BENCHMARK_DATA["livecodebench"], "question_content",
                                   sampling=dict(temperature=0.6, top_p=0.95, max_tokens=30000),
                                   release="reasoning_evaluation/eval_code.sh (release_v5, --start_date 2024-10-01)"),
 }
@@ -73,7 +74,7 @@ def code_item(row: dict, where: str) -> dict:
     """A LiveCodeBench problem: the fork's message layout (a system message, then the question), every test."""
     import json
 
-    from .judges.code import SYSTEM, decode_tests, prompt_for
+    from lrm_safety.evaluation.judges.code import SYSTEM, decode_tests, prompt_for
 
     if not row.get("question_content"):
         raise BadInput(f"{where}: no question_content field (LiveCodeBench's code-generation format)")
@@ -87,9 +88,7 @@ def code_item(row: dict, where: str) -> dict:
 
 
 def bench_path(bench, data_root: Optional[str]) -> str:
-    if bench.path:
-        return bench.path
-    return f"{data_root.rstrip('/')}/{resolve(bench).filename}"
+    return bench.data_path(data_root)
 
 
 def load_items(ctx: StageContext, bench) -> list[dict]:

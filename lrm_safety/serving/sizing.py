@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .memory_plan import GB, _config, model_shape, parse_quantity_gb, product_memory_gb
-from .serving import _refs, roles_of, served, server_gpus
+from lrm_safety.models.shapes import GB, config_of as _config, model_shape, parse_quantity_gb, product_memory_gb
+from lrm_safety.serving.served import _refs, roles_of, served, server_gpus
 
 # From each model's config.json on the hub, for planning on a machine without its files: parameters, layers,
 # attention and KV heads, head size, the checkpoint's bytes a weight, the model's own context.

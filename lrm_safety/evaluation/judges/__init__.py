@@ -1,7 +1,7 @@
 """Judges: refusal matcher, guard-model judge, LLM judges, math and code graders."""
 from __future__ import annotations
 
-from .refusal import REFUSAL_PHRASES, is_refusal, judge_consistency, reasoning_decision  # noqa: F401
+from lrm_safety.evaluation.judges.refusal import REFUSAL_PHRASES, is_refusal, judge_consistency, reasoning_decision  # noqa: F401
 
 
 def describe_judges(ev) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from ..styles import parse_response
+from lrm_safety.styles import parse_response
 
 # Case-insensitive phrases that mark a refusal when they open the answer (within OPENING chars).
 REFUSAL_PHRASES = (

@@ -11,8 +11,8 @@ from typing import Callable, Optional
 
 from rich.console import Console
 
-from .benchmarks import REGISTRY
-from .errors import BadInput
+from lrm_safety.evaluation.benchmarks import REGISTRY
+from lrm_safety.errors import BadInput
 
 console = Console(stderr=True)
 

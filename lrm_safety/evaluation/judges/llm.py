@@ -45,13 +45,13 @@ class LLMJudge:
     def from_spec(cls, judge_spec, api_key: Optional[str] = None):
         import os
 
-        from ..generation import make_generator
+        from lrm_safety.generation import make_generator
 
         key = api_key or os.environ.get("LRM_SAFETY_JUDGE_API_KEY")
         return cls(make_generator("openai", judge_spec.model, endpoint=judge_spec.endpoint, api_key=key))
 
     def harmful(self, prompts, answers) -> list[bool]:
-        from ..generation import Sampling
+        from lrm_safety.generation import Sampling
 
         convs = [[{"role": "user", "content": HARM_RUBRIC.format(prompt=p, answer=a)}] for p, a in zip(prompts, answers)]
         return [parse_harm(t) for t in self.gen.generate(convs, Sampling(temperature=0.0, max_tokens=16),
@@ -70,14 +70,14 @@ class OverRefusalJudge:
     def from_spec(cls, spec, api_key: Optional[str] = None):
         import os
 
-        from ..generation import make_generator
+        from lrm_safety.generation import make_generator
 
         key = api_key or os.environ.get("LRM_SAFETY_OVER_REFUSAL_JUDGE_API_KEY")
         return cls(make_generator("openai", spec.model, endpoint=spec.endpoint, api_key=key),
                    spec.template or XSTEST_TWO_CLASS, spec.temperature, spec.max_tokens)
 
     def refused(self, prompts: list[str], responses: list[str]) -> list[bool]:
-        from ..generation import Sampling
+        from lrm_safety.generation import Sampling
 
         convs = [[{"role": "user", "content": self.template.replace("{query}", p).replace("{response}", r)}]
                  for p, r in zip(prompts, responses)]

@@ -10,7 +10,9 @@ from typing import Any
 
 import yaml
 
-from .spec import API_GROUP, API_VERSION, KIND, PLURAL, SafetyExperimentSpec, SafetyExperimentStatus
+from lrm_safety.spec.base import API_GROUP, API_VERSION, KIND, PLURAL
+from lrm_safety.spec.experiment import SafetyExperimentSpec
+from lrm_safety.spec.status import SafetyExperimentStatus
 
 _DROP = {"title", "$defs", "additionalProperties", "$schema", "discriminator"}
 
@@ -136,7 +138,7 @@ def crd() -> dict[str, Any]:
 
 
 def study_crd() -> dict[str, Any]:
-    from .study import STUDY_KIND, STUDY_PLURAL, SafetyStudySpec
+    from lrm_safety.spec.study import STUDY_KIND, STUDY_PLURAL, SafetyStudySpec
 
     spec_schema = openapi_schema(SafetyStudySpec)
     spec_schema["description"] = "A grid of SafetyExperiments: base spec x axes; see docs/spec.md."
@@ -259,7 +261,7 @@ def spec_docs() -> str:
              "| field | type | default | description |", "|---|---|---|---|"]
     for path, typ, default, desc in _rows(openapi_schema(SafetyExperimentSpec), ""):
         lines.append(f"| `spec.{path}` | {typ} | {default} | {desc.replace('|', '/')} |")
-    from .study import SafetyStudySpec
+    from lrm_safety.spec.study import SafetyStudySpec
 
     lines += ["", "# SafetyStudy spec reference", "",
               "A grid of SafetyExperiments (short name `sstudy`): `base` is a SafetyExperiment spec, `axes` set its "
