@@ -3,6 +3,7 @@ the builtin model: greedy, a batch of chat prompts, new tokens per second.
 
   python benchmarks/generation_throughput.py --prompts 64 --max-tokens 256 [--batch 32]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,9 +32,16 @@ def run(prompts: int, max_tokens: int, batch: int, model: str = "builtin:smollm2
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     tokens = sum(gen.count_tokens(t) for t in texts)
-    res = {"device": gen.device, "prompts": prompts, "maxTokens": max_tokens, "batch": batch, "newTokens": tokens,
-           "seconds": round(dt, 2), "tokensPerS": round(tokens / dt, 1),
-           "truncated": sum(f == "length" for f in gen.finish) / len(texts)}
+    res = {
+        "device": gen.device,
+        "prompts": prompts,
+        "maxTokens": max_tokens,
+        "batch": batch,
+        "newTokens": tokens,
+        "seconds": round(dt, 2),
+        "tokensPerS": round(tokens / dt, 1),
+        "truncated": sum(f == "length" for f in gen.finish) / len(texts),
+    }
     gen.close()
     return res
 
@@ -45,8 +53,10 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=32)
     a = p.parse_args(argv)
     res = run(a.prompts, a.max_tokens, a.batch)
-    print(f"transformers backend: {res['tokensPerS']} new tokens/s ({res['prompts']} prompts, batch {res['batch']}, "
-          f"{res['device']})")
+    print(
+        f"transformers backend: {res['tokensPerS']} new tokens/s ({res['prompts']} prompts, batch {res['batch']}, "
+        f"{res['device']})"
+    )
     print("RESULT", json.dumps(res))
     return 0
 

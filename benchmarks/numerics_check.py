@@ -5,6 +5,7 @@ CPU in bf16 autocast (tests/test_train_numerics.py); on a GPU it runs there (ben
 
   python benchmarks/numerics_check.py      # prints the three paths' changed fraction and mean |update|
 """
+
 from __future__ import annotations
 
 import json
@@ -15,10 +16,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-TEXTS = ["<think>\nThe request asks for a weapon; that is harmful, so I refuse.\n</think>\n\nI'm sorry, I can't help.",
-         "<think>\n2 + 3 = 5, and 5 x 4 = 20.\n</think>\n\nThe answer is \\boxed{20}.",
-         "<think>\nA recipe for bread is harmless.\n</think>\n\nMix flour, water, yeast and salt, then bake.",
-         "<think>\nPrivacy: sharing someone's address is not allowed.\n</think>\n\nSorry, I can't share that."]
+TEXTS = [
+    "<think>\nThe request asks for a weapon; that is harmful, so I refuse.\n</think>\n\nI'm sorry, I can't help.",
+    "<think>\n2 + 3 = 5, and 5 x 4 = 20.\n</think>\n\nThe answer is \\boxed{20}.",
+    "<think>\nA recipe for bread is harmless.\n</think>\n\nMix flour, water, yeast and salt, then bake.",
+    "<think>\nPrivacy: sharing someone's address is not allowed.\n</think>\n\nSorry, I can't share that.",
+]
 
 
 def one_step(model_dir, out_dir, **train_over) -> dict:
@@ -32,8 +35,19 @@ def one_step(model_dir, out_dir, **train_over) -> dict:
     from lrm_safety.spec import parse_spec
     from lrm_safety.training import recipe
 
-    t = parse_spec({"train": {"learningRate": 5e-6, "maxSteps": 1, "perDeviceBatchSize": 4, "gradientAccumulation": 1,
-                              "gradientCheckpointing": False, "maxLength": 64, **train_over}}).train
+    t = parse_spec(
+        {
+            "train": {
+                "learningRate": 5e-6,
+                "maxSteps": 1,
+                "perDeviceBatchSize": 4,
+                "gradientAccumulation": 1,
+                "gradientCheckpointing": False,
+                "maxLength": 64,
+                **train_over,
+            }
+        }
+    ).train
     profile = recipe.runtime_profile(t, cuda=True, world_size=1, installed=lambda module: False)
     num = recipe.numerics(t, cuda=True, use_deepspeed=False)
     kw = recipe.sft_kwargs(t, str(out_dir), cuda=True, use_deepspeed=False, profile=profile)
@@ -42,8 +56,7 @@ def one_step(model_dir, out_dir, **train_over) -> dict:
     rows = [{"input_ids": tok(x).input_ids[:64]} for x in TEXTS]
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, num["load_dtype"]))
     before = {n: p.detach().float().cpu().clone() for n, p in model.named_parameters()}
-    trainer = SFTTrainer(model=model, args=SFTConfig(**kw), train_dataset=Dataset.from_list(rows),
-                         processing_class=tok)
+    trainer = SFTTrainer(model=model, args=SFTConfig(**kw), train_dataset=Dataset.from_list(rows), processing_class=tok)
     trainer.train()
     changed = total = 0
     size = 0.0
@@ -54,16 +67,23 @@ def one_step(model_dir, out_dir, **train_over) -> dict:
         total += d.numel()
         size += float(d[moved].sum())
     del trainer, model
-    return {"changed": changed / total, "meanUpdate": size / max(changed, 1), "loadDtype": num["load_dtype"],
-            "master": num["master"], "device": "cuda" if torch.cuda.is_available() else "cpu"}
+    return {
+        "changed": changed / total,
+        "meanUpdate": size / max(changed, 1),
+        "loadDtype": num["load_dtype"],
+        "master": num["master"],
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+    }
 
 
 def compare(model_dir) -> dict:
     """The default path, the fp32 reference and pure bf16, side by side."""
     with tempfile.TemporaryDirectory() as tmp:
-        return {"default": one_step(model_dir, Path(tmp) / "d"),
-                "fp32": one_step(model_dir, Path(tmp) / "f", precision="fp32"),
-                "bf16-pure": one_step(model_dir, Path(tmp) / "p", precision="bf16-pure", deepspeed="none")}
+        return {
+            "default": one_step(model_dir, Path(tmp) / "d"),
+            "fp32": one_step(model_dir, Path(tmp) / "f", precision="fp32"),
+            "bf16-pure": one_step(model_dir, Path(tmp) / "p", precision="bf16-pure", deepspeed="none"),
+        }
 
 
 def main() -> int:
@@ -71,8 +91,10 @@ def main() -> int:
 
     res = compare(resolve_model("builtin:smollm2-135m-instruct"))
     for name, r in res.items():
-        print(f"{name:<10} changed {r['changed']:.3f}  mean |dw| {r['meanUpdate']:.2e}  ({r['loadDtype']}, "
-              f"{r['master']} master, {r['device']})")
+        print(
+            f"{name:<10} changed {r['changed']:.3f}  mean |dw| {r['meanUpdate']:.2e}  ({r['loadDtype']}, "
+            f"{r['master']} master, {r['device']})"
+        )
     print("RESULT", json.dumps(res))
     return 0
 

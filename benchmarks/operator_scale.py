@@ -25,6 +25,7 @@ p50/p99/max of the lag from a Job's completion to the next stage's Job (or the e
 duplicate Jobs:
   python benchmarks/operator_scale.py --real --experiments 1000 --idle-seconds 360
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,9 +65,24 @@ def kinds(requests) -> dict[str, int]:
     out: Counter = Counter()
     for r in requests:
         parts = [p for p in r.url.path.split("/") if p]
-        shape = "/".join(p if i < 3 or p in ("namespaces", "status", "jobs", "pods", "events", "configmaps",
-                                                  "safetyexperiments", "safetystudies", "services") else "*"
-                         for i, p in enumerate(parts))
+        shape = "/".join(
+            p
+            if i < 3
+            or p
+            in (
+                "namespaces",
+                "status",
+                "jobs",
+                "pods",
+                "events",
+                "configmaps",
+                "safetyexperiments",
+                "safetystudies",
+                "services",
+            )
+            else "*"
+            for i, p in enumerate(parts)
+        )
         watch = "?watch" if r.params.get("watch") in ("true", "1") else ""
         out[f"{r.method.value if hasattr(r.method, 'value') else r.method} /{shape}{watch}"] += 1
     return dict(out.most_common())
@@ -80,9 +96,15 @@ def start_operator(cluster, args):
     cfg.host = cluster.url
     api = client.ApiClient(cfg)
     api.user_agent = BENCH_AGENT
-    env = {**os.environ, "LRM_SAFETY_KUBE_SERVER": cluster.url, "LRM_SAFETY_WORKERS": str(args.workers),
-           "LRM_SAFETY_RESYNC_SECONDS": str(args.resync_seconds), "LRM_SAFETY_LIVENESS": "",
-           "LRM_SAFETY_READ_STORE": "false", "LRM_SAFETY_TICK_SECONDS": "10"}
+    env = {
+        **os.environ,
+        "LRM_SAFETY_KUBE_SERVER": cluster.url,
+        "LRM_SAFETY_WORKERS": str(args.workers),
+        "LRM_SAFETY_RESYNC_SECONDS": str(args.resync_seconds),
+        "LRM_SAFETY_LIVENESS": "",
+        "LRM_SAFETY_READ_STORE": "false",
+        "LRM_SAFETY_TICK_SECONDS": "10",
+    }
     log = open(args.log, "w") if args.log else subprocess.DEVNULL
     op = subprocess.Popen([sys.executable, "-m", "lrm_safety.cli", "operator"], env=env, stdout=log, stderr=log)
     return client.CustomObjectsApi(api), client.BatchV1Api(api), op
@@ -128,11 +150,19 @@ def main(argv=None) -> int:
             start_index = len(cluster.emulator._requests)
 
             def create(i: int):
-                body = {"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyExperiment",
-                        "metadata": {"name": f"scale-{i:04d}", "namespace": "default", "uid": f"uid-{i}",
-                                     "resourceVersion": "1", "generation": 1},
-                        # A distinct distill per experiment: identical ones would share one Job (stage reuse).
-                        "spec": {"distill": {"limit": i + 1}, "evaluate": {"dataRoot": "s3://data"}}}
+                body = {
+                    "apiVersion": "lrmsafety.io/v1alpha1",
+                    "kind": "SafetyExperiment",
+                    "metadata": {
+                        "name": f"scale-{i:04d}",
+                        "namespace": "default",
+                        "uid": f"uid-{i}",
+                        "resourceVersion": "1",
+                        "generation": 1,
+                    },
+                    # A distinct distill per experiment: identical ones would share one Job (stage reuse).
+                    "spec": {"distill": {"limit": i + 1}, "evaluate": {"dataRoot": "s3://data"}},
+                }
                 custom.create_namespaced_custom_object("lrmsafety.io", "v1alpha1", "default", "safetyexperiments", body)
 
             t0 = time.perf_counter()
@@ -148,7 +178,9 @@ def main(argv=None) -> int:
                 if len(seen) == len(want) or time.perf_counter() - t0 > args.timeout:
                     break
                 if len(seen) // 25 != progress // 25:
-                    print(f"  {len(seen)}/{len(want)} first-stage Jobs after {time.perf_counter() - t0:.1f}s", flush=True)
+                    print(
+                        f"  {len(seen)}/{len(want)} first-stage Jobs after {time.perf_counter() - t0:.1f}s", flush=True
+                    )
                 progress = len(seen)
                 time.sleep(0.25)
             elapsed = time.perf_counter() - t0
@@ -165,8 +197,13 @@ def main(argv=None) -> int:
 
             for i in range(n):  # every experiment finishes
                 custom.patch_namespaced_custom_object_status(
-                    "lrmsafety.io", "v1alpha1", "default", "safetyexperiments", f"scale-{i:04d}",
-                    {"status": {"phase": "Succeeded", "stage": None}})
+                    "lrmsafety.io",
+                    "v1alpha1",
+                    "default",
+                    "safetyexperiments",
+                    f"scale-{i:04d}",
+                    {"status": {"phase": "Succeeded", "stage": None}},
+                )
             time.sleep(3)
             print(f"finished window: {args.finished_seconds:.0f}s with {n} finished experiments ...", flush=True)
             mark = len(cluster.emulator._requests)
@@ -175,20 +212,32 @@ def main(argv=None) -> int:
         finally:
             stop(op)
     per_5min = len(idle) / n / args.idle_seconds * 300
-    result = {"experiments": n, "workers": args.workers, "create_s": round(created, 2),
-              "all_first_jobs_s": round(elapsed, 2), "jobs_found": len(seen), "duplicate_jobs": dupes,
-              "operator_peak_rss_mib": round(rss, 1), "operator_idle_rss_mib": round(rss_idle, 1),
-              "requests_to_first_job_per_experiment": round(len(to_first) / n, 2),
-              "requests_to_first_job_by_kind": kinds(to_first),
-              "idle_window_s": args.idle_seconds, "idle_requests": len(idle),
-              "idle_requests_per_experiment_per_5min": round(per_5min, 3), "idle_requests_by_kind": kinds(idle),
-              "finished_window_s": args.finished_seconds, "finished_requests": len(finished),
-              "finished_requests_by_kind": kinds(finished)}
+    result = {
+        "experiments": n,
+        "workers": args.workers,
+        "create_s": round(created, 2),
+        "all_first_jobs_s": round(elapsed, 2),
+        "jobs_found": len(seen),
+        "duplicate_jobs": dupes,
+        "operator_peak_rss_mib": round(rss, 1),
+        "operator_idle_rss_mib": round(rss_idle, 1),
+        "requests_to_first_job_per_experiment": round(len(to_first) / n, 2),
+        "requests_to_first_job_by_kind": kinds(to_first),
+        "idle_window_s": args.idle_seconds,
+        "idle_requests": len(idle),
+        "idle_requests_per_experiment_per_5min": round(per_5min, 3),
+        "idle_requests_by_kind": kinds(idle),
+        "finished_window_s": args.finished_seconds,
+        "finished_requests": len(finished),
+        "finished_requests_by_kind": kinds(finished),
+    }
     print("RESULT", json.dumps(result))
-    print(f"{len(seen)}/{n} first-stage Jobs in {elapsed:.1f}s ({n / elapsed:.1f} experiments/s); "
-          f"operator peak RSS {rss:.0f} MiB; {len(to_first) / n:.1f} requests per experiment to its first Job; "
-          f"idle: {len(idle)} requests in {args.idle_seconds:.0f}s = {per_5min:.2f} per experiment per 5 min; "
-          f"finished: {len(finished)} requests in {args.finished_seconds:.0f}s")
+    print(
+        f"{len(seen)}/{n} first-stage Jobs in {elapsed:.1f}s ({n / elapsed:.1f} experiments/s); "
+        f"operator peak RSS {rss:.0f} MiB; {len(to_first) / n:.1f} requests per experiment to its first Job; "
+        f"idle: {len(idle)} requests in {args.idle_seconds:.0f}s = {per_5min:.2f} per experiment per 5 min; "
+        f"finished: {len(finished)} requests in {args.finished_seconds:.0f}s"
+    )
     return 0 if len(seen) == len(want) and dupes == 0 else 1
 
 
@@ -205,16 +254,40 @@ def study_main(args) -> int:
             time.sleep(3)
             start_index = len(cluster.emulator._requests)
             watch_events(batch.list_namespaced_job, "default", into=events, kind="job", stop=stop_watches)
-            watch_events(custom.list_namespaced_custom_object, "lrmsafety.io", "v1alpha1", "default", "safetyexperiments",
-                   into=events, kind="cell", stop=stop_watches)
-            watch_events(custom.list_namespaced_custom_object, "lrmsafety.io", "v1alpha1", "default", "safetystudies",
-                   into=events, kind="study", stop=stop_watches)
-            body = {"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyStudy",
-                    "metadata": {"name": "scale", "namespace": "default"},
-                    "spec": {"maxParallel": limit, "base": {
-                        "stages": ["mix"], "mix": {"safetySource": "s3://data/safety.jsonl", "mathCount": 0},
-                        "evaluate": {"dataRoot": "s3://data"}},
-                        "axes": [{"path": "mix.seed", "values": list(range(n))}]}}
+            watch_events(
+                custom.list_namespaced_custom_object,
+                "lrmsafety.io",
+                "v1alpha1",
+                "default",
+                "safetyexperiments",
+                into=events,
+                kind="cell",
+                stop=stop_watches,
+            )
+            watch_events(
+                custom.list_namespaced_custom_object,
+                "lrmsafety.io",
+                "v1alpha1",
+                "default",
+                "safetystudies",
+                into=events,
+                kind="study",
+                stop=stop_watches,
+            )
+            body = {
+                "apiVersion": "lrmsafety.io/v1alpha1",
+                "kind": "SafetyStudy",
+                "metadata": {"name": "scale", "namespace": "default"},
+                "spec": {
+                    "maxParallel": limit,
+                    "base": {
+                        "stages": ["mix"],
+                        "mix": {"safetySource": "s3://data/safety.jsonl", "mathCount": 0},
+                        "evaluate": {"dataRoot": "s3://data"},
+                    },
+                    "axes": [{"path": "mix.seed", "values": list(range(n))}],
+                },
+            }
             t0 = time.perf_counter()
             custom.create_namespaced_custom_object("lrmsafety.io", "v1alpha1", "default", "safetystudies", body)
             completed: set[str] = set()
@@ -229,8 +302,11 @@ def study_main(args) -> int:
                 name = obj["metadata"]["name"]
                 if kind == "job" and type_ == "ADDED" and name not in completed:
                     jobs.append(obj)
-                    batch.patch_namespaced_job_status(name, "default", {"status": {"conditions": [
-                        {"type": "Complete", "status": "True", "reason": "Done"}]}})
+                    batch.patch_namespaced_job_status(
+                        name,
+                        "default",
+                        {"status": {"conditions": [{"type": "Complete", "status": "True", "reason": "Done"}]}},
+                    )
                     completed.add(name)
                 elif kind == "cell":
                     if type_ == "DELETED":
@@ -251,15 +327,26 @@ def study_main(args) -> int:
         finally:
             stop_watches.set()
             stop(op)
-    result = {"cells": n, "max_parallel": limit, "study_phase": phase, "jobs": len(completed),
-              "duplicate_jobs": dupes, "peak_active_cells": peak_active, "all_cells_done_s": round(elapsed, 2),
-              "operator_peak_rss_mib": round(rss, 1), "operator_cpu_s": round(cpu, 1),
-              "operator_requests": len(requests),
-              "operator_requests_per_cell": round(len(requests) / n, 2), "requests_by_kind": kinds(requests)}
+    result = {
+        "cells": n,
+        "max_parallel": limit,
+        "study_phase": phase,
+        "jobs": len(completed),
+        "duplicate_jobs": dupes,
+        "peak_active_cells": peak_active,
+        "all_cells_done_s": round(elapsed, 2),
+        "operator_peak_rss_mib": round(rss, 1),
+        "operator_cpu_s": round(cpu, 1),
+        "operator_requests": len(requests),
+        "operator_requests_per_cell": round(len(requests) / n, 2),
+        "requests_by_kind": kinds(requests),
+    }
     print("RESULT", json.dumps(result))
-    print(f"study of {n} cells (maxParallel {limit}): {phase} with {len(completed)} Jobs in {elapsed:.1f}s; "
-          f"at most {peak_active} cells active at once; operator peak RSS {rss:.0f} MiB, {cpu:.1f} s CPU; "
-          f"{len(requests) / n:.1f} operator requests per cell")
+    print(
+        f"study of {n} cells (maxParallel {limit}): {phase} with {len(completed)} Jobs in {elapsed:.1f}s; "
+        f"at most {peak_active} cells active at once; operator peak RSS {rss:.0f} MiB, {cpu:.1f} s CPU; "
+        f"{len(requests) / n:.1f} operator requests per cell"
+    )
     ok = phase == "Succeeded" and len(completed) == n and dupes == 0 and peak_active <= limit
     return 0 if ok else 1
 

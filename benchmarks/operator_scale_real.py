@@ -1,4 +1,5 @@
 """`operator_scale.py --real`: N experiments through all four stages on a real control plane (see that script)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -41,8 +42,10 @@ def lags(jobs: list[dict], experiments: list[dict]) -> list[float]:
     for j in jobs:
         labels = j["metadata"].get("labels") or {}
         by.setdefault(labels.get("lrmsafety.io/experiment"), {})[labels.get("lrmsafety.io/stage")] = j
-    ends = {e["metadata"]["name"]: _t(((e.get("status") or {}).get("stages") or {}).get("evaluate", {}).get("finishedAt"))
-            for e in experiments}
+    ends = {
+        e["metadata"]["name"]: _t(((e.get("status") or {}).get("stages") or {}).get("evaluate", {}).get("finishedAt"))
+        for e in experiments
+    }
     out = []
     for name, stages in by.items():
         for i, stage in enumerate(STAGES):
@@ -85,8 +88,12 @@ def real_main(args) -> int:
         user = f"system:serviceaccount:lrm-system:{sa}"
         cluster.namespace(NS)
         cluster.switch("hold", NS)
-        env = {"LRM_SAFETY_WORKERS": str(args.workers), "LRM_SAFETY_RESYNC_SECONDS": str(args.resync_seconds),
-               "LRM_SAFETY_READ_STORE": "false", "LRM_SAFETY_TICK_SECONDS": "10"}
+        env = {
+            "LRM_SAFETY_WORKERS": str(args.workers),
+            "LRM_SAFETY_RESYNC_SECONDS": str(args.resync_seconds),
+            "LRM_SAFETY_READ_STORE": "false",
+            "LRM_SAFETY_TICK_SECONDS": "10",
+        }
         if args.tracemalloc:
             env["LRM_SAFETY_TRACEMALLOC"] = str(Path(args.tracemalloc).resolve())
         op = start_operator(cluster.sa_kubeconfig(sa, "lrm-system"), Path(args.log or state / "operator.log"), **env)
@@ -108,10 +115,13 @@ def real_main(args) -> int:
             mark = cluster.audit_mark()
 
             def create(i: int):
-                body = {"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyExperiment",
-                        "metadata": {"name": f"scale-{i:04d}", "namespace": NS},
-                        # A distinct distill per experiment: identical ones would share one Job (stage reuse).
-                        "spec": {"distill": {"limit": i + 1}, "evaluate": {"dataRoot": "s3://data"}}}
+                body = {
+                    "apiVersion": "lrmsafety.io/v1alpha1",
+                    "kind": "SafetyExperiment",
+                    "metadata": {"name": f"scale-{i:04d}", "namespace": NS},
+                    # A distinct distill per experiment: identical ones would share one Job (stage reuse).
+                    "spec": {"distill": {"limit": i + 1}, "evaluate": {"dataRoot": "s3://data"}},
+                }
                 custom.create_namespaced_custom_object("lrmsafety.io", "v1alpha1", NS, "safetyexperiments", body)
 
             t0 = time.perf_counter()
@@ -150,17 +160,25 @@ def real_main(args) -> int:
             last_report = 0
             while len(succeeded) < n and time.perf_counter() - t1 < args.timeout:
                 time.sleep(5)
-                items = json.loads(custom.list_namespaced_custom_object(
-                    "lrmsafety.io", "v1alpha1", NS, "safetyexperiments", _preload_content=False).data)["items"]
-                succeeded = {e["metadata"]["name"] for e in items if (e.get("status") or {}).get("phase") == "Succeeded"}
+                items = json.loads(
+                    custom.list_namespaced_custom_object(
+                        "lrmsafety.io", "v1alpha1", NS, "safetyexperiments", _preload_content=False
+                    ).data
+                )["items"]
+                succeeded = {
+                    e["metadata"]["name"] for e in items if (e.get("status") or {}).get("phase") == "Succeeded"
+                }
                 failed = [e["metadata"]["name"] for e in items if (e.get("status") or {}).get("phase") == "Failed"]
                 if failed:
                     print(f"  failed: {failed[:5]}", flush=True)
                     break
                 if time.perf_counter() - last_report > 30:
                     last_report = time.perf_counter()
-                    print(f"  {len(succeeded)}/{n} Succeeded after {time.perf_counter() - t1:.0f}s; operator RSS "
-                          f"{rss_mib(op.pid):.0f} MiB", flush=True)
+                    print(
+                        f"  {len(succeeded)}/{n} Succeeded after {time.perf_counter() - t1:.0f}s; operator RSS "
+                        f"{rss_mib(op.pid):.0f} MiB",
+                        flush=True,
+                    )
             waves_s = time.perf_counter() - t1
             if args.tracemalloc:
                 os.kill(op.pid, signal.SIGUSR1)
@@ -170,37 +188,61 @@ def real_main(args) -> int:
             waves = operator_events(cluster, user, wave_mark)
             all_jobs = json.loads(batch.list_namespaced_job(NS, _preload_content=False).data)["items"]
             lag = lags(all_jobs, items)
-            per_stage = Counter(((j["metadata"].get("labels") or {}).get("lrmsafety.io/experiment"),
-                                 (j["metadata"].get("labels") or {}).get("lrmsafety.io/stage")) for j in all_jobs)
+            per_stage = Counter(
+                (
+                    (j["metadata"].get("labels") or {}).get("lrmsafety.io/experiment"),
+                    (j["metadata"].get("labels") or {}).get("lrmsafety.io/stage"),
+                )
+                for j in all_jobs
+            )
             everything = operator_events(cluster, user, mark)
         finally:
             stop.set()
             stop_operator(op)
     conflicts = sum(1 for e in everything if e.get("responseStatus", {}).get("code") == 409)
     result = {
-        "experiments": n, "workers": args.workers, "control_plane": "real (kube-apiserver 1.36, etcd, kcm, podrunner)",
-        "create_s": round(created_s, 1), "all_first_jobs_s": round(first_s, 1), "first_jobs": len(first),
-        "operator_rss_mib": {"start": round(rss_start, 1), "first_jobs": round(rss_first, 1),
-                             "idle": round(rss_idle, 1), "peak": round(peak, 1)},
+        "experiments": n,
+        "workers": args.workers,
+        "control_plane": "real (kube-apiserver 1.36, etcd, kcm, podrunner)",
+        "create_s": round(created_s, 1),
+        "all_first_jobs_s": round(first_s, 1),
+        "first_jobs": len(first),
+        "operator_rss_mib": {
+            "start": round(rss_start, 1),
+            "first_jobs": round(rss_first, 1),
+            "idle": round(rss_idle, 1),
+            "peak": round(peak, 1),
+        },
         "requests_to_first_job_per_experiment": round(len(to_first) / n, 2),
         "requests_to_first_job_by_kind": by_kind(to_first),
-        "idle_window_s": args.idle_seconds, "idle_requests": len(idle),
+        "idle_window_s": args.idle_seconds,
+        "idle_requests": len(idle),
         "idle_requests_per_experiment_per_5min": round(len(idle) / n / args.idle_seconds * 300, 3),
         "idle_requests_by_kind": by_kind(idle),
-        "waves_s": round(waves_s, 1), "succeeded": len(succeeded),
-        "transition_lag_s": {"n": len(lag), "p50": percentile(lag, 50), "p99": percentile(lag, 99),
-                             "max": max(lag, default=float("nan")),
-                             "mean": round(statistics.fmean(lag), 2) if lag else None},
-        "wave_requests_per_experiment": round(len(waves) / n, 2), "wave_requests_by_kind": by_kind(waves),
-        "operator_cpu_s": round(cpu, 1), "conflicts_409": conflicts, "duplicate_jobs": sum(c - 1 for c in per_stage.values()),
-        "rss_samples": samples[::max(1, len(samples) // 40)],
+        "waves_s": round(waves_s, 1),
+        "succeeded": len(succeeded),
+        "transition_lag_s": {
+            "n": len(lag),
+            "p50": percentile(lag, 50),
+            "p99": percentile(lag, 99),
+            "max": max(lag, default=float("nan")),
+            "mean": round(statistics.fmean(lag), 2) if lag else None,
+        },
+        "wave_requests_per_experiment": round(len(waves) / n, 2),
+        "wave_requests_by_kind": by_kind(waves),
+        "operator_cpu_s": round(cpu, 1),
+        "conflicts_409": conflicts,
+        "duplicate_jobs": sum(c - 1 for c in per_stage.values()),
+        "rss_samples": samples[:: max(1, len(samples) // 40)],
     }
     print("RESULT", json.dumps(result))
-    print(f"real control plane, {n} experiments: all first Jobs in {first_s:.1f}s; "
-          f"{len(to_first) / n:.1f} requests per experiment to its first Job; operator RSS peak {peak:.0f} MiB "
-          f"(start {rss_start:.0f}, first Jobs {rss_first:.0f}, idle {rss_idle:.0f}); idle "
-          f"{result['idle_requests_per_experiment_per_5min']} requests per experiment per 5 min; four waves in "
-          f"{waves_s:.0f}s, lag p50 {result['transition_lag_s']['p50']}s p99 {result['transition_lag_s']['p99']}s; "
-          f"{conflicts} 409s; {result['duplicate_jobs']} duplicate Jobs; {len(succeeded)}/{n} Succeeded")
+    print(
+        f"real control plane, {n} experiments: all first Jobs in {first_s:.1f}s; "
+        f"{len(to_first) / n:.1f} requests per experiment to its first Job; operator RSS peak {peak:.0f} MiB "
+        f"(start {rss_start:.0f}, first Jobs {rss_first:.0f}, idle {rss_idle:.0f}); idle "
+        f"{result['idle_requests_per_experiment_per_5min']} requests per experiment per 5 min; four waves in "
+        f"{waves_s:.0f}s, lag p50 {result['transition_lag_s']['p50']}s p99 {result['transition_lag_s']['p99']}s; "
+        f"{conflicts} 409s; {result['duplicate_jobs']} duplicate Jobs; {len(succeeded)}/{n} Succeeded"
+    )
     ok = len(succeeded) == n and result["duplicate_jobs"] == 0
     return 0 if ok else 1

@@ -1,6 +1,7 @@
 """What both operator-scale benchmarks measure a process and a cluster with: the operator's peak memory and CPU
 time, and a resource's events streamed into a queue (operator_scale.py on kmock, operator_scale_real.py on a real
 control plane)."""
+
 from __future__ import annotations
 
 import os

@@ -12,6 +12,7 @@ stage:     what `lrm-safety stage train` runs for the default spec on this machi
 
 Prints one RESULT line per mode and the stage/reference tokens-per-second ratio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,15 +31,31 @@ sys.path.insert(0, str(REPO))
 REFERENCE = REPO.parent / "shared" / "bench" / "sft_reference.py"
 
 SHAPES = {
-    "tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=512),
-    "0.5b": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, intermediate_size=4864),
-    "1.5b": dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2, intermediate_size=8960),
+    "tiny": dict(
+        hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=512
+    ),
+    "0.5b": dict(
+        hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, intermediate_size=4864
+    ),
+    "1.5b": dict(
+        hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2, intermediate_size=8960
+    ),
 }
 VOCAB = 151936
-ZERO2 = {"zero_optimization": {"stage": 2, "overlap_comm": True, "contiguous_gradients": True,
-                               "reduce_bucket_size": 5e8, "allgather_bucket_size": 5e8}, "bf16": {"enabled": True},
-         "gradient_accumulation_steps": "auto", "train_batch_size": "auto",
-         "train_micro_batch_size_per_gpu": "auto", "gradient_clipping": "auto"}
+ZERO2 = {
+    "zero_optimization": {
+        "stage": 2,
+        "overlap_comm": True,
+        "contiguous_gradients": True,
+        "reduce_bucket_size": 5e8,
+        "allgather_bucket_size": 5e8,
+    },
+    "bf16": {"enabled": True},
+    "gradient_accumulation_steps": "auto",
+    "train_batch_size": "auto",
+    "train_micro_batch_size_per_gpu": "auto",
+    "gradient_clipping": "auto",
+}
 
 
 def _reference_module():
@@ -67,8 +84,9 @@ def data(n: int, min_len: int, max_len: int, seed: int = 0):
     from datasets import Dataset
 
     rng = random.Random(seed)
-    return Dataset.from_list([{"input_ids": [rng.randrange(2, VOCAB) for _ in range(rng.randint(min_len, max_len))]}
-                              for _ in range(n)])
+    return Dataset.from_list(
+        [{"input_ids": [rng.randrange(2, VOCAB) for _ in range(rng.randint(min_len, max_len))]} for _ in range(n)]
+    )
 
 
 def run(shape: str, mode: str, steps: int, warm: int, min_len: int, max_len: int) -> dict:
@@ -79,17 +97,38 @@ def run(shape: str, mode: str, steps: int, warm: int, min_len: int, max_len: int
     from lrm_safety.training.recipe import numerics, runtime_profile, sft_kwargs
 
     cuda = torch.cuda.is_available()
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29500 + random.randint(0, 999)), RANK="0",
-                      WORLD_SIZE="1", LOCAL_RANK="0")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(29500 + random.randint(0, 999)),
+        RANK="0",
+        WORLD_SIZE="1",
+        LOCAL_RANK="0",
+    )
     cfg = Qwen2Config(vocab_size=VOCAB, max_position_embeddings=max(4096, max_len), **SHAPES[shape])
     ds = data(16 * steps, min_len, max_len)
     tokens = sum(len(r) for r in ds["input_ids"])
     out = f"/tmp/bench-{shape}-{mode}"
-    common = dict(output_dir=out, max_steps=steps, learning_rate=5e-6, lr_scheduler_type="cosine", max_length=max_len,
-                  logging_steps=1, save_strategy="no", report_to=[], seed=42, dataloader_num_workers=0)
+    common = dict(
+        output_dir=out,
+        max_steps=steps,
+        learning_rate=5e-6,
+        lr_scheduler_type="cosine",
+        max_length=max_len,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=42,
+        dataloader_num_workers=0,
+    )
     if mode == "reference":
-        kw = dict(common, per_device_train_batch_size=2, gradient_accumulation_steps=8, bf16=cuda,
-                  gradient_checkpointing=True, use_cpu=not cuda)
+        kw = dict(
+            common,
+            per_device_train_batch_size=2,
+            gradient_accumulation_steps=8,
+            bf16=cuda,
+            gradient_checkpointing=True,
+            use_cpu=not cuda,
+        )
         if cuda:
             kw["deepspeed"] = ZERO2
         attn = "sdpa"
@@ -102,8 +141,11 @@ def run(shape: str, mode: str, steps: int, warm: int, min_len: int, max_len: int
         attn = profile["attn"]
     # The reference loads bf16 weights under DeepSpeed (fp32 masters in its optimizer); the stage loads as its
     # numerics say (fp32 weights under bf16 autocast on one GPU without DeepSpeed).
-    dtype = (torch.bfloat16 if cuda else torch.float32) if mode == "reference" else \
-        getattr(torch, numerics(spec, cuda, use_deepspeed=bool(kw.get("deepspeed")))["load_dtype"])
+    dtype = (
+        (torch.bfloat16 if cuda else torch.float32)
+        if mode == "reference"
+        else getattr(torch, numerics(spec, cuda, use_deepspeed=bool(kw.get("deepspeed")))["load_dtype"])
+    )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation=attn)
     nparams = sum(p.numel() for p in model.parameters())
@@ -116,8 +158,9 @@ def run(shape: str, mode: str, steps: int, warm: int, min_len: int, max_len: int
                 torch.cuda.synchronize()
             stamps.append(time.perf_counter())
 
-    trainer = SFTTrainer(model=model, args=SFTConfig(**kw), train_dataset=ds, processing_class=tokenizer(),
-                         callbacks=[Clock()])
+    trainer = SFTTrainer(
+        model=model, args=SFTConfig(**kw), train_dataset=ds, processing_class=tokenizer(), callbacks=[Clock()]
+    )
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
@@ -130,13 +173,30 @@ def run(shape: str, mode: str, steps: int, warm: int, min_len: int, max_len: int
     import resource
 
     peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    res = dict(shape=shape, mode=mode, device="cuda" if cuda else "cpu", params=nparams, steps=steps,
-               tokens_per_s=round(tok_s, 1), step_s=round(dt / (steps - warm), 3), peak_gib=round(peak / 2**30, 2),
-               mfu_vs_989=round(flops_tok * tok_s / 989e12, 4) if cuda else None, wall_s=round(wall, 1),
-               settings={k: kw.get(k) for k in ("per_device_train_batch_size", "gradient_accumulation_steps",
-                                                "gradient_checkpointing", "packing", "use_liger_kernel",
-                                                "train_sampling_strategy")} | {"deepspeed": bool(kw.get("deepspeed")),
-                                                                               "attn": attn})
+    res = dict(
+        shape=shape,
+        mode=mode,
+        device="cuda" if cuda else "cpu",
+        params=nparams,
+        steps=steps,
+        tokens_per_s=round(tok_s, 1),
+        step_s=round(dt / (steps - warm), 3),
+        peak_gib=round(peak / 2**30, 2),
+        mfu_vs_989=round(flops_tok * tok_s / 989e12, 4) if cuda else None,
+        wall_s=round(wall, 1),
+        settings={
+            k: kw.get(k)
+            for k in (
+                "per_device_train_batch_size",
+                "gradient_accumulation_steps",
+                "gradient_checkpointing",
+                "packing",
+                "use_liger_kernel",
+                "train_sampling_strategy",
+            )
+        }
+        | {"deepspeed": bool(kw.get("deepspeed")), "attn": attn},
+    )
     print("RESULT", json.dumps(res), flush=True)
     del trainer, model
     if cuda:

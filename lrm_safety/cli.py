@@ -3,6 +3,7 @@
 A user error (a bad file, field or path) is one line per problem naming the file, position or field and the
 fix, and exit code 3 (BAD_INPUT_EXIT); a traceback only with --debug. Anything else is a bug or bad luck.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,14 +43,21 @@ def cmd_validate(args) -> int:
     base_dir = Path(args.file).resolve().parent
     notes = _preflight(args.file, doc, base_dir)
     if isinstance(doc, Study):
-        print(f"{args.file}: valid SafetyStudy {doc.name!r}: {len(doc.cells)} experiments "
-              f"({sum(c.role == 'base' for c in doc.cells)} base evaluations)")
+        print(
+            f"{args.file}: valid SafetyStudy {doc.name!r}: {len(doc.cells)} experiments "
+            f"({sum(c.role == 'base' for c in doc.cells)} base evaluations)"
+        )
         for note in notes:
             print(f"# note: {note}")
     else:
         print(f"{args.file}: valid SafetyExperiment {doc.name!r}")
-        for line in ([f"# note: {n}" for n in notes] + _rendering_warnings(doc, base_dir) + _judge_lines(doc)
-                     + _server_lines([(doc.name, doc.spec)], base_dir) + _train_plan_lines(doc, base_dir)):
+        for line in (
+            [f"# note: {n}" for n in notes]
+            + _rendering_warnings(doc, base_dir)
+            + _judge_lines(doc)
+            + _server_lines([(doc.name, doc.spec)], base_dir)
+            + _train_plan_lines(doc, base_dir)
+        ):
             print(line)
     return 0
 
@@ -74,8 +82,12 @@ def _preflight(path: str, doc, base_dir: Path) -> list[str]:
             errors.setdefault(e, []).append(cell.name)
         notes.update(dict.fromkeys(found.notes))
     if errors:
-        raise UserError([f"{path}: {e}" if len(cells) == len(doc.cells) else f"{path}: cells {', '.join(cells)}: {e}"
-                         for e, cells in errors.items()])
+        raise UserError(
+            [
+                f"{path}: {e}" if len(cells) == len(doc.cells) else f"{path}: cells {', '.join(cells)}: {e}"
+                for e, cells in errors.items()
+            ]
+        )
     return list(notes)
 
 
@@ -100,16 +112,22 @@ def _rendering_warnings(exp, base_dir: Path) -> list[str]:
 
     tok = _local_tokenizer(exp.spec.student.model, base_dir)
     if tok is None:
-        return [f"warning: spec.train.rendering: conversation renders through {exp.spec.student.model}'s chat "
-                "template, which may drop the reasoning (R1-Distill templates do); its tokenizer is not on this "
-                "machine to check: run `lrm-safety inspect` where it is"]
-    row = [{"role": "user", "content": "Can you help me?"},
-           {"role": "assistant", "content": "<think>\nweighing the request\n</think>\n\nSorry, I can't."}]
+        return [
+            f"warning: spec.train.rendering: conversation renders through {exp.spec.student.model}'s chat "
+            "template, which may drop the reasoning (R1-Distill templates do); its tokenizer is not on this "
+            "machine to check: run `lrm-safety inspect` where it is"
+        ]
+    row = [
+        {"role": "user", "content": "Can you help me?"},
+        {"role": "assistant", "content": "<think>\nweighing the request\n</think>\n\nSorry, I can't."},
+    ]
     if reasoning_in(render(tok, row, mode="conversation")):
         return []
-    return [f"warning: spec.train.rendering: conversation trains no reasoning for {exp.spec.student.model}: its chat "
-            "template drops the text before </think> from assistant turns (as the release's code path did); "
-            "rendering: prompt-completion (the default) keeps it"]
+    return [
+        f"warning: spec.train.rendering: conversation trains no reasoning for {exp.spec.student.model}: its chat "
+        "template drops the text before </think> from assistant turns (as the release's code path did); "
+        "rendering: prompt-completion (the default) keeps it"
+    ]
 
 
 def _judge_lines(exp) -> list[str]:
@@ -147,8 +165,13 @@ def _server_lines(specs: list[tuple[str, object]], base_dir: Path) -> list[str]:
             first.setdefault(s.key, spec)
     if not users:
         return []
-    lines, errors = [f"# served models: {len(users)} server(s), each shared by every stage that needs it, created "
-                     f"when the first is due and deleted after serve.idleSeconds unused"], []
+    lines, errors = (
+        [
+            f"# served models: {len(users)} server(s), each shared by every stage that needs it, created "
+            f"when the first is due and deleted after serve.idleSeconds unused"
+        ],
+        [],
+    )
     for spec in {id(spec): spec for spec in first.values()}.values():
         more, errs = plan_lines(spec, base_dir)
         lines += more
@@ -171,9 +194,14 @@ def cmd_inspect(args) -> int:
     if isinstance(doc, Study):
         cells = {c.name: c for c in doc.cells if "mix" in c.spec.stages or "train" in c.spec.stages}
         if args.cell not in cells:
-            raise UserError([f"{args.file}: a SafetyStudy trains {len(cells)} experiments; inspect one with --cell NAME"
-                             f" ({', '.join(cells)})" if args.cell is None else
-                             f"{args.file}: no trained cell {args.cell!r}; the cells are {', '.join(cells)}"])
+            raise UserError(
+                [
+                    f"{args.file}: a SafetyStudy trains {len(cells)} experiments; inspect one with --cell NAME"
+                    f" ({', '.join(cells)})"
+                    if args.cell is None
+                    else f"{args.file}: no trained cell {args.cell!r}; the cells are {', '.join(cells)}"
+                ]
+            )
         doc = Experiment(name=args.cell, namespace=doc.namespace, spec=cells[args.cell].spec)
     elif args.cell is not None:
         raise UserError([f"{args.file}: --cell picks a cell of a SafetyStudy; this is a SafetyExperiment"])
@@ -237,14 +265,20 @@ def cmd_stage(args) -> int:
                 print(f"{args.name}: output not published for reuse ({one_line(e)})", file=sys.stderr)
     except (UserError, BadInput) as e:
         if report:
-            write_termination_summary({"stage": args.name, "error": "; ".join(getattr(e, "lines", None) or [one_line(e)]),
-                                       "permanent": True})
+            write_termination_summary(
+                {"stage": args.name, "error": "; ".join(getattr(e, "lines", None) or [one_line(e)]), "permanent": True}
+            )
         raise
     except BaseException as e:  # transient: the operator retries; the reason goes to status
         code = e.code if isinstance(e, SystemExit) else 1
         if report and code not in (0, None):
-            write_termination_summary({"stage": args.name, "error": one_line(e) if code == 1 else f"exit {code}",
-                                       "permanent": code == BAD_INPUT_EXIT})
+            write_termination_summary(
+                {
+                    "stage": args.name,
+                    "error": one_line(e) if code == 1 else f"exit {code}",
+                    "permanent": code == BAD_INPUT_EXIT,
+                }
+            )
         raise
     if report:
         write_termination_summary(summary)
@@ -270,8 +304,12 @@ def cmd_run(args) -> int:
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip()) if args.stages else tuple(exp.spec.stages)
     unknown = [s for s in stages if s not in STAGES]
     if unknown or not stages:
-        raise UserError([f"--stages: unknown stage {', '.join(map(repr, unknown)) or '(none named)'}; choose from "
-                         f"{', '.join(STAGES)} (comma-separated, e.g. --stages mix,train)"])
+        raise UserError(
+            [
+                f"--stages: unknown stage {', '.join(map(repr, unknown)) or '(none named)'}; choose from "
+                f"{', '.join(STAGES)} (comma-separated, e.g. --stages mix,train)"
+            ]
+        )
     _preflight(args.file, exp, Path(args.file).resolve().parent)
     run_pipeline(args.file, stages=stages, force=args.force)
     return 0
@@ -289,7 +327,9 @@ def cmd_report(args) -> int:
 
         study = _load(args.prefix, study_ok=True)
         base_dir = Path(args.prefix).resolve().parent
-        store = StageContext(Experiment(name=study.name, spec=study_report.first_cell(study).spec), base_dir=base_dir).store
+        store = StageContext(
+            Experiment(name=study.name, spec=study_report.first_cell(study).spec), base_dir=base_dir
+        ).store
         print(study_report.write(study, store, base_dir))
         return 0
 
@@ -297,19 +337,31 @@ def cmd_report(args) -> int:
         if not os.path.exists(args.prefix):
             raise UserError([f"{args.prefix}: no such file"])
         if os.path.isfile(args.prefix):
-            raise UserError([f"{args.prefix}: kind: must be SafetyStudy (got {document_kind(args.prefix)!r}); report "
-                             f"takes a study's YAML, or <storage uri>/<experiment>/evaluate for an experiment"])
+            raise UserError(
+                [
+                    f"{args.prefix}: kind: must be SafetyStudy (got {document_kind(args.prefix)!r}); report "
+                    f"takes a study's YAML, or <storage uri>/<experiment>/evaluate for an experiment"
+                ]
+            )
     prefix = args.prefix.rstrip("/")
     root, _, rel = prefix.rpartition("/")
     root2, _, exp = root.rpartition("/")
     if rel != "evaluate" or not exp or not (root2.startswith(("s3://", "file://")) or "://" not in root2):
-        raise UserError([f"{args.prefix}: not an evaluate stage prefix; pass <storage uri>/<experiment>/evaluate, "
-                         "e.g. file://./artifacts/quickstart/evaluate"])
+        raise UserError(
+            [
+                f"{args.prefix}: not an evaluate stage prefix; pass <storage uri>/<experiment>/evaluate, "
+                "e.g. file://./artifacts/quickstart/evaluate"
+            ]
+        )
     store = open_store(root2, endpoint=args.endpoint)
     manifest = store.read_manifest(f"{exp}/{rel}")
     if manifest is None:
-        raise UserError([f"{args.prefix}: no _SUCCESS.json here: the evaluate stage of {exp!r} has not finished "
-                         f"(run `lrm-safety run` or check the storage uri and experiment name)"])
+        raise UserError(
+            [
+                f"{args.prefix}: no _SUCCESS.json here: the evaluate stage of {exp!r} has not finished "
+                f"(run `lrm-safety run` or check the storage uri and experiment name)"
+            ]
+        )
     if manifest.get("stage") != "evaluate" or "records" not in manifest:
         raise UserError([f"{args.prefix}: the manifest here is a {manifest.get('stage')!r} stage's, not evaluate's"])
     print(rerender(store, f"{exp}/{rel}"))
@@ -329,8 +381,10 @@ def cmd_render(args) -> int:
     if isinstance(exp, Study):
         if not args.plan:
             docs = [child_manifest(exp.name, exp.namespace, c) for c in exp.cells]
-            sys.stdout.write(f"# {exp.name}: the SafetyExperiments the study creates ({len(docs)})\n"
-                             + yaml.safe_dump_all(docs, sort_keys=False))
+            sys.stdout.write(
+                f"# {exp.name}: the SafetyExperiments the study creates ({len(docs)})\n"
+                + yaml.safe_dump_all(docs, sort_keys=False)
+            )
             return 0
         servers = _server_lines([(c.name, c.spec) for c in exp.cells], base_dir)
         sys.stdout.write(plan.render_study(exp.name, plan.study_plan(exp, base_dir, check_store=args.check_store)))
@@ -351,16 +405,26 @@ def cmd_render(args) -> int:
     # As the operator does: what the spec leaves unset comes from the chart's worker values (here, the same env).
     spec = WorkerDefaults.from_env().apply(exp.spec)
     docs = render_all(exp.name, exp.namespace, spec, uid=None)
-    origin = "the spec" if exp.spec.images.worker else (
-        "$LRM_SAFETY_DEFAULT_WORKER_IMAGE" if os.environ.get("LRM_SAFETY_DEFAULT_WORKER_IMAGE") else
-        "the default; the operator uses its chart's worker.image")
-    lines = [f"# {exp.name}: worker image {spec.images.worker} ({origin})",
-             f"# {exp.name}: one pod per stage (distill: one per shard; train: one per node) requests"]
+    origin = (
+        "the spec"
+        if exp.spec.images.worker
+        else (
+            "$LRM_SAFETY_DEFAULT_WORKER_IMAGE"
+            if os.environ.get("LRM_SAFETY_DEFAULT_WORKER_IMAGE")
+            else "the default; the operator uses its chart's worker.image"
+        )
+    )
+    lines = [
+        f"# {exp.name}: worker image {spec.images.worker} ({origin})",
+        f"# {exp.name}: one pod per stage (distill: one per shard; train: one per node) requests",
+    ]
     for stage in spec.stages:
         c = stage_compute(spec, stage)
         secrets = sorted({e["valueFrom"]["secretKeyRef"]["name"] for e in stage_secrets(spec, stage)})
-        lines.append(f"#   {stage:9s} gpus {c['gpus']} ({exp.spec.resources.gpu_resource}), cpu {c['cpu']}, "
-                     f"memory {c['memory']}; secrets: {', '.join(secrets) or 'none'}")
+        lines.append(
+            f"#   {stage:9s} gpus {c['gpus']} ({exp.spec.resources.gpu_resource}), cpu {c['cpu']}, "
+            f"memory {c['memory']}; secrets: {', '.join(secrets) or 'none'}"
+        )
     if spec.images.pull_secrets:
         lines.append(f"#   image pull secrets: {', '.join(spec.images.pull_secrets)}")
     lines += [ln if ln.startswith("#") else f"# {ln}" for ln in _judge_lines(exp)]  # stays valid YAML
@@ -395,7 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     # --debug after the subcommand too (`lrm-safety run x.yaml --debug`): the copy defaults to SUPPRESS, so it never
     # overwrites a --debug given before the subcommand.
     debug = argparse.ArgumentParser(add_help=False)
-    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for user errors too")
+    debug.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for user errors too"
+    )
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     def command(subparsers, name: str, **kw) -> argparse.ArgumentParser:
@@ -411,8 +477,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--spec", required=True)
     s.add_argument("--shard", type=int)
     s.add_argument("--num-shards", type=int)
-    s.add_argument("--launcher", choices=["auto", "inprocess", "torchrun"], default="auto",
-                   help="train: torchrun for several GPUs/nodes (auto decides from the spec)")
+    s.add_argument(
+        "--launcher",
+        choices=["auto", "inprocess", "torchrun"],
+        default="auto",
+        help="train: torchrun for several GPUs/nodes (auto decides from the spec)",
+    )
     s.set_defaults(fn=cmd_stage)
     s = command(sub, "validate", help="check a SafetyExperiment YAML; errors name the field")
     s.add_argument("file")
@@ -420,15 +490,22 @@ def build_parser() -> argparse.ArgumentParser:
     s = command(sub, "inspect", help="print the exact training text (masked and trained parts) before training")
     s.add_argument("file")
     s.add_argument("--rows", type=int, default=3, help="how many training rows to show")
-    s.add_argument("--order", choices=["interleaved", "mixture"], default="interleaved",
-                   help="interleaved (default): safety and math rows alternate; mixture: the training file's order "
-                        "(math first, as the release)")
+    s.add_argument(
+        "--order",
+        choices=["interleaved", "mixture"],
+        default="interleaved",
+        help="interleaved (default): safety and math rows alternate; mixture: the training file's order "
+        "(math first, as the release)",
+    )
     s.add_argument("--cell", help="a SafetyStudy's cell to inspect (the study's file lists them when omitted)")
     s.set_defaults(fn=cmd_inspect)
     s = command(sub, "render", help="print the Kubernetes objects the operator would create")
     s.add_argument("file")
-    s.add_argument("--plan", action="store_true",
-                   help="list the stage work that would run, with and without reuse (an experiment: against its store)")
+    s.add_argument(
+        "--plan",
+        action="store_true",
+        help="list the stage work that would run, with and without reuse (an experiment: against its store)",
+    )
     s.add_argument("--check-store", action="store_true", help="study --plan: also look up finished work in the store")
     s.set_defaults(fn=cmd_render)
     s = command(sub, "report", help="re-render report.md and charts from stored records")
@@ -448,8 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--docs", action="store_true", help="print the spec reference (docs/spec.md) instead")
     s.add_argument("--study", action="store_true", help="print the SafetyStudy CRD")
     s.set_defaults(fn=cmd_crd)
-    s = command(sub, "serve-model", help="resolve a model reference, then exec `vllm serve` on it (a served "
-                                            "model's container)")
+    s = command(
+        sub, "serve-model", help="resolve a model reference, then exec `vllm serve` on it (a served model's container)"
+    )
     s.add_argument("model")
     s.add_argument("--revision")
     s.add_argument("flags", nargs=argparse.REMAINDER, help="-- then `vllm serve` flags")

@@ -1,5 +1,6 @@
 """The experiment a stage works on: its spec, its store, its prefixes and config hashes, and its inputs. What every
 stage, the local runner, `render --plan` and the reports share; finished work is found through reuse."""
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,13 @@ class StageContext:
         if stage == "distill":
             return config_hash("distill", s.teacher, s.distill)
         if stage == "mix":
-            return config_hash("mix", s.mix, s.student.model, s.train.max_length,
-                               self.hash("distill") if self.mix_reads_distill() else None)
+            return config_hash(
+                "mix",
+                s.mix,
+                s.student.model,
+                s.train.max_length,
+                self.hash("distill") if self.mix_reads_distill() else None,
+            )
         if stage == "train":
             return config_hash("train", s.student, s.train, self.hash("mix"))
         if stage == "evaluate":
@@ -78,8 +84,10 @@ class StageContext:
         """The upstream stage's manifest, or a clear error if it has not finished with this config."""
         found = self.resolve(stage)
         if found is None:
-            raise BadInput(f"stage {stage} has not finished for this spec (no matching "
-                           f"{self.store.uri(self.prefix(stage))}/_SUCCESS.json); run it first")
+            raise BadInput(
+                f"stage {stage} has not finished for this spec (no matching "
+                f"{self.store.uri(self.prefix(stage))}/_SUCCESS.json); run it first"
+            )
         return found[1]
 
     def read_text(self, uri: str) -> str:

@@ -5,6 +5,7 @@ trained part is bold, the boundary is the student's generation prompt, and a row
 reasoning is flagged (the DeepSeek-R1-Distill template with `train.rendering: conversation` does that to
 every row).
 """
+
 from __future__ import annotations
 
 from rich.console import Console
@@ -46,19 +47,30 @@ def preview_rows(ctx: StageContext) -> list[dict]:
     style = ctx.spec.distill.style
     if style == "template":
         response = styles.format_response(
-            styles.template_reasoning(styles.verdicts_from_labels(rec["categories"]), rec["prompt"]), refusal)
+            styles.template_reasoning(styles.verdicts_from_labels(rec["categories"]), rec["prompt"]), refusal
+        )
     elif style == "nocot":
         response = styles.nocot_response(refusal)
     else:
-        response = styles.format_response("The user asks how to build an explosive to destroy a car. That is illegal "
-                                          "and dangerous, so I must refuse without giving any detail.", refusal)
+        response = styles.format_response(
+            "The user asks how to build an explosive to destroy a car. That is illegal "
+            "and dangerous, so I must refuse without giving any detail.",
+            refusal,
+        )
     math = synthetic_math(1)[0]
     system = styles.system_prompt(style) if ctx.spec.mix.system_prompt else None
     head = [{"role": "system", "content": system}] if system else []
-    return [{"kind": "safety", "messages": head + [{"role": "user", "content": rec["prompt"]},
-                                                   {"role": "assistant", "content": response}]},
-            {"kind": "math", "messages": head + [{"role": "user", "content": math["prompt"]},
-                                                 {"role": "assistant", "content": math["response"]}]}]
+    return [
+        {
+            "kind": "safety",
+            "messages": head + [{"role": "user", "content": rec["prompt"]}, {"role": "assistant", "content": response}],
+        },
+        {
+            "kind": "math",
+            "messages": head
+            + [{"role": "user", "content": math["prompt"]}, {"role": "assistant", "content": math["response"]}],
+        },
+    ]
 
 
 def interleaved(data: list[dict]) -> list[dict]:
@@ -83,29 +95,45 @@ def inspect(ctx: StageContext, rows: int = 3, console: Console | None = None, or
     renderer = mix.student_renderer(ctx, max_length=t.max_length)
     tok = renderer.tokenizer
     masked_prompt = t.loss == "completion"
-    console.print(f"[bold]{ctx.exp.name}[/]: {len(data)} training rows ({source}); student {ctx.spec.student.model} "
-                  f"(tokenizer from {getattr(renderer, 'source', 'the model')}); rendering {t.rendering}; loss on "
-                  f"{'the completion only' if masked_prompt else 'the whole sequence'}")
+    console.print(
+        f"[bold]{ctx.exp.name}[/]: {len(data)} training rows ({source}); student {ctx.spec.student.model} "
+        f"(tokenizer from {getattr(renderer, 'source', 'the model')}); rendering {t.rendering}; loss on "
+        f"{'the completion only' if masked_prompt else 'the whole sequence'}"
+    )
     shown = []
     for n, row in enumerate(data[:rows]):
         r = renderer(row["messages"], row.get("endOfTurn", True))
         prompt_text = tok.decode(r.input_ids[: r.completion_start])
-        completion_text = tok.decode(r.input_ids[r.completion_start:])
+        completion_text = tok.decode(r.input_ids[r.completion_start :])
         body = Text()
         body.append(prompt_text, style="dim strike" if masked_prompt else "dim")
         body.append(completion_text, style="bold")
         has_reasoning = reasoning_in(r)
         trained = len(r.input_ids) - (r.completion_start if masked_prompt else 0)
-        title = (f"row {n} ({row.get('kind', '?')}): {len(r.input_ids)} tokens = {r.completion_start} prompt + "
-                 f"{len(r.input_ids) - r.completion_start} completion; {trained} trained"
-                 + ("; TRUNCATED to train.maxLength" if r.truncated else ""))
+        title = (
+            f"row {n} ({row.get('kind', '?')}): {len(r.input_ids)} tokens = {r.completion_start} prompt + "
+            f"{len(r.input_ids) - r.completion_start} completion; {trained} trained"
+            + ("; TRUNCATED to train.maxLength" if r.truncated else "")
+        )
         console.print(Panel(body, title=title, title_align="left"))
         if not has_reasoning:
-            console.print(f"[bold red]warning:[/] row {n}: the trained part holds no reasoning (no text before "
-                          f"</think>): the student would learn answers without their reasoning"
-                          + (" — the chat template drops it in rendering: conversation; use prompt-completion"
-                             if t.rendering == "conversation" else ""))
-        shown.append({"tokens": len(r.input_ids), "promptTokens": r.completion_start, "trainedTokens": trained,
-                      "reasoning": has_reasoning, "truncated": r.truncated})
+            console.print(
+                f"[bold red]warning:[/] row {n}: the trained part holds no reasoning (no text before "
+                f"</think>): the student would learn answers without their reasoning"
+                + (
+                    " — the chat template drops it in rendering: conversation; use prompt-completion"
+                    if t.rendering == "conversation"
+                    else ""
+                )
+            )
+        shown.append(
+            {
+                "tokens": len(r.input_ids),
+                "promptTokens": r.completion_start,
+                "trainedTokens": trained,
+                "reasoning": has_reasoning,
+                "truncated": r.truncated,
+            }
+        )
     console.print("[dim]dim: the generation prompt (struck through: no loss on it); bold: the trained response[/]")
     return shown

@@ -5,6 +5,7 @@ Python exits 1 on any uncaught exception (an S3 outage, CUDA OOM, an NCCL timeou
 invalid spec, a missing input file or model, an unsupported option. Every other failure is transient and
 the operator retries it.
 """
+
 from __future__ import annotations
 
 BAD_INPUT_EXIT = 3

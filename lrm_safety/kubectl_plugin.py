@@ -5,6 +5,7 @@ context and namespace as kubectl does (`-n`, `--context`, `--kubeconfig`), reads
 client, and fetches reports from the experiment's own storage (the user's S3 credentials, as the AWS tools find
 them). `-o json` for scripts.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,10 @@ class PluginError(Exception):
 
 CONNECT_TIMEOUT = 5.0  # seconds to open a connection: an unreachable server is one line in seconds, not a retry storm
 READ_TIMEOUT = 60.0
-USER_ROLES = "the chart's ClusterRoles <release>-lrm-safety-operator-view and -edit, aggregated into the built-in " \
-             "view and edit roles"
+USER_ROLES = (
+    "the chart's ClusterRoles <release>-lrm-safety-operator-view and -edit, aggregated into the built-in "
+    "view and edit roles"
+)
 
 
 def _kubeconfig_paths(explicit: Optional[str]) -> list[str]:
@@ -59,14 +62,20 @@ class Cluster:
             if os.environ.get("KUBERNETES_SERVICE_HOST"):  # in a pod: its ServiceAccount
                 config.load_incluster_config(client_configuration=cfg)
             else:
-                raise PluginError(f"no kubeconfig: {' nor '.join(paths)} exists; set KUBECONFIG or pass "
-                                  f"--kubeconfig FILE")
+                raise PluginError(
+                    f"no kubeconfig: {' nor '.join(paths)} exists; set KUBECONFIG or pass --kubeconfig FILE"
+                )
         else:
             try:
-                config.load_kube_config(config_file=os.pathsep.join(found) if len(found) > 1 else found[0],
-                                        context=args.context, client_configuration=cfg)
+                config.load_kube_config(
+                    config_file=os.pathsep.join(found) if len(found) > 1 else found[0],
+                    context=args.context,
+                    client_configuration=cfg,
+                )
             except (ConfigException, ValueError, TypeError, OSError) as e:
-                raise PluginError(f"kubeconfig {os.pathsep.join(found)}: {str(e).strip() or type(e).__name__}") from None
+                raise PluginError(
+                    f"kubeconfig {os.pathsep.join(found)}: {str(e).strip() or type(e).__name__}"
+                ) from None
         cfg.retries = 0  # urllib3 Retry(0): a refused or timed-out connection is reported at once
         self.server = cfg.host
         self.api = client.ApiClient(cfg)
@@ -92,8 +101,17 @@ class Cluster:
         except Exception:  # the context was loaded above: a namespace we cannot read is the default one
             return "default"
 
-    def call(self, verb: str, resource: str, fn, *a, name: Optional[str] = None, namespace: Optional[str] = None,
-             stream: bool = False, **kw):
+    def call(
+        self,
+        verb: str,
+        resource: str,
+        fn,
+        *a,
+        name: Optional[str] = None,
+        namespace: Optional[str] = None,
+        stream: bool = False,
+        **kw,
+    ):
         """`fn(*a, **kw)` with timeouts; a failure becomes a PluginError saying which request failed and the fix."""
         kw.setdefault("_request_timeout", (CONNECT_TIMEOUT, None if stream else READ_TIMEOUT))
         try:
@@ -111,40 +129,57 @@ class Cluster:
         if isinstance(e, ApiException):
             detail = _status_message(e)
             if e.status == 401:
-                return (f"the API server {self.server} refused the kubeconfig's credentials (401 Unauthorized): log in "
-                        f"again or refresh its token")
+                return (
+                    f"the API server {self.server} refused the kubeconfig's credentials (401 Unauthorized): log in "
+                    f"again or refresh its token"
+                )
             if e.status == 403:
                 m = re.search(r'User "([^"]+)"', detail)
                 user = m.group(1) if m else "you"
-                who = (f"--serviceaccount={user.split(':')[2]}:{user.split(':')[3]}"
-                       if user.startswith("system:serviceaccount:") and user.count(":") == 3 else f"--user={user}")
-                return (f"forbidden: RBAC does not let {user} {verb} {resource} in namespace {namespace!r}; "
-                        f"{USER_ROLES}, grant it: kubectl create rolebinding lrm-safety-view -n {namespace} "
-                        f"--clusterrole=view {who}")
-            if e.status == 404 and resource in (PLURAL, "safetystudies") and not _names_an_object(e) \
-                    and not self.serves(resource):
-                return (f"the {resource} API ({API_GROUP}/{API_VERSION}) is not installed on {self.server}: install "
-                        f"the operator's chart first (helm install lrm-safety charts/lrm-safety-operator), which brings "
-                        f"its CRDs")
+                who = (
+                    f"--serviceaccount={user.split(':')[2]}:{user.split(':')[3]}"
+                    if user.startswith("system:serviceaccount:") and user.count(":") == 3
+                    else f"--user={user}"
+                )
+                return (
+                    f"forbidden: RBAC does not let {user} {verb} {resource} in namespace {namespace!r}; "
+                    f"{USER_ROLES}, grant it: kubectl create rolebinding lrm-safety-view -n {namespace} "
+                    f"--clusterrole=view {who}"
+                )
+            if (
+                e.status == 404
+                and resource in (PLURAL, "safetystudies")
+                and not _names_an_object(e)
+                and not self.serves(resource)
+            ):
+                return (
+                    f"the {resource} API ({API_GROUP}/{API_VERSION}) is not installed on {self.server}: install "
+                    f"the operator's chart first (helm install lrm-safety charts/lrm-safety-operator), which brings "
+                    f"its CRDs"
+                )
             if e.status == 404:
                 kind = {PLURAL: "safetyexperiment", "safetystudies": "safetystudy"}.get(resource, resource.rstrip("s"))
                 listing = {PLURAL: "sexp", "safetystudies": "sstudy"}.get(resource, resource)
-                return (f"{kind} {name!r} not found in namespace {namespace!r} (`kubectl get {listing} -n "
-                        f"{namespace}` lists them)")
+                return (
+                    f"{kind} {name!r} not found in namespace {namespace!r} (`kubectl get {listing} -n "
+                    f"{namespace}` lists them)"
+                )
             return f"{verb} {what} in namespace {namespace!r}: {e.status} {e.reason}: {detail}".rstrip(": ")
         if isinstance(e, (HTTPError, OSError)):
             reason = getattr(e, "reason", None) or e
             text = str(reason).split(": ", 1)[-1] if "Errno" in str(reason) else str(reason)
-            return (f"cannot reach the Kubernetes API server {self.server} ({_short(text)}): is the cluster up, and "
-                    f"is this the right context (`kubectl config current-context`)?")
+            return (
+                f"cannot reach the Kubernetes API server {self.server} ({_short(text)}): is the cluster up, and "
+                f"is this the right context (`kubectl config current-context`)?"
+            )
         raise e
-
 
     def serves(self, resource: str) -> bool:
         """Does discovery list the resource (is its CRD installed)? Asked only after a 404 that names no object."""
         try:
-            found = self.custom.get_api_resources(API_GROUP, API_VERSION,
-                                                  _request_timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
+            found = self.custom.get_api_resources(
+                API_GROUP, API_VERSION, _request_timeout=(CONNECT_TIMEOUT, READ_TIMEOUT)
+            )
         except Exception:  # a 404 of the group: not installed
             return False
         return any(r.name == resource for r in found.resources or [])
@@ -173,8 +208,17 @@ def _short(text: str) -> str:
 
 
 def _get(cluster: Cluster, name: str) -> dict:
-    return cluster.call("get", PLURAL, cluster.custom.get_namespaced_custom_object, API_GROUP, API_VERSION,
-                        cluster.namespace, PLURAL, name, name=name)
+    return cluster.call(
+        "get",
+        PLURAL,
+        cluster.custom.get_namespaced_custom_object,
+        API_GROUP,
+        API_VERSION,
+        cluster.namespace,
+        PLURAL,
+        name,
+        name=name,
+    )
 
 
 def cmd_status(args) -> int:
@@ -184,21 +228,29 @@ def cmd_status(args) -> int:
     if args.output == "json":
         print(json.dumps(status, indent=1, sort_keys=True))
         return 0
-    console.print(f"[bold]{args.name}[/] ({ns}): {status.get('phase', 'Pending')}"
-                  + (f", stage {status['stage']}" if status.get("stage") else "")
-                  + (f" — {status['progress']}" if status.get("progress") not in (None, "-") else ""))
+    console.print(
+        f"[bold]{args.name}[/] ({ns}): {status.get('phase', 'Pending')}"
+        + (f", stage {status['stage']}" if status.get("stage") else "")
+        + (f" — {status['progress']}" if status.get("progress") not in (None, "-") else "")
+    )
     table = Table("stage", "state", "attempts", "progress", "last failure", "job")
     for stage, st in (status.get("stages") or {}).items():
         prog = st.get("progress") or {}
         pct = f"{prog['percent']:.0f}%" if prog.get("percent") is not None else "-"
         fails = st.get("failures") or []
-        table.add_row(stage, st.get("state", "-"), str(st.get("attempts", 0)), pct,
-                      (fails[-1]["reason"] if fails else (st.get("waiting") or {}).get("reason", "")) or "",
-                      st.get("jobName") or "")
+        table.add_row(
+            stage,
+            st.get("state", "-"),
+            str(st.get("attempts", 0)),
+            pct,
+            (fails[-1]["reason"] if fails else (st.get("waiting") or {}).get("reason", "")) or "",
+            st.get("jobName") or "",
+        )
     console.print(table)
     metrics = status.get("metrics") or {}
-    shown = dict(metrics.get("display") or {}) or \
-        {k: v for k, v in metrics.items() if k not in ("benchmarks", "judges", "display") and v is not None}
+    shown = dict(metrics.get("display") or {}) or {
+        k: v for k, v in metrics.items() if k not in ("benchmarks", "judges", "display") and v is not None
+    }
     if shown:
         console.print("metrics: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
     for role, how in (metrics.get("judges") or {}).items():
@@ -207,9 +259,16 @@ def cmd_status(args) -> int:
     if servers:
         table = Table("server", "model", "roles", "ready", "state", "stages", "in use by", "endpoint")
         for name, sv in servers.items():
-            table.add_row(name, sv.get("model", ""), ", ".join(sv.get("roles") or []),
-                          f"{sv.get('readyReplicas', 0)}/{sv.get('replicas', 1)}", sv.get("state", ""),
-                          ", ".join(sv.get("stages") or []), sv.get("inUseBy") or "-", sv.get("endpoint", ""))
+            table.add_row(
+                name,
+                sv.get("model", ""),
+                ", ".join(sv.get("roles") or []),
+                f"{sv.get('readyReplicas', 0)}/{sv.get('replicas', 1)}",
+                sv.get("state", ""),
+                ", ".join(sv.get("stages") or []),
+                sv.get("inUseBy") or "-",
+                sv.get("endpoint", ""),
+            )
         console.print(table)
     if status.get("message"):
         console.print(f"message: {status['message']}")
@@ -217,8 +276,9 @@ def cmd_status(args) -> int:
 
 
 def _current_pods(cluster: Cluster, job: str) -> list:
-    pods = cluster.call("list", "pods", cluster.core.list_namespaced_pod, cluster.namespace,
-                        label_selector=f"job-name={job}").items
+    pods = cluster.call(
+        "list", "pods", cluster.core.list_namespaced_pod, cluster.namespace, label_selector=f"job-name={job}"
+    ).items
     return [p for p in pods if (p.metadata.labels or {}).get("job-name") == job]
 
 
@@ -233,19 +293,33 @@ def cmd_logs(args) -> int:
         raise PluginError(f"{args.name}: no Job for stage {stage!r} yet")
     pods = _current_pods(cluster, job)
     if not pods:
-        raise PluginError(f"{args.name}: Job {job} has no pod (deleted with the Job, or not scheduled yet: see "
-                          f"`kubectl sexp status {args.name}`)")
+        raise PluginError(
+            f"{args.name}: Job {job} has no pod (deleted with the Job, or not scheduled yet: see "
+            f"`kubectl sexp status {args.name}`)"
+        )
     for pod in pods:
         name = pod.metadata.name
         if args.follow:
-            stream = cluster.call("get", "pods/log", core.read_namespaced_pod_log, name, ns, name=name, follow=True,
-                                  _preload_content=False, stream=True)
+            stream = cluster.call(
+                "get",
+                "pods/log",
+                core.read_namespaced_pod_log,
+                name,
+                ns,
+                name=name,
+                follow=True,
+                _preload_content=False,
+                stream=True,
+            )
             for chunk in stream.stream():
                 sys.stdout.write(chunk.decode(errors="replace"))
                 sys.stdout.flush()
         else:  # raw bytes: the log is text, whatever content type the server names
-            sys.stdout.write(cluster.call("get", "pods/log", core.read_namespaced_pod_log, name, ns, name=name,
-                                          _preload_content=False).data.decode(errors="replace"))
+            sys.stdout.write(
+                cluster.call(
+                    "get", "pods/log", core.read_namespaced_pod_log, name, ns, name=name, _preload_content=False
+                ).data.decode(errors="replace")
+            )
     return 0
 
 
@@ -287,34 +361,68 @@ def cmd_studies(args) -> int:
     cluster = Cluster(args)
     ns, custom = cluster.namespace, cluster.custom
     if not args.name:
-        items = cluster.call("list", STUDY_PLURAL, custom.list_namespaced_custom_object, API_GROUP, API_VERSION, ns,
-                             STUDY_PLURAL)["items"]
+        items = cluster.call(
+            "list", STUDY_PLURAL, custom.list_namespaced_custom_object, API_GROUP, API_VERSION, ns, STUDY_PLURAL
+        )["items"]
         if args.output == "json":
             print(json.dumps([{"name": i["metadata"]["name"], **(i.get("status") or {})} for i in items], indent=1))
             return 0
-        table = Table("name", "phase", "done", "best ASR", "best refusal (keyword)", "message",
-                      title=f"SafetyStudies in {ns}")
+        table = Table(
+            "name", "phase", "done", "best ASR", "best refusal (keyword)", "message", title=f"SafetyStudies in {ns}"
+        )
         for i in items:
             st = i.get("status") or {}
-            table.add_row(i["metadata"]["name"], st.get("phase") or "-", st.get("done") or "-", _pct(st.get("bestAsr")),
-                          _pct(st.get("bestRefusalRate")), (st.get("message") or "")[:80])
+            table.add_row(
+                i["metadata"]["name"],
+                st.get("phase") or "-",
+                st.get("done") or "-",
+                _pct(st.get("bestAsr")),
+                _pct(st.get("bestRefusalRate")),
+                (st.get("message") or "")[:80],
+            )
         console.print(table)
         return 0
-    body = cluster.call("get", STUDY_PLURAL, custom.get_namespaced_custom_object, API_GROUP, API_VERSION, ns,
-                        STUDY_PLURAL, args.name, name=args.name)
+    body = cluster.call(
+        "get",
+        STUDY_PLURAL,
+        custom.get_namespaced_custom_object,
+        API_GROUP,
+        API_VERSION,
+        ns,
+        STUDY_PLURAL,
+        args.name,
+        name=args.name,
+    )
     st = body.get("status") or {}
     if args.output == "json":
         print(json.dumps(st, indent=1, sort_keys=True))
         return 0
     axes = list(dict.fromkeys(k for r in st.get("cells") or [] for k in (r.get("cell") or {})))
-    table = Table("experiment", *axes, "phase", "stage", "ASR", "refusal (keyword)", "over-refusal", "math", "code",
-                  title=f"{args.name}: {st.get('phase', 'Pending')}, {st.get('done', '-')} done")
+    table = Table(
+        "experiment",
+        *axes,
+        "phase",
+        "stage",
+        "ASR",
+        "refusal (keyword)",
+        "over-refusal",
+        "math",
+        "code",
+        title=f"{args.name}: {st.get('phase', 'Pending')}, {st.get('done', '-')} done",
+    )
     for r in st.get("cells") or []:
         cell = r.get("cell") or {}
-        table.add_row(r["name"], *[str(cell.get(a, "base" if r.get("role") == "base" else "-")) for a in axes],
-                      r.get("phase") or "-", r.get("stage") or "-", _pct(r.get("asr")), _pct(r.get("refusalRate")),
-                      _pct(r.get("overRefusal")),
-                      _pct(r.get("mathAccuracy")), _pct(r.get("codeAccuracy")))
+        table.add_row(
+            r["name"],
+            *[str(cell.get(a, "base" if r.get("role") == "base" else "-")) for a in axes],
+            r.get("phase") or "-",
+            r.get("stage") or "-",
+            _pct(r.get("asr")),
+            _pct(r.get("refusalRate")),
+            _pct(r.get("overRefusal")),
+            _pct(r.get("mathAccuracy")),
+            _pct(r.get("codeAccuracy")),
+        )
     console.print(table)
     if st.get("message"):
         console.print(st["message"])
@@ -323,45 +431,70 @@ def cmd_studies(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     def connection(parser, default):
-        parser.add_argument("-n", "--namespace", default=default,
-                            help="the namespace the experiment lives in (default: the context's, else default)")
+        parser.add_argument(
+            "-n",
+            "--namespace",
+            default=default,
+            help="the namespace the experiment lives in (default: the context's, else default)",
+        )
         parser.add_argument("--context", default=default, help="the kubeconfig context to use (default: its current)")
-        parser.add_argument("--kubeconfig", default=default,
-                            help="the kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)")
-        parser.add_argument("--debug", action="store_true", default=default,
-                            help="show the traceback of a failure instead of one line")
+        parser.add_argument(
+            "--kubeconfig", default=default, help="the kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)"
+        )
+        parser.add_argument(
+            "--debug", action="store_true", default=default, help="show the traceback of a failure instead of one line"
+        )
 
     # kubectl's flags before or after the subcommand (`kubectl sexp status NAME -n NS`, the README's form): the
     # subcommands' copies default to SUPPRESS, so they never overwrite a value given before the subcommand.
-    p = argparse.ArgumentParser(prog="kubectl sexp", description="Status, logs and reports of SafetyExperiments and "
-                                "SafetyStudies, read from the cluster your kubeconfig reaches.")
+    p = argparse.ArgumentParser(
+        prog="kubectl sexp",
+        description="Status, logs and reports of SafetyExperiments and "
+        "SafetyStudies, read from the cluster your kubeconfig reaches.",
+    )
     connection(p, None)
     flags = argparse.ArgumentParser(add_help=False)
     connection(flags, argparse.SUPPRESS)
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", title="commands")
     output = dict(choices=["table", "json"], default="table", help="table (default) or json, for scripts")
-    s = sub.add_parser("status", parents=[flags], help="stages, progress, attempts, last failure, metrics",
-                       description="An experiment's phase, its stages (state, attempts, progress, last failure, Job), "
-                                   "headline metrics, judges and served models.")
+    s = sub.add_parser(
+        "status",
+        parents=[flags],
+        help="stages, progress, attempts, last failure, metrics",
+        description="An experiment's phase, its stages (state, attempts, progress, last failure, Job), "
+        "headline metrics, judges and served models.",
+    )
     s.add_argument("name", help="the SafetyExperiment")
     s.add_argument("-o", "--output", **output)
     s.set_defaults(fn=cmd_status)
-    s = sub.add_parser("logs", parents=[flags], help="the log of a stage's current pod",
-                       description="The log of the current pod(s) of a stage's Job (every shard of distill).")
+    s = sub.add_parser(
+        "logs",
+        parents=[flags],
+        help="the log of a stage's current pod",
+        description="The log of the current pod(s) of a stage's Job (every shard of distill).",
+    )
     s.add_argument("name", help="the SafetyExperiment")
     s.add_argument("--stage", choices=list(STAGES), help="which stage (default: the current one, else the last)")
     s.add_argument("-f", "--follow", action="store_true", help="stream the log until the pod ends")
     s.set_defaults(fn=cmd_logs)
-    s = sub.add_parser("report", parents=[flags], help="the results table; --out DIR fetches report.md and charts",
-                       description="The evaluate stage's results (base vs trained) from the experiment's store, read "
-                                   "with your own S3 credentials (as the AWS tools find them).")
+    s = sub.add_parser(
+        "report",
+        parents=[flags],
+        help="the results table; --out DIR fetches report.md and charts",
+        description="The evaluate stage's results (base vs trained) from the experiment's store, read "
+        "with your own S3 credentials (as the AWS tools find them).",
+    )
     s.add_argument("name", help="the SafetyExperiment")
     s.add_argument("-o", "--output", **output)
     s.add_argument("--out", metavar="DIR", help="also download report.md and the charts into DIR")
     s.set_defaults(fn=cmd_report)
-    s = sub.add_parser("studies", parents=[flags], help="SafetyStudies; with a name, the study's cells side by side",
-                       description="Without a name: every SafetyStudy in the namespace. With one: its cells side by "
-                                   "side (axis values, phase, stage, ASR, over-refusal, math, code).")
+    s = sub.add_parser(
+        "studies",
+        parents=[flags],
+        help="SafetyStudies; with a name, the study's cells side by side",
+        description="Without a name: every SafetyStudy in the namespace. With one: its cells side by "
+        "side (axis values, phase, stage, ASR, over-refusal, math, code).",
+    )
     s.add_argument("name", nargs="?", help="a SafetyStudy (optional)")
     s.add_argument("-o", "--output", **output)
     s.set_defaults(fn=cmd_studies)

@@ -2,6 +2,7 @@
 machine can see now. Builtin model and data names, local files and folders named in the spec, and the size of the
 spec the operator stores for the stage pods. Each problem is one line naming the field and the fix. What only the
 cluster or the hub can fetch (a hub id, an s3:// object) is never an error here, at most a note."""
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,11 @@ def model_refs(spec) -> list[tuple[str, str]]:
             refs.append(("spec.evaluate.judge.model", ev.judge.model))
         for i, m in enumerate(ev.models):
             refs.append((f"spec.evaluate.models[{i}].model", m.model))
-        for name, ref in (("overRefusalJudge", ev.over_refusal_judge), ("pair.attacker", ev.pair.attacker),
-                          ("pair.judge", ev.pair.judge)):
+        for name, ref in (
+            ("overRefusalJudge", ev.over_refusal_judge),
+            ("pair.attacker", ev.pair.attacker),
+            ("pair.judge", ev.pair.judge),
+        ):
             if ref is not None and (ref.serve or getattr(ref, "backend", "openai") != "openai"):
                 refs.append((f"spec.evaluate.{name}.model", ref.model))
     return refs
@@ -79,8 +83,10 @@ def _model(found: Findings, where: str, ref: str, base_dir: Path, local_run: boo
     if ref.startswith("builtin:") or ref in BUILTIN:
         name = ref.removeprefix("builtin:")
         if name not in BUILTIN:
-            found.errors.append(f"{where}: unknown builtin model {ref!r}; the builtin models are "
-                                f"{', '.join('builtin:' + n for n in sorted(BUILTIN))}")
+            found.errors.append(
+                f"{where}: unknown builtin model {ref!r}; the builtin models are "
+                f"{', '.join('builtin:' + n for n in sorted(BUILTIN))}"
+            )
             return
         try:
             from lrm_safety.models.refs import builtin_gguf
@@ -102,12 +108,16 @@ def _model(found: Findings, where: str, ref: str, base_dir: Path, local_run: boo
             found.errors.append(f"{where}: {path} has no config.json: not a Hugging Face model folder")
         return
     if explicit:
-        found.errors.append(f"{where}: model folder {path} does not exist; fix the path (relative paths are from the "
-                            f"spec's folder), or name a hub id, an s3:// prefix or builtin:smollm2-135m-instruct")
+        found.errors.append(
+            f"{where}: model folder {path} does not exist; fix the path (relative paths are from the "
+            f"spec's folder), or name a hub id, an s3:// prefix or builtin:smollm2-135m-instruct"
+        )
         return
     if local_run and not _in_hub_cache(ref):
-        found.notes.append(f"{where}: {ref} is not in this machine's Hugging Face cache: `lrm-safety run` downloads "
-                           f"it (pre-download it with `hf download {ref}` to work offline)")
+        found.notes.append(
+            f"{where}: {ref} is not in this machine's Hugging Face cache: `lrm-safety run` downloads "
+            f"it (pre-download it with `hf download {ref}` to work offline)"
+        )
 
 
 def _in_hub_cache(ref: str) -> bool:
@@ -124,15 +134,19 @@ def _data(found: Findings, where: str, uri: str, kind: str, base_dir: Path) -> N
         from lrm_safety.data import BUILTIN_DATA, SYNTHETIC_EVAL
 
         if uri not in (*BUILTIN_DATA, SYNTHETIC_EVAL):
-            found.errors.append(f"{where}: unknown builtin data set {uri!r}; the builtin data sets are "
-                                f"{', '.join((*BUILTIN_DATA, SYNTHETIC_EVAL))}")
+            found.errors.append(
+                f"{where}: unknown builtin data set {uri!r}; the builtin data sets are "
+                f"{', '.join((*BUILTIN_DATA, SYNTHETIC_EVAL))}"
+            )
         return
     if uri.startswith("s3://") or "://" in uri.removeprefix("file://"):
         return
     path = local_path(uri, base_dir)
     if not path.exists():
-        found.errors.append(f"{where}: {uri}: no such file{' (relative to the spec)' if not path.is_absolute() else ''}"
-                            f"; fix the path or create the file")
+        found.errors.append(
+            f"{where}: {uri}: no such file{' (relative to the spec)' if not path.is_absolute() else ''}"
+            f"; fix the path or create the file"
+        )
     elif kind == "file" and path.is_dir():
         found.errors.append(f"{where}: {uri} is a folder, not a data file (JSONL or JSON)")
 
@@ -145,15 +159,21 @@ def _stored_size(found: Findings, exp) -> None:
     from lrm_safety.spec import API_GROUP, API_VERSION, KIND, spec_dict
 
     spec = spec_dict(exp.spec)
-    doc = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND,
-           "metadata": {"name": exp.name, "namespace": exp.namespace}, "spec": spec}
+    doc = {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": KIND,
+        "metadata": {"name": exp.name, "namespace": exp.namespace},
+        "spec": spec,
+    }
     size = len(yaml.safe_dump(doc, sort_keys=False).encode())
     if size <= CONFIGMAP_LIMIT:
         return
     path, biggest = max(_leaves(spec, "spec"), key=lambda kv: kv[1])
-    found.errors.append(f"{path}: the spec is {size / 2**20:.1f} MiB, over the Kubernetes API server's 1 MiB object "
-                        f"limit (the operator stores it in a ConfigMap for the stage pods), and this field alone is "
-                        f"{biggest / 2**20:.1f} MiB: put its content in a file the spec names (a path or s3:// URI)")
+    found.errors.append(
+        f"{path}: the spec is {size / 2**20:.1f} MiB, over the Kubernetes API server's 1 MiB object "
+        f"limit (the operator stores it in a ConfigMap for the stage pods), and this field alone is "
+        f"{biggest / 2**20:.1f} MiB: put its content in a file the spec names (a path or s3:// URI)"
+    )
 
 
 def _leaves(value, path: str):

@@ -5,6 +5,7 @@ The operator reads it for the experiments it sees running (about once a minute) 
 ServiceAccount token in the pod and no endpoint to expose; the operator reads it only for running experiments and
 patches status only when it changed (docs/architecture.md weighs it against Kubeflow Trainer's status endpoint).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -22,10 +23,24 @@ def progress_key(prefix: str, part: Optional[int] = None) -> str:
 class ProgressReporter:
     """`update(done)` writes {done, total, unit, percent, etaSeconds, detail} at most every `every_s` seconds."""
 
-    def __init__(self, store, prefix: str, total: int, unit: str, part: Optional[int] = None, every_s: float = 15.0,
-                 clock=time.monotonic):
-        self.store, self.key, self.total, self.unit, self.every_s, self.clock = \
-            store, progress_key(prefix, part), max(int(total), 0), unit, every_s, clock
+    def __init__(
+        self,
+        store,
+        prefix: str,
+        total: int,
+        unit: str,
+        part: Optional[int] = None,
+        every_s: float = 15.0,
+        clock=time.monotonic,
+    ):
+        self.store, self.key, self.total, self.unit, self.every_s, self.clock = (
+            store,
+            progress_key(prefix, part),
+            max(int(total), 0),
+            unit,
+            every_s,
+            clock,
+        )
         self.started = clock()
         self.started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         self.last = None
@@ -39,11 +54,16 @@ class ProgressReporter:
             return None
         rate = (done - self.first_done) / (now - self.started) if now > self.started else 0.0
         left = max(self.total - done, 0)
-        doc = {"done": int(done), "total": self.total, "unit": self.unit,
-               "percent": round(100.0 * done / self.total, 1) if self.total else None,
-               "etaSeconds": round(left / rate) if rate > 0 and left else (0 if not left else None),
-               "startedAt": self.started_at, "updatedAt": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-               "detail": detail}
+        doc = {
+            "done": int(done),
+            "total": self.total,
+            "unit": self.unit,
+            "percent": round(100.0 * done / self.total, 1) if self.total else None,
+            "etaSeconds": round(left / rate) if rate > 0 and left else (0 if not left else None),
+            "startedAt": self.started_at,
+            "updatedAt": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "detail": detail,
+        }
         try:
             self.store.write_json(self.key, doc)
         except Exception:  # progress is best effort: never fail a stage over it
@@ -66,9 +86,16 @@ def combine(docs: list[dict]) -> Optional[dict]:
         for k, v in (d.get("detail") or {}).items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 detail[k] = detail.get(k, 0) + v
-    return {"done": done, "total": total, "unit": docs[0]["unit"],
-            "percent": round(100.0 * done / total, 1) if total else None, "etaSeconds": max(etas) if etas else None,
-            "updatedAt": max(d.get("updatedAt", "") for d in docs), "detail": detail, "parts": len(docs)}
+    return {
+        "done": done,
+        "total": total,
+        "unit": docs[0]["unit"],
+        "percent": round(100.0 * done / total, 1) if total else None,
+        "etaSeconds": max(etas) if etas else None,
+        "updatedAt": max(d.get("updatedAt", "") for d in docs),
+        "detail": detail,
+        "parts": len(docs),
+    }
 
 
 def _duration(seconds: Optional[float]) -> str:

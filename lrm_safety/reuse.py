@@ -6,6 +6,7 @@ publishes `_cache/<stage>/<key>.json`, a pointer to its prefix; another experime
 stage has the same key uses that output instead of computing it again: its own `_SUCCESS.json` then names
 the output's prefix as `source` (a link: nothing is copied, and the model is stored once).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -39,17 +40,28 @@ def input_uris(ctx: "StageContext", stage: str) -> list[str]:
 
     s, have = ctx.spec, set(ctx.spec.stages)
     if stage == "distill":
-        uris = [s.distill.prompts, s.distill.math_prompts, s.teacher.model if s.teacher.backend != "openai" else None,
-                s.distill.instruction.path if s.distill.instruction else None]
+        uris = [
+            s.distill.prompts,
+            s.distill.math_prompts,
+            s.teacher.model if s.teacher.backend != "openai" else None,
+            s.distill.instruction.path if s.distill.instruction else None,
+        ]
     elif stage == "mix":
-        uris = (input_uris(ctx, "distill") if ctx.mix_reads_distill() else []) + \
-            [s.mix.safety_source, s.mix.math_source, s.student.model]
+        uris = (input_uris(ctx, "distill") if ctx.mix_reads_distill() else []) + [
+            s.mix.safety_source,
+            s.mix.math_source,
+            s.student.model,
+        ]
     elif stage == "train":
         uris = input_uris(ctx, "mix") + [s.student.model]
     elif stage == "evaluate":
-        uris = (input_uris(ctx, "train") if "train" in have else []) + [s.student.model] + \
-            [m.model for m in s.evaluate.models] + [b.data_path(s.evaluate.data_root) for b in s.evaluate.benchmarks] + \
-            [s.evaluate.judge.model if s.evaluate.judge.kind == "guard" else None]
+        uris = (
+            (input_uris(ctx, "train") if "train" in have else [])
+            + [s.student.model]
+            + [m.model for m in s.evaluate.models]
+            + [b.data_path(s.evaluate.data_root) for b in s.evaluate.benchmarks]
+            + [s.evaluate.judge.model if s.evaluate.judge.kind == "guard" else None]
+        )
     else:
         raise ValueError(stage)
     return sorted({u for u in uris if _pathlike(u, ctx.base_dir)})
@@ -63,8 +75,13 @@ def digest(uri: str, ctx: "StageContext", local: bool = True) -> str:
 
         bucket, _, key = uri[5:].partition("/")
         # inputs are read through the storage endpoint (read_input), so the store's client reaches them
-        store = S3Store(bucket, "", endpoint=ctx.spec.storage.endpoint, region=ctx.spec.storage.region,
-                        client=getattr(ctx.store, "client", None))
+        store = S3Store(
+            bucket,
+            "",
+            endpoint=ctx.spec.storage.endpoint,
+            region=ctx.spec.storage.region,
+            client=getattr(ctx.store, "client", None),
+        )
         try:
             head = store.client.head_object(Bucket=bucket, Key=key)
             return f"{head.get('ETag')}:{head.get('ContentLength')}"
@@ -76,8 +93,9 @@ def digest(uri: str, ctx: "StageContext", local: bool = True) -> str:
                 raise CannotDigest(f"{uri}: {e}") from None
         h, n = hashlib.sha256(), 0
         try:
-            for page in store.client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
-                                                                                Prefix=key.rstrip("/") + "/"):
+            for page in store.client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=key.rstrip("/") + "/"
+            ):
                 for obj in page.get("Contents", []):
                     h.update(f"{obj['Key']}\0{obj.get('ETag')}\0{obj['Size']}\n".encode())
                     n += 1
@@ -140,15 +158,22 @@ def resolve(ctx: "StageContext", stage: str, local: bool = True) -> Optional[tup
     if not src or src == own or not store.is_done(src, h):
         return None
     m = store.read_manifest(src)
-    return m.get("source") or src, {**m, "source": m.get("source") or src,
-                                    "reusedFrom": m.get("reusedFrom") or entry.get("experiment")}
+    return m.get("source") or src, {
+        **m,
+        "source": m.get("source") or src,
+        "reusedFrom": m.get("reusedFrom") or entry.get("experiment"),
+    }
 
 
 def link(ctx: "StageContext", stage: str, found: tuple[str, dict]) -> dict:
     """Record in this experiment's prefix that its stage is another's finished output (the files stay there)."""
     src, manifest = found
-    linked = {**manifest, "configHash": ctx.hash(stage), "source": src,
-              "linkedAt": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    linked = {
+        **manifest,
+        "configHash": ctx.hash(stage),
+        "source": src,
+        "linkedAt": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
     ctx.store.write_json(f"{ctx.prefix(stage)}/_SUCCESS.json", linked)
     return linked
 
@@ -168,6 +193,14 @@ def publish(ctx: "StageContext", stage: str) -> Optional[str]:
         src = store.read_json(ptr).get("prefix")
         if src and src != own and store.is_done(src, ctx.hash(stage)):
             return ptr
-    store.write_json(ptr, {"stage": stage, "experiment": ctx.exp.name, "prefix": own, "configHash": ctx.hash(stage),
-                           "finishedAt": m.get("finishedAt")})
+    store.write_json(
+        ptr,
+        {
+            "stage": stage,
+            "experiment": ctx.exp.name,
+            "prefix": own,
+            "configHash": ctx.hash(stage),
+            "finishedAt": m.get("finishedAt"),
+        },
+    )
     return ptr

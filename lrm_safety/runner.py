@@ -3,6 +3,7 @@
 A subprocess per stage gives each stage a fresh interpreter (memory returns to the OS between a
 training run and an evaluation), exactly as separate pods do on a cluster.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,14 +31,21 @@ def _stage_cmd(spec_path: str, stage: str, shard: Optional[int] = None, num_shar
     return cmd
 
 
-def run_pipeline(spec_path: str, stages: tuple[str, ...] = STAGES, force: bool = False,
-                 base_dir: Optional[Path] = None, servers: Optional[LocalServers] = None) -> dict:
+def run_pipeline(
+    spec_path: str,
+    stages: tuple[str, ...] = STAGES,
+    force: bool = False,
+    base_dir: Optional[Path] = None,
+    servers: Optional[LocalServers] = None,
+) -> dict:
     """base_dir: where the spec's relative paths start (a study's cell specs are written elsewhere). servers: the
     served models already running (a study's cells share them); by default this run starts and stops its own."""
     if servers is None:
         exp = Experiment.load(spec_path)
-        with LocalServers(base_dir or Path(spec_path).resolve().parent,
-                          log_dir=_server_logs(exp, base_dir or Path(spec_path).resolve().parent)) as own:
+        with LocalServers(
+            base_dir or Path(spec_path).resolve().parent,
+            log_dir=_server_logs(exp, base_dir or Path(spec_path).resolve().parent),
+        ) as own:
             return run_pipeline(spec_path, stages, force, base_dir, own)
     exp = Experiment.load(spec_path)
     ctx = StageContext(exp, base_dir=base_dir or Path(spec_path).resolve().parent)
@@ -55,8 +63,10 @@ def run_pipeline(spec_path: str, stages: tuple[str, ...] = STAGES, force: bool =
             from lrm_safety.reuse import link
 
             link(ctx, stage, found)  # the same work finished elsewhere in this store: no subprocess at all
-            console.print(f"[green]✓ [{n}/{len(stages)}] {stage}: reused {found[1].get('reusedFrom')}'s output "
-                          f"(same config and inputs)")
+            console.print(
+                f"[green]✓ [{n}/{len(stages)}] {stage}: reused {found[1].get('reusedFrom')}'s output "
+                f"(same config and inputs)"
+            )
             outcome[stage] = "reused"
             continue
         if found is not None:
@@ -159,23 +169,27 @@ def run_study(path: str, force: bool = False) -> dict:
     base_dir = Path(path).resolve().parent
     outcomes: dict[str, dict] = {}
     logs = _server_logs(Experiment(name=study.name, spec=study_report.first_cell(study).spec), base_dir)
-    with tempfile.TemporaryDirectory(prefix=f"lrm-safety-{study.name}-") as tmp, \
-            LocalServers(base_dir, log_dir=logs) as servers:  # one server per served model for every cell
+    with (
+        tempfile.TemporaryDirectory(prefix=f"lrm-safety-{study.name}-") as tmp,
+        LocalServers(base_dir, log_dir=logs) as servers,
+    ):  # one server per served model for every cell
         for i, cell in enumerate(study.cells, 1):
             table = Table(title=f"study {study.name}: {i}/{len(study.cells)}")
             for col in ("experiment", "cell", "stages"):
                 table.add_column(col)
             for c in study.cells:
                 state = outcomes.get(c.name)
-                text = "running" if c is cell else ", ".join(f"{k} {v}" for k, v in state.items()) if state else "waiting"
+                text = (
+                    "running" if c is cell else ", ".join(f"{k} {v}" for k, v in state.items()) if state else "waiting"
+                )
                 table.add_row(c.name, escape(c.where), text)
             console.print(table)
             spec_path = Path(tmp) / f"{cell.name}.yaml"
             spec_path.write_text(yaml.safe_dump(child_manifest(study.name, study.namespace, cell), sort_keys=False))
-            outcomes[cell.name] = run_pipeline(str(spec_path), stages=tuple(cell.spec.stages), force=force,
-                                               base_dir=base_dir, servers=servers)
-    store = StageContext(Experiment(name=study.name, spec=study_report.first_cell(study).spec),
-                         base_dir=base_dir).store
+            outcomes[cell.name] = run_pipeline(
+                str(spec_path), stages=tuple(cell.spec.stages), force=force, base_dir=base_dir, servers=servers
+            )
+    store = StageContext(Experiment(name=study.name, spec=study_report.first_cell(study).spec), base_dir=base_dir).store
     uri = study_report.write(study, store, base_dir)
     console.print(f"study report: {uri}")
     return outcomes

@@ -4,6 +4,7 @@ Atomicity is what makes stages resumable: a key is either absent or complete. Lo
 written to a temp file and renamed; S3 objects become visible only when their PUT (or multipart
 completion) succeeds. `_SUCCESS.json` is written last, so `is_done` never accepts half a stage.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -111,7 +112,7 @@ class Store:
         local = Path(local)
         prefix = _join(prefix, "")
         for key in self.list(prefix):
-            self.download_file(key, local / key[len(prefix):])
+            self.download_file(key, local / key[len(prefix) :])
         return local
 
     # -- manifests
@@ -130,8 +131,13 @@ class Store:
         entries = []
         for key in sorted(set(files)):
             size, sha = self.digest(key)
-            entries.append({"key": key[len(prefix.rstrip('/')) + 1:] if key.startswith(prefix) else key,
-                            "bytes": size, "sha256": sha})
+            entries.append(
+                {
+                    "key": key[len(prefix.rstrip("/")) + 1 :] if key.startswith(prefix) else key,
+                    "bytes": size,
+                    "sha256": sha,
+                }
+            )
         manifest = {
             "stage": stage,
             "configHash": config_hash,
@@ -247,8 +253,15 @@ class FileStore(Store):
 
 
 class S3Store(Store):
-    def __init__(self, bucket: str, prefix: str = "", *, endpoint: Optional[str] = None, region: Optional[str] = None,
-                 client=None):
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint: Optional[str] = None,
+        region: Optional[str] = None,
+        client=None,
+    ):
         import boto3
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
@@ -262,9 +275,13 @@ class S3Store(Store):
             endpoint_url=endpoint,
             region_name=region or os.environ.get("AWS_REGION") or "us-east-1",
             # Retries ride out short outages; AWS_MAX_ATTEMPTS / AWS_RETRY_MODE tune them as for any AWS client.
-            config=Config(retries={"max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS") or 5),
-                                   "mode": os.environ.get("AWS_RETRY_MODE") or "standard"},
-                          s3={"addressing_style": "path"}),
+            config=Config(
+                retries={
+                    "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS") or 5),
+                    "mode": os.environ.get("AWS_RETRY_MODE") or "standard",
+                },
+                s3={"addressing_style": "path"},
+            ),
         )
         self.transfer = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD)
 
@@ -324,8 +341,9 @@ class S3Store(Store):
     def delete_prefix(self, prefix: str) -> int:
         keys = self.list(prefix)
         for i in range(0, len(keys), 1000):
-            self.client.delete_objects(Bucket=self.bucket,
-                                       Delete={"Objects": [{"Key": self._key(k)} for k in keys[i:i + 1000]]})
+            self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": self._key(k)} for k in keys[i : i + 1000]]}
+            )
         return len(keys)
 
     def upload_file(self, local: str | Path, key: str) -> None:
@@ -339,7 +357,9 @@ class S3Store(Store):
         os.replace(tmp, local)
 
 
-def open_store(uri: str, *, endpoint: Optional[str] = None, region: Optional[str] = None, base_dir: str | Path = ".") -> Store:
+def open_store(
+    uri: str, *, endpoint: Optional[str] = None, region: Optional[str] = None, base_dir: str | Path = "."
+) -> Store:
     """file:///abs, file://./rel (relative to base_dir), a plain path, or s3://bucket/prefix."""
     if uri.startswith("s3://"):
         bucket, _, prefix = uri[5:].partition("/")
@@ -371,11 +391,14 @@ def store_problem(e: BaseException) -> str | None:
     except ImportError:
         return None
     if isinstance(e, (bx.NoCredentialsError, bx.PartialCredentialsError)):
-        return ("no S3 credentials for the store: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), "
-                "or use a file:// storage.uri")
+        return (
+            "no S3 credentials for the store: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), "
+            "or use a file:// storage.uri"
+        )
     if isinstance(e, bx.EndpointConnectionError):
-        return (f"cannot reach the S3 endpoint {e.kwargs.get('endpoint_url')}: check storage.endpoint "
-                "(or AWS_ENDPOINT_URL)")
+        return (
+            f"cannot reach the S3 endpoint {e.kwargs.get('endpoint_url')}: check storage.endpoint (or AWS_ENDPOINT_URL)"
+        )
     if isinstance(e, bx.ClientError):
         code = e.response.get("Error", {}).get("Code", "")
         bucket = e.response.get("Error", {}).get("BucketName", "")

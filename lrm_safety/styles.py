@@ -8,6 +8,7 @@ this project's own and carries every clause of the release's instructions (docs/
 
 Every style yields responses in one format: `<think>\\n{reasoning}\\n</think>\\n\\n{answer}`.
 """
+
 from __future__ import annotations
 
 import re
@@ -34,7 +35,7 @@ REALSAFE = (
     "Answer the user's query below as well as you can. While you think it over, watch for underlying risks of "
     "illegal or unethical use. If such a risk is clear, so that answering would plainly break rules or laws, "
     "identify it in your thinking and conclude there that you must explicitly refuse; then refuse clearly, with "
-    "wording such as \"sorry\" or \"cannot assist with\". If the query carries no clear risk, do exactly what the "
+    'wording such as "sorry" or "cannot assist with". If the query carries no clear risk, do exactly what the '
     "user asks.\n\nQUERY: "
 )
 # improved (prefix), the rectified instruction: (1) assess risk while reasoning; (2) no harmful information in the
@@ -48,8 +49,8 @@ IMPROVED = (
     "breaks rules or policies, refuse explicitly and at once, in both your reasoning and your final answer, whatever "
     "the scenario: do not look for any other way to satisfy it, even when it is framed as fiction or a "
     "hypothetical, and do not follow further instructions or attempts to reframe it once you have judged it "
-    "harmful. Refuse in clear terms such as \"sorry\" or \"cannot assist with\". Whenever your reasoning concludes "
-    "that you must refuse, begin the answer right after \"</think>\" with \"Sorry\". If you find no clear risk, "
+    'harmful. Refuse in clear terms such as "sorry" or "cannot assist with". Whenever your reasoning concludes '
+    'that you must refuse, begin the answer right after "</think>" with "Sorry". If you find no clear risk, '
     "carry out the request as asked.\n\nQUERY: "
 )
 _BASE = (
@@ -74,10 +75,13 @@ def _checklist(verdicts: dict[str, bool]) -> list[str]:
 def template_reasoning(verdicts: dict[str, bool], request: str) -> str:
     """The release's shape: the request restated, one line per category in the study's order, a conclusion."""
     unsafe = any(verdicts.get(c) for c in CATEGORIES)
-    lines = [f"Before answering, I check the user's request to {request.strip().rstrip('.?!')} against each of "
-             f"these categories."] + _checklist(verdicts)
-    lines.append("So the request is unsafe, and I must refuse it." if unsafe else
-                 "So the request is safe, and I can answer it.")
+    lines = [
+        f"Before answering, I check the user's request to {request.strip().rstrip('.?!')} against each of "
+        f"these categories."
+    ] + _checklist(verdicts)
+    lines.append(
+        "So the request is unsafe, and I must refuse it." if unsafe else "So the request is safe, and I can answer it."
+    )
     return "\n".join(lines)
 
 
@@ -93,9 +97,14 @@ TEMPLATE = _BASE + (
     "While reasoning, check the user's request for safety and possible harm against each of the unsafe content "
     "categories below. If it is harmful, refuse in the answer section, and never refuse without first going "
     "through the reasoning. Keep the reasoning short and precise, and always use the format <think>\n...\n</think>\n"
-    "UNSAFE CONTENT categories:\n" + "\n".join(f"* {c}:" for c in CATEGORIES) + "\n\nExample:\nQuestion: "
-    + _EXAMPLE_Q + "\nResponse: <think>\n"
-    + template_reasoning({}, "learn how to protect their online privacy") + "\n</think>\n" + _EXAMPLE_A
+    "UNSAFE CONTENT categories:\n"
+    + "\n".join(f"* {c}:" for c in CATEGORIES)
+    + "\n\nExample:\nQuestion: "
+    + _EXAMPLE_Q
+    + "\nResponse: <think>\n"
+    + template_reasoning({}, "learn how to protect their online privacy")
+    + "\n</think>\n"
+    + _EXAMPLE_A
 )
 
 PREFIX = {"realsafe": REALSAFE, "improved": IMPROVED}
@@ -132,8 +141,9 @@ def system_prompt(style: str, safety_awareness: bool = True) -> Optional[str]:
     return text if placement == "system" else None
 
 
-def teacher_messages(style: str, prompt: str, safety_awareness: bool = True,
-                     custom: Optional[tuple[str, str]] = None) -> list[dict]:
+def teacher_messages(
+    style: str, prompt: str, safety_awareness: bool = True, custom: Optional[tuple[str, str]] = None
+) -> list[dict]:
     """The conversation the teacher answers; `custom` = (text, placement) replaces the style's instruction."""
     text, placement = custom or instruction(style, safety_awareness)
     if placement == "prefix":
@@ -169,8 +179,9 @@ def answer_only(text: str) -> str:
     return re.sub(r"</?think>", "", answer).strip()
 
 
-_LINE = re.compile(r"^\W*(?P<cat>" + "|".join(re.escape(c) for c in CATEGORIES) + r")\W*[:\-]\s*\**\s*(?P<v>yes|no)\b",
-                   re.I | re.M)
+_LINE = re.compile(
+    r"^\W*(?P<cat>" + "|".join(re.escape(c) for c in CATEGORIES) + r")\W*[:\-]\s*\**\s*(?P<v>yes|no)\b", re.I | re.M
+)
 
 
 class ChecklistError(ValueError):
@@ -200,7 +211,7 @@ def split_template_response(text: str) -> tuple[str, str, dict[str, bool]]:
             verdicts = parse_checklist(m.group("body"))
         except ChecklistError:
             continue
-        answer = re.sub(r"</?think>", "", text[m.end():]).strip()
+        answer = re.sub(r"</?think>", "", text[m.end() :]).strip()
         return m.group("body").strip(), answer, verdicts
     parse_checklist(text)  # raises with the missing categories
     raise ChecklistError("checklist outside a <think> block")

@@ -4,6 +4,7 @@ Harmful requests carry their checklist categories (the template style's `labels`
 them); benign look-alikes use alarming words for harmless things (over-refusal probes). Train and
 evaluation sets are split by base request, so no evaluation prompt or paraphrase is trained on.
 """
+
 import json
 import random
 from pathlib import Path
@@ -117,8 +118,11 @@ def main(out=Path(__file__).resolve().parent.parent / "lrm_safety" / "data", see
         for frame in rng.sample(FRAMES, 3):
             train.append({"prompt": frame.format(x=x), "categories": [cat], "label": "harmful"})
     # As many phrasings per benign request as per harmful one: an imbalance teaches "always refuse".
-    train += [{"prompt": f.format(q=q), "categories": [], "label": "benign"} for q in b_train
-              for f in rng.sample(BENIGN_FRAMES, 3)]
+    train += [
+        {"prompt": f.format(q=q), "categories": [], "label": "benign"}
+        for q in b_train
+        for f in rng.sample(BENIGN_FRAMES, 3)
+    ]
     rng.shuffle(train)
     ev_h = [{"query": f.format(x=x), "category": cat} for cat, x in h_eval for f in rng.sample(FRAMES, 2)]
     ev_b = [{"query": q} for q in b_eval]

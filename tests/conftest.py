@@ -1,4 +1,5 @@
 """Shared fixtures: a real SeaweedFS S3 server, stores over file:// and s3://, the builtin model."""
+
 from __future__ import annotations
 
 import os
@@ -47,11 +48,24 @@ class Seaweed:
 
     def start(self) -> "Seaweed":
         p, g = self.ports, self.grpc
-        cmd = [_weed(), "mini", f"-dir={self.data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.port={p['s3']}",
-               f"-master.port={p['master']}", f"-volume.port={p['volume']}", f"-filer.port={p['filer']}",
-               f"-admin.port={p['admin']}", f"-webdav.port={p['webdav']}", f"-debug.port={p['debug']}",
-               f"-master.port.grpc={g['master']}", f"-volume.port.grpc={g['volume']}",
-               f"-filer.port.grpc={g['filer']}", f"-admin.port.grpc={g['admin']}"]
+        cmd = [
+            _weed(),
+            "mini",
+            f"-dir={self.data}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-s3.port={p['s3']}",
+            f"-master.port={p['master']}",
+            f"-volume.port={p['volume']}",
+            f"-filer.port={p['filer']}",
+            f"-admin.port={p['admin']}",
+            f"-webdav.port={p['webdav']}",
+            f"-debug.port={p['debug']}",
+            f"-master.port.grpc={g['master']}",
+            f"-volume.port.grpc={g['volume']}",
+            f"-filer.port.grpc={g['filer']}",
+            f"-admin.port.grpc={g['admin']}",
+        ]
         if self.s3_config:
             cmd.append(f"-s3.config={self.s3_config}")
         self.log = open(self.data / "weed.log", "a")
@@ -62,8 +76,12 @@ class Seaweed:
         import boto3
         from botocore.config import Config
 
-        client = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                              config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=5))
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=5),
+        )
         deadline = time.time() + 60
         while True:
             try:
@@ -97,7 +115,9 @@ def s3_endpoint(tmp_path_factory):
 def bucket(s3_endpoint, request):
     import boto3
 
-    name = "t-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-") + f"-{free_port()}"
+    name = (
+        "t-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-") + f"-{free_port()}"
+    )
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
     return name
 
@@ -133,9 +153,19 @@ def tiny_dir(smol_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny-llama")
     tok = AutoTokenizer.from_pretrained(smol_dir)
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
@@ -173,8 +203,16 @@ def shared_data():
 def write_experiment(path: Path, name: str, spec: dict) -> Path:
     import yaml
 
-    path.write_text(yaml.safe_dump({"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyExperiment",
-                                    "metadata": {"name": name}, "spec": spec}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "lrmsafety.io/v1alpha1",
+                "kind": "SafetyExperiment",
+                "metadata": {"name": name},
+                "spec": spec,
+            }
+        )
+    )
     return path
 
 

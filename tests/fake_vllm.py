@@ -2,6 +2,7 @@
 /v1/chat/completions, answered by the project's transformers backend on the model directory it is given, one request
 at a time. It lets the local runner's server lifecycle (start once, share, stop) run on any CPU; the vLLM lane runs
 the same tests against the real `vllm serve`. Each start appends its argv to $FAKE_VLLM_STARTS."""
+
 import argparse
 import json
 import os
@@ -44,12 +45,26 @@ def main(argv):
             req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             if self.path != "/v1/chat/completions" or req.get("model") != name:
                 return self._send(404, {"error": {"message": f"model {req.get('model')!r} does not exist"}})
-            s = Sampling(temperature=req.get("temperature", 1.0), top_p=req.get("top_p", 1.0),
-                         max_tokens=req.get("max_tokens") or 512, seed=req.get("seed") or 0, batch_size=1)
+            s = Sampling(
+                temperature=req.get("temperature", 1.0),
+                top_p=req.get("top_p", 1.0),
+                max_tokens=req.get("max_tokens") or 512,
+                seed=req.get("seed") or 0,
+                batch_size=1,
+            )
             text = gen.generate([req["messages"]], s)[0]
-            self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": name, "choices": [{
-                "index": 0, "finish_reason": gen.finish[0],
-                "message": {"role": "assistant", "content": text}}]})
+            self._send(
+                200,
+                {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": name,
+                    "choices": [
+                        {"index": 0, "finish_reason": gen.finish[0], "message": {"role": "assistant", "content": text}}
+                    ],
+                },
+            )
 
     HTTPServer((args.host, args.port), Handler).serve_forever()
 

@@ -1,4 +1,5 @@
 """A kmock Kubernetes API emulator and the real kopf operator, each in its own thread and event loop."""
+
 from __future__ import annotations
 
 import asyncio
@@ -72,14 +73,21 @@ class _ApiServer(kmock.KubernetesEmulator):
         event that never came. Here the bus is marked under the same lock as the snapshot (writes publish
         under it too), and the snapshot holds only objects changed since the list."""
         yield b""
-        since = int(request.params.get("resourceVersion") or 0) if \
-            str(request.params.get("resourceVersion") or "0").isdigit() else 0
+        since = (
+            int(request.params.get("resourceVersion") or 0)
+            if str(request.params.get("resourceVersion") or "0").isdigit()
+            else 0
+        )
         bus = self._buses[request.resource]
         async with self._lock:
             mark = await bus.mark()
-            current = [obj.raw for (resource, namespace, name), obj in self.objects.items()
-                       if not obj.deleted and _watched(request, resource, namespace, name)
-                       and int(obj.raw.get("metadata", {}).get("resourceVersion") or 0) > since]
+            current = [
+                obj.raw
+                for (resource, namespace, name), obj in self.objects.items()
+                if not obj.deleted
+                and _watched(request, resource, namespace, name)
+                and int(obj.raw.get("metadata", {}).get("resourceVersion") or 0) > since
+            ]
         for raw in current:
             yield {"type": "ADDED" if since == 0 else "MODIFIED", "object": raw}
         async for event in bus.stream(since=mark):
@@ -112,11 +120,21 @@ class EmulatedCluster:
         emulator = _ApiServer()
         emulator.resources.load_bundled()
         emulator.resources[f"{API_GROUP}/{API_VERSION}/{PLURAL}"] = ResourceInfo(
-            kind=KIND, singular=KIND.lower(), namespaced=True, shortnames={"sexp"},
-            verbs={"get", "list", "watch", "create", "update", "patch", "delete"}, subresources={"status"})
+            kind=KIND,
+            singular=KIND.lower(),
+            namespaced=True,
+            shortnames={"sexp"},
+            verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+            subresources={"status"},
+        )
         emulator.resources[f"{API_GROUP}/{API_VERSION}/safetystudies"] = ResourceInfo(
-            kind="SafetyStudy", singular="safetystudy", namespaced=True, shortnames={"sstudy"},
-            verbs={"get", "list", "watch", "create", "update", "patch", "delete"}, subresources={"status"})
+            kind="SafetyStudy",
+            singular="safetystudy",
+            namespaced=True,
+            shortnames={"sstudy"},
+            verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+            subresources={"status"},
+        )
         async with emulator, kmock.Server(emulator) as server:
             self.emulator = emulator
             self.url = str(server.url).rstrip("/")
@@ -151,8 +169,13 @@ class OperatorThread:
 
         os.environ["LRM_SAFETY_KUBE_SERVER"] = self.url
         self.stop_flag, ready = threading.Event(), threading.Event()
-        settings = Settings(resync_seconds=self.resync, workers=4, tick_seconds=float(os.environ["LRM_SAFETY_TICK_SECONDS"]),
-                            progress_seconds=float(os.environ["LRM_SAFETY_PROGRESS_SECONDS"]), **self.settings)
+        settings = Settings(
+            resync_seconds=self.resync,
+            workers=4,
+            tick_seconds=float(os.environ["LRM_SAFETY_TICK_SECONDS"]),
+            progress_seconds=float(os.environ["LRM_SAFETY_PROGRESS_SECONDS"]),
+            **self.settings,
+        )
 
         self.controller = Controller(settings)  # a fresh operator per start: nothing carried over in modules
 

@@ -7,6 +7,7 @@ It is `../shared/kube/`: kube-apiserver and kube-controller-manager 1.36, etcd f
 binaries follow the envtest convention: `KUBEBUILDER_ASSETS` names their directory when set (else
 `../shared/kube/unpack.sh` unpacks them into a cache). Where the pieces are missing the lane skips with one line.
 """
+
 from __future__ import annotations
 
 import json
@@ -62,16 +63,21 @@ class RealCluster:
         self.kubeconfig = self.state / "admin.kubeconfig"
         self.audit_log = self.state / "audit.log"
         ap = _free_port()
-        self.env = {**os.environ, "KUBE_STATE": str(self.state), "APISERVER_PORT": str(ap),
-                    "ETCD_PORT": str(_free_port()), "KCM_PORT": str(_free_port()),
-                    "PODRUNNER_LOG_PORT": str(_free_port()),
-                    "PODRUNNER_PYTHON": sys.executable,
-                    # a pod's PATH: stand-ins first (a served model's `vllm`), then the venv
-                    "PODRUNNER_PATH": ":".join(str(p) for p in (path, VENV_BIN) if p),
-                    "APISERVER_EXTRA_FLAGS": f"--enable-admission-plugins=OwnerReferencesPermissionEnforcement "
-                                             f"--audit-policy-file={self.state}/audit-policy.yaml "
-                                             f"--audit-log-path={self.audit_log} --audit-log-maxsize=0",
-                    "KCM_EXTRA_FLAGS": f"--kube-api-qps={kcm_qps} --kube-api-burst={2 * kcm_qps}"}
+        self.env = {
+            **os.environ,
+            "KUBE_STATE": str(self.state),
+            "APISERVER_PORT": str(ap),
+            "ETCD_PORT": str(_free_port()),
+            "KCM_PORT": str(_free_port()),
+            "PODRUNNER_LOG_PORT": str(_free_port()),
+            "PODRUNNER_PYTHON": sys.executable,
+            # a pod's PATH: stand-ins first (a served model's `vllm`), then the venv
+            "PODRUNNER_PATH": ":".join(str(p) for p in (path, VENV_BIN) if p),
+            "APISERVER_EXTRA_FLAGS": f"--enable-admission-plugins=OwnerReferencesPermissionEnforcement "
+            f"--audit-policy-file={self.state}/audit-policy.yaml "
+            f"--audit-log-path={self.audit_log} --audit-log-maxsize=0",
+            "KCM_EXTRA_FLAGS": f"--kube-api-qps={kcm_qps} --kube-api-burst={2 * kcm_qps}",
+        }
         etcd_port = int(self.env["ETCD_PORT"])
         while _port_taken(etcd_port + 10):  # up.sh puts etcd's peer port at +10
             etcd_port = _free_port()
@@ -84,13 +90,23 @@ class RealCluster:
     def up(self) -> "RealCluster":
         self.state.mkdir(parents=True, exist_ok=True)
         (self.state / "audit-policy.yaml").write_text(AUDIT_POLICY)
-        run = subprocess.run(["bash", str(SHARED_KUBE / "up.sh"), "--podrunner"], env=self.env, capture_output=True,
-                             text=True, timeout=300)
+        run = subprocess.run(
+            ["bash", str(SHARED_KUBE / "up.sh"), "--podrunner"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if run.returncode:
             raise RuntimeError(f"up.sh failed: {run.stderr[-2000:]}")
         self.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/safetyexperiments.lrmsafety.io",
-                     "crd/safetystudies.lrmsafety.io")
+        self.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/safetyexperiments.lrmsafety.io",
+            "crd/safetystudies.lrmsafety.io",
+        )
         return self
 
     def down(self) -> None:
@@ -108,8 +124,13 @@ class RealCluster:
     def restart_missing(self) -> float:
         """up.sh again: it starts only the components that are not alive; seconds until the API answers."""
         start = time.monotonic()
-        run = subprocess.run(["bash", str(SHARED_KUBE / "up.sh"), "--podrunner"], env=self.env, capture_output=True,
-                             text=True, timeout=300)
+        run = subprocess.run(
+            ["bash", str(SHARED_KUBE / "up.sh"), "--podrunner"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if run.returncode:
             raise RuntimeError(f"up.sh failed: {run.stderr[-2000:]}")
         return time.monotonic() - start
@@ -121,8 +142,9 @@ class RealCluster:
         import urllib.request
 
         def post(path: str, body: dict) -> dict:
-            req = urllib.request.Request(f"http://127.0.0.1:{self.env['ETCD_PORT']}/v3/{path}",
-                                         data=json.dumps(body).encode(), method="POST")
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{self.env['ETCD_PORT']}/v3/{path}", data=json.dumps(body).encode(), method="POST"
+            )
             with urllib.request.urlopen(req, timeout=10) as r:
                 return json.loads(r.read())
 
@@ -135,8 +157,9 @@ class RealCluster:
         then deletes it."""
         from kubernetes import client
 
-        self.core.create_namespaced_pod_eviction(pod, namespace, client.V1Eviction(
-            metadata=client.V1ObjectMeta(name=pod, namespace=namespace)))
+        self.core.create_namespaced_pod_eviction(
+            pod, namespace, client.V1Eviction(metadata=client.V1ObjectMeta(name=pod, namespace=namespace))
+        )
 
     def __enter__(self):
         return self.up()
@@ -145,10 +168,16 @@ class RealCluster:
         self.down()
 
     # -- access
-    def kubectl(self, *args: str, input: Optional[str] = None, check: bool = True,
-                kubeconfig: Optional[Path] = None) -> str:
-        run = subprocess.run([KUBECTL, f"--kubeconfig={kubeconfig or self.kubeconfig}", *args], input=input,
-                             capture_output=True, text=True, timeout=120)
+    def kubectl(
+        self, *args: str, input: Optional[str] = None, check: bool = True, kubeconfig: Optional[Path] = None
+    ) -> str:
+        run = subprocess.run(
+            [KUBECTL, f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if check and run.returncode:
             raise RuntimeError(f"kubectl {' '.join(args)}: {run.stderr.strip()}")
         return run.stdout
@@ -159,8 +188,12 @@ class RealCluster:
 
         api = config.new_client_from_config(str(self.kubeconfig))
         api.user_agent = user_agent
-        return (client.CustomObjectsApi(api), client.BatchV1Api(api), client.CoreV1Api(api),
-                client.CoordinationV1Api(api))
+        return (
+            client.CustomObjectsApi(api),
+            client.BatchV1Api(api),
+            client.CoreV1Api(api),
+            client.CoordinationV1Api(api),
+        )
 
     def namespace(self, name: str) -> None:
         self.kubectl("create", "namespace", name, check=False)
@@ -172,8 +205,12 @@ class RealCluster:
         import yaml
 
         helm = VENV_BIN / "helm"
-        out = subprocess.run([str(helm), "template", release, str(REPO / "charts" / "lrm-safety-operator"),
-                              "--namespace", release_ns], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [str(helm), "template", release, str(REPO / "charts" / "lrm-safety-operator"), "--namespace", release_ns],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         docs = [d for d in yaml.safe_load_all(out) if d and d.get("kind") != "Deployment"]
         self.namespace(release_ns)
         self.kubectl("apply", "-n", release_ns, "-f", "-", input="\n---\n".join(yaml.safe_dump(d) for d in docs))
@@ -183,12 +220,19 @@ class RealCluster:
         """A kubeconfig that authenticates as the ServiceAccount (a bound token, as in a pod)."""
         token = self.kubectl("create", "token", sa, "-n", namespace, "--duration=4h").strip()
         path = self.state / f"{namespace}-{sa}.kubeconfig"
-        cfg = {"apiVersion": "v1", "kind": "Config",
-               "clusters": [{"name": "local", "cluster": {"server": self.server,
-                                                          "certificate-authority": str(self.state / "pki/ca.crt")}}],
-               "users": [{"name": sa, "user": {"token": token}}],
-               "contexts": [{"name": "sa", "context": {"cluster": "local", "user": sa, "namespace": namespace}}],
-               "current-context": "sa"}
+        cfg = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "local",
+                    "cluster": {"server": self.server, "certificate-authority": str(self.state / "pki/ca.crt")},
+                }
+            ],
+            "users": [{"name": sa, "user": {"token": token}}],
+            "contexts": [{"name": "sa", "context": {"cluster": "local", "user": sa, "namespace": namespace}}],
+            "current-context": "sa",
+        }
         path.write_text(json.dumps(cfg))
         return path
 
@@ -239,8 +283,14 @@ def _port_taken(port: int) -> bool:
 
 def start_operator(kubeconfig: Path, log: Path, **env: str) -> subprocess.Popen:
     """`lrm-safety operator` as its own process, authenticated by `kubeconfig` (the chart's ServiceAccount)."""
-    full = {**os.environ, "KUBECONFIG": str(kubeconfig), "LRM_SAFETY_LIVENESS": "",
-            "LRM_SAFETY_RESYNC_SECONDS": "300", "LRM_SAFETY_TICK_SECONDS": "1", **env}
+    full = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "LRM_SAFETY_LIVENESS": "",
+        "LRM_SAFETY_RESYNC_SECONDS": "300",
+        "LRM_SAFETY_TICK_SECONDS": "1",
+        **env,
+    }
     full.pop("LRM_SAFETY_KUBE_SERVER", None)
     handle = open(log, "ab")
     return subprocess.Popen([str(VENV_BIN / "lrm-safety"), "operator"], env=full, stdout=handle, stderr=handle)

@@ -1,5 +1,6 @@
 """Per-benchmark generation defaults are the release's; overrides apply field by field; k samples per item give a
 mean pass@1 with an interval over items, each sample with its own recorded seed."""
+
 import pytest
 
 from lrm_safety.evaluation import benchmarks as bm
@@ -8,20 +9,26 @@ from lrm_safety.spec import parse_spec
 
 
 def _bench(name="advbench", **kw):
-    pair = {"attacker": {"model": "a", "endpoint": "http://a/v1"},  # advbench-pair needs its attacker and judge
-            "judge": {"model": "j", "endpoint": "http://j/v1"}}
-    return parse_spec({"evaluate": {"dataRoot": "/d", "pair": pair,
-                                    "benchmarks": [{"name": name, **kw}]}}).evaluate.benchmarks[0]
+    pair = {
+        "attacker": {"model": "a", "endpoint": "http://a/v1"},  # advbench-pair needs its attacker and judge
+        "judge": {"model": "j", "endpoint": "http://j/v1"},
+    }
+    return parse_spec(
+        {"evaluate": {"dataRoot": "/d", "pair": pair, "benchmarks": [{"name": name, **kw}]}}
+    ).evaluate.benchmarks[0]
 
 
-@pytest.mark.parametrize("name,temperature,top_p,max_tokens,samples", [
-    ("advbench", 0.6, 0.95, 4096, 1),       # attack_refusal_evaluation/run_gen_eval.py
-    ("advbench-pap", 0.6, 0.95, 4096, 1),
-    ("advbench-pair", 0.6, 0.95, 2048, 1),  # pair_res.sh: the final response
-    ("xstest", 0.0, 1.0, 256, 1),           # run_xstest.sh, xstest_eval.py generates greedily
-    ("math500", 0.6, 0.95, 32768, 1),       # reasoning_evaluation/eval_math.sh
-    ("aime", 0.6, 0.95, 32768, 4),          # eval_math.sh --n_sampling 4
-])
+@pytest.mark.parametrize(
+    "name,temperature,top_p,max_tokens,samples",
+    [
+        ("advbench", 0.6, 0.95, 4096, 1),  # attack_refusal_evaluation/run_gen_eval.py
+        ("advbench-pap", 0.6, 0.95, 4096, 1),
+        ("advbench-pair", 0.6, 0.95, 2048, 1),  # pair_res.sh: the final response
+        ("xstest", 0.0, 1.0, 256, 1),  # run_xstest.sh, xstest_eval.py generates greedily
+        ("math500", 0.6, 0.95, 32768, 1),  # reasoning_evaluation/eval_math.sh
+        ("aime", 0.6, 0.95, 32768, 4),  # eval_math.sh --n_sampling 4
+    ],
+)
 def test_registry_defaults_are_the_releases(name, temperature, top_p, max_tokens, samples):
     s = bm.sampling_for(_bench(name))
     assert (s.temperature, s.top_p, s.max_tokens, s.seed) == (temperature, top_p, max_tokens, 0)
@@ -30,9 +37,18 @@ def test_registry_defaults_are_the_releases(name, temperature, top_p, max_tokens
 
 
 def test_overrides_apply_field_by_field():
-    ev = parse_spec({"evaluate": {"dataRoot": "/d", "sampling": {"maxTokens": 128, "batchSize": 4},
-                                  "benchmarks": [{"name": "aime", "sampling": {"temperature": 0.0}, "samples": 2},
-                                                 {"name": "custom", "kind": "benign", "path": "/x.jsonl"}]}}).evaluate
+    ev = parse_spec(
+        {
+            "evaluate": {
+                "dataRoot": "/d",
+                "sampling": {"maxTokens": 128, "batchSize": 4},
+                "benchmarks": [
+                    {"name": "aime", "sampling": {"temperature": 0.0}, "samples": 2},
+                    {"name": "custom", "kind": "benign", "path": "/x.jsonl"},
+                ],
+            }
+        }
+    ).evaluate
     aime, custom = ev.benchmarks
     s = bm.sampling_for(aime, ev.sampling)
     assert (s.temperature, s.top_p, s.max_tokens, s.batch_size) == (0.0, 0.95, 128, 4) and bm.samples_for(aime) == 2
@@ -42,8 +58,11 @@ def test_overrides_apply_field_by_field():
 
 def test_k_samples_give_mean_pass_at_1_with_an_interval_over_items():
     # 3 items x 4 samples: item 0 right 4/4, item 1 right 2/4, item 2 right 0/4 -> (1 + 0.5 + 0) / 3
-    recs = [{"item": i, "sample": j, "correct": ok} for i, oks in enumerate([[1, 1, 1, 1], [1, 0, 1, 0], [0, 0, 0, 0]])
-            for j, ok in enumerate(oks)]
+    recs = [
+        {"item": i, "sample": j, "correct": ok}
+        for i, oks in enumerate([[1, 1, 1, 1], [1, 0, 1, 0], [0, 0, 0, 0]])
+        for j, ok in enumerate(oks)
+    ]
     m = benchmark_metrics("math", recs)
     assert m["n"] == 3 and m["samples"] == 4 and m["value"] == 0.5
     lo, hi = m["ci95"]

@@ -1,4 +1,5 @@
 """The Helm chart rendered by a real helm binary, validated strictly; RBAC is least privilege."""
+
 import re
 import shutil
 import subprocess
@@ -34,8 +35,19 @@ def test_lint():
     assert "0 chart(s) failed" in r.stdout
 
 
-@pytest.mark.parametrize("sets", [(), ("watch.allNamespaces=false", "watch.namespaces={research,team-b}", "replicas=2",
-                                       "image.tag=1.2.3", "nodeSelector.pool=system")])
+@pytest.mark.parametrize(
+    "sets",
+    [
+        (),
+        (
+            "watch.allNamespaces=false",
+            "watch.namespaces={research,team-b}",
+            "replicas=2",
+            "image.tag=1.2.3",
+            "nodeSelector.pool=system",
+        ),
+    ],
+)
 def test_rendered_objects_validate_strict(sets):
     docs = render(*sets)
     for d in docs:
@@ -52,7 +64,10 @@ def test_default_values_cluster_scope():
     c = pod["containers"][0]
     assert dep["spec"]["strategy"]["type"] == "Recreate"
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert c["securityContext"]["readOnlyRootFilesystem"] is True and c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert (
+        c["securityContext"]["readOnlyRootFilesystem"] is True
+        and c["securityContext"]["allowPrivilegeEscalation"] is False
+    )
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["LRM_SAFETY_NAMESPACES"] == "" and env["LRM_SAFETY_PEERING"] == "false"
@@ -69,25 +84,50 @@ def test_namespaced_scope_and_leader_election():
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["research", "team-b"]
     cluster = next(d for d in docs if d["kind"] == "ClusterRole")
     assert not any("jobs" in r["resources"] for r in cluster["rules"]), "namespaced mode grants Jobs per namespace only"
-    env = {e["name"]: e.get("value") for e in next(d for d in docs if d["kind"] == "Deployment")
-           ["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {
+        e["name"]: e.get("value")
+        for e in next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     assert env["LRM_SAFETY_NAMESPACES"] == "research,team-b" and env["LRM_SAFETY_PEERING"] == "true"
     assert any(d["kind"] == "ClusterKopfPeering" for d in docs)
 
 
 def test_rbac_is_least_privilege():
     docs = render() + render("watch.allNamespaces=false", "watch.namespaces={a}")
-    allowed = {"safetyexperiments", "safetyexperiments/status", "safetyexperiments/finalizers", "safetystudies",
-               "safetystudies/status", "safetystudies/finalizers", "jobs", "pods", "pods/status", "services", "configmaps",
-               "events", "kopfpeerings", "clusterkopfpeerings", "customresourcedefinitions", "namespaces", "leases",
-               "deployments", "networkpolicies", "endpointslices"}
+    allowed = {
+        "safetyexperiments",
+        "safetyexperiments/status",
+        "safetyexperiments/finalizers",
+        "safetystudies",
+        "safetystudies/status",
+        "safetystudies/finalizers",
+        "jobs",
+        "pods",
+        "pods/status",
+        "services",
+        "configmaps",
+        "events",
+        "kopfpeerings",
+        "clusterkopfpeerings",
+        "customresourcedefinitions",
+        "namespaces",
+        "leases",
+        "deployments",
+        "networkpolicies",
+        "endpointslices",
+    }
     write_verbs = {"create", "patch", "update", "delete", "deletecollection"}
     for role in (d for d in docs if d["kind"] in ("ClusterRole", "Role") and d["metadata"]["name"] not in PEOPLES):
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
             assert set(rule["resources"]) <= allowed, rule
-            if set(rule["resources"]) & {"pods", "pods/status", "customresourcedefinitions", "namespaces",
-                                         "endpointslices"}:
+            if set(rule["resources"]) & {
+                "pods",
+                "pods/status",
+                "customresourcedefinitions",
+                "namespaces",
+                "endpointslices",
+            }:
                 assert not set(rule["verbs"]) & write_verbs, f"read-only: {rule}"
             if "events" in rule["resources"]:
                 assert rule["verbs"] == ["create"]
@@ -98,8 +138,10 @@ def test_rbac_is_least_privilege():
             if set(rule["resources"]) & {"jobs", "configmaps", "safetyexperiments", "safetystudies"}:
                 assert "delete" not in rule["verbs"], "deletion cascades through ownerReferences"
             if "safetyexperiments/finalizers" in rule["resources"]:
-                assert rule["verbs"] == ["update"] and \
-                    rule["resources"] == ["safetyexperiments/finalizers", "safetystudies/finalizers"]
+                assert rule["verbs"] == ["update"] and rule["resources"] == [
+                    "safetyexperiments/finalizers",
+                    "safetystudies/finalizers",
+                ]
             if "safetystudies" in rule["resources"]:  # the study creates experiments; itself it only patches
                 assert "create" not in rule["verbs"] and "patch" in rule["verbs"]
 
@@ -116,8 +158,13 @@ def test_roles_for_people_are_aggregated_and_bound_to_no_one():
     assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
     assert "rbac.authorization.k8s.io/aggregate-to-view" not in edit["metadata"]["labels"]
     assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
-    assert view["rules"] == [{"apiGroups": ["lrmsafety.io"], "resources": ["safetyexperiments", "safetystudies"],
-                              "verbs": ["get", "list", "watch"]}]
+    assert view["rules"] == [
+        {
+            "apiGroups": ["lrmsafety.io"],
+            "resources": ["safetyexperiments", "safetystudies"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
     bound = {d["roleRef"]["name"] for d in docs if d["kind"] in ("ClusterRoleBinding", "RoleBinding")}
     assert not bound & PEOPLES
 
@@ -126,8 +173,12 @@ def test_roles_for_people_are_aggregated_and_bound_to_no_one():
 def test_rbac_allows_owner_references_under_owner_reference_enforcement(sets):
     """OwnerReferencesPermissionEnforcement: blockOwnerDeletion needs update on the owner's finalizers."""
     roles = [d for d in render(*sets) if d["kind"] in ("ClusterRole", "Role")]
-    grants = [r for role in roles for r in role["rules"]
-              if "safetyexperiments/finalizers" in r["resources"] and "lrmsafety.io" in r["apiGroups"]]
+    grants = [
+        r
+        for role in roles
+        for r in role["rules"]
+        if "safetyexperiments/finalizers" in r["resources"] and "lrmsafety.io" in r["apiGroups"]
+    ]
     assert grants and all("update" in r["verbs"] for r in grants)
 
 
@@ -142,8 +193,9 @@ def test_bad_values_fail_at_install():
 
 def test_chart_crds_match_the_generated_crd():
     for name in ("safetyexperiment.yaml", "safetystudy.yaml"):
-        assert (CHART / "crds" / name).read_text() == (REPO / "crds" / name).read_text(), \
+        assert (CHART / "crds" / name).read_text() == (REPO / "crds" / name).read_text(), (
             "run `make crd` to copy the generated CRDs into the chart"
+        )
     for doc in yaml.safe_load_all((CHART / "crds" / "kopf-peering.yaml").read_text()):
         kubernetes_validate.validate(doc, "1.32.0", strict=True)
 
@@ -155,8 +207,11 @@ def test_worker_values_reach_the_operator_and_its_stage_jobs(monkeypatch):
 
     from lrm_safety.spec import Experiment
 
-    docs = render("worker.image=registry.example/lrm/worker:9", "worker.imagePullSecrets={regcred}",
-                  "worker.serviceAccountName=stage-pods")
+    docs = render(
+        "worker.image=registry.example/lrm/worker:9",
+        "worker.imagePullSecrets={regcred}",
+        "worker.serviceAccountName=stage-pods",
+    )
     c = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["LRM_SAFETY_DEFAULT_WORKER_IMAGE"] == "registry.example/lrm/worker:9"
@@ -164,8 +219,11 @@ def test_worker_values_reach_the_operator_and_its_stage_jobs(monkeypatch):
     assert env["LRM_SAFETY_WORKER_AUTOMOUNT_TOKEN"] == "false"
     exp = Experiment.load(str(REPO / "examples" / "experiment.yaml"))
     assert exp.spec.images.worker is None, "the paper example must not hard-code a registry"
-    jobs = [d for d in render_all(exp.name, exp.namespace, WorkerDefaults.from_env(env).apply(exp.spec))
-            if d["kind"] == "Job"]
+    jobs = [
+        d
+        for d in render_all(exp.name, exp.namespace, WorkerDefaults.from_env(env).apply(exp.spec))
+        if d["kind"] == "Job"
+    ]
     assert {j["metadata"]["labels"]["lrmsafety.io/stage"] for j in jobs} == {"distill", "mix", "train", "evaluate"}
     for j in jobs:
         pod = j["spec"]["template"]["spec"]
@@ -185,8 +243,12 @@ def test_app_version_is_the_image_tags():
 PULL_SECRET_FORMS = {
     "set-name": ["--set", "worker.imagePullSecrets[0].name=regcred", "--set", "imagePullSecrets[0].name=regcred"],
     "set-list": ["--set", "worker.imagePullSecrets={regcred}", "--set", "imagePullSecrets={regcred}"],
-    "set-json": ["--set-json", 'worker.imagePullSecrets=[{"name":"regcred"}]',
-                 "--set-json", 'imagePullSecrets=[{"name":"regcred"}]'],
+    "set-json": [
+        "--set-json",
+        'worker.imagePullSecrets=[{"name":"regcred"}]',
+        "--set-json",
+        'imagePullSecrets=[{"name":"regcred"}]',
+    ],
     "values-file": "values",
 }
 
@@ -210,14 +272,24 @@ def test_pull_secrets_in_every_form_people_type_reach_every_pod(form, tmp_path):
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["LRM_SAFETY_WORKER_PULL_SECRETS"] == "regcred"
     exp = Experiment.load(str(REPO / "examples" / "experiment.yaml"))
-    jobs = [d for d in render_all(exp.name, exp.namespace, WorkerDefaults.from_env(env).apply(exp.spec))
-            if d["kind"] == "Job"]
+    jobs = [
+        d
+        for d in render_all(exp.name, exp.namespace, WorkerDefaults.from_env(env).apply(exp.spec))
+        if d["kind"] == "Job"
+    ]
     assert len(jobs) == 4
     assert all(j["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}] for j in jobs)
 
 
-@pytest.mark.parametrize("value", ["worker.imagePullSecrets[0].nam=regcred", "worker.imagePullSecrets[0]=Reg_Cred",
-                                   "imagePullSecrets[0].name=Bad_Name", "worker.imagePulSecrets[0]=regcred"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "worker.imagePullSecrets[0].nam=regcred",
+        "worker.imagePullSecrets[0]=Reg_Cred",
+        "imagePullSecrets[0].name=Bad_Name",
+        "worker.imagePulSecrets[0]=regcred",
+    ],
+)
 def test_malformed_pull_secrets_fail_lint_and_install(value):
     """helm's own schema message, naming the value, at `helm lint` and at `helm install` (template runs the same
     check)."""

@@ -1,5 +1,6 @@
 """Every user error of every `lrm-safety` command: one line naming the file, position or field, exit code 3,
 no traceback (unless --debug)."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,9 @@ FILE_COMMANDS = [["validate"], ["run"], ["render"], ["stage", "mix", "--spec"]]
 
 
 def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "lrm_safety.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "lrm_safety.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd
+    )
 
 
 def one_clear_line(r, *needles):
@@ -89,11 +91,17 @@ spec:
 """)
     log = tmp_path / "termination-log"
     env = {**__import__("os").environ, "LRM_SAFETY_TERMINATION_LOG": str(log)}
-    r = subprocess.run([sys.executable, "-m", "lrm_safety.cli", "stage", "mix", "--spec", str(spec)],
-                       capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "lrm_safety.cli", "stage", "mix", "--spec", str(spec)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr
-    assert r.stderr.strip().splitlines()[-1] == f"{tmp_path}/missing.jsonl: no such file; fix the path in the spec " \
-                                                "or upload the file"
+    assert (
+        r.stderr.strip().splitlines()[-1] == f"{tmp_path}/missing.jsonl: no such file; fix the path in the spec "
+        "or upload the file"
+    )
     summary = json.loads(log.read_text())
     assert summary["permanent"] is True and "missing.jsonl: no such file" in summary["error"]
 
@@ -116,14 +124,24 @@ def test_store_without_credentials_is_one_line_with_the_fix(tmp_path):
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(HOME=str(tmp_path), AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
-               AWS_EC2_METADATA_DISABLED="true")
-    r = subprocess.run([sys.executable, "-m", "lrm_safety.cli", "render", str(REPO / "examples" / "experiment.yaml"),
-                        "--plan"], capture_output=True, text=True, env=env)
+    env.update(
+        HOME=str(tmp_path),
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "lrm_safety.cli", "render", str(REPO / "examples" / "experiment.yaml"), "--plan"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr[-2000:]  # the user's to fix: bad input
     lines = r.stderr.strip().splitlines()
-    assert lines == ["error: no S3 credentials for the store: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
-                     "AWS_PROFILE), or use a file:// storage.uri"], lines
+    assert lines == [
+        "error: no S3 credentials for the store: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
+        "AWS_PROFILE), or use a file:// storage.uri"
+    ], lines
 
 
 def test_store_problem_lines():
@@ -154,11 +172,26 @@ spec:
   mix: {{safetySource: "s3://b/s.jsonl", mathCount: 0}}
   evaluate: {{dataRoot: s3://d}}
 """)
-    env = {**__import__("os").environ, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
-           "AWS_MAX_ATTEMPTS": "1", "AWS_RETRY_MODE": "standard"}
-    r = subprocess.run([sys.executable, "-m", "lrm_safety.cli", "stage", "mix", "--spec", str(spec)],
-                       capture_output=True, text=True, env=env, timeout=120)
+    env = {
+        **__import__("os").environ,
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "y",
+        "AWS_MAX_ATTEMPTS": "1",
+        "AWS_RETRY_MODE": "standard",
+    }
+    r = subprocess.run(
+        [sys.executable, "-m", "lrm_safety.cli", "stage", "mix", "--spec", str(spec)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert r.returncode == 1 and "cannot reach the S3 endpoint" in r.stderr, (r.returncode, r.stderr[-1500:])
-    r = subprocess.run([sys.executable, "-m", "lrm_safety.cli", "render", str(spec), "--plan"],
-                       capture_output=True, text=True, env=env, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "lrm_safety.cli", "render", str(spec), "--plan"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert r.returncode == 3 and "cannot reach the S3 endpoint" in r.stderr, (r.returncode, r.stderr[-1500:])

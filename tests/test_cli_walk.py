@@ -1,5 +1,6 @@
 """Every `lrm-safety` subcommand as a user meets it on day one: a missing file, the wrong kind of file and a reader
 that goes away (`| head -1`) each end with one line (or quietly) and the right exit code, never a traceback."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +21,9 @@ FILE_TAKERS = {
 
 
 def cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "lrm_safety.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "lrm_safety.cli", *map(str, args)], capture_output=True, text=True, timeout=300, **kw
+    )
 
 
 def _one_line(r, code=3):
@@ -59,23 +61,40 @@ def test_a_study_where_an_experiment_is_needed_names_the_cell_to_pick(tmp_path):
     assert "kind: must be SafetyExperiment (got 'SafetyStudy'" in line
 
 
-@pytest.mark.parametrize("args", [["validate", "examples/experiment.yaml"], ["render", "examples/experiment.yaml"],
-                                  ["render", "examples/study.yaml"], ["crd"], ["crd", "--docs"], ["--help"],
-                                  ["render", "examples/quickstart.yaml", "--plan"]],
-                         ids=lambda a: " ".join(a))
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["validate", "examples/experiment.yaml"],
+        ["render", "examples/experiment.yaml"],
+        ["render", "examples/study.yaml"],
+        ["crd"],
+        ["crd", "--docs"],
+        ["--help"],
+        ["render", "examples/quickstart.yaml", "--plan"],
+    ],
+    ids=lambda a: " ".join(a),
+)
 def test_a_closed_pipe_ends_quietly(args):
     """`lrm-safety validate x.yaml | head -1`: the reader leaves after a line; no BrokenPipeError."""
-    r = subprocess.run(f"{sys.executable} -m lrm_safety.cli {' '.join(args)} | head -c 20 >/dev/null; "
-                       f"exit ${{PIPESTATUS[0]}}", shell=True, executable="/bin/bash", cwd=REPO,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        f"{sys.executable} -m lrm_safety.cli {' '.join(args)} | head -c 20 >/dev/null; exit ${{PIPESTATUS[0]}}",
+        shell=True,
+        executable="/bin/bash",
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr[-2000:]
     assert r.returncode in (0, 141), (r.returncode, r.stderr)
 
 
 def test_unknown_stage_names_list_the_valid_ones():
     line = _one_line(cli("run", REPO / "examples" / "quickstart.yaml", "--stages", "mix,bogus"))
-    assert line == ("--stages: unknown stage 'bogus'; choose from distill, mix, train, evaluate (comma-separated, "
-                    "e.g. --stages mix,train)")
+    assert line == (
+        "--stages: unknown stage 'bogus'; choose from distill, mix, train, evaluate (comma-separated, "
+        "e.g. --stages mix,train)"
+    )
 
 
 def test_debug_before_or_after_the_subcommand(tmp_path):

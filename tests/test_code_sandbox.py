@@ -1,5 +1,6 @@
 """The code benchmark's sandbox: a correct program passes; an infinite loop, a fork bomb and a network call fail
 their test and leave nothing running; the loader reads LiveCodeBench's formats."""
+
 import base64
 import json
 import pickle
@@ -10,7 +11,10 @@ import psutil
 
 from lrm_safety.evaluation.judges.code import decode_tests, extract_program, grade_code, prompt_for, run_tests
 
-SUM = [{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}, {"input": "10 -4\n", "output": "6", "testtype": "stdin"}]
+SUM = [
+    {"input": "1 2\n", "output": "3\n", "testtype": "stdin"},
+    {"input": "10 -4\n", "output": "6", "testtype": "stdin"},
+]
 
 
 def _answer(code):
@@ -94,11 +98,14 @@ def test_grading_follows_the_fork():
     assert same_output("2.5\n", "2.50", False) and same_output("1 2\n", " 1 2 ", False)
     assert not same_output("0.3333", "0.333", False), "exact decimals, no tolerance"
     assert not same_output("1\n2", "1", False) and not same_output("abc", "abd", False)
-    assert run_tests("print(gcd(4, 6)); print(deque([1]).pop())", [{"input": "", "output": "2\n1"}])["passed"], \
+    assert run_tests("print(gcd(4, 6)); print(deque([1]).pop())", [{"input": "", "output": "2\n1"}])["passed"], (
         "the fork's prelude imports math, collections, ..."
+    )
     assert run_tests("print(3)\nexit()\nprint(4)", [{"input": "", "output": "3"}])["passed"]
-    r = run_tests("a, b = map(int, input().split())\nprint(a + b if a < 5 else 0)",
-                  [{"input": "1 2", "output": "3"}, {"input": "9 9", "output": "18"}, {"input": "1 1", "output": "2"}])
+    r = run_tests(
+        "a, b = map(int, input().split())\nprint(a + b if a < 5 else 0)",
+        [{"input": "1 2", "output": "3"}, {"input": "9 9", "output": "18"}, {"input": "1 1", "output": "2"}],
+    )
     assert not r["passed"] and r["passedTests"] == 1 and "test 1" in r["error"], "stopped at the first failure"
     pair = "class Solution:\n    def f(self, x):\n        return (x, x)"
     assert run_tests(pair, [{"input": "3", "output": "[3, 3]"}], fn_name="f")["passed"]
@@ -111,22 +118,45 @@ def test_livecodebench_benchmark_end_to_end_on_its_format(tmp_path):
     from lrm_safety.evaluation.report import compute
     from lrm_safety.stages.evaluate import judge_records
 
-    private = base64.b64encode(zlib.compress(pickle.dumps(json.dumps(
-        [{"input": "7 8\n", "output": "15\n", "testtype": "stdin"}])))).decode()
-    rows = [{"question_id": "abc1", "question_content": "Read two integers and print their sum.", "starter_code": "",
-             "public_test_cases": json.dumps(SUM), "private_test_cases": private, "metadata": "{}"},
-            {"question_id": "lc2", "question_content": "Return the square.", "starter_code": "class Solution:\n    def sq(self, x): ...",
-             "public_test_cases": json.dumps([{"input": "4", "output": "16", "testtype": "functional"}]),
-             "private_test_cases": "[]", "metadata": json.dumps({"func_name": "sq"})}]
+    private = base64.b64encode(
+        zlib.compress(pickle.dumps(json.dumps([{"input": "7 8\n", "output": "15\n", "testtype": "stdin"}])))
+    ).decode()
+    rows = [
+        {
+            "question_id": "abc1",
+            "question_content": "Read two integers and print their sum.",
+            "starter_code": "",
+            "public_test_cases": json.dumps(SUM),
+            "private_test_cases": private,
+            "metadata": "{}",
+        },
+        {
+            "question_id": "lc2",
+            "question_content": "Return the square.",
+            "starter_code": "class Solution:\n    def sq(self, x): ...",
+            "public_test_cases": json.dumps([{"input": "4", "output": "16", "testtype": "functional"}]),
+            "private_test_cases": "[]",
+            "metadata": json.dumps({"func_name": "sq"}),
+        },
+    ]
     (tmp_path / "lcb.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    ctx = make_ctx(tmp_path, {"evaluate": {"dataRoot": "/d", "benchmarks": [
-        {"name": "livecodebench", "path": str(tmp_path / "lcb.jsonl")}]}})
+    ctx = make_ctx(
+        tmp_path,
+        {
+            "evaluate": {
+                "dataRoot": "/d",
+                "benchmarks": [{"name": "livecodebench", "path": str(tmp_path / "lcb.jsonl")}],
+            }
+        },
+    )
     bench = ctx.spec.evaluate.benchmarks[0]
     items = bm.load_items(ctx, bench)
     assert len(items[0]["tests"]) == 3 and items[1]["fn_name"] == "sq"
     assert bm.sampling_for(bench).max_tokens == 30000
-    recs = [{"item": 0, "response": _answer("a, b = map(int, input().split())\nprint(a + b)")},
-            {"item": 1, "response": _answer("class Solution:\n    def sq(self, x):\n        return x * x + 1")}]
+    recs = [
+        {"item": 0, "response": _answer("a, b = map(int, input().split())\nprint(a + b)")},
+        {"item": 1, "response": _answer("class Solution:\n    def sq(self, x):\n        return x * x + 1")},
+    ]
     judge_records("code", items, recs, judge=None)
     assert [r["passed"] for r in recs] == [True, False]
     m = compute({"trained": {"livecodebench": recs}}, {"livecodebench": "code"})["benchmarks"]["livecodebench"]

@@ -18,8 +18,11 @@ def test_committed_crd_is_fresh():
 
 @pytest.mark.parametrize("name", ["safetyexperiment.yaml", "safetystudy.yaml"])
 def test_crd_validates_strict(name):
-    r = subprocess.run([str(Path(sys.executable).parent / "kubernetes-validate"), "--strict",
-                        str(REPO / "crds" / name)], capture_output=True, text=True)
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "kubernetes-validate"), "--strict", str(REPO / "crds" / name)],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "passed" in r.stdout
 
@@ -41,7 +44,15 @@ def test_crd_shape():
     assert c["spec"]["group"] == "lrmsafety.io" and v["name"] == "v1alpha1"
     assert c["spec"]["names"]["shortNames"] == ["sexp"]
     assert v["subresources"] == {"status": {}}
-    assert [p["name"] for p in v["additionalPrinterColumns"]] == ["Phase", "Stage", "Progress", "ASR", "Refusal", "Over-Refusal", "Age"]
+    assert [p["name"] for p in v["additionalPrinterColumns"]] == [
+        "Phase",
+        "Stage",
+        "Progress",
+        "ASR",
+        "Refusal",
+        "Over-Refusal",
+        "Age",
+    ]
     assert v["additionalPrinterColumns"][0]["jsonPath"] == ".status.phase"
     spec = v["schema"]["openAPIV3Schema"]["properties"]["spec"]
     style = spec["properties"]["distill"]["properties"]["style"]
@@ -71,6 +82,11 @@ def test_spec_docs_are_fresh_and_complete():
 
     text = (REPO / "docs" / "spec.md").read_text()
     assert text == spec_docs(), "docs/spec.md is stale: run `make crd`"
-    for field in ("spec.train.learningRate", "spec.distill.rectify.maxReasoningTokens", "spec.evaluate.benchmarks[].name",
-                  "spec.resources.queue", "spec.storage.secretRef.name"):
+    for field in (
+        "spec.train.learningRate",
+        "spec.distill.rectify.maxReasoningTokens",
+        "spec.evaluate.benchmarks[].name",
+        "spec.resources.queue",
+        "spec.storage.secretRef.name",
+    ):
         assert f"`{field}`" in text

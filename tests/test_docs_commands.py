@@ -2,6 +2,7 @@
 tools would take them: bash's own expansion gives the arguments written (no brace expansion, no glob that zsh or
 failglob would stop at), helm lines render the chart with `helm template`, kubectl lines name a namespace,
 `lrm-safety` and `kubectl sexp` lines parse with their own argument parsers, make targets exist."""
+
 import re
 import shlex
 import shutil
@@ -18,8 +19,10 @@ NOTES = REPO / "charts" / "lrm-safety-operator" / "templates" / "NOTES.txt"
 HELM = shutil.which("helm", path=str(Path(sys.executable).parent)) or shutil.which("helm")
 TOOLS = ("helm", "kubectl", "lrm-safety", ".venv/bin/lrm-safety", "make")
 # kubectl verbs and objects that take no namespace (cluster-scoped, or a file that names its own)
-CLUSTER_WIDE = re.compile(r"^kubectl (create namespace|get --raw|plugin|config|apply (--server-side )?-f (examples|crds)|"
-                          r"get crd|version|api-resources|wait --for=condition=Established)")
+CLUSTER_WIDE = re.compile(
+    r"^kubectl (create namespace|get --raw|plugin|config|apply (--server-side )?-f (examples|crds)|"
+    r"get crd|version|api-resources|wait --for=condition=Established)"
+)
 
 
 def commands(text: str) -> list[str]:
@@ -67,7 +70,7 @@ def segments(line: str) -> list[str]:
             quote = None if c == quote else quote
         elif c in "'\"":
             quote, cur = c, cur + c
-        elif line[i:i + 2] in ("&&", "||"):
+        elif line[i : i + 2] in ("&&", "||"):
             parts.append(cur)
             cur, i = "", i + 1
         elif c in ";|":
@@ -83,8 +86,13 @@ def bash_argv(segment: str, tmp: Path) -> list[str]:
     """The words bash gives the command, run as printf's arguments in an empty folder with failglob on (an
     unquoted glob that matches nothing is an error there, as it is in zsh by default)."""
     assert "$(" not in segment and "`" not in segment and not re.search(r"(?<![-=\w])[<>]", segment), segment
-    r = subprocess.run(["bash", "-c", f"shopt -s failglob; printf '%s\\0' {segment}"], cwd=tmp, capture_output=True,
-                       text=True, env={"PATH": "/usr/bin:/bin"})
+    r = subprocess.run(
+        ["bash", "-c", f"shopt -s failglob; printf '%s\\0' {segment}"],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert r.returncode == 0, f"bash refuses {segment!r}: {r.stderr.strip()}"
     return r.stdout.split("\0")[:-1]
 
@@ -154,10 +162,16 @@ def _kubectl(doc, seg, argv, examples):
         return
     if CLUSTER_WIDE.match(" ".join(argv)):
         return
-    assert "-n" in argv or "--namespace" in argv or "-A" in argv or any(a.startswith("--namespace=") for a in argv), \
+    assert "-n" in argv or "--namespace" in argv or "-A" in argv or any(a.startswith("--namespace=") for a in argv), (
         f"{doc}: {seg}: name the namespace (-n)"
-    named = [a for a in argv if a in examples or any(a.startswith(p) for p in ("job/", "experiment=")) and
-             a.split("/")[-1].split("=")[-1].rsplit("-", 2)[0] in examples]
+    )
+    named = [
+        a
+        for a in argv
+        if a in examples
+        or any(a.startswith(p) for p in ("job/", "experiment="))
+        and a.split("/")[-1].split("=")[-1].rsplit("-", 2)[0] in examples
+    ]
     for a in named:
         want = examples.get(a) or examples[a.split("/")[-1].split("=")[-1].rsplit("-", 2)[0]]
         ns = argv[argv.index("-n") + 1] if "-n" in argv else None

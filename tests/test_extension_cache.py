@@ -1,4 +1,5 @@
 """The JIT-extension cache clears build locks that no live run can own, and only those."""
+
 import fcntl
 import os
 

@@ -1,5 +1,6 @@
 """The images: Dockerfiles read for what matters, the worker lock resolved for the image's platform, and the
 operator image built and run for real (buildah/podman here, Docker where a daemon answers)."""
+
 import os
 import re
 import shutil
@@ -153,8 +154,9 @@ def _uv() -> str:
 
 def test_image_locks_resolve_for_the_image_platforms():
     """The committed locks resolve on their own for their images' Python and platform, from metadata alone."""
-    r = subprocess.run(["bash", "scripts/image_locks.sh", "--check", _uv()], cwd=REPO, capture_output=True,
-                       text=True, timeout=600)
+    r = subprocess.run(
+        ["bash", "scripts/image_locks.sh", "--check", _uv()], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "worker/requirements.lock resolves for CPython 3.12" in r.stdout
     assert "operator/requirements.lock resolves for CPython 3.11" in r.stdout
@@ -166,8 +168,14 @@ def test_worker_lock_check_fails_on_a_conflict(tmp_path):
     text = LOCK.read_text()
     assert "\ntorch==" in text
     bad.write_text(re.sub(r"\ntorch==\S+", "\ntorch==2.9.1", text))
-    r = subprocess.run(["bash", "scripts/image_locks.sh", "--check", _uv()], cwd=REPO, capture_output=True,
-                       text=True, timeout=600, env={**os.environ, "WORKER_LOCK": str(bad)})
+    r = subprocess.run(
+        ["bash", "scripts/image_locks.sh", "--check", _uv()],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "WORKER_LOCK": str(bad)},
+    )
     assert r.returncode != 0
     assert "torch" in r.stderr
 
@@ -192,8 +200,14 @@ def test_operator_image_builds_and_runs():
     if reason:
         pytest.skip(reason)
     env = {**os.environ, "REGISTRY": "localhost/lrm-safety-test"}
-    r = subprocess.run(["bash", "scripts/build_images.sh", "--check", "--base-from-debian", "operator"], cwd=REPO,
-                       capture_output=True, text=True, env=env, timeout=1100)
+    r = subprocess.run(
+        ["bash", "scripts/build_images.sh", "--check", "--base-from-debian", "operator"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1100,
+    )
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
     assert re.search(r"built localhost/lrm-safety-test/operator:\S+ with \w+ in \d+ s, \d+ MB", out), out[-2000:]

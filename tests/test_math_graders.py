@@ -2,6 +2,7 @@
 disagree, each with the rule that decides it. Release files: reasoning_evaluation/utils/parser.py
 (extract_answer, strip_string) and reasoning_evaluation/utils/grader.py (math_equal, numeric_equal,
 symbolic_equal, call_with_timeout), applied as reasoning_evaluation/eval.py applies them."""
+
 import time
 
 import pytest
@@ -50,15 +51,21 @@ DISAGREE = [
     ("\\boxed{B: 5}", "5", True, False, "a choice prefix B: is dropped"),
     ("\\boxed{(1,2)}", "[1,2]", True, False, "brackets stripped before comparing"),
     ("\\boxed{(3,4)}", "[3,4]", True, False, "brackets stripped before comparing"),
-    ("\\boxed{2x + 1 = y}", "y = 2x+1", False, True, "equations compared as lhs - rhs, up to sign: y - 2x - 1 "
-                                                     "is -(2x + 1 - y), yet (x, y) leaves = off one side"),
+    (
+        "\\boxed{2x + 1 = y}",
+        "y = 2x+1",
+        False,
+        True,
+        "equations compared as lhs - rhs, up to sign: y - 2x - 1 is -(2x + 1 - y), yet (x, y) leaves = off one side",
+    ),
     ("\\boxed{x \\in [2, 5)}", "[2,5)", False, True, "x\\in is dropped but the space before \\in keeps it whole"),
     ("\\boxed{\\frac{1}{4}}", "25\\%", False, True, "% dropped: 1/4 against 25 (not a plain number, no x100 rule)"),
 ]
 
 
-@pytest.mark.parametrize("response,reference,release,mathverify,rule", DISAGREE,
-                         ids=[f"{i}-{r[4][:28]}" for i, r in enumerate(DISAGREE)])
+@pytest.mark.parametrize(
+    "response,reference,release,mathverify,rule", DISAGREE, ids=[f"{i}-{r[4][:28]}" for i, r in enumerate(DISAGREE)]
+)
 def test_the_graders_disagree_as_their_rules_say(response, reference, release, mathverify, rule):
     assert grade(response, reference)["correct"] is release, rule
     assert grade(response, reference, "math-verify")["correct"] is mathverify
@@ -98,4 +105,6 @@ def test_sympy_runs_under_a_timeout_in_a_separate_process(monkeypatch):
 
 def test_the_default_grader_is_the_release_and_math_verify_is_an_opt_in():
     assert parse_spec({"evaluate": {"dataRoot": "/d"}}).evaluate.math_grader == "release"
-    assert parse_spec({"evaluate": {"dataRoot": "/d", "mathGrader": "math-verify"}}).evaluate.math_grader == "math-verify"
+    assert (
+        parse_spec({"evaluate": {"dataRoot": "/d", "mathGrader": "math-verify"}}).evaluate.math_grader == "math-verify"
+    )

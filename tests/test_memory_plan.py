@@ -1,4 +1,5 @@
 """The train memory plan for the study's 7B student, from its config alone, against DeepSpeed's own estimators."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -22,9 +23,19 @@ def shape():
 
 
 def _spec(gpus, zero, **train):
-    return parse_spec({"student": {"model": R1_7B}, "resources": {"nodeSelector": H100},
-                       "train": {"gpusPerNode": gpus, "deepspeed": zero, "globalBatchSize": None,
-                                 "gradientAccumulation": 8, **train}})
+    return parse_spec(
+        {
+            "student": {"model": R1_7B},
+            "resources": {"nodeSelector": H100},
+            "train": {
+                "gpusPerNode": gpus,
+                "deepspeed": zero,
+                "globalBatchSize": None,
+                "gradientAccumulation": 8,
+                **train,
+            },
+        }
+    )
 
 
 def test_the_7b_shape_is_qwen2_7b(shape):
@@ -33,8 +44,17 @@ def test_the_7b_shape_is_qwen2_7b(shape):
     assert (shape.hidden, shape.layers, shape.vocab) == (3584, 28, 152064)
 
 
-@pytest.mark.parametrize("gpus,zero,fits", [(1, "zero2", False), (4, "zero2", True), (8, "zero2", True),
-                                            (1, "zero3", False), (4, "zero3", True), (8, "zero3", True)])
+@pytest.mark.parametrize(
+    "gpus,zero,fits",
+    [
+        (1, "zero2", False),
+        (4, "zero2", True),
+        (8, "zero2", True),
+        (1, "zero3", False),
+        (4, "zero3", True),
+        (8, "zero3", True),
+    ],
+)
 def test_7b_full_finetune_per_gpu(shape, gpus, zero, fits):
     plan = mp.train_plan(_spec(gpus, zero), shape=shape)
     if gpus == 1 and zero == "zero2":
@@ -43,14 +63,20 @@ def test_7b_full_finetune_per_gpu(shape, gpus, zero, fits):
     elif zero == "zero2":
         from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
-        assert plan["modelStatesGB"] == round(estimate_zero2_model_states_mem_needs(
-            shape.params, gpus, 1, cpu_offload=False)[1] / 1e9, 1)
+        assert plan["modelStatesGB"] == round(
+            estimate_zero2_model_states_mem_needs(shape.params, gpus, 1, cpu_offload=False)[1] / 1e9, 1
+        )
         assert plan["modelStatesFrom"] == "DeepSpeed's ZeRO-2 estimator"
     else:
         from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
 
-        assert plan["modelStatesGB"] == round(estimate_zero3_model_states_mem_needs(
-            shape.params, shape.largest_layer, gpus, 1, cpu_offload=False, cpu_offload_params=False)[1] / 1e9, 1)
+        assert plan["modelStatesGB"] == round(
+            estimate_zero3_model_states_mem_needs(
+                shape.params, shape.largest_layer, gpus, 1, cpu_offload=False, cpu_offload_params=False
+            )[1]
+            / 1e9,
+            1,
+        )
     assert plan["gpuMemoryGB"] == 80.0 and "gpu.product" in plan["gpuMemoryFrom"]
     assert ("warning" not in plan) == fits, plan
     if not fits:
@@ -63,8 +89,10 @@ def test_more_gpus_need_less_per_gpu(shape):
 
 
 def test_lora_and_offload_fit_one_gpu(shape):
-    lora = mp.train_plan(_spec(1, "none", method="lora", lora={"r": 16}), shape=shapes.model_shape(
-        R1_7B, lora=parse_spec({"train": {"method": "lora", "lora": {"r": 16}}}).train.lora))
+    lora = mp.train_plan(
+        _spec(1, "none", method="lora", lora={"r": 16}),
+        shape=shapes.model_shape(R1_7B, lora=parse_spec({"train": {"method": "lora", "lora": {"r": 16}}}).train.lora),
+    )
     assert lora["modelStatesGB"] < 20 and "warning" not in lora
     off = mp.train_plan(_spec(1, "zero3", offload=True), shape=shape)
     assert off["modelStatesGB"] < 5 and "warning" not in off
@@ -120,9 +148,14 @@ def test_the_builtin_model_is_planned_without_converting_it(tmp_path, monkeypatc
     monkeypatch.setenv("LRM_SAFETY_CACHE", str(tmp_path))
     monkeypatch.setattr(models, "convert_gguf", lambda *a, **k: (_ for _ in ()).throw(AssertionError("converted")))
     shape = model_shape("builtin:smollm2-135m-instruct")
-    assert shape.params == 134_515_008 and shape.layers == KNOWN_MODELS["builtin:smollm2-135m-instruct"]["num_hidden_layers"]
+    assert (
+        shape.params == 134_515_008
+        and shape.layers == KNOWN_MODELS["builtin:smollm2-135m-instruct"]["num_hidden_layers"]
+    )
     lora = type("L", (), {"target_modules": ["all-linear"], "r": 8})()
-    assert model_shape("builtin:smollm2-135m-instruct", lora=lora).lora_params > 0, "LoRA: the meta model, no conversion"
+    assert model_shape("builtin:smollm2-135m-instruct", lora=lora).lora_params > 0, (
+        "LoRA: the meta model, no conversion"
+    )
 
 
 def test_the_builtin_models_table_entry_is_its_gguf_config():

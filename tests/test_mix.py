@@ -1,4 +1,5 @@
 """mix: counts, seed reproducibility, dedupe, over-length accounting, the missing-math error."""
+
 import json
 
 import pytest
@@ -11,17 +12,32 @@ from lrm_safety.stages import mix
 
 
 def _safety_file(tmp_path, n=30, dupes=5):
-    rows = [{"prompt": f"harmful request number {i}", "response": f"<think>\nunsafe\n</think>\n\nI'm sorry ({i})."}
-            for i in range(n)]
-    rows += [{"prompt": f"Harmful  request number {i}", "response": "dup"} for i in range(dupes)]  # same prompt, spacing/case
+    rows = [
+        {"prompt": f"harmful request number {i}", "response": f"<think>\nunsafe\n</think>\n\nI'm sorry ({i})."}
+        for i in range(n)
+    ]
+    rows += [
+        {"prompt": f"Harmful  request number {i}", "response": "dup"} for i in range(dupes)
+    ]  # same prompt, spacing/case
     path = tmp_path / "safety.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
     return str(path)
 
 
 def _build(tmp_path, name="exp", **mix_over):
-    ctx = make_ctx(tmp_path, {"mix": {"safetySource": _safety_file(tmp_path), "safetyCount": 20,
-                                      "mathSource": "builtin:synthetic-math", "mathCount": 10, **mix_over}}, name=name)
+    ctx = make_ctx(
+        tmp_path,
+        {
+            "mix": {
+                "safetySource": _safety_file(tmp_path),
+                "safetyCount": 20,
+                "mathSource": "builtin:synthetic-math",
+                "mathCount": 10,
+                **mix_over,
+            }
+        },
+        name=name,
+    )
     return mix.build(ctx, None)
 
 
@@ -45,20 +61,34 @@ def test_the_release_mixture_all_math_and_random_sample_of_safety(tmp_path):
     """dataset/proc.py: every math sample, then random.seed(42); random.sample(safety, k)."""
     import random
 
-    safety = [{"prompt": f"unsafe request {i}", "response": f"<think>\nno\n</think>\n\nSorry ({i})."} for i in range(50)]
-    math = [{"prompt": f"What is {i} + {i}?", "response": f"<think>\n{i}+{i}\n</think>\n\n\\boxed{{{2 * i}}}"}
-            for i in range(12)]
+    safety = [
+        {"prompt": f"unsafe request {i}", "response": f"<think>\nno\n</think>\n\nSorry ({i})."} for i in range(50)
+    ]
+    math = [
+        {"prompt": f"What is {i} + {i}?", "response": f"<think>\n{i}+{i}\n</think>\n\n\\boxed{{{2 * i}}}"}
+        for i in range(12)
+    ]
     (tmp_path / "safety.json").write_text(json.dumps(safety))  # the release's files are JSON arrays
     (tmp_path / "math.json").write_text(json.dumps(math))
     for k in (10, 4):
-        ctx = make_ctx(tmp_path, {"mix": {"safetySource": str(tmp_path / "safety.json"), "safetyCount": k,
-                                          "mathSource": str(tmp_path / "math.json"), "mathCount": 4000}})
+        ctx = make_ctx(
+            tmp_path,
+            {
+                "mix": {
+                    "safetySource": str(tmp_path / "safety.json"),
+                    "safetyCount": k,
+                    "mathSource": str(tmp_path / "math.json"),
+                    "mathCount": 4000,
+                }
+            },
+        )
         splits, counts, _ = mix.build(ctx, None)
         random.seed(42)
         expected = random.sample(safety, k)
         got = [s["messages"] for s in splits["train"]]
-        assert got[:12] == [[{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["response"]}]
-                            for r in math], "all math, in order"
+        assert got[:12] == [
+            [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["response"]}] for r in math
+        ], "all math, in order"
         assert [m[0]["content"] for m in got[12:]] == [r["prompt"] for r in expected]
         assert counts["math"] == 12 and counts["safety"] == k
 
@@ -91,23 +121,53 @@ def test_overlength_counted_in_trained_tokens_then_kept_or_dropped(tmp_path, smo
     from lrm_safety.training.text import Renderer
 
     renderer = Renderer(AutoTokenizer.from_pretrained(smol_dir))
-    ctx = make_ctx(tmp_path, {"train": {"maxLength": 40}, "mix": {
-        "safetySource": _safety_file(tmp_path), "safetyCount": 20, "mathSource": "builtin:synthetic-math",
-        "mathCount": 10, "overlength": "drop"}})
+    ctx = make_ctx(
+        tmp_path,
+        {
+            "train": {"maxLength": 40},
+            "mix": {
+                "safetySource": _safety_file(tmp_path),
+                "safetyCount": 20,
+                "mathSource": "builtin:synthetic-math",
+                "mathCount": 10,
+                "overlength": "drop",
+            },
+        },
+    )
     _, dropped, _ = mix.build(ctx, renderer)
     assert dropped["overLength"] > 0 and dropped["train"] == 30 - dropped["overLength"]
-    ctx = make_ctx(tmp_path, {"train": {"maxLength": 40}, "mix": {
-        "safetySource": _safety_file(tmp_path), "safetyCount": 20, "mathSource": "builtin:synthetic-math",
-        "mathCount": 10}})
+    ctx = make_ctx(
+        tmp_path,
+        {
+            "train": {"maxLength": 40},
+            "mix": {
+                "safetySource": _safety_file(tmp_path),
+                "safetyCount": 20,
+                "mathSource": "builtin:synthetic-math",
+                "mathCount": 10,
+            },
+        },
+    )
     splits, kept, _ = mix.build(ctx, renderer)
     assert kept["overLength"] == dropped["overLength"] and kept["train"] == 30, "truncated in train, as TRL does"
     assert kept["overLengthPolicy"] == "truncate" and max(s["tokens"] for s in splits["train"]) == 40
 
 
 def test_heldout_split_and_system_prompt(tmp_path):
-    ctx = make_ctx(tmp_path, {"distill": {"style": "short"}, "mix": {
-        "safetySource": _safety_file(tmp_path), "safetyCount": 20, "mathSource": "builtin:synthetic-math",
-        "mathCount": 10, "heldoutFraction": 0.2, "systemPrompt": True}})
+    ctx = make_ctx(
+        tmp_path,
+        {
+            "distill": {"style": "short"},
+            "mix": {
+                "safetySource": _safety_file(tmp_path),
+                "safetyCount": 20,
+                "mathSource": "builtin:synthetic-math",
+                "mathCount": 10,
+                "heldoutFraction": 0.2,
+                "systemPrompt": True,
+            },
+        },
+    )
     splits, counts, _ = mix.build(ctx, None)
     assert counts["heldout"] == 6 and counts["train"] == 24
     assert splits["train"][0]["messages"][0] == {"role": "system", "content": __import__("lrm_safety").styles.SHORT}
@@ -136,12 +196,24 @@ def test_synthetic_math_is_correct_and_seeded():
 
 
 def test_a_kept_cut_off_answer_is_marked_for_training_without_end_of_turn(tmp_path):
-    rows = [{"prompt": f"q{i}", "response": f"<think>\nr{i}\n</think>\n\na{i}", **({"finish": "length"} if i == 0 else {})}
-            for i in range(3)]
+    rows = [
+        {"prompt": f"q{i}", "response": f"<think>\nr{i}\n</think>\n\na{i}", **({"finish": "length"} if i == 0 else {})}
+        for i in range(3)
+    ]
     src = tmp_path / "s.jsonl"
     src.write_text("\n".join(json.dumps(r) for r in rows))
-    ctx = make_ctx(tmp_path, {"mix": {"safetySource": str(src), "safetyCount": 3, "mathSource": "builtin:synthetic-math",
-                                      "mathCount": 1, "heldoutFraction": 0.0}})
+    ctx = make_ctx(
+        tmp_path,
+        {
+            "mix": {
+                "safetySource": str(src),
+                "safetyCount": 3,
+                "mathSource": "builtin:synthetic-math",
+                "mathCount": 1,
+                "heldoutFraction": 0.0,
+            }
+        },
+    )
     calls = []
     splits, _, _ = mix.build(ctx, lambda msgs, eot=True: calls.append(eot) or [0] * 10)
     marked = {s["messages"][-2]["content"]: s.get("endOfTurn", True) for s in splits["train"] if s["kind"] == "safety"}

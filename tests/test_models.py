@@ -21,10 +21,11 @@ def test_converted_model_generates(smol_dir):
 
     tok = AutoTokenizer.from_pretrained(smol_dir)
     model = AutoModelForCausalLM.from_pretrained(smol_dir)
-    ids = tok.apply_chat_template([{"role": "user", "content": "What is 2+2?"}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "What is 2+2?"}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     out = model.generate(**ids, max_new_tokens=8, do_sample=False)
-    assert len(tok.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()) > 0
+    assert len(tok.decode(out[0][ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()) > 0
 
 
 def test_local_dir_and_errors(smol_dir, tmp_path):

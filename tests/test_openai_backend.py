@@ -1,4 +1,5 @@
 """The openai backend against a real local OpenAI-compatible HTTP server (aiohttp), retries included."""
+
 import asyncio
 import threading
 

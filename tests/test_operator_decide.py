@@ -1,5 +1,6 @@
 """The operator's decision function: status transitions, retries by exit code, waiting pods, start timeouts,
 finished stages whose Jobs are gone, suspend, conditions, events. Pure: no cluster, time passed in."""
+
 import datetime as dt
 import json
 
@@ -14,13 +15,21 @@ T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 def _body(status=None, **spec):
     """No retry backoff unless a test sets one."""
     resources = {"retryBackoffSeconds": 0, **spec.pop("resources", {})}
-    return {"metadata": {"name": "e", "namespace": "ns", "uid": "u", "generation": 3},
-            "spec": {"evaluate": {"dataRoot": "/d"}, "resources": resources, **spec}, "status": status or {}}
+    return {
+        "metadata": {"name": "e", "namespace": "ns", "uid": "u", "generation": 3},
+        "spec": {"evaluate": {"dataRoot": "/d"}, "resources": resources, **spec},
+        "status": status or {},
+    }
 
 
 def _obs(body, jobs=None, pods=None, at=0, store=None):
-    return Observed(body=body, jobs=jobs or {}, pods=pods or {}, now=T0 + dt.timedelta(seconds=at),
-                    finished_in_store=(store or {}).get)
+    return Observed(
+        body=body,
+        jobs=jobs or {},
+        pods=pods or {},
+        now=T0 + dt.timedelta(seconds=at),
+        finished_in_store=(store or {}).get,
+    )
 
 
 def _done(job, reason=None, ok=True, message=None):
@@ -35,17 +44,30 @@ def _done(job, reason=None, ok=True, message=None):
 def _pod(name, exit_code=None, message=None, waiting=None, unschedulable=None, running=False, reason="Error"):
     state = {}
     if exit_code is not None:
-        state = {"terminated": {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else reason,
-                                "message": message or ""}}
+        state = {
+            "terminated": {
+                "exitCode": exit_code,
+                "reason": "Completed" if exit_code == 0 else reason,
+                "message": message or "",
+            }
+        }
     elif waiting:
         state = {"waiting": {"reason": waiting[0], "message": waiting[1]}}
     elif running:
         state = {"running": {"startedAt": "x"}}
-    conds = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": unschedulable}] \
-        if unschedulable else []
-    return {"metadata": {"name": name, "labels": {}}, "status": {
-        "phase": "Running" if running else ("Failed" if exit_code else "Pending"), "conditions": conds,
-        "containerStatuses": [{"name": "c", "state": state}] if state else []}}
+    conds = (
+        [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": unschedulable}]
+        if unschedulable
+        else []
+    )
+    return {
+        "metadata": {"name": name, "labels": {}},
+        "status": {
+            "phase": "Running" if running else ("Failed" if exit_code else "Pending"),
+            "conditions": conds,
+            "containerStatuses": [{"name": "c", "state": state}] if state else [],
+        },
+    }
 
 
 def _names(objs, kind="Job"):
@@ -78,8 +100,13 @@ def test_first_reconcile_creates_configmap_and_first_job():
     assert d["startedAt"] == d["attemptStartedAt"] == "2026-01-01T00:00:00Z"
     assert _cond(s, "Progressing")["status"] == "True" and _cond(s, "Ready")["status"] == "False"
     # One event for the first steps (acceptance and the first Job): a request less per experiment.
-    assert acts.events == [("Normal", "StageStarted",
-                            "spec valid; stages: distill, mix, train, evaluate. distill: created Job e-distill-1 (attempt 1)")]
+    assert acts.events == [
+        (
+            "Normal",
+            "StageStarted",
+            "spec valid; stages: distill, mix, train, evaluate. distill: created Job e-distill-1 (attempt 1)",
+        )
+    ]
     assert [(c.stage, c.resource_version) for c in acts.claims] == [("distill", None)]
     # Nothing else to do until an event, except the start deadline: decide asks to look again then.
     assert acts.requeue_after is None or acts.requeue_after > 0
@@ -100,7 +127,9 @@ def test_success_moves_to_next_stage_and_copies_summary():
     msg = json.dumps({"stage": "distill", "counts": {"accepted": 9}, "complete": True})
     acts = decide(_obs(body, {"e-distill-1": job}, {"e-distill-1": [_pod("p", 0, "log line\n" + msg)]}))
     s = acts.status
-    assert s["stages"]["distill"]["state"] == "Succeeded" and s["stages"]["distill"]["summary"]["counts"] == {"accepted": 9}
+    assert s["stages"]["distill"]["state"] == "Succeeded" and s["stages"]["distill"]["summary"]["counts"] == {
+        "accepted": 9
+    }
     assert s["stages"]["distill"]["artifactUri"] == "file://./artifacts/e/distill"
     assert _names(acts.create) == ["e-mix-1"] and s["stage"] == "mix"
     assert not [o for o in acts.create if o["kind"] == "ConfigMap"], "the spec ConfigMap is created once, first"
@@ -109,8 +138,18 @@ def test_success_moves_to_next_stage_and_copies_summary():
 
 
 def test_shard_summaries_come_from_the_finished_manifest_or_add_up():
-    shard = lambda i, n: _pod(f"p{i}", 0, json.dumps({"stage": "distill", "shard": i, "complete": False,  # noqa: E731
-                                                      "counts": {"prompts": n, "accepted": n - 1}}))
+    shard = lambda i, n: _pod(
+        f"p{i}",
+        0,
+        json.dumps(
+            {
+                "stage": "distill",
+                "shard": i,
+                "complete": False,  # noqa: E731
+                "counts": {"prompts": n, "accepted": n - 1},
+            }
+        ),
+    )
     final = _pod("p9", 0, json.dumps({"stage": "distill", "complete": True, "counts": {"prompts": 16, "accepted": 14}}))
     assert combine_summaries([shard(0, 8), final])["counts"] == {"prompts": 16, "accepted": 14}
     assert combine_summaries([final, shard(0, 8)])["counts"] == {"prompts": 16, "accepted": 14}
@@ -119,8 +158,18 @@ def test_shard_summaries_come_from_the_finished_manifest_or_add_up():
 
 def test_full_pipeline_ends_succeeded_with_metrics():
     body, jobs, pods = _body(), {}, {}
-    summaries = {"evaluate": {"stage": "evaluate", "metrics": {"asr": 0.06, "overRefusal": 0.1, "mathAccuracy": 0.5,
-                                                              "codeAccuracy": 0.25, "benchmarks": {"advbench": {"base": 0.8}}}}}
+    summaries = {
+        "evaluate": {
+            "stage": "evaluate",
+            "metrics": {
+                "asr": 0.06,
+                "overRefusal": 0.1,
+                "mathAccuracy": 0.5,
+                "codeAccuracy": 0.25,
+                "benchmarks": {"advbench": {"base": 0.8}},
+            },
+        }
+    }
     for stage in ("distill", "mix", "train", "evaluate"):
         acts = _step(body, jobs=jobs, pods=pods)
         job = next(o for o in acts.create if o["kind"] == "Job")
@@ -185,23 +234,35 @@ def test_bad_input_exit_3_fails_at_once():
 
 
 def test_failure_without_pods_reads_the_exit_code_from_the_job_condition():
-    job = _done({}, reason="PodFailurePolicy", ok=False,
-                message="Container train for pod ns/e-train-1-0-x failed with exit code 3 matching FailJob rule at index 0")
+    job = _done(
+        {},
+        reason="PodFailurePolicy",
+        ok=False,
+        message="Container train for pod ns/e-train-1-0-x failed with exit code 3 matching FailJob rule at index 0",
+    )
     assert failure(job, [])["permanent"] is True and failure(job, [])["exitCode"] == 3
-    job = _done({}, reason="PodFailurePolicy", ok=False,
-                message="Container train for pod ns/e-train-1-1-x failed with exit code 1 matching FailJob rule at index 0")
+    job = _done(
+        {},
+        reason="PodFailurePolicy",
+        ok=False,
+        message="Container train for pod ns/e-train-1-1-x failed with exit code 1 matching FailJob rule at index 0",
+    )
     assert failure(job, [])["permanent"] is False, "multi-node: any worker's failure fails the Job; exit 1 is transient"
 
 
 def test_waiting_pod_is_reported_then_fails_the_attempt_at_the_start_timeout():
-    body = _body(resources={"startTimeoutSeconds": 600, "backoffLimit": 3},
-                 storage={"uri": "s3://b/p", "secretRef": {"name": "s3"}})
+    body = _body(
+        resources={"startTimeoutSeconds": 600, "backoffLimit": 3},
+        storage={"uri": "s3://b/p", "secretRef": {"name": "s3"}},
+    )
     acts = _step(body)
     job = acts.create[1]
     stuck = _pod("p", waiting=("CreateContainerConfigError", 'secret "s3" not found'))
     seen = _step(body, jobs={"e-distill-1": job}, pods={"e-distill-1": [stuck]}, at=60)
     st = body["status"]["stages"]["distill"]
-    assert st["waiting"]["reason"] == "CreateContainerConfigError" and 'secret "s3" not found' in st["waiting"]["message"]
+    assert (
+        st["waiting"]["reason"] == "CreateContainerConfigError" and 'secret "s3" not found' in st["waiting"]["message"]
+    )
     prog = _cond(body["status"], "Progressing")
     assert prog["status"] == "False" and prog["reason"] == "CreateContainerConfigError"
     assert [e[1] for e in seen.events] == ["CreateContainerConfigError"]
@@ -214,8 +275,13 @@ def test_waiting_pod_is_reported_then_fails_the_attempt_at_the_start_timeout():
     assert 'secret "s3" not found' in body["status"]["message"] and "start timeout 600s" in body["status"]["message"]
 
 
-@pytest.mark.parametrize("pod", [_pod("p", waiting=("ErrImagePull", "pull access denied")),
-                                 _pod("p", unschedulable="0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")])
+@pytest.mark.parametrize(
+    "pod",
+    [
+        _pod("p", waiting=("ErrImagePull", "pull access denied")),
+        _pod("p", unschedulable="0/3 nodes are available: 3 Insufficient nvidia.com/gpu."),
+    ],
+)
 def test_other_start_failures_are_retried(pod):
     body = _body(resources={"startTimeoutSeconds": 60, "backoffLimit": 2})
     acts = _step(body)
@@ -346,8 +412,15 @@ def test_operator_worker_defaults_apply_only_where_the_spec_names_none():
         assert pod["automountServiceAccountToken"] is False, "no token unless asked"
     cm = next(o for o in acts.create if o["kind"] == "ConfigMap")
     assert "registry.local/worker:7" in next(iter(cm["data"].values())), "the pod's spec file names the same image"
-    own = decide(_obs(_body(images={"worker": "mine:1", "pullSecrets": ["mine"]},
-                            resources={"serviceAccountName": "own", "automountServiceAccountToken": True})), chart)
+    own = decide(
+        _obs(
+            _body(
+                images={"worker": "mine:1", "pullSecrets": ["mine"]},
+                resources={"serviceAccountName": "own", "automountServiceAccountToken": True},
+            )
+        ),
+        chart,
+    )
     pod = next(o for o in own.create if o["kind"] == "Job")["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == "mine:1"
     assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mine"}], "the chart's first, then the spec's"
@@ -361,16 +434,25 @@ def test_worker_defaults_from_the_charts_env():
     from lrm_safety.spec import DEFAULT_WORKER_IMAGE
 
     assert WorkerDefaults.from_env({}).image == DEFAULT_WORKER_IMAGE
-    d = WorkerDefaults.from_env({"LRM_SAFETY_DEFAULT_WORKER_IMAGE": "r.io/w:1", "LRM_SAFETY_WORKER_PULL_SECRETS": "a, b",
-                                 "LRM_SAFETY_WORKER_SERVICE_ACCOUNT": "sa", "LRM_SAFETY_WORKER_AUTOMOUNT_TOKEN": "true"})
+    d = WorkerDefaults.from_env(
+        {
+            "LRM_SAFETY_DEFAULT_WORKER_IMAGE": "r.io/w:1",
+            "LRM_SAFETY_WORKER_PULL_SECRETS": "a, b",
+            "LRM_SAFETY_WORKER_SERVICE_ACCOUNT": "sa",
+            "LRM_SAFETY_WORKER_AUTOMOUNT_TOKEN": "true",
+        }
+    )
     assert d == WorkerDefaults(image="r.io/w:1", pull_secrets=("a", "b"), service_account="sa", automount_token=True)
 
 
 def test_spec_changes_are_ignored_only_after_the_spec_was_frozen():
     from safety_operator.status import ignored_changes
 
-    diff = [("change", ("spec", "train", "learningRate"), 1e-6, 1e-5), ("change", ("spec", "suspend"), False, True),
-            ("change", ("spec", "resources", "queue"), None, "q")]
+    diff = [
+        ("change", ("spec", "train", "learningRate"), 1e-6, 1e-5),
+        ("change", ("spec", "suspend"), False, True),
+        ("change", ("spec", "resources", "queue"), None, "q"),
+    ]
     never = {"phase": "Failed", "stages": {}}
     assert ignored_changes(diff, never, 2) == [], "an invalid spec that never ran is validated again"
     started = {"phase": "Running", "specGeneration": 2, "stages": {"distill": {"attempts": 1}}}
@@ -420,14 +502,28 @@ def test_the_holder_marks_its_claim_while_held_up_and_releases_it_when_the_stage
     mine = _claim("e")
     held = _pod("p", waiting=("ErrImagePull", "pull failed"))
     acts = decide(_claims_obs(body, mine, at=5, jobs={"e-distill-1": job}, pods={"e-distill-1": [held]}))
-    (work, since), = acts.marks
+    ((work, since),) = acts.marks
     assert since == "2026-01-01T00:00:05Z"
     body["status"] = acts.status
-    started = decide(_claims_obs(body, {**mine, "stuckSince": since}, at=9, jobs={"e-distill-1": job},
-                                 pods={"e-distill-1": [_pod("p", running=True)]}))
+    started = decide(
+        _claims_obs(
+            body,
+            {**mine, "stuckSince": since},
+            at=9,
+            jobs={"e-distill-1": job},
+            pods={"e-distill-1": [_pod("p", running=True)]},
+        )
+    )
     assert started.marks == [(work, None)], "moving again: unmarked"
-    done = decide(_claims_obs(body, mine, at=20, jobs={"e-distill-1": _done(job)},
-                              pods={"e-distill-1": [_pod("p", exit_code=0, message='{"stage": "distill"}')]}))
+    done = decide(
+        _claims_obs(
+            body,
+            mine,
+            at=20,
+            jobs={"e-distill-1": _done(job)},
+            pods={"e-distill-1": [_pod("p", exit_code=0, message='{"stage": "distill"}')]},
+        )
+    )
     assert work in done.releases, "the stage ended: the claim goes"
     assert done.status["progress"] == "-", "the next stage starts with no report of the previous one"
 
@@ -438,8 +534,11 @@ def test_a_finished_stage_reads_done_and_a_failed_experiment_shows_no_progress()
     body["status"]["stages"]["distill"]["progress"] = {"done": 6, "total": 8, "percent": 75.0}
     body["status"]["progress"] = "distill 6/8 (75%)"
     ok = decide(_obs(body, jobs={"e-distill-1": _done(job)}, at=30))
-    assert ok.status["stages"]["distill"]["progress"]["done"] == 8 and \
-        ok.status["stages"]["distill"]["progress"]["percent"] == 100.0
-    bad = decide(_obs(body, jobs={"e-distill-1": _done(job, ok=False)}, pods={"e-distill-1": [_pod("p", exit_code=1)]},
-                      at=30))
+    assert (
+        ok.status["stages"]["distill"]["progress"]["done"] == 8
+        and ok.status["stages"]["distill"]["progress"]["percent"] == 100.0
+    )
+    bad = decide(
+        _obs(body, jobs={"e-distill-1": _done(job, ok=False)}, pods={"e-distill-1": [_pod("p", exit_code=1)]}, at=30)
+    )
     assert bad.status["phase"] == "Failed" and bad.status["progress"] == "-"

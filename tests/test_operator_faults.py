@@ -12,6 +12,7 @@ right end for the experiment and what the operator's own log saw:
 
 The operator runs as the chart's ServiceAccount in a process of its own; stage pods are podrunner's processes
 (`instant`: they exit 0 after a few seconds; or real `lrm-safety stage mix` against SeaweedFS)."""
+
 import json
 import time
 
@@ -35,9 +36,13 @@ def operator(real, tmp_path):
 
 def served_spec(model_dir, seed: int) -> dict:
     """distill only, with the teacher served: distinct work per seed (no claim shared), one server for all."""
-    return {"stages": ["distill"], "resources": {"cpuOnly": True, "retryBackoffSeconds": 2},
-            "teacher": {"model": str(model_dir), "serve": {"idleSeconds": 3600}},
-            "distill": {"sampling": {"seed": seed}}, "evaluate": {"dataRoot": "s3://d"}}
+    return {
+        "stages": ["distill"],
+        "resources": {"cpuOnly": True, "retryBackoffSeconds": 2},
+        "teacher": {"model": str(model_dir), "serve": {"idleSeconds": 3600}},
+        "distill": {"sampling": {"seed": seed}},
+        "evaluate": {"dataRoot": "s3://d"},
+    }
 
 
 def deployments(real, ns) -> dict:
@@ -67,24 +72,37 @@ def test_a_shared_servers_service_outlives_any_one_of_its_users(real, operator, 
     server = wait_until(lambda: next(iter(deployments(real, ns)), None), 60, "the server's Deployment")
     for i, name in enumerate(("user-b", "user-c"), start=1):
         real.custom.create_namespaced_custom_object(G, V, ns, P, experiment(name, ns, served_spec(model, i)))
-    wait_until(lambda: len(deployments(real, ns)[server].metadata.owner_references or []) == 3, 60,
-               "three owners of the Deployment")
+    wait_until(
+        lambda: len(deployments(real, ns)[server].metadata.owner_references or []) == 3,
+        60,
+        "three owners of the Deployment",
+    )
     svc = wait_until(lambda: services(real, ns).get(server), 60, "the server's Service")
     assert _owners(svc) == [("Deployment", server)], "the Service belongs to the Deployment, not to a user"
     for name in ("user-a", "user-b", "user-c"):
-        wait_until(lambda: (status(real, ns, name).get("stages", {}).get("distill", {}).get("waiting") or {})
-                   .get("reason") == "ServerNotReady", 60, f"{name} waiting for its server")
+        wait_until(
+            lambda: (
+                (status(real, ns, name).get("stages", {}).get("distill", {}).get("waiting") or {}).get("reason")
+                == "ServerNotReady"
+            ),
+            60,
+            f"{name} waiting for its server",
+        )
 
     real.custom.delete_namespaced_custom_object(G, V, ns, P, "user-a")  # a user goes while the others wait
-    wait_until(lambda: _owners(deployments(real, ns)[server]) and len(_owners(deployments(real, ns)[server])) == 2,
-               60, "user-a's ownership gone from the Deployment")
+    wait_until(
+        lambda: _owners(deployments(real, ns)[server]) and len(_owners(deployments(real, ns)[server])) == 2,
+        60,
+        "user-a's ownership gone from the Deployment",
+    )
     time.sleep(4)  # the garbage collector's turn: nothing of the server may go with user-a
     assert server in deployments(real, ns) and server in services(real, ns), "the server outlives user-a"
 
     old_uid = services(real, ns)[server].metadata.uid
     real.core.delete_namespaced_service(server, ns)  # deleted by hand: the next reconcile of a user makes it again
-    back = wait_until(lambda: (s := services(real, ns).get(server)) and s.metadata.uid != old_uid and s, 60,
-                      "the Service made again")
+    back = wait_until(
+        lambda: (s := services(real, ns).get(server)) and s.metadata.uid != old_uid and s, 60, "the Service made again"
+    )
     assert _owners(back) == [("Deployment", server)]
 
     real.unswitch("hold")
@@ -98,15 +116,19 @@ def test_a_shared_servers_service_outlives_any_one_of_its_users(real, operator, 
         endpoint = json.loads(env["LRM_SAFETY_SERVED_ENDPOINTS"])["teacher"]
         assert endpoint == f"http://{server}.{ns}.svc:8000/v1" and server in svcs, (name, endpoint, svcs)
     real.custom.delete_namespaced_custom_object(G, V, ns, P, "user-c")  # a user goes while another's stage runs
-    st = wait_until(lambda: (s := status(real, ns, "user-b")).get("phase") in ("Succeeded", "Failed") and s, 90,
-                    "user-b to finish")
+    st = wait_until(
+        lambda: (s := status(real, ns, "user-b")).get("phase") in ("Succeeded", "Failed") and s, 90, "user-b to finish"
+    )
     assert st["phase"] == "Succeeded", st.get("message")
     assert server in services(real, ns) and server in deployments(real, ns), "still there for a later stage"
     assert list(jobs(real, ns)) == ["user-b-distill-1"], "nothing ran twice"
 
     real.custom.delete_namespaced_custom_object(G, V, ns, P, "user-b")  # the last user: the server goes
-    wait_until(lambda: server not in deployments(real, ns) and server not in services(real, ns), 60,
-               "the Deployment and its Service gone with their last user")
+    wait_until(
+        lambda: server not in deployments(real, ns) and server not in services(real, ns),
+        60,
+        "the Deployment and its Service gone with their last user",
+    )
     text = operator.log.read_text()
     assert f"experiment {ns}/user-a deleted" in text and f"server {ns}/{server}: its last owner" in text, text[-3000:]
     assert "Handler 'on_experiment_deleted' succeeded" not in text
@@ -118,13 +140,17 @@ def quick_spec(**resources) -> dict:
 
 def running_pod(real, ns, job):
     pods = real.core.list_namespaced_pod(ns, label_selector=f"job-name={job}").items
-    return next((p.metadata.name for p in pods if p.status.phase == "Running" and not p.metadata.deletion_timestamp),
-                None)
+    return next(
+        (p.metadata.name for p in pods if p.status.phase == "Running" and not p.metadata.deletion_timestamp), None
+    )
 
 
 def finished(real, ns, name, timeout):
-    return wait_until(lambda: (s := status(real, ns, name)).get("phase") in ("Succeeded", "Failed") and s, timeout,
-                      f"{name} to finish")
+    return wait_until(
+        lambda: (s := status(real, ns, name)).get("phase") in ("Succeeded", "Failed") and s,
+        timeout,
+        f"{name} to finish",
+    )
 
 
 def one_job_per_stage(real, ns, name) -> None:
@@ -158,8 +184,10 @@ def test_a_control_plane_restart_mid_stage_loses_nothing_and_runs_nothing_twice(
     took = time.monotonic() - started
     assert st["phase"] == "Succeeded", st.get("message")
     one_job_per_stage(real, ns, "r")
-    assert all(st["stages"][s]["attempts"] == 1 and not st["stages"][s].get("failures")
-               for s in ("distill", "mix", "train", "evaluate")), st["stages"]
+    assert all(
+        st["stages"][s]["attempts"] == 1 and not st["stages"][s].get("failures")
+        for s in ("distill", "mix", "train", "evaluate")
+    ), st["stages"]
     text = operator.log.read_text()
     assert f"[{ns}/r] Normal StageStarted: distill: Job r-distill-1 succeeded" in text, "it saw the Job finish"
     if component == "apiserver":  # its watches failed to connect, retried, then listed afresh (410 Gone)
@@ -181,8 +209,11 @@ def test_an_evicted_pod_is_retried_by_its_job_and_a_deleted_one_by_the_operator(
     real.custom.create_namespaced_custom_object(G, V, ns, P, experiment("d", ns, quick_spec(backoffLimit=2)))
     pod = wait_until(lambda: running_pod(real, ns, "d-distill-1"), 60, "distill's pod running")
     real.evict(ns, pod)
-    seen = wait_until(lambda: status(real, ns, "d").get("stages", {}).get("distill", {}).get("disruptions"), 30,
-                      "the eviction in status")
+    seen = wait_until(
+        lambda: status(real, ns, "d").get("stages", {}).get("distill", {}).get("disruptions"),
+        30,
+        "the eviction in status",
+    )
     assert seen[0]["pod"] == pod and seen[0]["reason"] == "EvictionByEvictionAPI", seen
     pod = wait_until(lambda: running_pod(real, ns, "d-mix-1"), 90, "mix's pod running")
     real.core.delete_namespaced_pod(pod, ns)
@@ -198,10 +229,20 @@ def test_an_evicted_pod_is_retried_by_its_job_and_a_deleted_one_by_the_operator(
     assert f"stage pod {seen[0]['pod']} EvictionByEvictionAPI" in operator.log.read_text()
 
 
-FULL = {"identities": [{"name": "lab", "credentials": [{"accessKey": "test", "secretKey": "test"}],
-                        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
-READ_ONLY = {"identities": [{"name": "lab", "credentials": [{"accessKey": "test", "secretKey": "test"}],
-                             "actions": ["Read", "List"]}]}
+FULL = {
+    "identities": [
+        {
+            "name": "lab",
+            "credentials": [{"accessKey": "test", "secretKey": "test"}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+    ]
+}
+READ_ONLY = {
+    "identities": [
+        {"name": "lab", "credentials": [{"accessKey": "test", "secretKey": "test"}], "actions": ["Read", "List"]}
+    ]
+}
 
 
 def test_a_store_that_refuses_writes_mid_stage_fails_transient_and_loses_nothing(real, operator, tmp_path):
@@ -228,16 +269,30 @@ def test_a_store_that_refuses_writes_mid_stage_fails_transient_and_loses_nothing
         ns = "full-store"
         real.namespace(ns)
         real.unswitch("instant")
-        real.kubectl("-n", ns, "create", "secret", "generic", "s3", "--from-literal=AWS_ACCESS_KEY_ID=test",
-                     "--from-literal=AWS_SECRET_ACCESS_KEY=test", check=False)
-        spec = {"stages": ["mix"], "storage": {"uri": "s3://quota/exps", "endpoint": weed.endpoint,
-                                               "secretRef": {"name": "s3"}},
-                "mix": {"safetySource": "s3://quota/data/safety.jsonl", "safetyCount": 6, "mathCount": 0},
-                "resources": {"cpuOnly": True, "retryBackoffSeconds": 15, "backoffLimit": 2},
-                "evaluate": {"dataRoot": "s3://quota/bench"}}
+        real.kubectl(
+            "-n",
+            ns,
+            "create",
+            "secret",
+            "generic",
+            "s3",
+            "--from-literal=AWS_ACCESS_KEY_ID=test",
+            "--from-literal=AWS_SECRET_ACCESS_KEY=test",
+            check=False,
+        )
+        spec = {
+            "stages": ["mix"],
+            "storage": {"uri": "s3://quota/exps", "endpoint": weed.endpoint, "secretRef": {"name": "s3"}},
+            "mix": {"safetySource": "s3://quota/data/safety.jsonl", "safetyCount": 6, "mathCount": 0},
+            "resources": {"cpuOnly": True, "retryBackoffSeconds": 15, "backoffLimit": 2},
+            "evaluate": {"dataRoot": "s3://quota/bench"},
+        }
         real.custom.create_namespaced_custom_object(G, V, ns, P, experiment("q", ns, spec))
-        failed = wait_until(lambda: (f := status(real, ns, "q").get("stages", {}).get("mix", {}).get("failures"))
-                            and f, 120, "the refused write to fail the attempt")
+        failed = wait_until(
+            lambda: (f := status(real, ns, "q").get("stages", {}).get("mix", {}).get("failures")) and f,
+            120,
+            "the refused write to fail the attempt",
+        )
         reason = failed[0]["reason"]
         assert "AccessDenied" in reason and "\n" not in reason and not failed[0]["permanent"], failed
         weed.stop()

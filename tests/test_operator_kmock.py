@@ -3,6 +3,7 @@
 kmock has no Job controller, so the tests play it: they mark Jobs complete or failed and create the
 pod whose termination message carries the stage summary.
 """
+
 import json
 
 import pytest
@@ -33,11 +34,19 @@ def operator(cluster):
 
 
 def create(cluster, name, spec=None, uid=None):
-    body = {"apiVersion": f"{G}/{V}", "kind": "SafetyExperiment",
-            # kmock assigns no uid/resourceVersion/generation: the test sets them as the API server would.
-            "metadata": {"name": name, "namespace": NS, "uid": uid or f"uid-{name}", "resourceVersion": "1",
-                         "generation": 1},
-            "spec": {"evaluate": {"dataRoot": "s3://data"}, **(spec or {})}}
+    body = {
+        "apiVersion": f"{G}/{V}",
+        "kind": "SafetyExperiment",
+        # kmock assigns no uid/resourceVersion/generation: the test sets them as the API server would.
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "uid": uid or f"uid-{name}",
+            "resourceVersion": "1",
+            "generation": 1,
+        },
+        "spec": {"evaluate": {"dataRoot": "s3://data"}, **(spec or {})},
+    }
     cluster.custom.create_namespaced_custom_object(G, V, NS, P, body)
 
 
@@ -47,8 +56,11 @@ def get(cluster, name):
 
 def jobs(cluster, name=None):
     out = json.loads(cluster.batch.list_namespaced_job(NS, _preload_content=False).data)["items"]
-    return {j["metadata"]["name"]: j for j in out
-            if name is None or j["metadata"]["labels"]["lrmsafety.io/experiment"] == name}
+    return {
+        j["metadata"]["name"]: j
+        for j in out
+        if name is None or j["metadata"]["labels"]["lrmsafety.io/experiment"] == name
+    }
 
 
 def pod_labels(cluster, job):
@@ -60,12 +72,24 @@ def pod_labels(cluster, job):
 def finish_job(cluster, job, ok=True, summary=None, reason="BackoffLimitExceeded"):
     """Play the Job controller and kubelet: pod with a termination message, then the Job condition."""
     if ok:
-        pod = {"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"name": f"{job}-pod", "namespace": NS, "labels": pod_labels(cluster, job)},
-               "spec": {"containers": [{"name": "c", "image": "x"}]},
-               "status": {"containerStatuses": [{"name": "c", "image": "x", "imageID": "", "ready": False,
-                                                 "restartCount": 0, "state": {"terminated": {
-                                                     "exitCode": 0, "message": json.dumps(summary or {})}}}]}}
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"{job}-pod", "namespace": NS, "labels": pod_labels(cluster, job)},
+            "spec": {"containers": [{"name": "c", "image": "x"}]},
+            "status": {
+                "containerStatuses": [
+                    {
+                        "name": "c",
+                        "image": "x",
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {"terminated": {"exitCode": 0, "message": json.dumps(summary or {})}},
+                    }
+                ]
+            },
+        }
         cluster.core.create_namespaced_pod(NS, pod)
     cond = {"type": "Complete" if ok else "Failed", "status": "True", "reason": "Done" if ok else reason}
     cluster.batch.patch_namespaced_job_status(job, NS, {"status": {"conditions": [cond]}})
@@ -92,16 +116,19 @@ def test_full_pipeline_reaches_succeeded_with_metrics(cluster, operator):
     create(cluster, "full")
     cm = wait_for(lambda: cluster.core.read_namespaced_config_map("full-spec", NS), 20, what="spec ConfigMap")
     assert "kind: SafetyExperiment" in cm.data["experiment.yaml"]
-    summaries = {"distill": {"stage": "distill", "counts": {"accepted": 1000}},
-                 "evaluate": {"stage": "evaluate", "metrics": {"asr": 0.07, "overRefusal": 0.12, "mathAccuracy": 0.8}}}
+    summaries = {
+        "distill": {"stage": "distill", "counts": {"accepted": 1000}},
+        "evaluate": {"stage": "evaluate", "metrics": {"asr": 0.07, "overRefusal": 0.12, "mathAccuracy": 0.8}},
+    }
     for stage in ("distill", "mix", "train", "evaluate"):
         job = wait_job(cluster, "full", f"full-{stage}-1")
         assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-full"
         # kopf patches status after the handler that created the Job returns: wait for it, do not race it.
         wait_for(lambda: get(cluster, "full")["status"]["stage"] == stage, 20, what=f"status.stage {stage}")
         finish_job(cluster, f"full-{stage}-1", summary=summaries.get(stage, {"stage": stage}))
-    status = wait_for(lambda: (s := get(cluster, "full").get("status", {})).get("phase") == "Succeeded" and s,
-                      20, what="Succeeded")
+    status = wait_for(
+        lambda: (s := get(cluster, "full").get("status", {})).get("phase") == "Succeeded" and s, 20, what="Succeeded"
+    )
     assert status["metrics"]["asr"] == 0.07 and status["metrics"]["overRefusal"] == 0.12
     assert printer_columns(get(cluster, "full"))["ASR"] == "7.0%"
     assert status["stages"]["distill"]["summary"]["counts"]["accepted"] == 1000
@@ -114,7 +141,10 @@ def test_charts_worker_image_and_pull_secrets_on_every_stage_job(cluster):
     one that names an image keeps it."""
     from safety_operator.manifests import WorkerDefaults
 
-    env = {"LRM_SAFETY_DEFAULT_WORKER_IMAGE": "registry.example/lrm/worker:9", "LRM_SAFETY_WORKER_PULL_SECRETS": "regcred"}
+    env = {
+        "LRM_SAFETY_DEFAULT_WORKER_IMAGE": "registry.example/lrm/worker:9",
+        "LRM_SAFETY_WORKER_PULL_SECRETS": "regcred",
+    }
     op = OperatorThread(cluster.url, worker=WorkerDefaults.from_env(env)).start()
     try:
         create(cluster, "chart-img")
@@ -148,14 +178,16 @@ def test_failed_job_is_retried_then_reported(cluster, operator):
 
 def test_invalid_spec_fails_with_the_field_path(cluster, operator):
     create(cluster, "bad", {"train": {"learningRate": -1}, "distill": {"shards": 0}})
-    status = wait_for(lambda: (s := get(cluster, "bad").get("status", {})).get("phase") == "Failed" and s, 20,
-                      what="Failed")
+    status = wait_for(
+        lambda: (s := get(cluster, "bad").get("status", {})).get("phase") == "Failed" and s, 20, what="Failed"
+    )
     assert "spec.train.learningRate: must be > 0" in status["message"]
     assert "spec.distill.shards: must be >= 1" in status["message"]
     assert jobs(cluster, "bad") == {}, "no Job may start for an invalid spec"
     # Fixed before any Job started: validated again, and it starts.
-    cluster.custom.patch_namespaced_custom_object(G, V, NS, P, "bad", {"spec": {"train": {"learningRate": 1e-5},
-                                                                              "distill": {"shards": 2}}})
+    cluster.custom.patch_namespaced_custom_object(
+        G, V, NS, P, "bad", {"spec": {"train": {"learningRate": 1e-5}, "distill": {"shards": 2}}}
+    )
     wait_job(cluster, "bad", "bad-distill-1")
     status = wait_for(lambda: (s := get(cluster, "bad")["status"]).get("phase") == "Running" and s, 20, what="Running")
     assert next(c for c in status["conditions"] if c["type"] == "Failed")["status"] == "False"
@@ -204,22 +236,37 @@ def events(cluster, name, reason=None):
 
 def add_pod(cluster, job, state, name=None, conditions=None):
     """A stage pod as the kubelet reports it (kmock runs none)."""
-    pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": name or f"{job}-x", "namespace": NS, "labels": pod_labels(cluster, job)},
-           "spec": {"containers": [{"name": "c", "image": "x"}]},
-           "status": {"phase": "Pending", "conditions": conditions or [],
-                      "containerStatuses": [{"name": "c", "image": "x", "imageID": "", "ready": False,
-                                             "restartCount": 0, "state": state}] if state else []}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name or f"{job}-x", "namespace": NS, "labels": pod_labels(cluster, job)},
+        "spec": {"containers": [{"name": "c", "image": "x"}]},
+        "status": {
+            "phase": "Pending",
+            "conditions": conditions or [],
+            "containerStatuses": [
+                {"name": "c", "image": "x", "imageID": "", "ready": False, "restartCount": 0, "state": state}
+            ]
+            if state
+            else [],
+        },
+    }
     cluster.core.create_namespaced_pod(NS, pod)
 
 
 def test_waiting_pod_shows_its_reason_then_fails_at_the_start_timeout(cluster, operator):
     create(cluster, "stuck", {"resources": {"startTimeoutSeconds": 3}})
     wait_job(cluster, "stuck", "stuck-distill-1")
-    add_pod(cluster, "stuck-distill-1", {"waiting": {"reason": "CreateContainerConfigError",
-                                                     "message": 'secret "lrm-safety-s3" not found'}})
-    status = wait_for(lambda: (s := get(cluster, "stuck")["status"])["stages"]["distill"].get("waiting") and s, 10,
-                      what="waiting reason in status")
+    add_pod(
+        cluster,
+        "stuck-distill-1",
+        {"waiting": {"reason": "CreateContainerConfigError", "message": 'secret "lrm-safety-s3" not found'}},
+    )
+    status = wait_for(
+        lambda: (s := get(cluster, "stuck")["status"])["stages"]["distill"].get("waiting") and s,
+        10,
+        what="waiting reason in status",
+    )
     assert 'secret "lrm-safety-s3" not found' in status["stages"]["distill"]["waiting"]["message"]
     prog = next(c for c in status["conditions"] if c["type"] == "Progressing")
     assert prog["status"] == "False" and prog["reason"] == "CreateContainerConfigError"
@@ -235,15 +282,40 @@ def test_waiting_pod_shows_its_reason_then_fails_at_the_start_timeout(cluster, o
 def test_bad_input_exit_code_fails_at_once_and_exit_1_is_retried(cluster, operator):
     create(cluster, "codes", {"resources": {"backoffLimit": 3, "retryBackoffSeconds": 1}})
     wait_job(cluster, "codes", "codes-distill-1")
-    add_pod(cluster, "codes-distill-1", {"terminated": {"exitCode": 1, "reason": "Error", "message": json.dumps(
-        {"stage": "distill", "error": "EndpointConnectionError: Could not connect to the endpoint URL"})}})
+    add_pod(
+        cluster,
+        "codes-distill-1",
+        {
+            "terminated": {
+                "exitCode": 1,
+                "reason": "Error",
+                "message": json.dumps(
+                    {"stage": "distill", "error": "EndpointConnectionError: Could not connect to the endpoint URL"}
+                ),
+            }
+        },
+    )
     finish_job(cluster, "codes-distill-1", ok=False)
     wait_job(cluster, "codes", "codes-distill-2")
-    st = wait_for(lambda: (d := get(cluster, "codes")["status"]["stages"]["distill"]).get("failures") and d, 10,
-                  what="the failed attempt in status")
+    st = wait_for(
+        lambda: (d := get(cluster, "codes")["status"]["stages"]["distill"]).get("failures") and d,
+        10,
+        what="the failed attempt in status",
+    )
     assert st["failures"][0]["exitCode"] == 1 and "EndpointConnectionError" in st["failures"][0]["reason"]
-    add_pod(cluster, "codes-distill-2", {"terminated": {"exitCode": 3, "reason": "Error", "message": json.dumps(
-        {"stage": "distill", "error": "s3://data/prompts.jsonl: NoSuchKey", "permanent": True})}})
+    add_pod(
+        cluster,
+        "codes-distill-2",
+        {
+            "terminated": {
+                "exitCode": 3,
+                "reason": "Error",
+                "message": json.dumps(
+                    {"stage": "distill", "error": "s3://data/prompts.jsonl: NoSuchKey", "permanent": True}
+                ),
+            }
+        },
+    )
     finish_job(cluster, "codes-distill-2", ok=False, reason="PodFailurePolicy")
     status = wait_for(lambda: (s := get(cluster, "codes")["status"]).get("phase") == "Failed" and s, 15, what="Failed")
     assert "bad input, not retried" in status["message"] and "NoSuchKey" in status["message"]
@@ -258,16 +330,29 @@ def test_forbidden_job_create_sets_a_condition_and_an_event(cluster, operator, m
 
     def forbidden(self, namespace, body, **kw):
         e = ApiException(status=403, reason="Forbidden")
-        e.body = json.dumps({"kind": "Status", "status": "Failure", "reason": "Forbidden", "code": 403, "message":
-                             'jobs.batch "deny-distill-1" is forbidden: cannot set blockOwnerDeletion if an '
-                             'ownerReference refers to a resource you can\'t set finalizers on'})
+        e.body = json.dumps(
+            {
+                "kind": "Status",
+                "status": "Failure",
+                "reason": "Forbidden",
+                "code": 403,
+                "message": 'jobs.batch "deny-distill-1" is forbidden: cannot set blockOwnerDeletion if an '
+                "ownerReference refers to a resource you can't set finalizers on",
+            }
+        )
         raise e
 
     monkeypatch.setattr(BatchV1Api, "create_namespaced_job", forbidden)
     create(cluster, "deny")
-    status = wait_for(lambda: (s := get(cluster, "deny").get("status", {})) and
-                      any(c["type"] == "Degraded" and c["status"] == "True" for c in s.get("conditions", [])) and s,
-                      20, what="Degraded condition")
+    status = wait_for(
+        lambda: (
+            (s := get(cluster, "deny").get("status", {}))
+            and any(c["type"] == "Degraded" and c["status"] == "True" for c in s.get("conditions", []))
+            and s
+        ),
+        20,
+        what="Degraded condition",
+    )
     cond = next(c for c in status["conditions"] if c["type"] == "Degraded")
     assert cond["reason"] == "ReconcileError" and "403 Forbidden" in cond["message"]
     assert "can't set finalizers on" in cond["message"] and "create Job default/deny-distill-1" in cond["message"]
@@ -275,8 +360,13 @@ def test_forbidden_job_create_sets_a_condition_and_an_event(cluster, operator, m
     assert jobs(cluster, "deny") == {}
     monkeypatch.undo()  # RBAC fixed: the next try creates the Job and clears the condition
     wait_job(cluster, "deny", "deny-distill-1")
-    wait_for(lambda: any(c["type"] == "Degraded" and c["status"] == "False"
-                         for c in get(cluster, "deny")["status"]["conditions"]), 20, what="Degraded cleared")
+    wait_for(
+        lambda: any(
+            c["type"] == "Degraded" and c["status"] == "False" for c in get(cluster, "deny")["status"]["conditions"]
+        ),
+        20,
+        what="Degraded cleared",
+    )
 
 
 def test_restart_after_finished_jobs_were_deleted_runs_no_stage_again(cluster, s3_endpoint, bucket):
@@ -284,7 +374,10 @@ def test_restart_after_finished_jobs_were_deleted_runs_no_stage_again(cluster, s
     from lrm_safety.spec import Experiment, parse_spec
     from lrm_safety.context import StageContext
 
-    spec = {"storage": {"uri": f"s3://{bucket}/exps", "endpoint": s3_endpoint}, "resources": {"ttlSecondsAfterFinished": 0}}
+    spec = {
+        "storage": {"uri": f"s3://{bucket}/exps", "endpoint": s3_endpoint},
+        "resources": {"ttlSecondsAfterFinished": 0},
+    }
     op = OperatorThread(cluster.url).start()
     create(cluster, "ttl", spec)
     wait_job(cluster, "ttl", "ttl-distill-1")
@@ -293,8 +386,9 @@ def test_restart_after_finished_jobs_were_deleted_runs_no_stage_again(cluster, s
     # While it is down: the pod finishes the stage (its manifest), the Job completes, the TTL controller deletes it.
     full = parse_spec({"evaluate": {"dataRoot": "s3://data"}, **spec})
     ctx = StageContext(Experiment(name="ttl", namespace=NS, spec=full))
-    ctx.store.write_manifest("ttl/distill", stage="distill", config_hash=ctx.hash("distill"),
-                             counts={"accepted": 16, "prompts": 16})
+    ctx.store.write_manifest(
+        "ttl/distill", stage="distill", config_hash=ctx.hash("distill"), counts={"accepted": 16, "prompts": 16}
+    )
     cluster.batch.delete_namespaced_job("ttl-distill-1", NS)
     op2 = OperatorThread(cluster.url).start()
     try:
@@ -319,21 +413,41 @@ def test_running_stage_progress_reaches_status_and_the_printer_column(cluster, o
     wait_job(cluster, "prog", "prog-distill-1")
     assert wait_for(lambda: get(cluster, "prog")["status"].get("progress") == "-", 10, what="'-' before any report")
     # Progress is read only once the stage's pods run (not while they wait to be scheduled).
-    cluster.core.create_namespaced_pod(NS, {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "prog-distill-1-pod", "namespace": NS, "labels": pod_labels(cluster, "prog-distill-1")},
-        "spec": {"containers": [{"name": "distill", "image": "x"}]},
-        "status": {"phase": "Running", "containerStatuses": [{"name": "distill", "image": "x", "imageID": "",
-                                                               "ready": True, "restartCount": 0,
-                                                               "state": {"running": {}}}]}})
+    cluster.core.create_namespaced_pod(
+        NS,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "prog-distill-1-pod",
+                "namespace": NS,
+                "labels": pod_labels(cluster, "prog-distill-1"),
+            },
+            "spec": {"containers": [{"name": "distill", "image": "x"}]},
+            "status": {
+                "phase": "Running",
+                "containerStatuses": [
+                    {
+                        "name": "distill",
+                        "image": "x",
+                        "imageID": "",
+                        "ready": True,
+                        "restartCount": 0,
+                        "state": {"running": {}},
+                    }
+                ],
+            },
+        },
+    )
     wait_for(lambda: get(cluster, "prog")["status"]["stages"]["distill"].get("runningSince"), 10, what="running")
     store = open_store(f"s3://{bucket}/exps", endpoint=s3_endpoint)
     clock = iter([0.0, 0.0, 30.0]).__next__  # start, first report, 4 prompts done 30 s later
     reporter = ProgressReporter(store, "prog/distill", 16, "prompts", part=0, clock=clock)
     reporter.update(0, force=True)
     reporter.update(4, force=True, accepted=3)
-    status = wait_for(lambda: (s := get(cluster, "prog")["status"]).get("progress", "-") != "-" and s, 10,
-                      what="progress in status")
+    status = wait_for(
+        lambda: (s := get(cluster, "prog")["status"]).get("progress", "-") != "-" and s, 10, what="progress in status"
+    )
     assert status["progress"] == "distill 4/16 (25%) ETA 1m", "12 prompts left at 4 per 30 s"
     assert status["stages"]["distill"]["progress"]["detail"] == {"accepted": 3}
     import time
@@ -361,13 +475,25 @@ def test_without_store_credentials_one_warning_and_a_condition(cluster, monkeypa
     op = OperatorThread(cluster.url, store_secret="my-s3").start()
     try:
         create(cluster, "nocreds", {"storage": {"uri": "s3://b/exps"}})
-        cond = wait_for(lambda: next((c for c in get(cluster, "nocreds").get("status", {}).get("conditions", [])
-                                      if c["type"] == "StoreReadable"), None), 20, what="StoreReadable condition")
+        cond = wait_for(
+            lambda: next(
+                (
+                    c
+                    for c in get(cluster, "nocreds").get("status", {}).get("conditions", [])
+                    if c["type"] == "StoreReadable"
+                ),
+                None,
+            ),
+            20,
+            what="StoreReadable condition",
+        )
         assert cond["status"] == "False" and "'my-s3'" in cond["message"]
         warnings = [r.getMessage() for r in caplog.records if "no S3 credentials" in r.getMessage()]
         assert len(warnings) == 1 and "'my-s3'" in warnings[0]
         assert looked == [], "no store look-ups without credentials"
-        assert store_check.credentials_available() is True, "the test's env has credentials; only the operator's view was patched"
+        assert store_check.credentials_available() is True, (
+            "the test's env has credentials; only the operator's view was patched"
+        )
     finally:
         op.stop()
 
@@ -378,11 +504,21 @@ def test_a_keyword_judged_experiment_shows_a_refusal_rate_and_no_asr(cluster, op
     create(cluster, "kw", {"stages": ["evaluate"], "evaluate": {"dataRoot": "s3://data", "judge": {"kind": "refusal"}}})
     job = wait_job(cluster, "kw", "kw-evaluate-1")
     assert job
-    judges = {"harm": "the keyword refusal matcher on the answer's opening", "overRefusal": "the keyword refusal matcher"}
-    finish_job(cluster, "kw-evaluate-1", summary={"stage": "evaluate", "metrics": {
-        "asr": None, "refusalRate": 0.6667, "overRefusal": 0.1, "judges": judges}})
-    body = wait_for(lambda: (b := get(cluster, "kw")).get("status", {}).get("phase") == "Succeeded" and b, 20,
-                    what="Succeeded")
+    judges = {
+        "harm": "the keyword refusal matcher on the answer's opening",
+        "overRefusal": "the keyword refusal matcher",
+    }
+    finish_job(
+        cluster,
+        "kw-evaluate-1",
+        summary={
+            "stage": "evaluate",
+            "metrics": {"asr": None, "refusalRate": 0.6667, "overRefusal": 0.1, "judges": judges},
+        },
+    )
+    body = wait_for(
+        lambda: (b := get(cluster, "kw")).get("status", {}).get("phase") == "Succeeded" and b, 20, what="Succeeded"
+    )
     cols = printer_columns(body)
     assert cols["ASR"] is None and cols["Refusal"] == "66.7%" and cols["Over-Refusal"] == "10.0%"
     assert body["status"]["metrics"]["judges"] == judges and "asr" not in body["status"]["metrics"]

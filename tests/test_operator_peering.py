@@ -3,6 +3,7 @@
 kopf pauses every operator that sees a live peer of the same priority, so identical replicas would all
 stand still; each replica therefore draws a tie-breaker below its configured priority.
 """
+
 import random
 
 from safety_operator.main import TIE_BREAK, effective_priority
@@ -13,8 +14,9 @@ def test_replicas_get_distinct_priorities_above_lower_configured_ones():
     same = Settings(peering=True, priority=100)
     a, b = effective_priority(same, random.Random(1)), effective_priority(same, random.Random(2))
     assert a != b and min(a, b) >= 100 * TIE_BREAK, "equal priorities would make kopf pause every replica"
-    assert max(a, b) < effective_priority(Settings(peering=True, priority=101), random.Random(3)), \
+    assert max(a, b) < effective_priority(Settings(peering=True, priority=101), random.Random(3)), (
         "a higher configured priority still wins over any tie-breaker"
+    )
     assert effective_priority(Settings(priority=7)) == 7, "standalone keeps the configured priority"
 
 

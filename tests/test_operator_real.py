@@ -3,6 +3,7 @@ controllers, and claims on identical work arbitrated by the API server. Stage po
 podrunner: real `lrm-safety stage` commands against SeaweedFS, or (`instant`) exit 0 at once.
 
 Skipped with one line where ../shared/kube or etcd is missing."""
+
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,8 +20,13 @@ G, V, P = "lrmsafety.io", "v1alpha1", "safetyexperiments"
 def operator(real, tmp_path):
     """The operator as the chart's ServiceAccount, in its own process."""
     log = tmp_path / "operator.log"
-    op = start_operator(real.sa_config, log, LRM_SAFETY_CLAIM_GRACE_SECONDS="4", LRM_SAFETY_PROGRESS_SECONDS="2",
-                        LRM_SAFETY_READ_STORE="true")
+    op = start_operator(
+        real.sa_config,
+        log,
+        LRM_SAFETY_CLAIM_GRACE_SECONDS="4",
+        LRM_SAFETY_PROGRESS_SECONDS="2",
+        LRM_SAFETY_READ_STORE="true",
+    )
     op.log = log
     time.sleep(3)  # its watches start
     yield op
@@ -28,8 +34,12 @@ def operator(real, tmp_path):
 
 
 def experiment(name: str, namespace: str, spec: dict) -> dict:
-    return {"apiVersion": f"{G}/{V}", "kind": "SafetyExperiment", "metadata": {"name": name, "namespace": namespace},
-            "spec": spec}
+    return {
+        "apiVersion": f"{G}/{V}",
+        "kind": "SafetyExperiment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
 
 
 def status(real, namespace, name) -> dict:
@@ -42,9 +52,11 @@ def jobs(real, namespace) -> dict:
 
 
 def denials(real, since: int, user_fragment: str) -> list[str]:
-    return [f"{e['verb']} {e['requestURI']}: {e.get('responseStatus', {}).get('message', '')}"
-            for e in real.audit(since) if user_fragment in e["user"]["username"]
-            and e.get("responseStatus", {}).get("code") == 403]
+    return [
+        f"{e['verb']} {e['requestURI']}: {e.get('responseStatus', {}).get('message', '')}"
+        for e in real.audit(since)
+        if user_fragment in e["user"]["username"] and e.get("responseStatus", {}).get("code") == 403
+    ]
 
 
 def instant_spec(**extra) -> dict:
@@ -59,10 +71,14 @@ def test_chart_identity_runs_every_stage_and_the_controllers_clean_up(real, oper
     real.namespace(ns)
     real.switch("instant", f"0.2 {ns}")
     mark = real.audit_mark()
-    real.custom.create_namespaced_custom_object(G, V, ns, P, experiment(
-        "full", ns, instant_spec(resources={"ttlSecondsAfterFinished": 8})))
-    st = wait_until(lambda: (s := status(real, ns, "full")).get("phase") in ("Succeeded", "Failed") and s, 120,
-                    "the experiment to finish")
+    real.custom.create_namespaced_custom_object(
+        G, V, ns, P, experiment("full", ns, instant_spec(resources={"ttlSecondsAfterFinished": 8}))
+    )
+    st = wait_until(
+        lambda: (s := status(real, ns, "full")).get("phase") in ("Succeeded", "Failed") and s,
+        120,
+        "the experiment to finish",
+    )
     assert st["phase"] == "Succeeded", st
     assert [st["stages"][s]["state"] for s in ("distill", "mix", "train", "evaluate")] == ["Succeeded"] * 4
     assert st["progress"] == "done"
@@ -73,8 +89,11 @@ def test_chart_identity_runs_every_stage_and_the_controllers_clean_up(real, oper
     leases = real.coordination.list_namespaced_lease(ns).items
     assert not [le.metadata.name for le in leases if le.metadata.name.startswith("lrm-work-")], "claims released"
     real.custom.delete_namespaced_custom_object(G, V, ns, P, "full")
-    wait_until(lambda: not real.core.list_namespaced_config_map(ns, label_selector="lrmsafety.io/experiment=full").items,
-               60, "garbage collection of the spec ConfigMap")
+    wait_until(
+        lambda: not real.core.list_namespaced_config_map(ns, label_selector="lrmsafety.io/experiment=full").items,
+        60,
+        "garbage collection of the spec ConfigMap",
+    )
 
 
 def test_identical_work_started_in_one_burst_runs_one_job(real, operator, s3_endpoint, bucket):
@@ -85,23 +104,46 @@ def test_identical_work_started_in_one_burst_runs_one_job(real, operator, s3_end
     ns = "burst"
     real.namespace(ns)
     real.unswitch("instant")
-    real.kubectl("-n", ns, "create", "secret", "generic", "s3", "--from-literal=AWS_ACCESS_KEY_ID=test",
-                 "--from-literal=AWS_SECRET_ACCESS_KEY=test", check=False)
+    real.kubectl(
+        "-n",
+        ns,
+        "create",
+        "secret",
+        "generic",
+        "s3",
+        "--from-literal=AWS_ACCESS_KEY_ID=test",
+        "--from-literal=AWS_SECRET_ACCESS_KEY=test",
+        check=False,
+    )
     data = open_store(f"s3://{bucket}", endpoint=s3_endpoint)
-    data.write_bytes("data/safety.jsonl", b"".join(
-        json.dumps({"prompt": f"p{i}", "response": f"<think>t{i}</think> r{i}"}).encode() + b"\n" for i in range(6)))
-    spec = {"stages": ["mix"], "storage": {"uri": f"s3://{bucket}/exps", "endpoint": s3_endpoint,
-                                           "secretRef": {"name": "s3"}},
-            "mix": {"safetySource": f"s3://{bucket}/data/safety.jsonl", "safetyCount": 6, "mathCount": 0},
-            "evaluate": {"dataRoot": f"s3://{bucket}/bench"}}
+    data.write_bytes(
+        "data/safety.jsonl",
+        b"".join(
+            json.dumps({"prompt": f"p{i}", "response": f"<think>t{i}</think> r{i}"}).encode() + b"\n" for i in range(6)
+        ),
+    )
+    spec = {
+        "stages": ["mix"],
+        "storage": {"uri": f"s3://{bucket}/exps", "endpoint": s3_endpoint, "secretRef": {"name": "s3"}},
+        "mix": {"safetySource": f"s3://{bucket}/data/safety.jsonl", "safetyCount": 6, "mathCount": 0},
+        "evaluate": {"dataRoot": f"s3://{bucket}/bench"},
+    }
     names = [f"cell-{i}" for i in range(5)]
     with ThreadPoolExecutor(5) as pool:
-        list(pool.map(lambda n: real.custom.create_namespaced_custom_object(G, V, ns, P, experiment(n, ns, spec)),
-                      names))
-    done = wait_until(lambda: all(status(real, ns, n).get("phase") in ("Succeeded", "Failed") for n in names)
-                      and {n: status(real, ns, n) for n in names}, 180, "all five to finish")
-    assert {n: s["phase"] for n, s in done.items()} == {n: "Succeeded" for n in names}, \
-        {n: s.get("message") for n, s in done.items()}
+        list(
+            pool.map(lambda n: real.custom.create_namespaced_custom_object(G, V, ns, P, experiment(n, ns, spec)), names)
+        )
+    done = wait_until(
+        lambda: (
+            all(status(real, ns, n).get("phase") in ("Succeeded", "Failed") for n in names)
+            and {n: status(real, ns, n) for n in names}
+        ),
+        180,
+        "all five to finish",
+    )
+    assert {n: s["phase"] for n, s in done.items()} == {n: "Succeeded" for n in names}, {
+        n: s.get("message") for n, s in done.items()
+    }
     made = list(jobs(real, ns))
     assert len(made) == 1, f"one Job for the shared work, not {made}"
     holder = made[0].rsplit("-mix-", 1)[0]
@@ -120,27 +162,65 @@ def test_stuck_holder_is_taken_over_and_waiting_stays_in_its_namespace(real, ope
     a, c = "stuck-a", "stuck-c"
     for ns in (a, c):
         real.namespace(ns)
-        real.kubectl("-n", ns, "create", "secret", "generic", "s3", "--from-literal=AWS_ACCESS_KEY_ID=x",
-                     "--from-literal=AWS_SECRET_ACCESS_KEY=y", check=False)
+        real.kubectl(
+            "-n",
+            ns,
+            "create",
+            "secret",
+            "generic",
+            "s3",
+            "--from-literal=AWS_ACCESS_KEY_ID=x",
+            "--from-literal=AWS_SECRET_ACCESS_KEY=y",
+            check=False,
+        )
     real.switch("instant", f"0.2 {a},{c}")
-    base = {"stages": ["mix"], "mix": {"safetySource": "s3://data/safety.jsonl", "mathCount": 0},
-            "evaluate": {"dataRoot": "s3://data"}}
-    real.custom.create_namespaced_custom_object(G, V, a, P, experiment(
-        "holder", a, {**base, "storage": {"uri": "s3://shared/exps", "secretRef": {"name": "no-such-secret"}}}))
-    wait_until(lambda: (status(real, a, "holder").get("stages", {}).get("mix", {}).get("waiting") or {})
-               .get("reason") == "CreateContainerConfigError", 60, "the holder's pods to be held up")
+    base = {
+        "stages": ["mix"],
+        "mix": {"safetySource": "s3://data/safety.jsonl", "mathCount": 0},
+        "evaluate": {"dataRoot": "s3://data"},
+    }
+    real.custom.create_namespaced_custom_object(
+        G,
+        V,
+        a,
+        P,
+        experiment(
+            "holder", a, {**base, "storage": {"uri": "s3://shared/exps", "secretRef": {"name": "no-such-secret"}}}
+        ),
+    )
+    wait_until(
+        lambda: (
+            (status(real, a, "holder").get("stages", {}).get("mix", {}).get("waiting") or {}).get("reason")
+            == "CreateContainerConfigError"
+        ),
+        60,
+        "the holder's pods to be held up",
+    )
     ok = {**base, "storage": {"uri": "s3://shared/exps", "secretRef": {"name": "s3"}}}
     real.custom.create_namespaced_custom_object(G, V, a, P, experiment("waiter", a, ok))
     real.custom.create_namespaced_custom_object(G, V, c, P, experiment("elsewhere", c, ok))
-    seen = wait_until(lambda: (w := status(real, a, "waiter").get("stages", {}).get("mix", {}).get("waiting") or {})
-                      .get("reason") == "SameWorkRunning" and w, 30, "the waiter to wait")
+    seen = wait_until(
+        lambda: (
+            (w := status(real, a, "waiter").get("stages", {}).get("mix", {}).get("waiting") or {}).get("reason")
+            == "SameWorkRunning"
+            and w
+        ),
+        30,
+        "the waiter to wait",
+    )
     assert seen["message"].startswith("holder is running the same mix work") and "held up since" in seen["message"]
-    st = wait_until(lambda: (s := status(real, a, "waiter")).get("phase") in ("Succeeded", "Failed") and s, 60,
-                    "the waiter to take over and finish")
+    st = wait_until(
+        lambda: (s := status(real, a, "waiter")).get("phase") in ("Succeeded", "Failed") and s,
+        60,
+        "the waiter to take over and finish",
+    )
     assert st["phase"] == "Succeeded" and "waiter-mix-1" in jobs(real, a), st
     assert status(real, a, "holder")["phase"] == "Running", "the holder is still held up"
-    other = wait_until(lambda: (s := status(real, c, "elsewhere")).get("phase") == "Succeeded" and s, 60,
-                       "the other namespace's experiment")
+    other = wait_until(
+        lambda: (s := status(real, c, "elsewhere")).get("phase") == "Succeeded" and s,
+        60,
+        "the other namespace's experiment",
+    )
     assert not other["stages"]["mix"].get("failures") and "elsewhere-mix-1" in jobs(real, c)
     events = real.core.list_namespaced_event(a, field_selector="involvedObject.name=waiter").items
     assert any(e.reason == "WorkTakenOver" for e in events), [e.reason for e in events]
@@ -166,8 +246,11 @@ def test_killed_operator_restarts_without_a_second_job_or_409s(real, tmp_path):
             mark = real.audit_mark()
             op = start_operator(real.sa_config, tmp_path / f"op{i}.log", **env)
             time.sleep(6)  # the restarted operator lists, resumes every experiment, reconciles
-            conflicts = [e["requestURI"] for e in real.audit(mark) if real.sa in e["user"]["username"]
-                         and e.get("responseStatus", {}).get("code") == 409]
+            conflicts = [
+                e["requestURI"]
+                for e in real.audit(mark)
+                if real.sa in e["user"]["username"] and e.get("responseStatus", {}).get("code") == 409
+            ]
             assert conflicts == [], conflicts
         assert list(jobs(real, ns)) == ["r-distill-1"]
         real.unswitch("hold")
@@ -201,9 +284,20 @@ def test_kubectl_sexp_says_what_rbac_refused_and_the_charts_view_role_grants_it(
         f"error: forbidden: RBAC does not let system:serviceaccount:{ns}:alice get safetyexperiments in namespace "
         f"'{ns}'; the chart's ClusterRoles <release>-lrm-safety-operator-view and -edit, aggregated into the built-in "
         f"view and edit roles, grant it: kubectl create rolebinding lrm-safety-view -n {ns} --clusterrole=view "
-        f"--serviceaccount={ns}:alice"), r.stderr
-    real.kubectl("-n", ns, "create", "rolebinding", "lrm-safety-view", "--clusterrole=view", f"--serviceaccount={ns}:alice")
-    ok = wait_until(lambda: (p := subprocess.run([*plugin, "status", "seen", "-n", ns], capture_output=True,
-                                                 text=True, timeout=60)).returncode == 0 and p, 30,
-                    "the aggregated view role to take effect")
+        f"--serviceaccount={ns}:alice"
+    ), r.stderr
+    real.kubectl(
+        "-n", ns, "create", "rolebinding", "lrm-safety-view", "--clusterrole=view", f"--serviceaccount={ns}:alice"
+    )
+    ok = wait_until(
+        lambda: (
+            (
+                p := subprocess.run([*plugin, "status", "seen", "-n", ns], capture_output=True, text=True, timeout=60)
+            ).returncode
+            == 0
+            and p
+        ),
+        30,
+        "the aggregated view role to take effect",
+    )
     assert "seen" in ok.stdout

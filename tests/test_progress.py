@@ -1,4 +1,5 @@
 """Stage progress objects: throttled writes, shards combined, the printer column's text."""
+
 from lrm_safety.progress import ProgressReporter, column, combine, progress_key
 
 
@@ -22,5 +23,8 @@ def test_shards_combine_and_the_column_reads_well():
     c = combine([a, b])
     assert (c["done"], c["total"], c["percent"], c["etaSeconds"], c["detail"]) == (6, 16, 37.5, 2600, {"accepted": 5})
     assert column("distill", c) == "distill 6/16 (38%) ETA 43m"
-    assert column("train", {"done": 120, "total": 312, "percent": 38.5, "etaSeconds": 4000}) == "train 120/312 (38%) ETA 1h06m"
+    assert (
+        column("train", {"done": 120, "total": 312, "percent": 38.5, "etaSeconds": 4000})
+        == "train 120/312 (38%) ETA 1h06m"
+    )
     assert column("train", None) == "-" and combine([]) is None

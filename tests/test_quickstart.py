@@ -1,4 +1,5 @@
 """End to end through the real CLI: a reduced quickstart creates all four manifests; a rerun skips all four."""
+
 import json
 import subprocess
 import sys
@@ -54,7 +55,11 @@ def test_reduced_quickstart_end_to_end_and_rerun_skips(tmp_path, smol_dir):
             assert lo <= entry[model]["value"] <= hi
     assert (root / "evaluate" / "report.md").read_text().startswith("# lrm-safety report")
     assert sorted(p.name for p in (root / "evaluate").glob("chart-*.png")) == [
-        "chart-accuracy.png", "chart-loss.png", "chart-overRefusal.png", "chart-refusalRate.png"]  # keyword-judged
+        "chart-accuracy.png",
+        "chart-loss.png",
+        "chart-overRefusal.png",
+        "chart-refusalRate.png",
+    ]  # keyword-judged
     assert "![chart-loss.png](chart-loss.png)" in (root / "evaluate" / "report.md").read_text()
     assert list((root / "train" / "runs").rglob("events.out.tfevents.*")), "TensorBoard curves in the store"
     assert "base vs trained" in first.stdout and "report:" in first.stdout

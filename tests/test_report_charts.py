@@ -1,4 +1,5 @@
 """Charts read the table's way: a keyword judge's harmful benchmarks as the refusal rate, legends beside the bars."""
+
 import pytest
 
 from lrm_safety.evaluation import report
@@ -6,11 +7,20 @@ from lrm_safety.evaluation import report
 
 def _metrics():
     def entry(metric, base, trained):
-        return {"metric": metric, "base": {"value": base, "ci95": [max(0, base - .1), min(1, base + .1)], "n": 24},
-                "trained": {"value": trained, "ci95": [max(0, trained - .1), min(1, trained + .1)], "n": 24}}
+        return {
+            "metric": metric,
+            "base": {"value": base, "ci95": [max(0, base - 0.1), min(1, base + 0.1)], "n": 24},
+            "trained": {"value": trained, "ci95": [max(0, trained - 0.1), min(1, trained + 0.1)], "n": 24},
+        }
 
-    return {"benchmarks": {"harmful-heldout": entry("asr", 0.92, 0.1), "benign": entry("overRefusal", 0.05, 0.95),
-                           "math": entry("accuracy", 0.9, 0.95)}, "order": ["harmful-heldout", "benign", "math"]}
+    return {
+        "benchmarks": {
+            "harmful-heldout": entry("asr", 0.92, 0.1),
+            "benign": entry("overRefusal", 0.05, 0.95),
+            "math": entry("accuracy", 0.9, 0.95),
+        },
+        "order": ["harmful-heldout", "benign", "math"],
+    }
 
 
 def test_keyword_judged_harm_is_charted_as_the_refusal_rate():
@@ -46,8 +56,11 @@ def test_every_bar_says_its_value_and_a_zero_is_visible():
     assert labels == ["0.0%", "92.0%"], labels
     zero_bar = next(p for p in ax.patches if p.get_height() == 0)
     x = zero_bar.get_x() + zero_bar.get_width() / 2
-    marks = [ln for ln in ax.lines if len(ln.get_xdata()) == 2 and min(ln.get_xdata()) < x < max(ln.get_xdata())
-             and ln.get_linewidth() >= 2]
+    marks = [
+        ln
+        for ln in ax.lines
+        if len(ln.get_xdata()) == 2 and min(ln.get_xdata()) < x < max(ln.get_xdata()) and ln.get_linewidth() >= 2
+    ]
     assert marks, "a visible mark at 0"
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
@@ -63,6 +76,7 @@ def test_n_is_the_items_judged_for_every_model_layout():
     rows = report.table_rows(metrics, {"harm": "a guard model (g)", "overRefusal": "x"})
     assert rows[0][2] == "50", rows
     assert report.header(metrics) == ["benchmark", "metric", "n", "ckpt", "delta"]
-    both = report.compute({"base": {"advbench": records["ckpt"]["advbench"][:40]}, "trained": records["ckpt"]},
-                          {"advbench": "harmful"})
+    both = report.compute(
+        {"base": {"advbench": records["ckpt"]["advbench"][:40]}, "trained": records["ckpt"]}, {"advbench": "harmful"}
+    )
     assert report.table_rows(both)[0][2] == "40/50", "models judged on different counts show both"

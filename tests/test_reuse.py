@@ -2,6 +2,7 @@
 
 The operator tests run the real kopf operator against kmock with a real S3 server (SeaweedFS); the stage pods
 are played by writing their manifests, as the kmock tests do (kmock has no Job controller)."""
+
 import json
 
 from kube_harness import OperatorThread, wait_for
@@ -16,10 +17,12 @@ STAGES = ("distill", "mix", "train", "evaluate")
 
 
 def s3_spec(bucket, endpoint):
-    return {"storage": {"uri": f"s3://{bucket}/exps", "endpoint": endpoint},
-            "distill": {"prompts": f"s3://{bucket}/data/safety.jsonl"},
-            "mix": {"mathSource": f"s3://{bucket}/data/math.json"},
-            "evaluate": {"dataRoot": f"s3://{bucket}/bench"}}
+    return {
+        "storage": {"uri": f"s3://{bucket}/exps", "endpoint": endpoint},
+        "distill": {"prompts": f"s3://{bucket}/data/safety.jsonl"},
+        "mix": {"mathSource": f"s3://{bucket}/data/math.json"},
+        "evaluate": {"dataRoot": f"s3://{bucket}/bench"},
+    }
 
 
 def finish_in_store(name, spec, stages=STAGES):
@@ -27,9 +30,14 @@ def finish_in_store(name, spec, stages=STAGES):
     ctx = StageContext(Experiment(name=name, namespace=NS, spec=parse_spec(spec)))
     for stage in stages:
         ctx.store.write_json(f"{name}/{stage}/out.json", {"stage": stage})
-        ctx.store.write_manifest(f"{name}/{stage}", stage=stage, config_hash=ctx.hash(stage),
-                                 files=[f"{name}/{stage}/out.json"], counts={"rows": 7},
-                                 metrics={"asr": 0.1} if stage == "evaluate" else {})
+        ctx.store.write_manifest(
+            f"{name}/{stage}",
+            stage=stage,
+            config_hash=ctx.hash(stage),
+            files=[f"{name}/{stage}/out.json"],
+            counts={"rows": 7},
+            metrics={"asr": 0.1} if stage == "evaluate" else {},
+        )
         assert publish(ctx, stage)
     return ctx
 
@@ -43,8 +51,11 @@ def test_identical_experiment_in_the_same_store_runs_zero_jobs(cluster, s3_endpo
     op = OperatorThread(cluster.url).start()
     try:
         create(cluster, "second", spec)
-        status = wait_for(lambda: (s := get(cluster, "second").get("status", {})).get("phase") == "Succeeded" and s,
-                          20, what="Succeeded without a Job")
+        status = wait_for(
+            lambda: (s := get(cluster, "second").get("status", {})).get("phase") == "Succeeded" and s,
+            20,
+            what="Succeeded without a Job",
+        )
         assert jobs(cluster, "second") == {}
         for stage in STAGES:
             st = status["stages"][stage]
@@ -68,17 +79,27 @@ def test_same_work_running_elsewhere_is_waited_for_then_reused(cluster, s3_endpo
         create(cluster, "a", spec)
         wait_for(lambda: "a-distill-1" in jobs(cluster, "a"), 20, what="a's distill Job")
         create(cluster, "b", spec)
-        waiting = wait_for(lambda: (st := get(cluster, "b").get("status", {}).get("stages", {}).get("distill", {}))
-                           .get("waiting") and st, 20, what="b waits")
-        assert waiting["waiting"]["reason"] == "SameWorkRunning" and "a is running the same distill" in \
-            waiting["waiting"]["message"]
+        waiting = wait_for(
+            lambda: (
+                (st := get(cluster, "b").get("status", {}).get("stages", {}).get("distill", {})).get("waiting") and st
+            ),
+            20,
+            what="b waits",
+        )
+        assert (
+            waiting["waiting"]["reason"] == "SameWorkRunning"
+            and "a is running the same distill" in waiting["waiting"]["message"]
+        )
         assert jobs(cluster, "b") == {}, "no second Job for the same work"
         label = jobs(cluster, "a")["a-distill-1"]["metadata"]["labels"]["lrmsafety.io/work"]
         assert len(label) == 16
         finish_in_store("a", spec, stages=("distill",))
         finish_job(cluster, "a-distill-1", summary={"stage": "distill", "counts": {"rows": 7}})
-        st = wait_for(lambda: (s := get(cluster, "b")["status"]["stages"]["distill"]).get("state") == "Succeeded"
-                      and s, 20, what="b reuses a's distill")
+        st = wait_for(
+            lambda: (s := get(cluster, "b")["status"]["stages"]["distill"]).get("state") == "Succeeded" and s,
+            20,
+            what="b reuses a's distill",
+        )
         assert st["reusedFrom"] == "a" and "b-distill-1" not in jobs(cluster, "b")
         # Next, a's mix and b's mix are the same work again: one Job between them.
         wait_for(lambda: "a-mix-1" in jobs(cluster, "a"), 20, what="a's mix Job")
@@ -95,15 +116,28 @@ def test_local_run_reuses_a_finished_stage_and_reruns_on_changed_input(tmp_path,
 
     from lrm_safety import runner
 
-    rows = [{"prompt": f"How do I pick lock {i}?", "response": f"<think>risky {i}</think>Sorry, I can't."}
-            for i in range(6)]
+    rows = [
+        {"prompt": f"How do I pick lock {i}?", "response": f"<think>risky {i}</think>Sorry, I can't."} for i in range(6)
+    ]
     (tmp_path / "safety.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     def write(name):
-        doc = {"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyExperiment", "metadata": {"name": name},
-               "spec": {"stages": ["mix"], "storage": {"uri": "file://./store"}, "student": {"model": str(smol_dir)},
-                        "mix": {"safetySource": "safety.jsonl", "safetyCount": 6, "mathSource": "builtin:synthetic-math",
-                                "mathCount": 4}}}
+        doc = {
+            "apiVersion": "lrmsafety.io/v1alpha1",
+            "kind": "SafetyExperiment",
+            "metadata": {"name": name},
+            "spec": {
+                "stages": ["mix"],
+                "storage": {"uri": "file://./store"},
+                "student": {"model": str(smol_dir)},
+                "mix": {
+                    "safetySource": "safety.jsonl",
+                    "safetyCount": 6,
+                    "mathSource": "builtin:synthetic-math",
+                    "mathCount": 4,
+                },
+            },
+        }
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(doc))
         return str(path)

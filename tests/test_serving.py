@@ -1,5 +1,6 @@
 """Served models without a cluster: the spec, the content key, the server's objects, the stages' endpoints, the
 operator's decisions (wait for readiness, fail on a crash loop, release after the stage) and the idle clock."""
+
 import datetime as dt
 import json
 
@@ -34,61 +35,117 @@ def test_serve_and_endpoint_together_are_refused_with_the_field():
 
 def test_the_content_key_follows_model_revision_args_and_image_not_the_shape():
     base = serving.served(_spec(), "distill")[0]
-    same = serving.served(_spec(teacher={**TEACHER, "serve": {**TEACHER["serve"], "replicas": 3,
-                                                              "idleSeconds": 5, "resources": {"memory": "1Ti"}}}),
-                          "distill")[0]
+    same = serving.served(
+        _spec(
+            teacher={
+                **TEACHER,
+                "serve": {**TEACHER["serve"], "replicas": 3, "idleSeconds": 5, "resources": {"memory": "1Ti"}},
+            }
+        ),
+        "distill",
+    )[0]
     assert base.key == same.key and base.name == same.name and same.serve.replicas == 3
     assert base.name.startswith("serve-deepseek-r1-") and len(base.name) <= 63
-    for other in ({**TEACHER, "serve": {**TEACHER["serve"], "args": ["--enforce-eager"]}},
-                  {**TEACHER, "serve": {**TEACHER["serve"], "image": "my/vllm:1"}},
-                  {**TEACHER, "serve": {**TEACHER["serve"], "maxModelLen": 16384}}):
+    for other in (
+        {**TEACHER, "serve": {**TEACHER["serve"], "args": ["--enforce-eager"]}},
+        {**TEACHER, "serve": {**TEACHER["serve"], "image": "my/vllm:1"}},
+        {**TEACHER, "serve": {**TEACHER["serve"], "maxModelLen": 16384}},
+    ):
         assert serving.served(_spec(teacher=other), "distill")[0].key != base.key
     # the stage's own hash ignores the shape too: scaling the server never re-runs distill
     from lrm_safety.spec import config_hash
-    assert config_hash(_spec().teacher) == config_hash(_spec(teacher={**TEACHER, "serve": {
-        **TEACHER["serve"], "replicas": 2}}).teacher)
+
+    assert config_hash(_spec().teacher) == config_hash(
+        _spec(teacher={**TEACHER, "serve": {**TEACHER["serve"], "replicas": 2}}).teacher
+    )
 
 
 def test_two_cells_with_the_same_served_teacher_share_one_server_and_a_revision_splits_it():
-    doc = {"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyStudy", "metadata": {"name": "s"},
-           "spec": {"base": {"teacher": TEACHER, "evaluate": {"dataRoot": "/d", "judge": {"kind": "refusal"}}},
-                    "baseline": False,
-                    "axes": [{"path": "distill.style", "values": ["improved", "short", "realsafe"]}]}}
+    doc = {
+        "apiVersion": "lrmsafety.io/v1alpha1",
+        "kind": "SafetyStudy",
+        "metadata": {"name": "s"},
+        "spec": {
+            "base": {"teacher": TEACHER, "evaluate": {"dataRoot": "/d", "judge": {"kind": "refusal"}}},
+            "baseline": False,
+            "axes": [{"path": "distill.style", "values": ["improved", "short", "realsafe"]}],
+        },
+    }
     study = Study.from_manifest(doc)
     keys = {s.key for c in study.cells for s in serving.served(c.spec)}
     assert len(study.cells) == 3 and len(keys) == 1
-    pair = lambda rev: _spec(evaluate={"dataRoot": "/d", "judge": {"kind": "refusal"}, "benchmarks": [  # noqa: E731
-        {"name": "advbench-pair"}], "pair": {"attacker": {"model": "mistralai/Mixtral-8x7B-Instruct-v0.1",
-                                                          "revision": rev, "serve": {"tensorParallel": 2}},
-                                             "judge": {"model": "gpt-4o-mini", "endpoint": "http://j/v1"}}})
+    pair = lambda rev: _spec(
+        evaluate={
+            "dataRoot": "/d",
+            "judge": {"kind": "refusal"},
+            "benchmarks": [  # noqa: E731
+                {"name": "advbench-pair"}
+            ],
+            "pair": {
+                "attacker": {
+                    "model": "mistralai/Mixtral-8x7B-Instruct-v0.1",
+                    "revision": rev,
+                    "serve": {"tensorParallel": 2},
+                },
+                "judge": {"model": "gpt-4o-mini", "endpoint": "http://j/v1"},
+            },
+        }
+    )
     assert serving.served(pair("r1"), "evaluate")[0].key != serving.served(pair("r2"), "evaluate")[0].key
 
 
 def test_a_guard_and_an_attacker_of_one_model_are_one_server_for_both_roles():
     m = "meta-llama/Llama-Guard-3-8B"
-    spec = _spec(evaluate={"dataRoot": "/d", "benchmarks": [{"name": "advbench-pair"}], "judge": {"serve": {}},
-                           "pair": {"attacker": {"model": m, "serve": {}}, "judge": {"model": m, "serve": {}}}})
+    spec = _spec(
+        evaluate={
+            "dataRoot": "/d",
+            "benchmarks": [{"name": "advbench-pair"}],
+            "judge": {"serve": {}},
+            "pair": {"attacker": {"model": m, "serve": {}}, "judge": {"model": m, "serve": {}}},
+        }
+    )
     one = serving.served(spec, "evaluate")
     assert len(one) == 1 and serving.roles_of(spec, "evaluate", one[0]) == ["judge", "pairAttacker", "pairJudge"]
 
 
 # ---------------------------------------------------------------- objects
 def test_deployment_service_probes_gpus_and_security():
-    spec = _spec(resources={"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]},
-                 teacher={**TEACHER, "serve": {**TEACHER["serve"], "apiKeySecretRef": {"name": "vllm-key"},
-                                               "networkPolicy": True, "nodeSelector": {"pool": "h200"}}})
+    spec = _spec(
+        resources={"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]},
+        teacher={
+            **TEACHER,
+            "serve": {
+                **TEACHER["serve"],
+                "apiKeySecretRef": {"name": "vllm-key"},
+                "networkPolicy": True,
+                "nodeSelector": {"pool": "h200"},
+            },
+        },
+    )
     s = serving.served(spec, "distill")[0]
-    objs = servers.render_server(spec, "lab", s, {"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyStudy",
-                                                  "name": "st", "uid": "u1"}, {"e1": "distill"})
+    objs = servers.render_server(
+        spec,
+        "lab",
+        s,
+        {"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyStudy", "name": "st", "uid": "u1"},
+        {"e1": "distill"},
+    )
     kinds = [o["kind"] for o in objs]
     assert kinds == ["Deployment", "NetworkPolicy", "Service"]
     dep, np_, svc = objs
     # on the cluster the Service and NetworkPolicy belong to the Deployment, not to the user that made it
     owned = servers.render_companions("lab", s, {"name": s.name, "uid": "dep-uid"})
     for obj in owned:
-        assert obj["metadata"]["ownerReferences"] == [{"apiVersion": "apps/v1", "kind": "Deployment", "name": s.name,
-                                                       "uid": "dep-uid", "controller": True,
-                                                       "blockOwnerDeletion": False}]
+        assert obj["metadata"]["ownerReferences"] == [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": s.name,
+                "uid": "dep-uid",
+                "controller": True,
+                "blockOwnerDeletion": False,
+            }
+        ]
     assert svc["spec"]["type"] == "ClusterIP" and svc["spec"]["ports"][0]["port"] == 8000
     assert svc["spec"]["selector"] == {servers.LABEL_SERVER: s.name} == dep["spec"]["selector"]["matchLabels"]
     assert dep["spec"]["template"]["metadata"]["labels"][servers.LABEL_SERVER] == s.name
@@ -123,8 +180,9 @@ def test_stage_jobs_get_the_endpoint_and_key_and_a_served_teacher_needs_no_disti
     assert json.loads(env[serving.ENDPOINTS_ENV]["value"]) == {"teacher": f"http://{name}.lab.svc:8000/v1"}
     assert env["LRM_SAFETY_SERVED_API_KEY_TEACHER"]["valueFrom"]["secretKeyRef"]["name"] == "k"
     assert stage_gpus(spec, "distill") == 0
-    evaluate = {e["name"] for e in render_job("e", "lab", spec, "evaluate")["spec"]["template"]["spec"]
-                ["containers"][0]["env"]}
+    evaluate = {
+        e["name"] for e in render_job("e", "lab", spec, "evaluate")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     assert serving.ENDPOINTS_ENV not in evaluate  # evaluate needs no teacher
 
 
@@ -153,11 +211,18 @@ def test_sizing_refuses_a_tensor_parallel_that_does_not_divide_the_heads():
 
 # ---------------------------------------------------------------- decisions
 def _body(status=None, spec=None):
-    return {"metadata": {"name": "e", "namespace": "ns", "uid": "u", "generation": 1},
-            "spec": {"stages": ["distill", "mix"], "teacher": TEACHER,
-                     "mix": {"mathCount": 0}, "evaluate": {"dataRoot": "/d"},
-                     "resources": {"retryBackoffSeconds": 0, "startTimeoutSeconds": 600, "backoffLimit": 0},
-                     **(spec or {})}, "status": status or {}}
+    return {
+        "metadata": {"name": "e", "namespace": "ns", "uid": "u", "generation": 1},
+        "spec": {
+            "stages": ["distill", "mix"],
+            "teacher": TEACHER,
+            "mix": {"mathCount": 0},
+            "evaluate": {"dataRoot": "/d"},
+            "resources": {"retryBackoffSeconds": 0, "startTimeoutSeconds": 600, "backoffLimit": 0},
+            **(spec or {}),
+        },
+        "status": status or {},
+    }
 
 
 def _fold(body, acts):
@@ -167,8 +232,14 @@ def _fold(body, acts):
 
 
 def _dep(name, ready=0, users=None):
-    return {"name": name, "uid": f"{name}-uid", "annotations": {servers.USERS + k: v for k, v in (users or {}).items()},
-            "ownerReferences": [{"uid": "u"}], "replicas": 1, "readyReplicas": ready}
+    return {
+        "name": name,
+        "uid": f"{name}-uid",
+        "annotations": {servers.USERS + k: v for k, v in (users or {}).items()},
+        "ownerReferences": [{"uid": "u"}],
+        "replicas": 1,
+        "readyReplicas": ready,
+    }
 
 
 def _svc(name, owner=None):
@@ -185,8 +256,14 @@ def test_a_stage_waits_for_its_server_then_starts_and_releases_it_after():
     assert acts.status["servers"][name]["state"] == "Absent"
     body = _fold(body, acts)
     loading = {"name": f"{name}-abc", "containerStatuses": [{"name": "vllm", "state": {"running": {}}}]}
-    acts = decide(Observed(body=body, now=T0 + dt.timedelta(seconds=60), servers={name: _dep(name, 0, {"e": "distill"})},
-                           server_pods={name: [loading]}))
+    acts = decide(
+        Observed(
+            body=body,
+            now=T0 + dt.timedelta(seconds=60),
+            servers={name: _dep(name, 0, {"e": "distill"})},
+            server_pods={name: [loading]},
+        )
+    )
     assert [o["kind"] for o in acts.create] == ["Service"]
     assert acts.create[0]["metadata"]["ownerReferences"][0]["uid"] == f"{name}-uid"
     assert "loading the model" in acts.status["stages"]["distill"]["waiting"]["message"]
@@ -196,29 +273,64 @@ def test_a_stage_waits_for_its_server_then_starts_and_releases_it_after():
     acts = decide(Observed(body=body, now=T0 + dt.timedelta(seconds=80), **ready))
     assert [o["kind"] for o in acts.create] == ["Service"], "a missing Service is made again"
     assert "NoService" in acts.status["stages"]["distill"]["waiting"]["message"]
-    acts = decide(Observed(body=body, now=T0 + dt.timedelta(seconds=85), **ready, server_services=_svc(name),
-                           server_slices={name: [{"name": "x", "service": name, "endpoints": 1, "ready": 0}]}))
+    acts = decide(
+        Observed(
+            body=body,
+            now=T0 + dt.timedelta(seconds=85),
+            **ready,
+            server_services=_svc(name),
+            server_slices={name: [{"name": "x", "service": name, "endpoints": 1, "ready": 0}]},
+        )
+    )
     assert not acts.create and "NoEndpoints" in acts.status["stages"]["distill"]["waiting"]["message"]
-    acts = decide(Observed(body=body, now=T0 + dt.timedelta(seconds=90), **ready, server_services=_svc(name),
-                           server_slices={name: [{"name": "x", "service": name, "endpoints": 1, "ready": 1}]}))
+    acts = decide(
+        Observed(
+            body=body,
+            now=T0 + dt.timedelta(seconds=90),
+            **ready,
+            server_services=_svc(name),
+            server_slices={name: [{"name": "x", "service": name, "endpoints": 1, "ready": 1}]},
+        )
+    )
     assert [o["kind"] for o in acts.create] == ["ConfigMap", "Job"]
     assert acts.status["servers"][name]["readyReplicas"] == 1 and acts.status["servers"][name]["inUseBy"] == "distill"
     body = _fold(body, acts)
     # distill finishes: mix needs no server, so this experiment's use of it is released
     job = {"metadata": {"name": "e-distill-1"}, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
-    acts = decide(Observed(body=body, now=T0 + dt.timedelta(seconds=200), jobs={"e-distill-1": job},
-                           servers={name: _dep(name, 1, {"e": "distill", "other": "distill"})}))
+    acts = decide(
+        Observed(
+            body=body,
+            now=T0 + dt.timedelta(seconds=200),
+            jobs={"e-distill-1": job},
+            servers={name: _dep(name, 1, {"e": "distill", "other": "distill"})},
+        )
+    )
     assert acts.server_patches == [(name, {"metadata": {"annotations": {servers.USERS + "e": None}}})]
 
 
 def test_a_crash_looping_server_fails_the_stage_with_the_containers_reason():
     body = _body()
     name = serving.served(parse_spec(body["spec"]), "distill")[0].name
-    crash = {"name": f"{name}-x", "containerStatuses": [{"name": "vllm", "restartCount": 4, "state": {
-        "waiting": {"reason": "CrashLoopBackOff", "message": "back-off 5m0s"}}, "lastState": {"terminated": {
-            "exitCode": 1, "reason": "Error", "message": "ValueError: tensor parallel size 8 exceeds 1 GPUs"}}}]}
-    acts = decide(Observed(body=body, now=T0, servers={name: _dep(name, 0, {"e": "distill"})},
-                           server_pods={name: [crash]}))
+    crash = {
+        "name": f"{name}-x",
+        "containerStatuses": [
+            {
+                "name": "vllm",
+                "restartCount": 4,
+                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 5m0s"}},
+                "lastState": {
+                    "terminated": {
+                        "exitCode": 1,
+                        "reason": "Error",
+                        "message": "ValueError: tensor parallel size 8 exceeds 1 GPUs",
+                    }
+                },
+            }
+        ],
+    }
+    acts = decide(
+        Observed(body=body, now=T0, servers={name: _dep(name, 0, {"e": "distill"})}, server_pods={name: [crash]})
+    )
     assert acts.status["phase"] == "Failed"
     msg = acts.status["stages"]["distill"]["failures"][0]["reason"]
     assert "CrashLoopBackOff" in msg and "tensor parallel size 8 exceeds 1 GPUs" in msg and "exit 1" in msg
@@ -229,8 +341,16 @@ def test_a_crash_loop_is_retried_after_the_backoff_not_at_once():
     body = _body()
     body["spec"]["resources"].update(backoffLimit=1, retryBackoffSeconds=60)
     name = serving.served(parse_spec(body["spec"]), "distill")[0].name
-    crash = {"name": f"{name}-x", "containerStatuses": [{"name": "vllm", "state": {"waiting": {
-        "reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1, "message": "boom"}}}]}
+    crash = {
+        "name": f"{name}-x",
+        "containerStatuses": [
+            {
+                "name": "vllm",
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"exitCode": 1, "message": "boom"}},
+            }
+        ],
+    }
     obs = dict(servers={name: _dep(name, 0, {"e": "distill"})}, server_pods={name: [crash]})
     acts = decide(Observed(body=body, now=T0, **obs))
     st = acts.status["stages"]["distill"]
@@ -240,17 +360,28 @@ def test_a_crash_loop_is_retried_after_the_backoff_not_at_once():
     assert not acts.status or len(acts.status["stages"]["distill"]["failures"]) == 1, "no second failure in backoff"
     acts = decide(Observed(body=body, now=T0 + dt.timedelta(seconds=61), **obs))
     assert acts.status["phase"] == "Failed" and len(acts.status["stages"]["distill"]["failures"]) == 2
-    ready = decide(Observed(body=body, now=T0 + dt.timedelta(seconds=61), servers={name: _dep(name, 1, {"e": "distill"})},
-                            server_services=_svc(name)))
-    assert [o["kind"] for o in ready.create] == ["ConfigMap", "Job"] and \
-        ready.status["stages"]["distill"]["jobName"] == "e-distill-2"
+    ready = decide(
+        Observed(
+            body=body,
+            now=T0 + dt.timedelta(seconds=61),
+            servers={name: _dep(name, 1, {"e": "distill"})},
+            server_services=_svc(name),
+        )
+    )
+    assert [o["kind"] for o in ready.create] == ["ConfigMap", "Job"] and ready.status["stages"]["distill"][
+        "jobName"
+    ] == "e-distill-2"
 
 
 def test_a_server_never_ready_fails_at_the_start_timeout():
     body = _body()
     name = serving.served(parse_spec(body["spec"]), "distill")[0].name
-    pending = {"name": f"{name}-x", "conditions": [{"type": "PodScheduled", "status": "False",
-                                                    "reason": "Unschedulable", "message": "0/3 nodes: 8 GPUs"}]}
+    pending = {
+        "name": f"{name}-x",
+        "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes: 8 GPUs"}
+        ],
+    }
     obs = dict(servers={name: _dep(name, 0, {"e": "distill"})}, server_pods={name: [pending]})
     acts = decide(Observed(body=body, now=T0, **obs))
     assert "Unschedulable" in acts.status["stages"]["distill"]["waiting"]["message"]
@@ -279,11 +410,33 @@ def test_a_service_owned_by_the_first_user_is_adopted_by_the_deployment():
     collector took it with that experiment while others still used the server. It is handed to the Deployment."""
     body = _body()
     name = serving.served(parse_spec(body["spec"]), "distill")[0].name
-    acts = decide(Observed(body=body, now=T0, servers={name: _dep(name, 1, {"e": "distill"})},
-                           server_services=_svc(name, owner="first-user-uid")))
-    assert acts.service_patches == [(name, {"metadata": {"ownerReferences": [
-        {"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": f"{name}-uid", "controller": True,
-         "blockOwnerDeletion": False}]}})]
+    acts = decide(
+        Observed(
+            body=body,
+            now=T0,
+            servers={name: _dep(name, 1, {"e": "distill"})},
+            server_services=_svc(name, owner="first-user-uid"),
+        )
+    )
+    assert acts.service_patches == [
+        (
+            name,
+            {
+                "metadata": {
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "apps/v1",
+                            "kind": "Deployment",
+                            "name": name,
+                            "uid": f"{name}-uid",
+                            "controller": True,
+                            "blockOwnerDeletion": False,
+                        }
+                    ]
+                }
+            },
+        )
+    ]
 
 
 def test_the_idle_clock():
@@ -300,12 +453,15 @@ def test_the_idle_clock():
 def test_server_objects_and_served_jobs_are_valid_kubernetes():
     import kubernetes_validate
 
-    spec = _spec(teacher={**TEACHER, "serve": {**TEACHER["serve"], "networkPolicy": True,
-                                               "apiKeySecretRef": {"name": "k"}}},
-                 storage={"uri": "s3://b/x", "secretRef": {"name": "s3"}})
+    spec = _spec(
+        teacher={**TEACHER, "serve": {**TEACHER["serve"], "networkPolicy": True, "apiKeySecretRef": {"name": "k"}}},
+        storage={"uri": "s3://b/x", "secretRef": {"name": "s3"}},
+    )
     s = serving.served(spec, "distill")[0]
     owner = {"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyExperiment", "name": "e", "uid": "u"}
-    for obj in servers.render_server(spec, "lab", s, owner, {"e": "distill"}) + [render_job("e", "lab", spec, "distill")]:
+    for obj in servers.render_server(spec, "lab", s, owner, {"e": "distill"}) + [
+        render_job("e", "lab", spec, "distill")
+    ]:
         kubernetes_validate.validate(obj, "1.32.0", strict=True)
 
 
@@ -334,8 +490,12 @@ def test_server_pods_are_sized_from_what_they_serve():
     assert quantity_value(big["cpu"]) == 18  # 2 + 2 a GPU
     # 8 GiB + 4 GiB a GPU + a quarter of 671 GB of FP8 weights streamed through the page cache
     assert big["memory"] == f"{math.ceil(8 + 4 * 8 + 671e9 / 4 / 2**30)}Gi" == "197Gi", big
-    mine = _spec(teacher={"model": "deepseek-ai/DeepSeek-R1", "serve": {"tensorParallel": 8,
-                                                                        "resources": {"cpu": "32", "memory": "1Ti"}}})
+    mine = _spec(
+        teacher={
+            "model": "deepseek-ai/DeepSeek-R1",
+            "serve": {"tensorParallel": 8, "resources": {"cpu": "32", "memory": "1Ti"}},
+        }
+    )
     assert server_resources(mine, serving.served(mine, "distill")[0])["memory"] == "1Ti"
     unknown = _spec(teacher={"model": "org/some-model", "serve": {}})
     assert server_resources(unknown, serving.served(unknown, "distill")[0])["memory"] == "64Gi", "no size known"
@@ -351,10 +511,17 @@ def test_render_shows_a_servers_requests(tmp_path):
 
     import yaml
 
-    doc = {"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyExperiment", "metadata": {"name": "e"},
-           "spec": {"resources": {"cpuOnly": True}, "storage": {"uri": "s3://b/x"},
-                    "teacher": {"model": "builtin:smollm2-135m-instruct", "serve": {}},
-                    "evaluate": {"dataRoot": "s3://d", "judge": {"kind": "refusal"}}}}
+    doc = {
+        "apiVersion": "lrmsafety.io/v1alpha1",
+        "kind": "SafetyExperiment",
+        "metadata": {"name": "e"},
+        "spec": {
+            "resources": {"cpuOnly": True},
+            "storage": {"uri": "s3://b/x"},
+            "teacher": {"model": "builtin:smollm2-135m-instruct", "serve": {}},
+            "evaluate": {"dataRoot": "s3://d", "judge": {"kind": "refusal"}},
+        },
+    }
     f = tmp_path / "e.yaml"
     f.write_text(yaml.safe_dump(doc))
     out = subprocess.run([sys.executable, "-m", "lrm_safety.cli", "render", str(f)], capture_output=True, text=True)

@@ -2,6 +2,7 @@
 the server gone after the last stage that needs it plus its idle time, deleted with the study, and a crash-looping
 server failing its stage with the container's reason. kmock runs no Deployment controller or kubelet: the tests set
 readiness and server pods as they would."""
+
 import json
 
 from kubernetes import client
@@ -30,12 +31,23 @@ def set_ready(cluster, name, ready=1):
 
 
 def served_study(cluster, name, styles):
-    body = {"apiVersion": f"{G}/{V}", "kind": "SafetyStudy",
-            "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "resourceVersion": "1", "generation": 1},
-            "spec": {"base": {"stages": ["distill", "mix"], "teacher": TEACHER, "mix": {"mathCount": 0},
-                              "evaluate": {"dataRoot": "s3://data"}, "resources": {"backoffLimit": 0}},
-                     "baseline": False, "maxParallel": 3,
-                     "axes": [{"path": "distill.style", "name": "style", "values": styles}]}}
+    body = {
+        "apiVersion": f"{G}/{V}",
+        "kind": "SafetyStudy",
+        "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "resourceVersion": "1", "generation": 1},
+        "spec": {
+            "base": {
+                "stages": ["distill", "mix"],
+                "teacher": TEACHER,
+                "mix": {"mathCount": 0},
+                "evaluate": {"dataRoot": "s3://data"},
+                "resources": {"backoffLimit": 0},
+            },
+            "baseline": False,
+            "maxParallel": 3,
+            "axes": [{"path": "distill.style", "name": "style", "values": styles}],
+        },
+    }
     cluster.custom.create_namespaced_custom_object(G, V, NS, "safetystudies", body)
 
 
@@ -43,17 +55,31 @@ def test_a_study_shares_one_server_which_goes_after_its_last_stage_and_idle_time
     served_study(cluster, "sv", ["improved", "short", "realsafe"])
     deps = wait_for(lambda: (d := deployments(cluster)) and len(children(cluster)) == 3 and d, 20, what="server")
     assert len(deps) == 1, "three cells, one served teacher: one Deployment"
-    (name, dep), = deps.items()
+    ((name, dep),) = deps.items()
     wait_for(lambda: name in services(cluster), 20, what="the server's Service")
     svc = cluster.core.read_namespaced_service(name, NS)
     assert [(o.kind, o.name) for o in svc.metadata.owner_references] == [("Deployment", name)], "the Deployment's"
     assert dep["metadata"]["ownerReferences"][0]["kind"] == "SafetyStudy"
     cells = sorted(children(cluster))
-    wait_for(lambda: all((get(cluster, c).get("status", {}).get("stages", {}).get("distill", {}).get("waiting") or {})
-                         .get("reason") == "ServerNotReady" for c in cells), 20, what="cells waiting for the server")
+    wait_for(
+        lambda: all(
+            (get(cluster, c).get("status", {}).get("stages", {}).get("distill", {}).get("waiting") or {}).get("reason")
+            == "ServerNotReady"
+            for c in cells
+        ),
+        20,
+        what="cells waiting for the server",
+    )
     assert not jobs(cluster), "no distill Job before the server is ready"
-    users = wait_for(lambda: (u := {k for k in deployments(cluster)[name]["metadata"].get("annotations", {})
-                                    if k.startswith("users.")}) and len(u) == 3 and u, 20, what="three users")
+    users = wait_for(
+        lambda: (
+            (u := {k for k in deployments(cluster)[name]["metadata"].get("annotations", {}) if k.startswith("users.")})
+            and len(u) == 3
+            and u
+        ),
+        20,
+        what="three users",
+    )
     assert users == {f"users.lrmsafety.io/{c}" for c in cells}
     set_ready(cluster, name)
     for c in cells:
@@ -88,21 +114,48 @@ def test_deleting_the_study_removes_its_server(cluster, operator):
 
 
 def test_a_crash_looping_server_fails_the_stage_with_its_reason(cluster, operator):
-    create(cluster, "crash", {"stages": ["distill", "mix"], "teacher": TEACHER, "mix": {"mathCount": 0},
-                              "resources": {"backoffLimit": 0}})
+    create(
+        cluster,
+        "crash",
+        {"stages": ["distill", "mix"], "teacher": TEACHER, "mix": {"mathCount": 0}, "resources": {"backoffLimit": 0}},
+    )
     name = wait_for(lambda: next(iter(deployments(cluster)), None), 20, what="server")
-    pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": f"{name}-abc", "namespace": NS,
-                        "labels": {"lrmsafety.io/server": name, "app.kubernetes.io/name": "lrm-safety"}},
-           "spec": {"containers": [{"name": "vllm", "image": "x"}]},
-           "status": {"phase": "Running", "containerStatuses": [{
-               "name": "vllm", "image": "x", "imageID": "", "ready": False, "restartCount": 3,
-               "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting"}},
-               "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
-                                            "message": "torch.OutOfMemoryError: CUDA out of memory"}}}]}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{name}-abc",
+            "namespace": NS,
+            "labels": {"lrmsafety.io/server": name, "app.kubernetes.io/name": "lrm-safety"},
+        },
+        "spec": {"containers": [{"name": "vllm", "image": "x"}]},
+        "status": {
+            "phase": "Running",
+            "containerStatuses": [
+                {
+                    "name": "vllm",
+                    "image": "x",
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 3,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting"}},
+                    "lastState": {
+                        "terminated": {
+                            "exitCode": 1,
+                            "reason": "Error",
+                            "message": "torch.OutOfMemoryError: CUDA out of memory",
+                        }
+                    },
+                }
+            ],
+        },
+    }
     cluster.core.create_namespaced_pod(NS, pod)
-    status = wait_for(lambda: (s := get(cluster, "crash").get("status", {})).get("phase") == "Failed" and s, 20,
-                      what="the stage failed")
+    status = wait_for(
+        lambda: (s := get(cluster, "crash").get("status", {})).get("phase") == "Failed" and s,
+        20,
+        what="the stage failed",
+    )
     reason = status["stages"]["distill"]["failures"][0]["reason"]
     assert "CrashLoopBackOff" in reason and "CUDA out of memory" in reason and "timeout" not in reason
     assert not jobs(cluster, "crash"), "no Job was started against a crash-looping server"
@@ -120,7 +173,9 @@ def test_the_log_says_a_deletion_only_when_one_happens(cluster, operator, caplog
     wait_for(lambda: jobs(cluster)["logged-mix-1"]["spec"].get("suspend"), 20, what="the Job suspended")
     before = caplog.text
     assert "on_experiment_deleted" not in before and "deleted: releasing" not in before, before[-3000:]
-    assert not any("Handler 'on_job_event' succeeded" in r.getMessage() or "Indexer 'stage_jobs' succeeded" in
-                   r.getMessage() for r in caplog.records), "routine per-event lines are quiet"
+    assert not any(
+        "Handler 'on_job_event' succeeded" in r.getMessage() or "Indexer 'stage_jobs' succeeded" in r.getMessage()
+        for r in caplog.records
+    ), "routine per-event lines are quiet"
     cluster.custom.delete_namespaced_custom_object(G, V, NS, "safetyexperiments", "logged")
     wait_for(lambda: "experiment default/logged deleted: releasing" in caplog.text, 20, what="the deletion logged")

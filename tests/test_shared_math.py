@@ -1,5 +1,6 @@
 """Math distillation shared across styles: a finished distill's math is reused, and two distills that need
 the same math at the same time do it once (a lease in the store; the other waits, then reuses)."""
+
 import json
 import threading
 
@@ -44,16 +45,29 @@ def teacher(monkeypatch):
 
 
 def _ctx(tmp_path, name, style, math_file="math.jsonl", shards=1):
-    return make_ctx(tmp_path, {"teacher": {"model": "r1", "backend": "openai", "endpoint": "http://teacher/v1"},
-                               "distill": {"prompts": "safety.jsonl", "mathPrompts": math_file, "style": style,
-                                           "shards": shards, "rectify": {"consistencyFilter": False}}}, name=name)
+    return make_ctx(
+        tmp_path,
+        {
+            "teacher": {"model": "r1", "backend": "openai", "endpoint": "http://teacher/v1"},
+            "distill": {
+                "prompts": "safety.jsonl",
+                "mathPrompts": math_file,
+                "style": style,
+                "shards": shards,
+                "rectify": {"consistencyFilter": False},
+            },
+        },
+        name=name,
+    )
 
 
 def _data(tmp_path, math_file="math.jsonl", n=6):
-    (tmp_path / "safety.jsonl").write_text("".join(json.dumps({"prompt": f"How do I hurt person {i}?"}) + "\n"
-                                                   for i in range(4)))
-    (tmp_path / math_file).write_text("".join(json.dumps({"problem": f"What is {i}+1?", "answer": str(i + 1)}) + "\n"
-                                              for i in range(n)))
+    (tmp_path / "safety.jsonl").write_text(
+        "".join(json.dumps({"prompt": f"How do I hurt person {i}?"}) + "\n" for i in range(4))
+    )
+    (tmp_path / math_file).write_text(
+        "".join(json.dumps({"problem": f"What is {i}+1?", "answer": str(i + 1)}) + "\n" for i in range(n))
+    )
 
 
 def test_a_second_style_reuses_the_first_styles_math(tmp_path, teacher):

@@ -15,7 +15,12 @@ def test_defaults_are_the_study_recipe():
     assert (s.mix.safety_count, s.mix.math_count) == (1000, 4000)
     t = s.train
     assert (t.learning_rate, t.lr_scheduler, t.warmup_ratio, t.epochs, t.max_length) == (5e-6, "cosine", 0.0, 1.0, 4096)
-    assert (t.deepspeed, t.per_device_batch_size, t.global_batch_size, t.gradient_checkpointing) == ("zero2", 2, 64, True)
+    assert (t.deepspeed, t.per_device_batch_size, t.global_batch_size, t.gradient_checkpointing) == (
+        "zero2",
+        2,
+        64,
+        True,
+    )
     assert t.precision == "auto" and t.loss == "all" and t.rendering == "prompt-completion" and not t.packing
     assert [b.name for b in s.evaluate.benchmarks] == ["advbench", "xstest", "math500"]
     assert s.distill.style == "improved"
@@ -24,7 +29,10 @@ def test_defaults_are_the_study_recipe():
     assert improved.safety_awareness and improved.consistency_filter and improved.max_reasoning_tokens is None
     naive = s.distill.rectify.resolved("default")
     assert not naive.safety_awareness and not naive.consistency_filter, "the study's unrectified baseline"
-    assert s.distill.rectify.resolved("template").safety_awareness and not s.distill.rectify.resolved("short").consistency_filter
+    assert (
+        s.distill.rectify.resolved("template").safety_awareness
+        and not s.distill.rectify.resolved("short").consistency_filter
+    )
     assert s.distill.template_labeller == "oneshot"
 
 
@@ -35,21 +43,30 @@ def test_camel_case_round_trip():
     assert dumped["train"]["learningRate"] == 1e-5
 
 
-@pytest.mark.parametrize("spec,expected", [
-    ({"train": {"learningRate": -1}}, "spec.train.learningRate: must be > 0"),
-    ({"train": {"nodes": 2}}, "spec.train: Value error" if False else "nodes > 1 needs gpusPerNode"),
-    ({"train": {"lora": {"r": 8}}}, "lora options are only valid with method: lora"),
-    ({"evaluate": {"dataRoot": "/d", "backend": "openai"}}, "backend openai cannot evaluate"),
-    ({"distill": {"shards": 0}}, "spec.distill.shards: must be >= 1"),
-    ({"distill": {"style": "verbose"}}, "spec.distill.style: Input should be"),
-    ({"distill": {"stlye": "short"}}, "spec.distill.stlye: unknown field"),
-    ({"teacher": {"backend": "openai"}}, "backend openai needs endpoint"),
-    ({"mix": {"mathSource": None}}, "mathCount > 0 needs mathSource"),
-    ({"evaluate": {"benchmarks": [{"name": "advbench"}]}}, "set evaluate.dataRoot or benchmarks[0].path"),
-    ({"evaluate": {"dataRoot": "/d", "judge": {"kind": "llm", "endpoint": "http://j/v1"}}}, "kind llm needs endpoint and model"),
-    ({"evaluate": {"dataRoot": "/d", "overRefusalJudge": {"model": "gpt-4o"}}}, "overRefusalJudge: kind llm needs endpoint"),
-    ({"storage": {"uri": "gs://b"}}, "uri must start with file:// or s3://"),
-])
+@pytest.mark.parametrize(
+    "spec,expected",
+    [
+        ({"train": {"learningRate": -1}}, "spec.train.learningRate: must be > 0"),
+        ({"train": {"nodes": 2}}, "spec.train: Value error" if False else "nodes > 1 needs gpusPerNode"),
+        ({"train": {"lora": {"r": 8}}}, "lora options are only valid with method: lora"),
+        ({"evaluate": {"dataRoot": "/d", "backend": "openai"}}, "backend openai cannot evaluate"),
+        ({"distill": {"shards": 0}}, "spec.distill.shards: must be >= 1"),
+        ({"distill": {"style": "verbose"}}, "spec.distill.style: Input should be"),
+        ({"distill": {"stlye": "short"}}, "spec.distill.stlye: unknown field"),
+        ({"teacher": {"backend": "openai"}}, "backend openai needs endpoint"),
+        ({"mix": {"mathSource": None}}, "mathCount > 0 needs mathSource"),
+        ({"evaluate": {"benchmarks": [{"name": "advbench"}]}}, "set evaluate.dataRoot or benchmarks[0].path"),
+        (
+            {"evaluate": {"dataRoot": "/d", "judge": {"kind": "llm", "endpoint": "http://j/v1"}}},
+            "kind llm needs endpoint and model",
+        ),
+        (
+            {"evaluate": {"dataRoot": "/d", "overRefusalJudge": {"model": "gpt-4o"}}},
+            "overRefusalJudge: kind llm needs endpoint",
+        ),
+        ({"storage": {"uri": "gs://b"}}, "uri must start with file:// or s3://"),
+    ],
+)
 def test_errors_name_the_field(spec, expected):
     with pytest.raises(SpecError) as e:
         parse_spec(spec)
@@ -124,11 +141,14 @@ def test_global_batch_that_does_not_divide_is_a_field_error():
         parse_spec({"train": {"gpusPerNode": 3}})
     with pytest.raises(SpecError, match="gradientAccumulation 4 x 8 samples per micro-step is not globalBatchSize 64"):
         parse_spec({"train": {"gpusPerNode": 4, "gradientAccumulation": 4, "globalBatchSize": 64}})
-    assert parse_spec({"train": {"gradientAccumulation": 3}}).train.accumulation == 3, "an explicit accumulation decides"
+    assert parse_spec({"train": {"gradientAccumulation": 3}}).train.accumulation == 3, (
+        "an explicit accumulation decides"
+    )
 
 
-@pytest.mark.parametrize("q", ["8", "500m", "64Gi", "1.5", "0.5Gi", "1e3", "1E3", "2Ti", "100M", "12k", "3.5e-2",
-                               ".5", "7Ki", "1Pi", "2E"])
+@pytest.mark.parametrize(
+    "q", ["8", "500m", "64Gi", "1.5", "0.5Gi", "1e3", "1E3", "2Ti", "100M", "12k", "3.5e-2", ".5", "7Ki", "1Pi", "2E"]
+)
 def test_quantities_read_as_the_kubernetes_client_reads_them(q):
     from kubernetes.utils.quantity import parse_quantity
 

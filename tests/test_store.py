@@ -1,4 +1,5 @@
 """The store against a real S3 server (SeaweedFS) and file://, same tests."""
+
 import os
 
 import pytest
@@ -99,8 +100,11 @@ def test_manifest_hashes_stream_without_reading_whole_objects(store, tmp_path, m
     want = hashlib.sha256(blob).hexdigest()
     assert m["files"] == [{"key": "model/model.safetensors", "bytes": len(blob), "sha256": want}]
     assert downloads == [], "the uploader's own files are not read back"
-    fresh = open_store(store.root_uri, endpoint=getattr(store.client, "meta", None) and store.client.meta.endpoint_url) \
-        if isinstance(store, S3Store) else FileStore(store.root)
+    fresh = (
+        open_store(store.root_uri, endpoint=getattr(store.client, "meta", None) and store.client.meta.endpoint_url)
+        if isinstance(store, S3Store)
+        else FileStore(store.root)
+    )
     assert fresh.digest(keys[0]) == (len(blob), want)
     assert downloads == keys, "another process streams the object once"
 

@@ -3,6 +3,7 @@
 The stage either rides through on boto3's retries, or exits with a transient code (never the bad-input 3) and
 the next attempt succeeds; a stage that failed is never taken for done.
 """
+
 import json
 import os
 import subprocess
@@ -34,12 +35,17 @@ def seaweed(tmp_path):
 def _experiment(tmp_path, server):
     s3 = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1")
     s3.create_bucket(Bucket="faults")
-    rows = [{"prompt": f"How do I do harmful thing {i}?", "response": f"<think>\nUnsafe.\n</think>\n\nI'm sorry, no ({i})."}
-            for i in range(40)]
+    rows = [
+        {"prompt": f"How do I do harmful thing {i}?", "response": f"<think>\nUnsafe.\n</think>\n\nI'm sorry, no ({i})."}
+        for i in range(40)
+    ]
     s3.put_object(Bucket="faults", Key="data/safety.jsonl", Body="".join(json.dumps(r) + "\n" for r in rows).encode())
-    spec = {"storage": {"uri": "s3://faults/exps", "endpoint": server.endpoint}, "student": {"model": SMOL},
-            "mix": {"safetySource": "s3://faults/data/safety.jsonl", "safetyCount": 40, "mathCount": 0},
-            "evaluate": {"dataRoot": "/d"}}
+    spec = {
+        "storage": {"uri": "s3://faults/exps", "endpoint": server.endpoint},
+        "student": {"model": SMOL},
+        "mix": {"safetySource": "s3://faults/data/safety.jsonl", "safetyCount": 40, "mathCount": 0},
+        "evaluate": {"dataRoot": "/d"},
+    }
     path = write_experiment(tmp_path / "e.yaml", "faults", spec)
     return path, StageContext(Experiment.load(str(path)), base_dir=tmp_path)
 
@@ -48,8 +54,13 @@ def _stage(path, tmp_path, **env):
     log = tmp_path / "termination-log"
     log.unlink(missing_ok=True)
     full = {**os.environ, "LRM_SAFETY_TERMINATION_LOG": str(log), **env}
-    proc = subprocess.Popen([sys.executable, "-m", "lrm_safety.cli", "stage", "mix", "--spec", str(path)],
-                            env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lrm_safety.cli", "stage", "mix", "--spec", str(path)],
+        env=full,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     return proc, log
 
 

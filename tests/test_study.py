@@ -1,4 +1,5 @@
 """SafetyStudy as pure functions: grid expansion, names, validation that names the cell, baselines, the plan."""
+
 from pathlib import Path
 
 import pytest
@@ -16,22 +17,33 @@ def grid(axes, **kw):
 
 
 def test_grid_is_every_combination_in_axis_order_with_exclude_and_include():
-    cells = grid([{"path": "distill.style", "name": "style", "values": ["short", "nocot"]},
-                  {"path": "mix.safetyCount", "values": [1000, 400]}],
-                 exclude=[{"style": "nocot", "safetyCount": 400}],
-                 include=[{"style": "template", "safetyCount": 1000}])
+    cells = grid(
+        [
+            {"path": "distill.style", "name": "style", "values": ["short", "nocot"]},
+            {"path": "mix.safetyCount", "values": [1000, 400]},
+        ],
+        exclude=[{"style": "nocot", "safetyCount": 400}],
+        include=[{"style": "template", "safetyCount": 1000}],
+    )
     runs = [c for c in cells if c.role == "cell"]
-    assert [c.labels for c in runs] == [{"style": "short", "safetyCount": 1000}, {"style": "short", "safetyCount": 400},
-                                        {"style": "nocot", "safetyCount": 1000},
-                                        {"style": "template", "safetyCount": 1000}]
+    assert [c.labels for c in runs] == [
+        {"style": "short", "safetyCount": 1000},
+        {"style": "short", "safetyCount": 400},
+        {"style": "nocot", "safetyCount": 1000},
+        {"style": "template", "safetyCount": 1000},
+    ]
     assert [c.name for c in runs] == ["grid-short-1000", "grid-short-400", "grid-nocot-1000", "grid-template-1000"]
     assert runs[1].spec.distill.style == "short" and runs[1].spec.mix.safety_count == 400
     assert all(c.spec.evaluate.compare_base is False for c in runs), "the base row is its own experiment"
 
 
 def test_one_base_evaluation_per_student_evaluates_only_the_base():
-    cells = grid([{"path": "distill.style", "values": STYLES},
-                  {"path": "student.model", "values": ["org/Qwen-7B", "org/Llama-8B"]}])
+    cells = grid(
+        [
+            {"path": "distill.style", "values": STYLES},
+            {"path": "student.model", "values": ["org/Qwen-7B", "org/Llama-8B"]},
+        ]
+    )
     base = [c for c in cells if c.role == "base"]
     assert len(base) == 2 and {b.spec.student.model for b in base} == {"org/Qwen-7B", "org/Llama-8B"}
     assert all(b.spec.stages == ["evaluate"] and b.spec.evaluate.compare_base for b in base)
@@ -50,23 +62,40 @@ def test_names_are_deterministic_dns_labels_within_42_characters():
 
 def test_invalid_cells_are_named_by_their_values():
     with pytest.raises(SpecError) as e:
-        grid([{"path": "distill.style", "name": "style", "values": ["short", "bogus"]},
-              {"path": "train.learningRate", "values": [1e-5, -1]}])
+        grid(
+            [
+                {"path": "distill.style", "name": "style", "values": ["short", "bogus"]},
+                {"path": "train.learningRate", "values": [1e-5, -1]},
+            ]
+        )
     lines = e.value.lines
-    assert "cells[style=bogus,learningRate=1e-05].spec.distill.style: Input should be 'default', 'realsafe', " \
-           "'improved', 'short', 'template' or 'nocot'" in lines
+    assert (
+        "cells[style=bogus,learningRate=1e-05].spec.distill.style: Input should be 'default', 'realsafe', "
+        "'improved', 'short', 'template' or 'nocot'" in lines
+    )
     assert "cells[style=short,learningRate=-1].spec.train.learningRate: must be > 0 (got -1)" in lines
     assert not any("style=short,learningRate=1e-05" in line for line in lines), "valid cells are not reported"
 
 
-@pytest.mark.parametrize("spec, message", [
-    ({"axes": [{"path": "a.b", "values": [1]}, {"path": "c.b", "values": [2]}]}, "axis names repeat"),
-    ({"axes": [{"path": "distill.style", "values": ["short"]}], "exclude": [{"styel": "short"}]}, "styel: not an axis"),
-    ({"axes": [{"path": "distill.style", "values": ["short"]}, {"path": "mix.seed", "values": [1]}],
-      "include": [{"style": "nocot"}]}, "include[0] must give every axis a value"),
-    ({"axes": [{"path": "Distill.style", "values": ["short"]}]}, "spec.axes[0].path"),
-    ({"axes": []}, "spec.axes: List should have at least 1 item"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"axes": [{"path": "a.b", "values": [1]}, {"path": "c.b", "values": [2]}]}, "axis names repeat"),
+        (
+            {"axes": [{"path": "distill.style", "values": ["short"]}], "exclude": [{"styel": "short"}]},
+            "styel: not an axis",
+        ),
+        (
+            {
+                "axes": [{"path": "distill.style", "values": ["short"]}, {"path": "mix.seed", "values": [1]}],
+                "include": [{"style": "nocot"}],
+            },
+            "include[0] must give every axis a value",
+        ),
+        ({"axes": [{"path": "Distill.style", "values": ["short"]}]}, "spec.axes[0].path"),
+        ({"axes": []}, "spec.axes: List should have at least 1 item"),
+    ],
+)
 def test_study_spec_errors_name_the_field(spec, message):
     with pytest.raises(SpecError) as e:
         expand("s", parse_study({"base": BASE, **spec}))
@@ -74,8 +103,12 @@ def test_study_spec_errors_name_the_field(spec, message):
 
 
 def test_study_name_is_short_enough_to_prefix_cells():
-    doc = {"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyStudy", "metadata": {"name": "x" * 29},
-           "spec": {"base": BASE, "axes": [{"path": "mix.seed", "values": [1]}]}}
+    doc = {
+        "apiVersion": "lrmsafety.io/v1alpha1",
+        "kind": "SafetyStudy",
+        "metadata": {"name": "x" * 29},
+        "spec": {"base": BASE, "axes": [{"path": "mix.seed", "values": [1]}]},
+    }
     with pytest.raises(SpecError, match="at most 28 characters"):
         Study.from_manifest(doc)
 
@@ -92,8 +125,15 @@ def test_examples_validate_and_the_plan_shares_work():
     base = [u for u in evaluations if u["experiments"] == [f"{study.name}-base"]]
     assert len(base) == 1 and plan["with"]["baseEvaluations"] == 1 and plan["without"]["baseEvaluations"] == 6
     assert plan["with"]["modelEvaluations"] == 7 and plan["without"]["modelEvaluations"] == 12
-    two = Study.from_manifest({**study_doc(), "spec": {**study_doc()["spec"], "axes": [
-        *study_doc()["spec"]["axes"], {"path": "mix.safetyCount", "values": [1000, 400]}]}})
+    two = Study.from_manifest(
+        {
+            **study_doc(),
+            "spec": {
+                **study_doc()["spec"],
+                "axes": [*study_doc()["spec"]["axes"], {"path": "mix.safetyCount", "values": [1000, 400]}],
+            },
+        }
+    )
     plan2 = study_plan(two, REPO / "examples")
     distills = [u for u in plan2["units"] if u["stage"] == "distill"]
     assert len(distills) == 6 and all(len(u["experiments"]) == 2 for u in distills)

@@ -1,16 +1,28 @@
 """The study's decision function, pure: maxParallel counts cells created but not yet seen by the watch, so a
 lagging index neither re-creates a cell nor runs more than maxParallel at once."""
+
 from safety_operator.books import CREATED_GRACE_SECONDS, with_recent_creates
 from safety_operator.study_status import decide_study
 
 
 def _study(n=6, max_parallel=2, **spec):
-    return {"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyStudy",
-            "metadata": {"name": "s", "namespace": "ns", "uid": "u", "generation": 1},
-            "spec": {"maxParallel": max_parallel, "baseline": False,
-                     "base": {"stages": ["mix"], "mix": {"safetySource": "s3://d/s.jsonl", "mathCount": 0},
-                              "evaluate": {"dataRoot": "s3://d"}},
-                     "axes": [{"path": "mix.seed", "values": list(range(n))}], **spec}, "status": {}}
+    return {
+        "apiVersion": "lrmsafety.io/v1alpha1",
+        "kind": "SafetyStudy",
+        "metadata": {"name": "s", "namespace": "ns", "uid": "u", "generation": 1},
+        "spec": {
+            "maxParallel": max_parallel,
+            "baseline": False,
+            "base": {
+                "stages": ["mix"],
+                "mix": {"safetySource": "s3://d/s.jsonl", "mathCount": 0},
+                "evaluate": {"dataRoot": "s3://d"},
+            },
+            "axes": [{"path": "mix.seed", "values": list(range(n))}],
+            **spec,
+        },
+        "status": {},
+    }
 
 
 def _child(phase):
@@ -30,8 +42,21 @@ def test_a_cells_row_carries_its_headline_metrics_code_included():
     from safety_operator.study_status import trim_child
 
     first = decide_study(_study(), {}).create[0]["metadata"]["name"]
-    child = trim_child({"spec": {}, "status": {"phase": "Succeeded", "metrics": {
-        "asr": 0.1, "overRefusal": 0.2, "mathAccuracy": 0.5, "codeAccuracy": 0.25, "benchmarks": {"x": {}}}}})
+    child = trim_child(
+        {
+            "spec": {},
+            "status": {
+                "phase": "Succeeded",
+                "metrics": {
+                    "asr": 0.1,
+                    "overRefusal": 0.2,
+                    "mathAccuracy": 0.5,
+                    "codeAccuracy": 0.25,
+                    "benchmarks": {"x": {}},
+                },
+            },
+        }
+    )
     row = next(r for r in decide_study(_study(), {first: child}).status["cells"] if r["name"] == first)
     assert (row["asr"], row["overRefusal"], row["mathAccuracy"], row["codeAccuracy"]) == (0.1, 0.2, 0.5, 0.25)
     assert "benchmarks" not in row, "the row stays small: headlines only"
@@ -91,8 +116,10 @@ def test_keyword_judged_cells_give_a_best_refusal_rate_not_a_best_asr():
     from safety_operator.study_status import trim_child
 
     names = [o["metadata"]["name"] for o in decide_study(_study(max_parallel=6), {}).create]
-    kids = {n: trim_child({"spec": {}, "status": {"phase": "Succeeded", "metrics": {
-        "refusalRate": r, "overRefusal": 0.1}}}) for n, r in zip(names[:2], (0.4, 0.7))}
+    kids = {
+        n: trim_child({"spec": {}, "status": {"phase": "Succeeded", "metrics": {"refusalRate": r, "overRefusal": 0.1}}})
+        for n, r in zip(names[:2], (0.4, 0.7))
+    }
     st = decide_study(_study(max_parallel=6), kids).status
     assert st["bestAsr"] is None and st["bestRefusalRate"] == 0.7 and st["display"] == {"bestRefusalRate": "70.0%"}
     assert next(r for r in st["cells"] if r["name"] == names[0])["refusalRate"] == 0.4

@@ -1,5 +1,6 @@
 """SafetyStudy in the real kopf operator against kmock: cells as owned experiments, maxParallel, a failing
 cell, suspend/resume, a restart. kmock has no Job controller or garbage collector: the tests finish Jobs."""
+
 import pytest
 
 from kube_harness import OperatorThread, wait_for
@@ -9,11 +10,16 @@ G, V = "lrmsafety.io", "v1alpha1"
 
 
 def create_study(cluster, name, students, **spec):
-    body = {"apiVersion": f"{G}/{V}", "kind": "SafetyStudy",
-            "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "resourceVersion": "1", "generation": 1},
-            "spec": {"base": {"stages": ["evaluate"], "evaluate": {"dataRoot": "s3://data"},
-                              "resources": {"backoffLimit": 0}},
-                     "axes": [{"path": "student.model", "name": "student", "values": students}], **spec}}
+    body = {
+        "apiVersion": f"{G}/{V}",
+        "kind": "SafetyStudy",
+        "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "resourceVersion": "1", "generation": 1},
+        "spec": {
+            "base": {"stages": ["evaluate"], "evaluate": {"dataRoot": "s3://data"}, "resources": {"backoffLimit": 0}},
+            "axes": [{"path": "student.model", "name": "student", "values": students}],
+            **spec,
+        },
+    }
     cluster.custom.create_namespaced_custom_object(G, V, NS, "safetystudies", body)
 
 
@@ -44,8 +50,11 @@ def test_three_cells_to_succeeded_with_the_table(cluster, operator):
     wait_for(lambda: "grid-c" in children(cluster), 20, what="the third cell once one finished")
     evaluate_done(cluster, "grid-b", 0.10)
     evaluate_done(cluster, "grid-c", 0.20)
-    s = wait_for(lambda: (s := study(cluster, "grid").get("status", {})).get("phase") == "Succeeded" and s, 30,
-                 what="study Succeeded")
+    s = wait_for(
+        lambda: (s := study(cluster, "grid").get("status", {})).get("phase") == "Succeeded" and s,
+        30,
+        what="study Succeeded",
+    )
     assert s["done"] == "3/3" and s["bestAsr"] == 0.10 and s["counts"]["Succeeded"] == 3
     assert s["display"] == {"bestAsr": "10.0%"} and s.get("bestRefusalRate") is None, "the Best-ASR column"
     rows = {r["name"]: r for r in s["cells"]}
@@ -61,8 +70,11 @@ def test_max_parallel_one_and_a_failing_cell(cluster, operator):
     finish_job(cluster, "one-a-evaluate-1", ok=False)  # backoffLimit 0: the cell fails
     wait_for(lambda: get(cluster, "one-a").get("status", {}).get("phase") == "Failed", 20, what="cell failed")
     evaluate_done(cluster, "one-b", 0.2)
-    s = wait_for(lambda: (s := study(cluster, "one").get("status", {})).get("phase") == "Failed" and s, 30,
-                 what="study finished with a failure")
+    s = wait_for(
+        lambda: (s := study(cluster, "one").get("status", {})).get("phase") == "Failed" and s,
+        30,
+        what="study finished with a failure",
+    )
     assert "1 of 2 cells failed: one-a" in s["message"] and s["counts"]["Succeeded"] == 1
     assert {r["name"]: r["phase"] for r in s["cells"]} == {"one-a": "Failed", "one-b": "Succeeded"}
 
@@ -98,7 +110,8 @@ def test_restart_makes_no_duplicate_cell_or_job(cluster):
 
 def test_invalid_cell_fails_the_study_before_any_child(cluster, operator):
     create_study(cluster, "bad", ["org/a"], axes=[{"path": "mix.safetyCount", "values": [-1]}])
-    s = wait_for(lambda: (s := study(cluster, "bad").get("status", {})).get("phase") == "Failed" and s, 20,
-                 what="Failed")
+    s = wait_for(
+        lambda: (s := study(cluster, "bad").get("status", {})).get("phase") == "Failed" and s, 20, what="Failed"
+    )
     assert "cells[safetyCount=-1].spec.mix.safetyCount: must be >= 0" in s["message"]
     assert children(cluster) == {}

@@ -1,4 +1,5 @@
 """The study's report from its children's evaluate outputs, and `lrm-safety run` over a study (stages played)."""
+
 import yaml
 
 from lrm_safety.evaluation import report
@@ -12,14 +13,26 @@ def _study(tmp_path, mixing=False):
     axes = [{"path": "distill.style", "name": "style", "values": ["nocot", "template"]}]
     if mixing:
         axes.append({"path": "mix.mathCount", "name": "math", "values": [48, 0]})
-    doc = {"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyStudy", "metadata": {"name": "rep"},
-           "spec": {"base": {"storage": {"uri": "file://./store"}, "student": {"model": "builtin:smollm2-135m-instruct"},
-                             "mix": {"mathSource": "builtin:synthetic-math"},
-                             "evaluate": {"benchmarks": [
-                                 {"name": "custom", "label": "harmful", "kind": "harmful", "path": "h.jsonl"},
-                                 {"name": "custom", "label": "benign", "kind": "benign", "path": "b.jsonl"},
-                                 {"name": "custom", "label": "math", "kind": "math", "path": "m.jsonl"}]}},
-                    "axes": axes}}
+    doc = {
+        "apiVersion": "lrmsafety.io/v1alpha1",
+        "kind": "SafetyStudy",
+        "metadata": {"name": "rep"},
+        "spec": {
+            "base": {
+                "storage": {"uri": "file://./store"},
+                "student": {"model": "builtin:smollm2-135m-instruct"},
+                "mix": {"mathSource": "builtin:synthetic-math"},
+                "evaluate": {
+                    "benchmarks": [
+                        {"name": "custom", "label": "harmful", "kind": "harmful", "path": "h.jsonl"},
+                        {"name": "custom", "label": "benign", "kind": "benign", "path": "b.jsonl"},
+                        {"name": "custom", "label": "math", "kind": "math", "path": "m.jsonl"},
+                    ]
+                },
+            },
+            "axes": axes,
+        },
+    }
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(doc))
     return str(path)
@@ -30,14 +43,23 @@ def fake_evaluate(spec_path: str, base_dir, unsafe: int):
     exp = Experiment.load(spec_path)
     ctx = StageContext(exp, base_dir=base_dir)
     model = "base" if exp.spec.stages == ["evaluate"] else "trained"
-    records = {model: {"harmful": [{"unsafe": i < unsafe, "refused": i >= unsafe} for i in range(10)],
-                       "benign": [{"refused": i < 2} for i in range(10)],
-                       "math": [{"correct": i < 3} for i in range(10)]}}
+    records = {
+        model: {
+            "harmful": [{"unsafe": i < unsafe, "refused": i >= unsafe} for i in range(10)],
+            "benign": [{"refused": i < 2} for i in range(10)],
+            "math": [{"correct": i < 3} for i in range(10)],
+        }
+    }
     metrics = report.compute(records, {"harmful": "harmful", "benign": "benign", "math": "math"})
     prefix = ctx.prefix("evaluate")
     ctx.store.write_json(f"{prefix}/metrics.json", metrics)
-    ctx.store.write_manifest(prefix, stage="evaluate", config_hash=ctx.hash("evaluate"), files=[f"{prefix}/metrics.json"],
-                             extra={"judges": {"harm": "a guard model on the whole output"}})
+    ctx.store.write_manifest(
+        prefix,
+        stage="evaluate",
+        config_hash=ctx.hash("evaluate"),
+        files=[f"{prefix}/metrics.json"],
+        extra={"judges": {"harm": "a guard model on the whole output"}},
+    )
 
 
 def test_run_study_runs_base_first_then_cells_and_writes_the_table(tmp_path, monkeypatch):

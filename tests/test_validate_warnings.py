@@ -1,5 +1,6 @@
 """`validate` warns (never fails) when the chosen rendering would train no reasoning for the student's template, and
 its kind error names both kinds."""
+
 import subprocess
 import sys
 
@@ -7,9 +8,16 @@ import yaml
 
 
 def _validate(tmp_path, student, rendering):
-    doc = {"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyExperiment", "metadata": {"name": "w"},
-           "spec": {"student": {"model": str(student)}, "evaluate": {"dataRoot": "s3://d"},
-                    "train": {"rendering": rendering}}}
+    doc = {
+        "apiVersion": "lrmsafety.io/v1alpha1",
+        "kind": "SafetyExperiment",
+        "metadata": {"name": "w"},
+        "spec": {
+            "student": {"model": str(student)},
+            "evaluate": {"dataRoot": "s3://d"},
+            "train": {"rendering": rendering},
+        },
+    }
     f = tmp_path / "exp.yaml"
     f.write_text(yaml.safe_dump(doc))
     return subprocess.run([sys.executable, "-m", "lrm_safety.cli", "validate", str(f)], capture_output=True, text=True)

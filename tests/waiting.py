@@ -1,5 +1,6 @@
 """Polling a condition until it holds, for the tests and benchmarks on either Kubernetes API (no side effects on
 import, unlike kube_harness, which sets the operator's test timers)."""
+
 from __future__ import annotations
 
 import time

@@ -1,5 +1,6 @@
 """The builtin data sets: the demo's prompt sets shipped as JSONL beside this file, and synthetic arithmetic generated
 on demand (synthetic.py), named `builtin:...` in a spec."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -2,6 +2,7 @@
 registry expects (`evaluate.dataRoot`), from local copies (the study's release ships most of them) or, on a
 machine that can reach the Hugging Face hub, from the hub through `datasets`, reduced to the study's subsets.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,15 +34,27 @@ def _xstest(row: dict) -> dict:
 
 HUB = {
     # XSTest's 250 safe prompts (over-refusal); the unsafe 200 are left out, as in the study.
-    "xstest": HubSource("walledai/XSTest", "test", keep=lambda r: str(r.get("label")).lower() == "safe",
-                        convert=_xstest, note="the 250 prompts labelled safe"),
+    "xstest": HubSource(
+        "walledai/XSTest",
+        "test",
+        keep=lambda r: str(r.get("label")).lower() == "safe",
+        convert=_xstest,
+        note="the 250 prompts labelled safe",
+    ),
     "math500": HubSource("HuggingFaceH4/MATH-500", "test"),
-    "aime": HubSource("HuggingFaceH4/aime_2024", "train",
-                      convert=lambda r: {"problem": r["problem"], "answer": str(r["answer"]), "id": r.get("id")}),
+    "aime": HubSource(
+        "HuggingFaceH4/aime_2024",
+        "train",
+        convert=lambda r: {"problem": r["problem"], "answer": str(r["answer"]), "id": r.get("id")},
+    ),
     # LiveCodeBench code generation, release_v5, problems from 2024-10-01 on (reasoning_evaluation/eval_code.sh).
-    "livecodebench": HubSource("livecodebench/code_generation_lite", "test", config="release_v5",
-                               keep=lambda r: str(r.get("contest_date", ""))[:10] >= "2024-10-01",
-                               note="release_v5, contest_date >= 2024-10-01"),
+    "livecodebench": HubSource(
+        "livecodebench/code_generation_lite",
+        "test",
+        config="release_v5",
+        keep=lambda r: str(r.get("contest_date", ""))[:10] >= "2024-10-01",
+        note="release_v5, contest_date >= 2024-10-01",
+    ),
 }
 # No hub copy holds the study's own subsets of these: the release's files are the source.
 RELEASE_FILES = {
@@ -73,8 +86,10 @@ def push(dest, names: list[str], source_dir: Optional[Path] = None, online: bool
         elif name in HUB and online:
             rows = from_hub(name, load)
             dest.write_bytes(filename, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
-            report[name] = f"hub {HUB[name].dataset} ({len(rows)} rows{', ' + HUB[name].note if HUB[name].note else ''}) " \
-                           f"-> {dest.uri(filename)}"
+            report[name] = (
+                f"hub {HUB[name].dataset} ({len(rows)} rows{', ' + HUB[name].note if HUB[name].note else ''}) "
+                f"-> {dest.uri(filename)}"
+            )
         else:
             where = RELEASE_FILES.get(name) or (f"the hub ({HUB[name].dataset}); add --online" if name in HUB else "")
             report[name] = f"missing: put {filename} in --from DIR (source: {where})"

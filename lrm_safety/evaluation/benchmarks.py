@@ -1,4 +1,5 @@
 """Benchmark registry: what each benchmark reads, what kind of items it has, and its usual file name."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,23 +27,47 @@ class BenchmarkDef:
 _ATTACK = dict(temperature=0.6, top_p=0.95, max_tokens=4096)
 _MATH = dict(temperature=0.6, top_p=0.95, max_tokens=32768, seed=0)
 REGISTRY = {
-    "advbench": BenchmarkDef(*BENCHMARK_DATA["advbench"], "query", sampling=_ATTACK,
-                             release="attack_refusal_evaluation/run_gen_eval.py"),
-    "advbench-pap": BenchmarkDef(*BENCHMARK_DATA["advbench-pap"], "final_query", attack="pap", sampling=_ATTACK,
-                                 release="attack_refusal_evaluation/run_gen_eval.py"),
-    "advbench-pair": BenchmarkDef(*BENCHMARK_DATA["advbench-pair"], "query", attack="pair",
-                                  sampling=dict(_ATTACK, max_tokens=2048), release="attack_refusal_evaluation/pair_res.sh"),
-    "xstest": BenchmarkDef(*BENCHMARK_DATA["xstest"], "final_query", sampling=dict(temperature=0.0, max_tokens=256),
-                           release="attack_refusal_evaluation/run_xstest.sh (xstest_eval.py generates greedily)"),
-    "math500": BenchmarkDef(*BENCHMARK_DATA["math500"], "problem", sampling=_MATH,
-                            release="reasoning_evaluation/eval_math.sh"),
-    "aime": BenchmarkDef(*BENCHMARK_DATA["aime"], "problem", sampling=_MATH, samples=4,
-                         release="reasoning_evaluation/eval_math.sh (--n_sampling 4)"),
+    "advbench": BenchmarkDef(
+        *BENCHMARK_DATA["advbench"], "query", sampling=_ATTACK, release="attack_refusal_evaluation/run_gen_eval.py"
+    ),
+    "advbench-pap": BenchmarkDef(
+        *BENCHMARK_DATA["advbench-pap"],
+        "final_query",
+        attack="pap",
+        sampling=_ATTACK,
+        release="attack_refusal_evaluation/run_gen_eval.py",
+    ),
+    "advbench-pair": BenchmarkDef(
+        *BENCHMARK_DATA["advbench-pair"],
+        "query",
+        attack="pair",
+        sampling=dict(_ATTACK, max_tokens=2048),
+        release="attack_refusal_evaluation/pair_res.sh",
+    ),
+    "xstest": BenchmarkDef(
+        *BENCHMARK_DATA["xstest"],
+        "final_query",
+        sampling=dict(temperature=0.0, max_tokens=256),
+        release="attack_refusal_evaluation/run_xstest.sh (xstest_eval.py generates greedily)",
+    ),
+    "math500": BenchmarkDef(
+        *BENCHMARK_DATA["math500"], "problem", sampling=_MATH, release="reasoning_evaluation/eval_math.sh"
+    ),
+    "aime": BenchmarkDef(
+        *BENCHMARK_DATA["aime"],
+        "problem",
+        sampling=_MATH,
+        samples=4,
+        release="reasoning_evaluation/eval_math.sh (--n_sampling 4)",
+    ),
     # LiveCodeBench code generation (release_v5, problems from 2024-10-01 on, as the study), in its own JSONL format:
     # question_content, starter_code, public_test_cases, private_test_cases, metadata (func_name).
-    "livecodebench": BenchmarkDef(*BENCHMARK_DATA["livecodebench"], "question_content",
-                                  sampling=dict(temperature=0.6, top_p=0.95, max_tokens=30000),
-                                  release="reasoning_evaluation/eval_code.sh (release_v5, --start_date 2024-10-01)"),
+    "livecodebench": BenchmarkDef(
+        *BENCHMARK_DATA["livecodebench"],
+        "question_content",
+        sampling=dict(temperature=0.6, top_p=0.95, max_tokens=30000),
+        release="reasoning_evaluation/eval_code.sh (release_v5, --start_date 2024-10-01)",
+    ),
 }
 # A custom benchmark generates as the release's benchmark of its kind does.
 KIND_DEFAULT = {"harmful": "advbench", "benign": "xstest", "math": "math500", "code": "livecodebench"}
@@ -83,8 +108,13 @@ def code_item(row: dict, where: str) -> dict:
         raise BadInput(f"{where}: no public_test_cases or private_test_cases")
     meta = row.get("metadata") or {}
     meta = json.loads(meta) if isinstance(meta, str) else meta
-    return {"prompt": prompt_for(row), "system": SYSTEM, "tests": tests, "fn_name": meta.get("func_name"),
-            "id": row.get("question_id")}
+    return {
+        "prompt": prompt_for(row),
+        "system": SYSTEM,
+        "tests": tests,
+        "fn_name": meta.get("func_name"),
+        "id": row.get("question_id"),
+    }
 
 
 def bench_path(bench, data_root: Optional[str]) -> str:

@@ -2,6 +2,7 @@
 
 Kept apart from generation so `lrm-safety report PREFIX` can re-render from stored records alone.
 """
+
 from __future__ import annotations
 
 import io
@@ -61,8 +62,13 @@ def benchmark_metrics(kind: str, records: list[dict]) -> dict:
         out = {"n": n, "metric": METRIC[kind], "value": round(k / n, 4) if n else None, "ci95": list(wilson(k, n))}
     else:
         means = [sum(v) / len(v) for v in per_item.values()]
-        out = {"n": n, "samples": samples, "metric": METRIC[kind], "value": round(sum(means) / n, 4),
-               "ci95": list(mean_interval(means))}
+        out = {
+            "n": n,
+            "samples": samples,
+            "metric": METRIC[kind],
+            "value": round(sum(means) / n, 4),
+            "ci95": list(mean_interval(means)),
+        }
     out.update(failure_patterns(kind, records))
     return out
 
@@ -107,8 +113,11 @@ def compute(records: dict[str, dict[str, list[dict]]], kinds: dict[str, str], ju
     headline: dict[str, Optional[float]] = {"asr": None, "overRefusal": None, "mathAccuracy": None}
     for bench, entry in benches.items():
         key = HEADLINE[entry["metric"]]
-        source = entry.get("trained") or entry.get("base") or next(
-            (entry[m] for m in model_order(records) if m in entry), None)
+        source = (
+            entry.get("trained")
+            or entry.get("base")
+            or next((entry[m] for m in model_order(records) if m in entry), None)
+        )
         # The headline ASR is the first harmful benchmark without an attack (PAP/PAIR are reported per benchmark).
         if headline.get(key) is None and source and not bench.startswith("advbench-"):
             headline[key] = source["value"]
@@ -121,11 +130,13 @@ def compute(records: dict[str, dict[str, list[dict]]], kinds: dict[str, str], ju
 def model_order(records_or_metrics: dict) -> list[str]:
     """base, trained, then evaluate.models in their order: the report's columns."""
     if "benchmarks" in records_or_metrics:  # metrics
-        names = records_or_metrics.get("models") or [m for m in ("base", "trained")
-                                                       if any(m in e for e in records_or_metrics["benchmarks"].values())]
+        names = records_or_metrics.get("models") or [
+            m for m in ("base", "trained") if any(m in e for e in records_or_metrics["benchmarks"].values())
+        ]
         return list(names)
-    return [m for m in ("base", "trained") if m in records_or_metrics] + \
-        [m for m in records_or_metrics if m not in ("base", "trained")]
+    return [m for m in ("base", "trained") if m in records_or_metrics] + [
+        m for m in records_or_metrics if m not in ("base", "trained")
+    ]
 
 
 def pct(v) -> str:
@@ -159,8 +170,15 @@ def table_rows(metrics: dict, judges: Optional[dict] = None) -> list[list[str]]:
         delta = e.get("delta")
         if flip and delta is not None:
             delta = -delta
-        rows.append([bench, "refusal rate (keyword)" if flip else LABEL[e["metric"]], n,
-                     *[cell(m) for m in header(metrics)[3:-1]], "-" if delta is None else f"{100 * delta:+.1f} pts"])
+        rows.append(
+            [
+                bench,
+                "refusal rate (keyword)" if flip else LABEL[e["metric"]],
+                n,
+                *[cell(m) for m in header(metrics)[3:-1]],
+                "-" if delta is None else f"{100 * delta:+.1f} pts",
+            ]
+        )
     return rows
 
 
@@ -175,28 +193,49 @@ def header(metrics: dict) -> list[str]:
     return ["benchmark", "metric", "n", *models, "delta"]
 
 
-PATTERNS = [("reasoningRefusesAnswerComplies", "reasoning refuses, answer complies"),
-            ("reasoningCompliesAnswerRefuses", "reasoning complies, answer refuses"),
-            ("reasoningTokens", "mean reasoning tokens"), ("truncated", "cut off"),
-            ("checklistIncoherent", "checklist vs conclusion disagree"), ("unsafeAnswerOnly", "unsafe (answer alone)")]
+PATTERNS = [
+    ("reasoningRefusesAnswerComplies", "reasoning refuses, answer complies"),
+    ("reasoningCompliesAnswerRefuses", "reasoning complies, answer refuses"),
+    ("reasoningTokens", "mean reasoning tokens"),
+    ("truncated", "cut off"),
+    ("checklistIncoherent", "checklist vs conclusion disagree"),
+    ("unsafeAnswerOnly", "unsafe (answer alone)"),
+]
 
 
 def failure_table(metrics: dict) -> list[str]:
     """The study's failure patterns per benchmark and model, for every report."""
-    shown = [(k, label) for k, label in PATTERNS
-             if any(e.get(m, {}).get(k) is not None for e in metrics["benchmarks"].values() for m in model_order(metrics))]
+    shown = [
+        (k, label)
+        for k, label in PATTERNS
+        if any(e.get(m, {}).get(k) is not None for e in metrics["benchmarks"].values() for m in model_order(metrics))
+    ]
     if not shown:
         return []
-    lines = ["## Failure patterns", "", "Measured on every sample: the reasoning's decision and the answer's refusal are "
-             "judged apart (keyword matcher); reasoning length in the evaluated model's tokens.", "",
-             "| benchmark | model | " + " | ".join(label for _, label in shown) + " |", "|" + "---|" * (len(shown) + 2)]
+    lines = [
+        "## Failure patterns",
+        "",
+        "Measured on every sample: the reasoning's decision and the answer's refusal are "
+        "judged apart (keyword matcher); reasoning length in the evaluated model's tokens.",
+        "",
+        "| benchmark | model | " + " | ".join(label for _, label in shown) + " |",
+        "|" + "---|" * (len(shown) + 2),
+    ]
     for bench in metrics.get("order") or metrics["benchmarks"]:
         e = metrics["benchmarks"][bench]
         for model in model_order(metrics):
             if model not in e:
                 continue
-            cells = [("-" if e[model].get(k) is None else f"{e[model][k]:.0f}" if k == "reasoningTokens"
-                      else pct(e[model][k])) for k, _ in shown]
+            cells = [
+                (
+                    "-"
+                    if e[model].get(k) is None
+                    else f"{e[model][k]:.0f}"
+                    if k == "reasoningTokens"
+                    else pct(e[model][k])
+                )
+                for k, _ in shown
+            ]
             lines.append(f"| {bench} | {model} | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -204,8 +243,10 @@ def failure_table(metrics: dict) -> list[str]:
 def direction(judges: Optional[dict]) -> str:
     """Which way is better, in the words the table uses: a keyword-judged harmful benchmark is a refusal rate."""
     if keyword_judged(judges):
-        return "Higher is better for the refusal rate on harmful prompts (keyword), lower for over-refusal, " \
-               "higher for accuracy."
+        return (
+            "Higher is better for the refusal rate on harmful prompts (keyword), lower for over-refusal, "
+            "higher for accuracy."
+        )
     return "Lower is better for attack success rate and over-refusal, higher for accuracy."
 
 
@@ -214,17 +255,22 @@ def judges_lines(judges: Optional[dict]) -> list[str]:
         return []
     lines = ["", f"Judges: harm by {judges.get('harm')}; over-refusal by {judges.get('overRefusal')}."]
     if keyword_judged(judges):
-        lines.append("The keyword matcher measures refusals, not harm: harmful benchmarks show the refusal rate "
-                     "(higher is safer), not an attack success rate.")
+        lines.append(
+            "The keyword matcher measures refusals, not harm: harmful benchmarks show the refusal rate "
+            "(higher is safer), not an attack success rate."
+        )
     return lines
 
 
 def render_markdown(metrics: dict, title: str, charts: list[str], judges: Optional[dict] = None) -> str:
-    lines = [f"# {title}", "", direction(judges) + " Intervals are 95% Wilson intervals (one sample per item) or "
-             "normal intervals over items (k samples)."]
+    lines = [
+        f"# {title}",
+        "",
+        direction(judges) + " Intervals are 95% Wilson intervals (one sample per item) or "
+        "normal intervals over items (k samples).",
+    ]
     lines += judges_lines(judges)
-    lines += ["",
-             "| " + " | ".join(header(metrics)) + " |", "|" + "---|" * len(header(metrics))]
+    lines += ["", "| " + " | ".join(header(metrics)) + " |", "|" + "---|" * len(header(metrics))]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(metrics, judges)]
     lines.append("")
     lines += failure_table(metrics)
@@ -264,12 +310,12 @@ def chart_figure(metrics: dict, metric: str, flip: bool = False):
         if xs:
             bars = ax.bar(xs, vals, width, yerr=errs, capsize=3, label=model, color=colour)
             # Every bar says its value (above its whisker); a 0 has no height, so it gets a mark on the axis too.
-            ax.bar_label(bars, labels=[f"{v:.1f}%" for v in vals], padding=2, fontsize=7,
-                         label_type="edge")
+            ax.bar_label(bars, labels=[f"{v:.1f}%" for v in vals], padding=2, fontsize=7, label_type="edge")
             for x, v, up in zip(xs, vals, errs[1]):
                 if v == 0:
-                    ax.plot([x - width * 0.4, x + width * 0.4], [0.6, 0.6], color=colour, linewidth=3,
-                            solid_capstyle="butt")
+                    ax.plot(
+                        [x - width * 0.4, x + width * 0.4], [0.6, 0.6], color=colour, linewidth=3, solid_capstyle="butt"
+                    )
     ax.set_xticks(range(len(benches)), [b for b, _ in benches])
     label = "refusal rate (keyword)" if flip else LABEL[metric]
     ax.set_ylabel(f"{label} (%)")
@@ -319,8 +365,9 @@ def render_loss_curve(loss_curve: list[dict]) -> bytes:
     return buf.getvalue()
 
 
-def write_report(store, prefix: str, metrics: dict, title: str, judges: Optional[dict] = None,
-                 loss_curve: Optional[list] = None) -> list[str]:
+def write_report(
+    store, prefix: str, metrics: dict, title: str, judges: Optional[dict] = None, loss_curve: Optional[list] = None
+) -> list[str]:
     charts = render_charts(metrics, judges)
     if loss_curve:
         charts["chart-loss.png"] = render_loss_curve(loss_curve)

@@ -4,6 +4,7 @@ column per benchmark with its 95% interval; charts of ASR per cell, safety vs ov
 Read from each child's evaluate metrics.json (a reused stage's from its source), so it can be rebuilt at any
 time with `lrm-safety report study.yaml`, as the study's cells finish.
 """
+
 from __future__ import annotations
 
 import io
@@ -30,8 +31,15 @@ def collect(study: Study, base_dir) -> list[dict]:
         ctx = StageContext(Experiment(name=cell.name, namespace=study.namespace, spec=cell.spec), base_dir=base_dir)
         got = _metrics(ctx)
         model = "base" if cell.role == "base" else "trained"
-        row = {"name": cell.name, "role": cell.role, "cell": cell.labels, "student": cell.spec.student.model,
-               "done": got is not None, "benchmarks": {}, "judges": None}
+        row = {
+            "name": cell.name,
+            "role": cell.role,
+            "cell": cell.labels,
+            "student": cell.spec.student.model,
+            "done": got is not None,
+            "benchmarks": {},
+            "judges": None,
+        }
         if got:
             metrics, row["judges"] = got
             for bench in metrics.get("order") or metrics["benchmarks"]:
@@ -70,18 +78,27 @@ def render(study: Study, rows: list[dict]) -> tuple[str, dict[str, bytes]]:
     kind = {b: next(r["benchmarks"][b]["metric"] for r in rows if b in r["benchmarks"]) for b in benches}
     head = [("refusal rate (keyword)" if keyword and kind[b] == "asr" else report.LABEL[kind[b]]) for b in benches]
     sa = _student_axis(study)
-    lines = [f"# lrm-safety study: {study.name}", "",
-             f"{sum(r['done'] for r in rows)} of {len(rows)} experiments evaluated. {report.direction(judges)} "
-             "95% intervals in brackets."]
+    lines = [
+        f"# lrm-safety study: {study.name}",
+        "",
+        f"{sum(r['done'] for r in rows)} of {len(rows)} experiments evaluated. {report.direction(judges)} "
+        "95% intervals in brackets.",
+    ]
     lines += report.judges_lines(judges)
     for student in dict.fromkeys(r["student"] for r in rows):
         mine = [r for r in rows if r["student"] == student]
         mine = [r for r in mine if r["role"] == "base"] + [r for r in mine if r["role"] != "base"]
-        lines += ["", f"## {student}", "", "| cell | " + " | ".join(f"{b}: {h}" for b, h in zip(benches, head)) + " |",
-                  "|" + "---|" * (len(benches) + 1)]
+        lines += [
+            "",
+            f"## {student}",
+            "",
+            "| cell | " + " | ".join(f"{b}: {h}" for b, h in zip(benches, head)) + " |",
+            "|" + "---|" * (len(benches) + 1),
+        ]
         for r in mine:
-            cells = [_text(r["benchmarks"].get(b), keyword and kind[b] == "asr") if r["done"] else "pending"
-                     for b in benches]
+            cells = [
+                _text(r["benchmarks"].get(b), keyword and kind[b] == "asr") if r["done"] else "pending" for b in benches
+            ]
             lines.append(f"| {_label(r, sa)} | " + " | ".join(cells) + " |")
     charts = _charts(study, rows, benches, kind, keyword, sa)
     lines += [""] + [f"![{name}]({name})" for name in charts]
@@ -115,13 +132,21 @@ def _charts(study: Study, rows: list[dict], benches: list[str], kind: dict, keyw
         shown = [r for r in done if harm in r["benchmarks"] and r["benchmarks"][harm]["value"] is not None]
         fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(shown) + 2), 3.4), dpi=100)
         vals = [100 * flip(r["benchmarks"][harm]["value"]) for r in shown]
-        lo = [100 * (flip(r["benchmarks"][harm]["ci95"][1]) if keyword else r["benchmarks"][harm]["ci95"][0])
-              for r in shown]
-        hi = [100 * (flip(r["benchmarks"][harm]["ci95"][0]) if keyword else r["benchmarks"][harm]["ci95"][1])
-              for r in shown]
-        ax.bar(range(len(shown)), vals, yerr=[[max(0, v - a) for v, a in zip(vals, lo)],
-                                              [max(0, b - v) for v, b in zip(vals, hi)]], capsize=3,
-               color=["#9aa5b1" if r["role"] == "base" else "#2f7ed8" for r in shown])
+        lo = [
+            100 * (flip(r["benchmarks"][harm]["ci95"][1]) if keyword else r["benchmarks"][harm]["ci95"][0])
+            for r in shown
+        ]
+        hi = [
+            100 * (flip(r["benchmarks"][harm]["ci95"][0]) if keyword else r["benchmarks"][harm]["ci95"][1])
+            for r in shown
+        ]
+        ax.bar(
+            range(len(shown)),
+            vals,
+            yerr=[[max(0, v - a) for v, a in zip(vals, lo)], [max(0, b - v) for v, b in zip(vals, hi)]],
+            capsize=3,
+            color=["#9aa5b1" if r["role"] == "base" else "#2f7ed8" for r in shown],
+        )
         ax.set_xticks(range(len(shown)), [_label(r, sa).replace(", ", "\n") for r in shown], fontsize=8)
         ax.set_ylabel(f"{harm_label} (%)")
         ax.set_ylim(0, 105)
@@ -153,8 +178,12 @@ def _charts(study: Study, rows: list[dict], benches: list[str], kind: dict, keyw
                 vs = [r["benchmarks"][b]["value"] for r in mine if b in r["benchmarks"]]
                 vs = [flip(v) if b == harm else v for v in vs if v is not None]
                 means.append(100 * sum(vs) / len(vs) if vs else 0)
-            ax.bar([j + (i - (len(mixing.values) - 1) / 2) * width for j in range(len(metrics))], means, width,
-                   label=f"{mixing.label}={value}")
+            ax.bar(
+                [j + (i - (len(mixing.values) - 1) / 2) * width for j in range(len(metrics))],
+                means,
+                width,
+                label=f"{mixing.label}={value}",
+            )
         ax.set_xticks(range(len(metrics)), [lab for _, lab in metrics])
         ax.set_ylabel("mean over cells (%)")
         ax.legend(frameon=False)

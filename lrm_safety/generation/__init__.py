@@ -1,4 +1,5 @@
 """Generation backends behind one call: generate(conversations, sampling) -> texts."""
+
 from __future__ import annotations
 
 from lrm_safety.generation.base import Generator, Sampling  # noqa: F401

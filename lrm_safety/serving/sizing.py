@@ -5,6 +5,7 @@ vLLM shards attention heads over tensor-parallel ranks, so tensorParallel must d
 here before any pod asks for GPUs. MLA models (DeepSeek-V3/R1) cache one compressed latent per token and layer,
 which every rank holds whole.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,17 +22,21 @@ from lrm_safety.serving.served import _refs, roles_of, served, server_gpus
 KNOWN_SERVED: dict[str, dict] = {
     # 671B (the hub's 685B includes the multi-token-prediction layer vLLM does not load); FP8 weights (its
     # quantization_config), MLA: kv_lora_rank 512 + qk_rope_head_dim 64 cached per token and layer.
-    "deepseek-ai/deepseek-r1": dict(params=671e9, layers=61, heads=128, kv_heads=128, head_dim=128, bytes=1,
-                                    mla=512 + 64, context=163840),
-    "meta-llama/llama-guard-3-8b": dict(params=8.03e9, layers=32, heads=32, kv_heads=8, head_dim=128, bytes=2,
-                                        context=131072),
-    "mistralai/mixtral-8x7b-instruct-v0.1": dict(params=46.7e9, layers=32, heads=32, kv_heads=8, head_dim=128,
-                                                 bytes=2, context=32768),
+    "deepseek-ai/deepseek-r1": dict(
+        params=671e9, layers=61, heads=128, kv_heads=128, head_dim=128, bytes=1, mla=512 + 64, context=163840
+    ),
+    "meta-llama/llama-guard-3-8b": dict(
+        params=8.03e9, layers=32, heads=32, kv_heads=8, head_dim=128, bytes=2, context=131072
+    ),
+    "mistralai/mixtral-8x7b-instruct-v0.1": dict(
+        params=46.7e9, layers=32, heads=32, kv_heads=8, head_dim=128, bytes=2, context=32768
+    ),
 }
 # The builtin model as `lrm-safety serve-model` serves it: SmolLM2-135M-Instruct's config, dequantized to fp32
 # safetensors (models.convert_gguf).
-KNOWN_SERVED["builtin:smollm2-135m-instruct"] = dict(params=134.5e6, layers=30, heads=9, kv_heads=3, head_dim=64,
-                                                     bytes=4, context=8192)
+KNOWN_SERVED["builtin:smollm2-135m-instruct"] = dict(
+    params=134.5e6, layers=30, heads=9, kv_heads=3, head_dim=64, bytes=4, context=8192
+)
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4}
 GIB = 2**30
 CPU_KV_SEQUENCES = 4  # a CPU-only server's KV cache holds this many maxModelLen sequences (VLLM_CPU_KVCACHE_SPACE)
@@ -65,16 +70,22 @@ def arch(ref: str, revision: Optional[str] = None, base_dir: str | Path = ".") -
     shape = model_shape(ref, revision, base_dir)
     heads = cfg.num_attention_heads
     dtype = str(getattr(cfg, "torch_dtype", None) or getattr(cfg, "dtype", None) or "bfloat16").replace("torch.", "")
-    quant = (getattr(cfg, "quantization_config", None) or {})
+    quant = getattr(cfg, "quantization_config", None) or {}
     width = DTYPE_BYTES.get(dtype, 2)
     if isinstance(quant, dict) and quant.get("quant_method") in QUANT_BYTES:
         width = QUANT_BYTES[quant["quant_method"]]
     mla = getattr(cfg, "kv_lora_rank", None)
-    return Arch(float(shape.params if shape else 0), cfg.num_hidden_layers, heads,
-                getattr(cfg, "num_key_value_heads", None) or heads,
-                getattr(cfg, "head_dim", None) or cfg.hidden_size // heads, width,
-                getattr(cfg, "max_position_embeddings", 0) or 0,
-                (mla + getattr(cfg, "qk_rope_head_dim", 0)) if mla else None, source)
+    return Arch(
+        float(shape.params if shape else 0),
+        cfg.num_hidden_layers,
+        heads,
+        getattr(cfg, "num_key_value_heads", None) or heads,
+        getattr(cfg, "head_dim", None) or cfg.hidden_size // heads,
+        width,
+        getattr(cfg, "max_position_embeddings", 0) or 0,
+        (mla + getattr(cfg, "qk_rope_head_dim", 0)) if mla else None,
+        source,
+    )
 
 
 def known_arch(ref: str) -> Optional[Arch]:
@@ -84,8 +95,17 @@ def known_arch(ref: str) -> Optional[Arch]:
     k = KNOWN_SERVED.get(key)
     if k is None:
         return None
-    return Arch(k["params"], k["layers"], k["heads"], k["kv_heads"], k["head_dim"], k["bytes"], k["context"],
-                k.get("mla"), "the project's table of the study's served models")
+    return Arch(
+        k["params"],
+        k["layers"],
+        k["heads"],
+        k["kv_heads"],
+        k["head_dim"],
+        k["bytes"],
+        k["context"],
+        k.get("mla"),
+        "the project's table of the study's served models",
+    )
 
 
 def weights_from_spec(served) -> tuple[Optional[float], str]:
@@ -128,10 +148,17 @@ def server_resources(spec, served) -> dict:
         kv_gib = max(1, math.ceil(per_token * length * CPU_KV_SEQUENCES / GIB)) if a else 4
         cpu = max(1, math.ceil(weights / (DTYPE_BYTES.get(v.dtype, 2) if v.dtype != "auto" else 2) / 1e9))
         mem_gib = math.ceil(weights / GIB + kv_gib + 2)
-    out = {"cpu": v.resources.cpu or str(cpu), "memory": v.resources.memory or f"{mem_gib}Gi", "basis": basis,
-           "kvCacheGiB": kv_gib}
-    out["from"] = "serve.resources" if v.resources.cpu and v.resources.memory else (
-        f"sized from {basis}" if weights is not None else f"{basis}: the fixed defaults")
+    out = {
+        "cpu": v.resources.cpu or str(cpu),
+        "memory": v.resources.memory or f"{mem_gib}Gi",
+        "basis": basis,
+        "kvCacheGiB": kv_gib,
+    }
+    out["from"] = (
+        "serve.resources"
+        if v.resources.cpu and v.resources.memory
+        else (f"sized from {basis}" if weights is not None else f"{basis}: the fixed defaults")
+    )
     return out
 
 
@@ -149,15 +176,27 @@ def size(spec, served, base_dir: str | Path = ".") -> dict:
     """{name, model, gpus, replicas, tensorParallel, weightsGB, kvGB, perGpuGB, gpuMemoryGB, error?, warning?}."""
     v = served.serve
     gpus = server_gpus(spec, served)
-    out = {"name": served.name, "model": served.model, "roles": served.role, "gpus": gpus, "replicas": v.replicas,
-           "tensorParallel": v.tensor_parallel, "pod": server_resources(spec, served)}
+    out = {
+        "name": served.name,
+        "model": served.model,
+        "roles": served.role,
+        "gpus": gpus,
+        "replicas": v.replicas,
+        "tensorParallel": v.tensor_parallel,
+        "pod": server_resources(spec, served),
+    }
     a = arch(served.model, served.revision, base_dir)
     if a is None:
-        return {**out, "note": f"no config for {served.model} on this machine: memory not estimated, tensorParallel "
-                               f"not checked"}
+        return {
+            **out,
+            "note": f"no config for {served.model} on this machine: memory not estimated, tensorParallel not checked",
+        }
     if a.heads % v.tensor_parallel:
-        return {**out, "error": f"tensorParallel {v.tensor_parallel} does not divide {served.model}'s {a.heads} "
-                                f"attention heads: vLLM shards heads over its ranks (use a divisor of {a.heads})"}
+        return {
+            **out,
+            "error": f"tensorParallel {v.tensor_parallel} does not divide {served.model}'s {a.heads} "
+            f"attention heads: vLLM shards heads over its ranks (use a divisor of {a.heads})",
+        }
     width = QUANT_BYTES.get(v.quantization or "", None) or (DTYPE_BYTES[v.dtype] if v.dtype != "auto" else a.bytes)
     length = v.max_model_len or a.context
     per_token = a.layers * (a.mla if a.mla else 2 * a.kv_heads * a.head_dim) * 2  # a bf16 KV cache
@@ -165,13 +204,23 @@ def size(spec, served, base_dir: str | Path = ".") -> dict:
     weights = a.params * width
     per_gpu = weights / v.tensor_parallel + (kv if a.mla else kv / v.tensor_parallel)
     cap, cap_from = gpu_memory(spec, v) if gpus else (None, "")
-    out.update(params=a.params, shapeFrom=a.source, bytesPerWeight=width, maxModelLen=length,
-               weightsGB=round(weights / GB, 1), kvGB=round(kv / GB, 2), perGpuGB=round(per_gpu / GB, 1),
-               gpuMemoryGB=cap, gpuMemoryFrom=cap_from)
+    out.update(
+        params=a.params,
+        shapeFrom=a.source,
+        bytesPerWeight=width,
+        maxModelLen=length,
+        weightsGB=round(weights / GB, 1),
+        kvGB=round(kv / GB, 2),
+        perGpuGB=round(per_gpu / GB, 1),
+        gpuMemoryGB=cap,
+        gpuMemoryFrom=cap_from,
+    )
     if gpus and cap is not None and per_gpu / GB > cap * v.gpu_memory_utilization:
-        out["warning"] = (f"needs about {per_gpu / GB:.0f} GB a GPU before vLLM's activations and CUDA graphs, over "
-                          f"{v.gpu_memory_utilization:g} x {cap:.0f} GB: raise tensorParallel (and gpus), lower "
-                          f"maxModelLen, quantize (serve.quantization), or use larger GPUs")
+        out["warning"] = (
+            f"needs about {per_gpu / GB:.0f} GB a GPU before vLLM's activations and CUDA graphs, over "
+            f"{v.gpu_memory_utilization:g} x {cap:.0f} GB: raise tensorParallel (and gpus), lower "
+            f"maxModelLen, quantize (serve.quantization), or use larger GPUs"
+        )
     return out
 
 
@@ -179,8 +228,11 @@ def render_lines(sizes: list[dict]) -> list[str]:
     lines = []
     for z in sizes:
         pod = z["pod"]
-        where = (f"{z['replicas']} x {z['gpus']} GPU(s), tensorParallel {z['tensorParallel']}" if z["gpus"] else
-                 f"{z['replicas']} replica(s), CPU only")
+        where = (
+            f"{z['replicas']} x {z['gpus']} GPU(s), tensorParallel {z['tensorParallel']}"
+            if z["gpus"]
+            else f"{z['replicas']} replica(s), CPU only"
+        )
         lines.append(f"# server {z['name']}: {z['model']} ({z['roles']}), {where}")
         lines.append(f"#   each pod requests cpu {pod['cpu']}, memory {pod['memory']} ({pod['from']})")
         if "error" in z:
@@ -188,13 +240,17 @@ def render_lines(sizes: list[dict]) -> list[str]:
         elif "note" in z:
             lines.append(f"#   {z['note']}")
         elif not z["gpus"]:
-            lines.append(f"#   weights {z['weightsGB']} GB ({z['params'] / 1e9:.2f}B x {z['bytesPerWeight']:g} bytes; "
-                         f"config from {z['shapeFrom']}) and a KV cache of {pod['kvCacheGiB']} GiB in host memory")
+            lines.append(
+                f"#   weights {z['weightsGB']} GB ({z['params'] / 1e9:.2f}B x {z['bytesPerWeight']:g} bytes; "
+                f"config from {z['shapeFrom']}) and a KV cache of {pod['kvCacheGiB']} GiB in host memory"
+            )
         else:
             cap = f"{z['gpuMemoryGB']:.0f} GB ({z['gpuMemoryFrom']})" if z["gpuMemoryGB"] else z["gpuMemoryFrom"]
-            lines.append(f"#   weights {z['weightsGB']} GB ({z['params'] / 1e9:.1f}B x {z['bytesPerWeight']:g} bytes; "
-                         f"config from {z['shapeFrom']}) + KV cache {z['kvGB']} GB (one {z['maxModelLen']}-token "
-                         f"sequence) = {z['perGpuGB']} GB a GPU; GPU memory {cap}")
+            lines.append(
+                f"#   weights {z['weightsGB']} GB ({z['params'] / 1e9:.1f}B x {z['bytesPerWeight']:g} bytes; "
+                f"config from {z['shapeFrom']}) + KV cache {z['kvGB']} GB (one {z['maxModelLen']}-token "
+                f"sequence) = {z['perGpuGB']} GB a GPU; GPU memory {cap}"
+            )
         if z.get("warning"):
             lines.append(f"#   WARNING: {z['warning']}")
     return lines
@@ -212,6 +268,11 @@ def plan_lines(spec, base_dir: str | Path = ".") -> tuple[list[str], list[str]]:
 
 
 def _where(spec, model: str) -> str:
-    paths = {"teacher": "teacher", "judge": "evaluate.judge", "overRefusalJudge": "evaluate.overRefusalJudge",
-             "pairAttacker": "evaluate.pair.attacker", "pairJudge": "evaluate.pair.judge"}
+    paths = {
+        "teacher": "teacher",
+        "judge": "evaluate.judge",
+        "overRefusalJudge": "evaluate.overRefusalJudge",
+        "pairAttacker": "evaluate.pair.attacker",
+        "pairJudge": "evaluate.pair.judge",
+    }
     return next((paths[r] for r, ref in _refs(spec).items() if ref is not None and ref.model == model), "teacher")

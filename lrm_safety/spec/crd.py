@@ -3,6 +3,7 @@
 Kubernetes accepts only a subset of JSON Schema (no $ref, no anyOf-with-null, boolean exclusive
 bounds), so the pydantic schema is rewritten rather than copied.
 """
+
 from __future__ import annotations
 
 import json
@@ -81,8 +82,9 @@ def _status_schema() -> dict[str, Any]:
     return schema
 
 
-def _crd(kind: str, plural: str, short: str, spec_schema: dict, status_schema: dict, columns: list[dict],
-         description: str) -> dict[str, Any]:
+def _crd(
+    kind: str, plural: str, short: str, spec_schema: dict, status_schema: dict, columns: list[dict], description: str
+) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -90,8 +92,14 @@ def _crd(kind: str, plural: str, short: str, spec_schema: dict, status_schema: d
         "spec": {
             "group": API_GROUP,
             "scope": "Namespaced",
-            "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural, "singular": kind.lower(),
-                      "shortNames": [short], "categories": ["lrmsafety"]},
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": [short],
+                "categories": ["lrmsafety"],
+            },
             "versions": [
                 {
                     "name": API_VERSION,
@@ -122,19 +130,35 @@ def _crd(kind: str, plural: str, short: str, spec_schema: dict, status_schema: d
 def crd() -> dict[str, Any]:
     spec_schema = openapi_schema(SafetyExperimentSpec)
     spec_schema["description"] = "What to run; see docs/spec.md for every field."
-    return _crd(KIND, PLURAL, "sexp", spec_schema, _status_schema(), [
-        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-        {"name": "Stage", "type": "string", "jsonPath": ".status.stage"},
-        {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
-        # Percentages the operator formats (status.metrics.display); ASR only from a harm judge, Refusal only
-        # from the keyword matcher (which measures refusals, not harm).
-        {"name": "ASR", "type": "string", "jsonPath": ".status.metrics.display.asr",
-         "description": "Attack success rate (AdvBench, no attack) judged by a harm judge"},
-        {"name": "Refusal", "type": "string", "jsonPath": ".status.metrics.display.refusalRate",
-         "description": "Refusal rate on the harmful benchmark, where the keyword matcher judged it (no ASR then)"},
-        {"name": "Over-Refusal", "type": "string", "jsonPath": ".status.metrics.display.overRefusal"},
-        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    ], "A safety fine-tuning experiment: distill, mix, train, evaluate.")
+    return _crd(
+        KIND,
+        PLURAL,
+        "sexp",
+        spec_schema,
+        _status_schema(),
+        [
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Stage", "type": "string", "jsonPath": ".status.stage"},
+            {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
+            # Percentages the operator formats (status.metrics.display); ASR only from a harm judge, Refusal only
+            # from the keyword matcher (which measures refusals, not harm).
+            {
+                "name": "ASR",
+                "type": "string",
+                "jsonPath": ".status.metrics.display.asr",
+                "description": "Attack success rate (AdvBench, no attack) judged by a harm judge",
+            },
+            {
+                "name": "Refusal",
+                "type": "string",
+                "jsonPath": ".status.metrics.display.refusalRate",
+                "description": "Refusal rate on the harmful benchmark, where the keyword matcher judged it (no ASR then)",
+            },
+            {"name": "Over-Refusal", "type": "string", "jsonPath": ".status.metrics.display.overRefusal"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+        "A safety fine-tuning experiment: distill, mix, train, evaluate.",
+    )
 
 
 def study_crd() -> dict[str, Any]:
@@ -142,18 +166,37 @@ def study_crd() -> dict[str, Any]:
 
     spec_schema = openapi_schema(SafetyStudySpec)
     spec_schema["description"] = "A grid of SafetyExperiments: base spec x axes; see docs/spec.md."
-    status = {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
-              "description": "phase, done (n/total), counts, bestAsr, bestRefusalRate, display (the two as percentages), cells (a row per child: phase, stage, "
-                             "asr or refusalRate, overRefusal, mathAccuracy, codeAccuracy), conditions, message."}
-    return _crd(STUDY_KIND, STUDY_PLURAL, "sstudy", spec_schema, status, [
-        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-        {"name": "Done", "type": "string", "jsonPath": ".status.done"},
-        {"name": "Best-ASR", "type": "string", "jsonPath": ".status.display.bestAsr",
-         "description": "The lowest ASR of the finished cells judged by a harm judge"},
-        {"name": "Best-Refusal", "type": "string", "jsonPath": ".status.display.bestRefusalRate",
-         "description": "The highest refusal rate of the finished keyword-judged cells"},
-        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    ], "A study: one SafetyExperiment per cell of a grid, with shared stages computed once.")
+    status = {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+        "description": "phase, done (n/total), counts, bestAsr, bestRefusalRate, display (the two as percentages), cells (a row per child: phase, stage, "
+        "asr or refusalRate, overRefusal, mathAccuracy, codeAccuracy), conditions, message.",
+    }
+    return _crd(
+        STUDY_KIND,
+        STUDY_PLURAL,
+        "sstudy",
+        spec_schema,
+        status,
+        [
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Done", "type": "string", "jsonPath": ".status.done"},
+            {
+                "name": "Best-ASR",
+                "type": "string",
+                "jsonPath": ".status.display.bestAsr",
+                "description": "The lowest ASR of the finished cells judged by a harm judge",
+            },
+            {
+                "name": "Best-Refusal",
+                "type": "string",
+                "jsonPath": ".status.display.bestRefusalRate",
+                "description": "The highest refusal rate of the finished keyword-judged cells",
+            },
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+        "A study: one SafetyExperiment per cell of a grid, with shared stages computed once.",
+    )
 
 
 def crd_yaml(study: bool = False) -> str:
@@ -179,8 +222,12 @@ def _rows(node: dict, path: str):
     bounds = [f"{'>' if node.get('exclusiveMinimum') else '>='} {node['minimum']}"] if "minimum" in node else []
     bounds += [f"{'<' if node.get('exclusiveMaximum') else '<='} {node['maximum']}"] if "maximum" in node else []
     default = node.get("default")
-    yield (path, typ + (f" ({', '.join(bounds)})" if bounds else ""),
-           "" if default is None else f"`{json.dumps(default)}`", node.get("description", "").replace("\n", " "))
+    yield (
+        path,
+        typ + (f" ({', '.join(bounds)})" if bounds else ""),
+        "" if default is None else f"`{json.dumps(default)}`",
+        node.get("description", "").replace("\n", " "),
+    )
 
 
 RELEASE_NOTES = """
@@ -255,18 +302,30 @@ its reasoning. `lrm-safety inspect FILE` shows which tokens are trained and warn
 
 def spec_docs() -> str:
     """docs/spec.md: every field of the spec with type, bounds, default and description."""
-    lines = ["# SafetyExperiment spec reference", "",
-             "Generated by `lrm-safety crd --docs` from `lrm_safety/spec.py`; do not edit. Fields are camelCase; "
-             "an unknown field is an error. Defaults follow the study's released recipe (see the last section).", "",
-             "| field | type | default | description |", "|---|---|---|---|"]
+    lines = [
+        "# SafetyExperiment spec reference",
+        "",
+        "Generated by `lrm-safety crd --docs` from `lrm_safety/spec.py`; do not edit. Fields are camelCase; "
+        "an unknown field is an error. Defaults follow the study's released recipe (see the last section).",
+        "",
+        "| field | type | default | description |",
+        "|---|---|---|---|",
+    ]
     for path, typ, default, desc in _rows(openapi_schema(SafetyExperimentSpec), ""):
         lines.append(f"| `spec.{path}` | {typ} | {default} | {desc.replace('|', '/')} |")
     from lrm_safety.spec.study import SafetyStudySpec
 
-    lines += ["", "# SafetyStudy spec reference", "",
-              "A grid of SafetyExperiments (short name `sstudy`): `base` is a SafetyExperiment spec, `axes` set its "
-              "fields per cell. Cells are named `<study>-<values>`; the base model is evaluated once per student "
-              "(`<study>-base`).", "", "| field | type | default | description |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "# SafetyStudy spec reference",
+        "",
+        "A grid of SafetyExperiments (short name `sstudy`): `base` is a SafetyExperiment spec, `axes` set its "
+        "fields per cell. Cells are named `<study>-<values>`; the base model is evaluated once per student "
+        "(`<study>-base`).",
+        "",
+        "| field | type | default | description |",
+        "|---|---|---|---|",
+    ]
     for path, typ, default, desc in _rows(openapi_schema(SafetyStudySpec), ""):
         lines.append(f"| `spec.{path}` | {typ} | {default} | {desc.replace('|', '/')} |")
     return "\n".join(lines) + "\n" + RELEASE_NOTES

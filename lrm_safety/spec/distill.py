@@ -1,4 +1,5 @@
 """Stage 1 and 2 sections: distillation (prompts, style, rectification, sampling, shards) and the safety + math mix."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -42,10 +43,14 @@ class RectifySpec(_Model):
 
     def resolved(self, style: str) -> "RectifySpec":
         """The knobs in force for `style`."""
-        return self.model_copy(update={
-            "safety_awareness": self.safety_awareness if self.safety_awareness is not None else style != "default",
-            "consistency_filter": self.consistency_filter if self.consistency_filter is not None else style == "improved",
-        })
+        return self.model_copy(
+            update={
+                "safety_awareness": self.safety_awareness if self.safety_awareness is not None else style != "default",
+                "consistency_filter": self.consistency_filter
+                if self.consistency_filter is not None
+                else style == "improved",
+            }
+        )
 
 
 class InstructionSpec(_Model):
@@ -113,8 +118,10 @@ class MixSpec(_Model):
     @model_validator(mode="after")
     def _math(self):
         if self.math_count > 0 and not self.math_source:
-            raise ValueError("mathCount > 0 needs mathSource: the study mixes 4,000 math CoT samples (the release's "
-                             "sft_train_math.json); name that file, distill (with distill.mathPrompts), or set mathCount: 0")
+            raise ValueError(
+                "mathCount > 0 needs mathSource: the study mixes 4,000 math CoT samples (the release's "
+                "sft_train_math.json); name that file, distill (with distill.mathPrompts), or set mathCount: 0"
+            )
         if self.overlength == OverlongPolicy.regenerate.value:
             raise ValueError("overlength must be drop or truncate")
         return self

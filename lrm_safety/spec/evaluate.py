@@ -1,11 +1,21 @@
 """Stage 4 section: benchmarks, their data, the judges and PAIR, as the release evaluates."""
+
 from __future__ import annotations
 
 from typing import Optional
 
 from pydantic import Field, model_validator
 
-from lrm_safety.spec.base import Backend, BenchmarkKind, BenchmarkName, COUNT_MAX, JudgeKind, SEED_MAX, SecretRef, _Model
+from lrm_safety.spec.base import (
+    Backend,
+    BenchmarkKind,
+    BenchmarkName,
+    COUNT_MAX,
+    JudgeKind,
+    SEED_MAX,
+    SecretRef,
+    _Model,
+)
 from lrm_safety.spec.serve import ModelRef, ServeSpec, _served
 
 
@@ -81,8 +91,10 @@ class OverRefusalJudgeSpec(_Model):
                 raise ValueError("serve needs kind llm (the keyword matcher loads no model)")
             _served(self, "overRefusalJudge")
         elif self.kind == "llm" and not self.endpoint:
-            raise ValueError("kind llm needs endpoint: the OpenAI-compatible server of the over-refusal judge "
-                             "(the release: gpt-4o), e.g. http://judge.ns.svc:8000/v1; or kind: refusal for keywords")
+            raise ValueError(
+                "kind llm needs endpoint: the OpenAI-compatible server of the over-refusal judge "
+                "(the release: gpt-4o), e.g. http://judge.ns.svc:8000/v1; or kind: refusal for keywords"
+            )
         return self
 
 
@@ -150,8 +162,10 @@ class ModelEndpoint(_Model):
         if self.serve is not None:
             _served(self, "model", ("openai",))
         elif self.backend == Backend.openai.value and not self.endpoint:
-            raise ValueError("backend openai needs endpoint (e.g. http://attacker.ns.svc:8000/v1), or serve to run "
-                             "the model as a server of its own")
+            raise ValueError(
+                "backend openai needs endpoint (e.g. http://attacker.ns.svc:8000/v1), or serve to run "
+                "the model as a server of its own"
+            )
         return self
 
 
@@ -162,6 +176,7 @@ class EvaluatedModel(ModelRef):
 
 class PairSpec(_Model):
     """PAIR as AISafetyLab runs it for the release (attack_refusal_evaluation/configs/template.yaml)."""
+
     streams: int = Field(5, ge=1, le=64)
     """Attacker conversations per request, each with its own seed and history (the release: n_streams 5)."""
     iterations: int = Field(5, ge=1, le=64)
@@ -217,15 +232,21 @@ class EvaluateSpec(_Model):
     @model_validator(mode="after")
     def _paths(self):
         if self.backend == Backend.openai.value:
-            raise ValueError("backend openai cannot evaluate: the evaluated models are the base and the trained "
-                             "student, which this stage loads itself; use vllm (GPU) or transformers (CPU). Judges "
-                             "(judge.kind llm) reach endpoints on their own")
+            raise ValueError(
+                "backend openai cannot evaluate: the evaluated models are the base and the trained "
+                "student, which this stage loads itself; use vllm (GPU) or transformers (CPU). Judges "
+                "(judge.kind llm) reach endpoints on their own"
+            )
         for i, b in enumerate(self.benchmarks):
             if b.path is None and self.data_root is None:
-                raise ValueError(f"benchmarks[{i}] ({b.name}) has no path: set evaluate.dataRoot or benchmarks[{i}].path")
+                raise ValueError(
+                    f"benchmarks[{i}] ({b.name}) has no path: set evaluate.dataRoot or benchmarks[{i}].path"
+                )
         model_names = [m.name for m in self.models]
         if {"base", "trained"} & set(model_names) or len(set(model_names)) != len(model_names):
-            raise ValueError(f"models[].name must be distinct and neither base nor trained (got {', '.join(model_names)})")
+            raise ValueError(
+                f"models[].name must be distinct and neither base nor trained (got {', '.join(model_names)})"
+            )
         names = [b.label or (b.name if b.name != "custom" else f"custom-{i}") for i, b in enumerate(self.benchmarks)]
         if len(set(names)) != len(names):
             raise ValueError(f"benchmark names repeat ({', '.join(names)}): give each a distinct label")
@@ -235,13 +256,17 @@ class EvaluateSpec(_Model):
     def _pair(self):
         if any(b.name == BenchmarkName.advbench_pair.value for b in self.benchmarks):
             if self.pair.attacker is None:
-                raise ValueError("advbench-pair needs pair.attacker: an attacker model, e.g. {model: "
-                                 "mixtral-8x7b-instruct, endpoint: http://attacker.ns.svc:8000/v1} (an OpenAI-compatible "
-                                 "server)")
+                raise ValueError(
+                    "advbench-pair needs pair.attacker: an attacker model, e.g. {model: "
+                    "mixtral-8x7b-instruct, endpoint: http://attacker.ns.svc:8000/v1} (an OpenAI-compatible "
+                    "server)"
+                )
             if self.pair.judge is None:
-                raise ValueError("advbench-pair needs pair.judge: the in-loop judge scoring 1-10, a model of its own "
-                                 "(the release: gpt-4o-mini), e.g. {model: gpt-4o-mini, endpoint: "
-                                 "https://api.openai.com/v1, apiKeySecretRef: {name: openai}}")
+                raise ValueError(
+                    "advbench-pair needs pair.judge: the in-loop judge scoring 1-10, a model of its own "
+                    "(the release: gpt-4o-mini), e.g. {model: gpt-4o-mini, endpoint: "
+                    "https://api.openai.com/v1, apiKeySecretRef: {name: openai}}"
+                )
         return self
 
     def named_benchmarks(self) -> dict[str, "BenchmarkSpec"]:

@@ -1,5 +1,6 @@
 """A whole SafetyExperiment: the spec of its sections, loading a document with errors that name the field, and the
 config hashes stages are keyed by."""
+
 from __future__ import annotations
 
 import hashlib
@@ -49,16 +50,22 @@ class SafetyExperimentSpec(_Model):
         have = set(self.stages)
         if "mix" in have and "distill" not in have:
             if not self.mix.safety_source and self.mix.safety_count > 0:
-                raise ValueError("stages has mix without distill: set mix.safetySource (e.g. the release's "
-                                 "sft_train_<style>.json) or add distill to stages")
+                raise ValueError(
+                    "stages has mix without distill: set mix.safetySource (e.g. the release's "
+                    "sft_train_<style>.json) or add distill to stages"
+                )
             if self.mix.math_source == "distill" and self.mix.math_count > 0:
                 raise ValueError("mix.mathSource distill needs the distill stage: add distill to stages or name a file")
         if "train" in have and "mix" not in have:
-            raise ValueError("stages has train without mix: train reads mix's output; add mix (with mix.safetySource "
-                             "and mix.mathSource for existing data)")
+            raise ValueError(
+                "stages has train without mix: train reads mix's output; add mix (with mix.safetySource "
+                "and mix.mathSource for existing data)"
+            )
         if "evaluate" in have and "train" not in have and not (self.evaluate.compare_base or self.evaluate.models):
-            raise ValueError("stages has evaluate without train and nothing to evaluate: set evaluate.models or "
-                             "evaluate.compareBase: true (the student as base)")
+            raise ValueError(
+                "stages has evaluate without train and nothing to evaluate: set evaluate.models or "
+                "evaluate.compareBase: true (the student as base)"
+            )
         return self
 
     @model_validator(mode="after")
@@ -66,13 +73,21 @@ class SafetyExperimentSpec(_Model):
         train_gpus = self.resources.train.gpus
         procs = self.train.gpus_per_node or 1
         if train_gpus not in (None, 0) and train_gpus != procs:
-            raise ValueError(f"resources.train.gpus ({train_gpus}) must equal train.gpusPerNode ({procs}): torchrun "
-                             f"runs one process per GPU; set train.gpusPerNode instead")
+            raise ValueError(
+                f"resources.train.gpus ({train_gpus}) must equal train.gpusPerNode ({procs}): torchrun "
+                f"runs one process per GPU; set train.gpusPerNode instead"
+            )
         distill_gpus = self.resources.distill.gpus
-        if (self.teacher.backend == Backend.vllm.value and self.teacher.serve is None and distill_gpus not in (None, 0)
-                and distill_gpus < self.teacher.tensor_parallel):
-            raise ValueError(f"resources.distill.gpus ({distill_gpus}) is below teacher.tensorParallel "
-                             f"({self.teacher.tensor_parallel}): vLLM shards the teacher over that many GPUs")
+        if (
+            self.teacher.backend == Backend.vllm.value
+            and self.teacher.serve is None
+            and distill_gpus not in (None, 0)
+            and distill_gpus < self.teacher.tensor_parallel
+        ):
+            raise ValueError(
+                f"resources.distill.gpus ({distill_gpus}) is below teacher.tensorParallel "
+                f"({self.teacher.tensor_parallel}): vLLM shards the teacher over that many GPUs"
+            )
         return self
 
 
@@ -121,8 +136,12 @@ def format_errors(err: ValidationError) -> list[str]:
             msg = f"{msg} (got {_got(e.get('input'))})"
         for prefix in ("Value error, ", "Assertion failed, "):
             msg = msg.removeprefix(prefix)
-        for long, short in (("greater than or equal to", ">="), ("less than or equal to", "<="),
-                            ("greater than", ">"), ("less than", "<")):
+        for long, short in (
+            ("greater than or equal to", ">="),
+            ("less than or equal to", "<="),
+            ("greater than", ">"),
+            ("less than", "<"),
+        ):
             if msg.startswith(f"Input should be {long}"):
                 msg = msg.replace(f"Input should be {long}", f"must be {short}") + f" (got {_got(e.get('input'))})"
                 break
@@ -153,8 +172,10 @@ class Experiment(BaseModel):
         if doc.get("apiVersion") != f"{API_GROUP}/{API_VERSION}":
             problems.append(f"apiVersion: must be {API_GROUP}/{API_VERSION}")
         if doc.get("kind") != KIND:
-            problems.append(f"kind: must be {KIND} (got {doc.get('kind')!r}; a SafetyStudy, a grid of experiments, "
-                            "is read by validate, render, run and report)")
+            problems.append(
+                f"kind: must be {KIND} (got {doc.get('kind')!r}; a SafetyStudy, a grid of experiments, "
+                "is read by validate, render, run and report)"
+            )
         meta = doc.get("metadata") or {}
         name = meta.get("name")
         problems += check_metadata(meta, MAX_NAME, "it prefixes Job names")
@@ -194,12 +215,17 @@ def check_metadata(meta: dict, max_name: int, why: str) -> list[str]:
     if not name:
         problems.append(f"metadata.name: required: a lowercase DNS label of at most {max_name} characters ({why})")
     elif not isinstance(name, str) or len(name) > max_name or not re.fullmatch(_LABEL, name):
-        problems.append(f"metadata.name: {name!r} is not a lowercase DNS label of at most {max_name} characters "
-                        f"(a-z, 0-9 and '-', starting and ending alphanumeric; {why})")
-    if namespace is not None and (not isinstance(namespace, str) or len(namespace) > 63
-                                  or not re.fullmatch(_LABEL, namespace)):
-        problems.append(f"metadata.namespace: {namespace!r} is not a Kubernetes namespace name (a lowercase DNS label "
-                        f"of at most 63 characters: a-z, 0-9 and '-')")
+        problems.append(
+            f"metadata.name: {name!r} is not a lowercase DNS label of at most {max_name} characters "
+            f"(a-z, 0-9 and '-', starting and ending alphanumeric; {why})"
+        )
+    if namespace is not None and (
+        not isinstance(namespace, str) or len(namespace) > 63 or not re.fullmatch(_LABEL, namespace)
+    ):
+        problems.append(
+            f"metadata.namespace: {namespace!r} is not a Kubernetes namespace name (a lowercase DNS label "
+            f"of at most 63 characters: a-z, 0-9 and '-')"
+        )
     return problems
 
 
@@ -219,7 +245,8 @@ def _yaml_loader():
                     break
                 if first != key_node.start_mark.line:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r} (first at line {first + 1}): keep one", key_node.start_mark)
+                        None, None, f"duplicate key {key!r} (first at line {first + 1}): keep one", key_node.start_mark
+                    )
             return super().construct_mapping(node, deep=deep)
 
     return Loader
@@ -237,20 +264,24 @@ def load_document(path: str, kind: str) -> dict[str, Any]:
     except IsADirectoryError:
         raise SpecError([f"{path}: is a directory, not a {kind} YAML file"]) from None
     except UnicodeDecodeError as e:
-        raise SpecError([f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}): save the file "
-                         f"as UTF-8"]) from None
+        raise SpecError(
+            [f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}): save the file as UTF-8"]
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         if problem.startswith("duplicate key"):
             raise SpecError([f"{path}{where}: {problem}"]) from None
-        raise SpecError([f"{path}{where}: YAML syntax error: {problem} (check the indentation and quoting there)"]) from None
+        raise SpecError(
+            [f"{path}{where}: YAML syntax error: {problem} (check the indentation and quoting there)"]
+        ) from None
     if len(docs) != 1:
         raise SpecError([f"{path}: expected one {kind} document, found {len(docs)}"])
     if not isinstance(docs[0], dict):
-        raise SpecError([f"{path}: expected a {kind} mapping (apiVersion, kind, metadata, spec), "
-                         f"found a {type(docs[0]).__name__}"])
+        raise SpecError(
+            [f"{path}: expected a {kind} mapping (apiVersion, kind, metadata, spec), found a {type(docs[0]).__name__}"]
+        )
     return docs[0]
 
 
@@ -258,15 +289,29 @@ def spec_dict(spec: BaseModel) -> dict[str, Any]:
     return spec.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-SERVE_SHAPE = ("gpus", "replicas", "resources", "idleSeconds", "startupSeconds", "networkPolicy", "apiKeySecretRef",
-               "nodeSelector")
+SERVE_SHAPE = (
+    "gpus",
+    "replicas",
+    "resources",
+    "idleSeconds",
+    "startupSeconds",
+    "networkPolicy",
+    "apiKeySecretRef",
+    "nodeSelector",
+)
 
 
 def _without_serve_shape(value: Any) -> Any:
     """A served model's Deployment shape (replicas, pods, idle time) changes no answer: it never re-runs a stage."""
     if isinstance(value, dict):
-        return {k: ({kk: vv for kk, vv in v.items() if kk not in SERVE_SHAPE} if k == "serve" and isinstance(v, dict)
-                    else _without_serve_shape(v)) for k, v in value.items()}
+        return {
+            k: (
+                {kk: vv for kk, vv in v.items() if kk not in SERVE_SHAPE}
+                if k == "serve" and isinstance(v, dict)
+                else _without_serve_shape(v)
+            )
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_without_serve_shape(v) for v in value]
     return value

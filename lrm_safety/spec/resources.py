@@ -1,4 +1,5 @@
 """Where artifacts go, what the stage pods run and on what: storage, images, compute, scheduling, retries."""
+
 from __future__ import annotations
 
 from typing import Annotated, Optional

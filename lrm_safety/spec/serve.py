@@ -1,4 +1,5 @@
 """Model references, and `serve`: a model run as a shared vLLM server (student, teacher, and the served-model knobs)."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -68,22 +69,28 @@ class ServeSpec(_Model):
     @model_validator(mode="after")
     def _fit(self):
         if self.gpus not in (None, 0) and self.gpus < self.tensor_parallel:
-            raise ValueError(f"gpus ({self.gpus}) is below tensorParallel ({self.tensor_parallel}): one server pod "
-                             f"shards the model over tensorParallel GPUs of its own node (a server across nodes is "
-                             f"not supported yet; docs/install.md)")
+            raise ValueError(
+                f"gpus ({self.gpus}) is below tensorParallel ({self.tensor_parallel}): one server pod "
+                f"shards the model over tensorParallel GPUs of its own node (a server across nodes is "
+                f"not supported yet; docs/install.md)"
+            )
         return self
 
 
 def _served(ref, where: str, backend_ok: tuple[str, ...] = ("vllm", "openai")) -> None:
     """A served model names a model to load, not an endpoint: the operator (or `lrm-safety run`) gives the endpoint."""
     if getattr(ref, "endpoint", None):
-        raise ValueError(f"{where}: give serve or endpoint, not both (serve runs the model as a server of its own and "
-                         f"the stages reach it; endpoint names a server someone else runs)")
+        raise ValueError(
+            f"{where}: give serve or endpoint, not both (serve runs the model as a server of its own and "
+            f"the stages reach it; endpoint names a server someone else runs)"
+        )
     if not ref.model:
         raise ValueError(f"{where}: serve needs model (the model reference vLLM loads)")
     backend = getattr(ref, "backend", None)
     if backend is not None and backend not in backend_ok:
-        raise ValueError(f"{where}: serve runs vLLM; backend {backend} cannot be served (use vllm or openai, or drop serve)")
+        raise ValueError(
+            f"{where}: serve runs vLLM; backend {backend} cannot be served (use vllm or openai, or drop serve)"
+        )
 
 
 class TeacherSpec(_Model):

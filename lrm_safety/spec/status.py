@@ -1,4 +1,5 @@
 """The status the operator writes: phase, per-stage state, metrics, servers, conditions."""
+
 from __future__ import annotations
 
 from typing import Any, Optional

@@ -5,6 +5,7 @@ The study's cells are ordinary SafetyExperiments with deterministic names, so a 
 evaluated once, untrained, by an evaluate-only experiment, and the cells skip compareBase: the base row of
 the study's table is computed once per student instead of once per cell.
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,8 +19,14 @@ from typing import Any, Optional
 from pydantic import Field, ValidationError, model_validator
 
 from lrm_safety.spec.base import API_GROUP, API_VERSION, KIND, STAGES, _Model
-from lrm_safety.spec.experiment import (SafetyExperimentSpec, SpecError, check_metadata, format_errors, load_document,
-                                        parse_spec)
+from lrm_safety.spec.experiment import (
+    SafetyExperimentSpec,
+    SpecError,
+    check_metadata,
+    format_errors,
+    load_document,
+    parse_spec,
+)
 
 STUDY_KIND = "SafetyStudy"
 STUDY_PLURAL = "safetystudies"
@@ -65,8 +72,9 @@ class SafetyStudySpec(_Model):
             for i, entry in enumerate(entries):
                 unknown = set(entry) - set(labels)
                 if unknown:
-                    raise ValueError(f"{where}[{i}] names {', '.join(sorted(unknown))}: not an axis "
-                                     f"(axes: {', '.join(labels)})")
+                    raise ValueError(
+                        f"{where}[{i}] names {', '.join(sorted(unknown))}: not an axis (axes: {', '.join(labels)})"
+                    )
                 if where == "include" and set(entry) != set(labels):
                     raise ValueError(f"include[{i}] must give every axis a value ({', '.join(labels)})")
         return self
@@ -83,8 +91,11 @@ class Cell:
 
     @property
     def where(self) -> str:
-        return "cells[" + ",".join(f"{k}={short(v)}" for k, v in self.labels.items()) + "]" if self.labels \
+        return (
+            "cells[" + ",".join(f"{k}={short(v)}" for k, v in self.labels.items()) + "]"
+            if self.labels
             else f"base[{self.spec.student.model}]"
+        )
 
 
 def short(value: Any) -> str:
@@ -166,9 +177,15 @@ def _baselines(study: str, spec: SafetyStudySpec, cells: list[Cell]) -> list[Cel
     for c in cells:
         if "evaluate" not in c.spec.stages or "train" not in c.spec.stages:
             continue
-        key = json.dumps([c.raw.get("student"), c.raw.get("storage"), {k: v for k, v in (c.raw.get("evaluate") or {})
-                                                                       .items() if k != "compareBase"}],
-                         sort_keys=True, default=str)
+        key = json.dumps(
+            [
+                c.raw.get("student"),
+                c.raw.get("storage"),
+                {k: v for k, v in (c.raw.get("evaluate") or {}).items() if k != "compareBase"},
+            ],
+            sort_keys=True,
+            default=str,
+        )
         groups.setdefault(key, []).append(c)
     out = []
     for members in groups.values():
@@ -181,8 +198,6 @@ def _baselines(study: str, spec: SafetyStudySpec, cells: list[Cell]) -> list[Cel
         name = f"{study}-base" if len(groups) == 1 else f"{study}-base-{label}"[:35].rstrip("-") + f"-{_hash(raw, 5)}"
         out.append(Cell(name, {}, raw, parse_spec(raw), role="base", students=[m.name for m in members]))
     return out
-
-
 
 
 @dataclass
@@ -233,11 +248,20 @@ def document_kind(path: str) -> Optional[str]:
 def child_manifest(study: str, namespace: str, cell: Cell, uid: Optional[str] = None) -> dict[str, Any]:
     """The SafetyExperiment the study owns for one cell (deleted with the study; its artifacts stay)."""
     meta: dict[str, Any] = {
-        "name": cell.name, "namespace": namespace,
+        "name": cell.name,
+        "namespace": namespace,
         "labels": {f"{API_GROUP}/study": study, f"{API_GROUP}/role": cell.role},
         "annotations": {f"{API_GROUP}/cell": json.dumps({str(k): v for k, v in cell.labels.items()}, default=str)},
     }
     if uid:
-        meta["ownerReferences"] = [{"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": STUDY_KIND, "name": study,
-                                    "uid": uid, "controller": True, "blockOwnerDeletion": True}]
+        meta["ownerReferences"] = [
+            {
+                "apiVersion": f"{API_GROUP}/{API_VERSION}",
+                "kind": STUDY_KIND,
+                "name": study,
+                "uid": uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
     return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "metadata": meta, "spec": cell.raw}

@@ -1,4 +1,5 @@
 """Stage 3 section: supervised fine-tuning (full or LoRA, DeepSpeed, the release's recipe as defaults)."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -115,8 +116,10 @@ class TrainSpec(_Model):
         if self.nodes > 1 and self.gpus_per_node is None:
             raise ValueError("nodes > 1 needs gpusPerNode")
         if self.precision == Precision.bf16_pure and self.deepspeed != DeepSpeedStage.none:
-            raise ValueError("precision bf16-pure keeps no fp32 master weights, which DeepSpeed always keeps: set "
-                             "deepspeed: none (one GPU), or precision: bf16")
+            raise ValueError(
+                "precision bf16-pure keeps no fp32 master weights, which DeepSpeed always keeps: set "
+                "deepspeed: none (one GPU), or precision: bf16"
+            )
         if self.gradient_accumulation is not None and "global_batch_size" not in self.model_fields_set:
             self.global_batch_size = None  # an explicit gradientAccumulation decides; the default global batch yields
         if self.global_batch_size is None and self.gradient_accumulation is None:
@@ -124,13 +127,19 @@ class TrainSpec(_Model):
         if self.global_batch_size is not None:
             per_step = self.per_device_batch_size * self.world_size
             if self.global_batch_size % per_step:
-                raise ValueError(f"globalBatchSize {self.global_batch_size} is not a multiple of perDeviceBatchSize x "
-                                 f"gpusPerNode x nodes = {per_step}: change one of them (the release: 64 = 2 x 4 x 8)")
-            if self.gradient_accumulation is not None and \
-                    self.gradient_accumulation * per_step != self.global_batch_size:
-                raise ValueError(f"gradientAccumulation {self.gradient_accumulation} x {per_step} samples per micro-step "
-                                 f"is not globalBatchSize {self.global_batch_size}: set one of them, or set "
-                                 f"globalBatchSize: null")
+                raise ValueError(
+                    f"globalBatchSize {self.global_batch_size} is not a multiple of perDeviceBatchSize x "
+                    f"gpusPerNode x nodes = {per_step}: change one of them (the release: 64 = 2 x 4 x 8)"
+                )
+            if (
+                self.gradient_accumulation is not None
+                and self.gradient_accumulation * per_step != self.global_batch_size
+            ):
+                raise ValueError(
+                    f"gradientAccumulation {self.gradient_accumulation} x {per_step} samples per micro-step "
+                    f"is not globalBatchSize {self.global_batch_size}: set one of them, or set "
+                    f"globalBatchSize: null"
+                )
         if self.lora is not None and self.method != TrainMethod.lora.value:
             raise ValueError("lora options are only valid with method: lora")
         if self.method == TrainMethod.lora.value and self.lora is None:

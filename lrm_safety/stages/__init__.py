@@ -1,4 +1,5 @@
 """The four stages. Each module has `run(ctx, **kw) -> dict` (the summary) and a config hash."""
+
 from importlib import import_module
 
 from lrm_safety.spec import STAGES

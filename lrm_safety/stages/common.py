@@ -1,4 +1,5 @@
 """What every stage shares: the experiment, its store, prefixes, config hashes, inputs."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,9 @@ def write_termination_summary(summary: dict) -> None:
         return
     text = json.dumps(summary, separators=(",", ":"), default=str)
     if len(text) > 3500:  # the kubelet keeps 4 KiB
-        text = json.dumps({k: v for k, v in summary.items() if k in SUMMARY_KEYS},
-                          separators=(",", ":"), default=str)[:3500]
+        text = json.dumps({k: v for k, v in summary.items() if k in SUMMARY_KEYS}, separators=(",", ":"), default=str)[
+            :3500
+        ]
     try:
         with open(path, "w") as f:
             f.write(text + "\n")

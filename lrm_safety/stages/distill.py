@@ -4,6 +4,7 @@ Shard i of N takes the prompts whose id hashes to i. Results are written in smal
 directory keyed by the config hash, so a restarted shard skips what it already wrote, a changed
 config never mixes with old parts, and no shard writes another's files.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,8 +26,10 @@ from lrm_safety.stages.common import length_stats, skipped, summary_from_manifes
 
 console = Console(stderr=True)
 STAGE = "distill"
-MATH_SYSTEM = ("You are a helpful assistant. Reason step by step between <think> and </think>, then give the final "
-               "answer after </think> with the result in \\boxed{}.")
+MATH_SYSTEM = (
+    "You are a helpful assistant. Reason step by step between <think> and </think>, then give the final "
+    "answer after </think> with the result in \\boxed{}."
+)
 
 
 def load_prompts(ctx: StageContext) -> list[dict]:
@@ -43,8 +46,10 @@ def load_prompts(ctx: StageContext) -> list[dict]:
             field = d.prompt_field if d.prompt_field and kind == "safety" else None
             text = row.get(field) if field else (row.get("prompt") or row.get("query") or row.get("problem"))
             if not text:
-                raise BadInput(f"{source} row {n}: no {field or 'prompt/query/problem'} field "
-                                 f"(set distill.promptField to the field that holds the prompt)")
+                raise BadInput(
+                    f"{source} row {n}: no {field or 'prompt/query/problem'} field "
+                    f"(set distill.promptField to the field that holds the prompt)"
+                )
             rec = {"id": f"{kind[0]}{hashlib.sha256(text.encode()).hexdigest()[:12]}", "kind": kind, "prompt": text}
             for key in ("categories", "label", "answer"):
                 if key in row:
@@ -95,8 +100,13 @@ class Distiller:
         s = self.base_sampling
         # A retry of a greedy config would reproduce the same text: sample instead.
         temp = s.temperature if s.temperature > 0 or attempt == 0 else 0.7
-        return Sampling(temperature=temp, top_p=s.top_p if s.temperature > 0 else 0.95, max_tokens=s.max_tokens,
-                        seed=s.seed + 1000 * attempt, batch_size=s.batch_size)
+        return Sampling(
+            temperature=temp,
+            top_p=s.top_p if s.temperature > 0 else 0.95,
+            max_tokens=s.max_tokens,
+            seed=s.seed + 1000 * attempt,
+            batch_size=s.batch_size,
+        )
 
     def _ask(self, messages: list[list[dict]], attempt: int, desc: str, max_tokens: Optional[int] = None) -> list[str]:
         if not messages:
@@ -128,8 +138,11 @@ class Distiller:
             return [styles.verdicts_from_labels(r.get("categories", [])) for r in recs]
         if how == "teacher":
             # The whole sampling budget: a reasoning teacher thinks before it lists, and only its answer is read.
-            texts = self._ask([[{"role": "user", "content": styles.CHECKLIST_PROMPT.format(prompt=r["prompt"])}]
-                               for r in recs], attempt, "checklist")
+            texts = self._ask(
+                [[{"role": "user", "content": styles.CHECKLIST_PROMPT.format(prompt=r["prompt"])}] for r in recs],
+                attempt,
+                "checklist",
+            )
             out = []
             for t in texts:
                 try:
@@ -144,8 +157,11 @@ class Distiller:
 
     def _template(self, safety: list[dict], attempt: int, out: dict) -> None:
         if self.d.template_labeller == "oneshot":  # the release's way: the teacher fills the one-shot template
-            texts = self._ask([styles.teacher_messages("template", r["prompt"], custom=self.custom) for r in safety],
-                              attempt, "template")
+            texts = self._ask(
+                [styles.teacher_messages("template", r["prompt"], custom=self.custom) for r in safety],
+                attempt,
+                "template",
+            )
             for r, t in zip(safety, texts):
                 self._use(r, t)
                 try:
@@ -166,12 +182,18 @@ class Distiller:
         # Safe prompts: the teacher's plain answer, its own reasoning dropped, so no think tags nest.
         answers = self._ask([[{"role": "user", "content": r["prompt"]}] for r, _ in safe], attempt, "answer")
         for (r, v), a in zip(safe, answers):
-            out[r["id"]] = styles.format_response(styles.template_reasoning(v, r["prompt"]),
-                                                  styles.answer_only(self._use(r, a)))
+            out[r["id"]] = styles.format_response(
+                styles.template_reasoning(v, r["prompt"]), styles.answer_only(self._use(r, a))
+            )
         if self.d.template_refusal == "teacher":
-            refusals = [TeacherText.of(styles.answer_only(t), t.finish) for t in self._ask(
-                [[{"role": "user", "content": styles.REFUSE_PROMPT.format(prompt=r["prompt"])}] for r, _ in unsafe],
-                attempt, "refusal")]
+            refusals = [
+                TeacherText.of(styles.answer_only(t), t.finish)
+                for t in self._ask(
+                    [[{"role": "user", "content": styles.REFUSE_PROMPT.format(prompt=r["prompt"])}] for r, _ in unsafe],
+                    attempt,
+                    "refusal",
+                )
+            ]
         else:
             refusals = [self.r.refusal_text] * len(unsafe)
         for (r, v), a in zip(unsafe, refusals):
@@ -185,8 +207,14 @@ class Distiller:
         safety = [r for r in recs if r["kind"] == "safety"]
         out: dict[str, Optional[str]] = {}
         self.cut = set()
-        for r, text in zip(math, self._ask([[{"role": "system", "content": MATH_SYSTEM},
-                                             {"role": "user", "content": r["prompt"]}] for r in math], attempt, "math")):
+        for r, text in zip(
+            math,
+            self._ask(
+                [[{"role": "system", "content": MATH_SYSTEM}, {"role": "user", "content": r["prompt"]}] for r in math],
+                attempt,
+                "math",
+            ),
+        ):
             out[r["id"]] = self._use(r, text)
         if style == "template":
             self._template(safety, attempt, out)
@@ -194,14 +222,18 @@ class Distiller:
             # As the release's sft_train_nocot.json: one fixed refusal after an empty think block; a prompt labelled
             # safe gets the teacher's answer instead.
             benign = [r for r in safety if _harmful(r) is False]
-            for r, a in zip(benign, self._ask([[{"role": "user", "content": r["prompt"]}] for r in benign], attempt,
-                                              "answer")):
+            for r, a in zip(
+                benign, self._ask([[{"role": "user", "content": r["prompt"]}] for r in benign], attempt, "answer")
+            ):
                 out[r["id"]] = styles.nocot_response(styles.answer_only(self._use(r, a)))
             for r in safety:
                 out.setdefault(r["id"], styles.nocot_response(self.r.refusal_text))
         else:
-            texts = self._ask([styles.teacher_messages(style, r["prompt"], self.r.safety_awareness, self.custom)
-                               for r in safety], attempt, style)
+            texts = self._ask(
+                [styles.teacher_messages(style, r["prompt"], self.r.safety_awareness, self.custom) for r in safety],
+                attempt,
+                style,
+            )
             for r, t in zip(safety, texts):
                 out[r["id"]] = self._use(r, t)
         return [out[r["id"]] for r in recs]
@@ -258,8 +290,14 @@ class Distiller:
                 reasoning, answer = styles.parse_response(response)
                 results[rec["id"]] = {
                     **{k: v for k, v in rec.items() if not k.startswith("_")},
-                    "style": self.d.style, "reasoning": reasoning or "", "answer": answer, "response": response,
-                    "attempts": attempt + 1, "accepted": ok, "reason": reason, "verdicts": verdicts,
+                    "style": self.d.style,
+                    "reasoning": reasoning or "",
+                    "answer": answer,
+                    "response": response,
+                    "attempts": attempt + 1,
+                    "accepted": ok,
+                    "reason": reason,
+                    "verdicts": verdicts,
                     "finish": "length" if rec["id"] in self.cut else "stop",
                 }
                 if not ok:
@@ -297,8 +335,17 @@ def math_unit(ctx: StageContext, shard: int, num_shards: int) -> Optional[str]:
         data = digest(d.math_prompts, ctx, ctx.local_inputs) if not d.math_prompts.startswith("builtin:") else ""
     except CannotDigest:
         return None
-    return config_hash("distill-math", ctx.spec.teacher, d.math_prompts, data, d.limit, d.sampling,
-                       d.rectify.resolved(d.style).max_attempts, num_shards, shard)
+    return config_hash(
+        "distill-math",
+        ctx.spec.teacher,
+        d.math_prompts,
+        data,
+        d.limit,
+        d.sampling,
+        d.rectify.resolved(d.style).max_attempts,
+        num_shards,
+        shard,
+    )
 
 
 def _math_source(ctx: StageContext, key: str) -> Optional[dict]:
@@ -320,14 +367,24 @@ class _Work:
     def get(self) -> "Distiller":
         if self.distiller is None:
             t = reachable(self.ctx.spec, STAGE).teacher  # a served teacher is an endpoint here
-            model = t.model if t.backend == "openai" else str(resolve_model(
-                t.model, endpoint=self.ctx.spec.storage.endpoint, base_dir=self.ctx.base_dir))
+            model = (
+                t.model
+                if t.backend == "openai"
+                else str(resolve_model(t.model, endpoint=self.ctx.spec.storage.endpoint, base_dir=self.ctx.base_dir))
+            )
             count, _ = token_counter(None if t.backend == "openai" else model)
             key = served_api_key("teacher") if self.ctx.spec.teacher.serve is not None else None
-            self.gen = make_generator(t.backend, model, endpoint=t.endpoint, tensor_parallel=t.tensor_parallel,
-                                      api_key=key,
-                                      max_model_len=t.max_model_len, gpu_memory_utilization=t.gpu_memory_utilization,
-                                      max_concurrency=t.max_concurrency, seed=self.ctx.spec.distill.sampling.seed)
+            self.gen = make_generator(
+                t.backend,
+                model,
+                endpoint=t.endpoint,
+                tensor_parallel=t.tensor_parallel,
+                api_key=key,
+                max_model_len=t.max_model_len,
+                gpu_memory_utilization=t.gpu_memory_utilization,
+                max_concurrency=t.max_concurrency,
+                seed=self.ctx.spec.distill.sampling.seed,
+            )
             self.distiller = Distiller(self.ctx, self.gen, count)
         return self.distiller
 
@@ -370,8 +427,12 @@ def run_shard(ctx: StageContext, shard: int = 0, num_shards: Optional[int] = Non
         state["accepted"] += sum(r["accepted"] for r in rows)
         if bar is not None:
             bar.update(len(rows))
-        report.update(state["done"], force=state["done"] == len(mine), accepted=state["accepted"],
-                      rejections=sum(reasons.values()))
+        report.update(
+            state["done"],
+            force=state["done"] == len(mine),
+            accepted=state["accepted"],
+            rejections=sum(reasons.values()),
+        )
 
     def distil(recs: list[dict], what: str, renew=lambda: None) -> None:
         if not recs:
@@ -379,7 +440,7 @@ def run_shard(ctx: StageContext, shard: int = 0, num_shards: Optional[int] = Non
         step = 4 * max(ctx.spec.distill.sampling.batch_size, 1)  # several batches a part: rejects batch well too
         with tqdm(total=len(recs), desc=f"distill shard {shard} {what}", unit="prompt") as bar:
             for start in range(0, len(recs), step):
-                rows, rej = work.get().run(recs[start:start + step])
+                rows, rej = work.get().run(recs[start : start + step])
                 for k, v in rej.items():
                     reasons[k] = reasons.get(k, 0) + v
                 save(rows, bar)
@@ -392,8 +453,10 @@ def run_shard(ctx: StageContext, shard: int = 0, num_shards: Optional[int] = Non
         distil(math, "math")
     elif math:
         lease = StoreLease(store, pointer("distill-math", key).replace(".json", ".lease"))
-        waiting = lambda holder: console.print(f"distill shard {shard}: {holder} is distilling the same math; "  # noqa: E731
-                                               f"waiting to reuse it")
+        waiting = lambda holder: console.print(
+            f"distill shard {shard}: {holder} is distilling the same math; "  # noqa: E731
+            f"waiting to reuse it"
+        )
         if lease.acquire(lambda: _math_source(ctx, key) is not None, on_wait=waiting):
             try:
                 source = _math_source(ctx, key)  # finished while this one claimed the lease
@@ -410,7 +473,9 @@ def run_shard(ctx: StageContext, shard: int = 0, num_shards: Optional[int] = Non
             console.print(f"distill shard {shard}: {len(reused)} math samples reused from {math_from}")
             save(reused)
     work.close()
-    rows = [row for k in sorted(k for k in store.list(parts + "/") if k.endswith(".jsonl")) for row in store.read_jsonl(k)]
+    rows = [
+        row for k in sorted(k for k in store.list(parts + "/") if k.endswith(".jsonl")) for row in store.read_jsonl(k)
+    ]
     order = {r["id"]: i for i, r in enumerate(mine)}
     rows.sort(key=lambda r: order.get(r["id"], 1 << 30))
     store.write_jsonl(shard_key(ctx, shard), rows)
@@ -418,10 +483,16 @@ def run_shard(ctx: StageContext, shard: int = 0, num_shards: Optional[int] = Non
         store.write_json(pointer("distill-math", key), {"experiment": ctx.exp.name, "shardFile": shard_key(ctx, shard)})
     if lease is not None:
         lease.release()
-    summary = {"shard": shard, "prompts": len(mine), "accepted": sum(r["accepted"] for r in rows),
-               "rejected": sum(not r["accepted"] for r in rows), "regenerations": sum(r["attempts"] - 1 for r in rows),
-               "truncated": reasons.get("truncated", 0), "rejectionReasons": reasons,
-               **({"mathFrom": math_from} if math_from else {})}
+    summary = {
+        "shard": shard,
+        "prompts": len(mine),
+        "accepted": sum(r["accepted"] for r in rows),
+        "rejected": sum(not r["accepted"] for r in rows),
+        "regenerations": sum(r["attempts"] - 1 for r in rows),
+        "truncated": reasons.get("truncated", 0),
+        "rejectionReasons": reasons,
+        **({"mathFrom": math_from} if math_from else {}),
+    }
     store.write_json(done_key, summary)
     return summary
 
@@ -452,11 +523,19 @@ def finalize(ctx: StageContext) -> Optional[dict]:
         "rejectionReasons": reasons,
     }
     accepted = [r for r in rows if r["accepted"]]
-    metrics = {"reasoningTokens": length_stats([count(r["reasoning"]) for r in accepted]),
-               "answerTokens": length_stats([count(r["answer"]) for r in accepted])}
-    manifest = store.write_manifest(ctx.prefix(STAGE), stage=STAGE, config_hash=ctx.hash(STAGE),
-                                    files=[shard_key(ctx, s) for s in range(n)], counts=counts, metrics=metrics,
-                                    extra={"style": ctx.spec.distill.style, "shards": n})
+    metrics = {
+        "reasoningTokens": length_stats([count(r["reasoning"]) for r in accepted]),
+        "answerTokens": length_stats([count(r["answer"]) for r in accepted]),
+    }
+    manifest = store.write_manifest(
+        ctx.prefix(STAGE),
+        stage=STAGE,
+        config_hash=ctx.hash(STAGE),
+        files=[shard_key(ctx, s) for s in range(n)],
+        counts=counts,
+        metrics=metrics,
+        extra={"style": ctx.spec.distill.style, "shards": n},
+    )
     return manifest
 
 

@@ -3,6 +3,7 @@
 Per-sample records are written per (model, benchmark) as they finish, so a restarted pod redoes
 only what is missing. Reasoning and answer are judged separately and both kept.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -30,6 +31,7 @@ from lrm_safety.stages.common import skipped, summary_from_manifest
 console = Console(stderr=True)
 STAGE = "evaluate"
 
+
 class HarmJudge:
     """The configured judges: harm for harmful-prompt responses, over-refusal for benign ones."""
 
@@ -43,8 +45,9 @@ class HarmJudge:
         if self.kind == "guard":
             from lrm_safety.evaluation.judges.guard import GuardJudge
 
-            self.impl = GuardJudge.from_spec(ev.judge, base_dir=ctx.base_dir, backend=ev.backend,
-                                             api_key=served_api_key("judge"))
+            self.impl = GuardJudge.from_spec(
+                ev.judge, base_dir=ctx.base_dir, backend=ev.backend, api_key=served_api_key("judge")
+            )
         elif self.kind == "llm":
             from lrm_safety.evaluation.judges.llm import LLMJudge
 
@@ -84,8 +87,11 @@ def _checklist(reasoning: Optional[str]) -> Optional[dict]:
     except ChecklistError:
         return None
     flagged, decision = any(verdicts.values()), reasoning_decision(reasoning)
-    return {"flagged": flagged, "decision": decision,
-            "incoherent": (decision == "refuse" and not flagged) or (decision == "comply" and flagged)}
+    return {
+        "flagged": flagged,
+        "decision": decision,
+        "incoherent": (decision == "refuse" and not flagged) or (decision == "comply" and flagged),
+    }
 
 
 def _record(prompt: str, response: str, truncated: Optional[bool] = None, count_tokens=None) -> dict:
@@ -94,10 +100,16 @@ def _record(prompt: str, response: str, truncated: Optional[bool] = None, count_
     reasoning, answer = parse_response(response)
     if truncated is None:  # no finish reason from the backend: an unclosed think block was cut off
         truncated = "<think>" in response and "</think>" not in response
-    rec = {"prompt": prompt, "response": response, "reasoning": reasoning, "answer": answer,
-           "reasoningDecision": reasoning_decision(reasoning), "refused": is_refusal(response),
-           "truncated": bool(truncated),
-           "reasoningTokens": (count_tokens or estimate_tokens)(reasoning or "")}
+    rec = {
+        "prompt": prompt,
+        "response": response,
+        "reasoning": reasoning,
+        "answer": answer,
+        "reasoningDecision": reasoning_decision(reasoning),
+        "refused": is_refusal(response),
+        "truncated": bool(truncated),
+        "reasoningTokens": (count_tokens or estimate_tokens)(reasoning or ""),
+    }
     checklist = _checklist(reasoning)
     if checklist is not None:
         rec["checklist"] = checklist
@@ -106,19 +118,30 @@ def _record(prompt: str, response: str, truncated: Optional[bool] = None, count_
 
 def generate_records(kind: str, items: list[dict], target, sampling: Sampling, samples: int = 1) -> list[dict]:
     """Responses for every item and sample, not yet judged; sample j uses seed `sampling.seed + j`, recorded."""
-    convs = [([{"role": "system", "content": it["system"]}] if it.get("system") else []) +
-             [{"role": "user", "content": it["prompt"]}] for it in items]
+    convs = [
+        ([{"role": "system", "content": it["system"]}] if it.get("system") else [])
+        + [{"role": "user", "content": it["prompt"]}]
+        for it in items
+    ]
     records = []
     for j in range(samples):
         seed = sampling.seed + j
-        responses = target.generate(convs, replace(sampling, seed=seed),
-                                    desc=f"{kind} x{len(items)}" + (f" sample {j + 1}/{samples}" if samples > 1 else ""))
+        responses = target.generate(
+            convs,
+            replace(sampling, seed=seed),
+            desc=f"{kind} x{len(items)}" + (f" sample {j + 1}/{samples}" if samples > 1 else ""),
+        )
         finish = getattr(target, "finish", None) or []
         count = getattr(target, "count_tokens", None)
-        records += [{**_record(it["prompt"], r, finish[i] == "length" if len(finish) == len(responses) else None,
-                               count),
-                     "item": i, "sample": j, "seed": seed}
-                    for i, (it, r) in enumerate(zip(items, responses))]
+        records += [
+            {
+                **_record(it["prompt"], r, finish[i] == "length" if len(finish) == len(responses) else None, count),
+                "item": i,
+                "sample": j,
+                "seed": seed,
+            }
+            for i, (it, r) in enumerate(zip(items, responses))
+        ]
     return records
 
 
@@ -146,8 +169,9 @@ def judge_records(kind: str, items: list[dict], records: list[dict], judge: Opti
     return records
 
 
-def run_benchmark(kind: str, attack: str, items: list[dict], target, sampling: Sampling, judge: Optional[HarmJudge],
-                  samples: int = 1) -> list[dict]:
+def run_benchmark(
+    kind: str, attack: str, items: list[dict], target, sampling: Sampling, judge: Optional[HarmJudge], samples: int = 1
+) -> list[dict]:
     """Generate and judge in one go."""
     return judge_records(kind, items, generate_records(kind, items, target, sampling, samples), judge)
 
@@ -158,14 +182,30 @@ def pair_records(items: list[dict], target, attacker, in_loop_judge, sampling: S
     later by the harm judge like any record."""
     from lrm_safety.evaluation.pair import PairSettings, attack
 
-    found = attack(items, target, attacker, in_loop_judge, PairSettings.from_spec(pair), seed=sampling.seed,
-                   batch_size=sampling.batch_size)
+    found = attack(
+        items,
+        target,
+        attacker,
+        in_loop_judge,
+        PairSettings.from_spec(pair),
+        seed=sampling.seed,
+        batch_size=sampling.batch_size,
+    )
     prompts = [f["bestPrompt"] or items[i]["prompt"] for i, f in enumerate(found)]
     finals = generate_records("harmful", [{"prompt": p} for p in prompts], target, sampling)
-    return [{**rec, "goal": f["goal"], "pairBestScore": f["bestScore"], "pairBestRound": f["bestRound"],
-             "pairStoppedAt": f["stoppedAt"], "pairAttackFailed": f["attackFailed"], "pairStreams": f["streams"],
-             "pairQueries": f["queries"]}
-            for rec, f in zip(finals, found)]
+    return [
+        {
+            **rec,
+            "goal": f["goal"],
+            "pairBestScore": f["bestScore"],
+            "pairBestRound": f["bestRound"],
+            "pairStoppedAt": f["stoppedAt"],
+            "pairAttackFailed": f["attackFailed"],
+            "pairStreams": f["streams"],
+            "pairQueries": f["queries"],
+        }
+        for rec, f in zip(finals, found)
+    ]
 
 
 def _endpoint_generator(ref, base_dir, key_env: str, role: str):
@@ -192,8 +232,12 @@ def _records_prefix(ctx: StageContext) -> str:
 def _model_dirs(ctx: StageContext) -> dict[str, Path]:
     """base (the untrained student, with compareBase), trained (when this experiment trains), evaluate.models."""
     spec = ctx.spec
-    resolve = lambda ref: resolve_model(ref.model, revision=ref.revision, endpoint=spec.storage.endpoint,  # noqa: E731
-                                        base_dir=ctx.base_dir)
+    resolve = lambda ref: resolve_model(
+        ref.model,
+        revision=ref.revision,
+        endpoint=spec.storage.endpoint,  # noqa: E731
+        base_dir=ctx.base_dir,
+    )
     out = {"base": resolve(spec.student)} if spec.evaluate.compare_base else {}
     if "train" in spec.stages:
         out["trained"] = train_stage.trained_model_dir(ctx)
@@ -238,8 +282,9 @@ def run(ctx: StageContext, **_) -> dict:
             elif d.attack == "pair":
                 if attacker is None:  # its own models (endpoints by default), across both evaluated models
                     pair = reachable(spec, STAGE).evaluate.pair
-                    attacker = _endpoint_generator(pair.attacker, ctx.base_dir, "LRM_SAFETY_PAIR_ATTACKER_API_KEY",
-                                                   "pairAttacker")
+                    attacker = _endpoint_generator(
+                        pair.attacker, ctx.base_dir, "LRM_SAFETY_PAIR_ATTACKER_API_KEY", "pairAttacker"
+                    )
                     scorer = _endpoint_generator(pair.judge, ctx.base_dir, "LRM_SAFETY_PAIR_JUDGE_API_KEY", "pairJudge")
                 recs = pair_records(items[name], gen, attacker, scorer, bm.sampling_for(b, ev.sampling), ev.pair)
                 store.write_jsonl(gen_key, recs)
@@ -268,19 +313,48 @@ def run(ctx: StageContext, **_) -> dict:
     judges = describe_judges(ev)
     metrics = report.compute(records, kinds, judges)
     prefix = ctx.prefix(STAGE)
-    files = report.write_report(store, prefix, metrics, f"lrm-safety report: {ctx.exp.name}", judges=judges,
-                                loss_curve=_loss_curve(store, ctx.artifacts("train")) if "train" in spec.stages else None)
+    files = report.write_report(
+        store,
+        prefix,
+        metrics,
+        f"lrm-safety report: {ctx.exp.name}",
+        judges=judges,
+        loss_curve=_loss_curve(store, ctx.artifacts("train")) if "train" in spec.stages else None,
+    )
     files += [f"{rp}/{m}/{n}.jsonl" for m in records for n in records[m]]
-    summary = {"metrics": {**metrics["headline"], "judges": judges, "benchmarks": {
-        b: {k: e.get(k, {}).get("value") if k != "delta" else e.get("delta") for k in (*report.model_order(metrics), "delta")}
-        for b, e in metrics["benchmarks"].items()}}}
-    manifest = store.write_manifest(prefix, stage=STAGE, config_hash=ctx.hash(STAGE), files=files,
-                                    counts={n: len(v) for n, v in items.items()}, metrics=metrics["headline"],
-                                    extra={"kinds": kinds, "order": list(kinds), "records": rp[len(prefix) + 1:],
-                                           "judges": judges,
-                                           "summary": summary})
-    return {**summary_from_manifest(manifest), "report": store.uri(f"{prefix}/report.md"),
-            "table": report.table_rows(metrics, judges)}
+    summary = {
+        "metrics": {
+            **metrics["headline"],
+            "judges": judges,
+            "benchmarks": {
+                b: {
+                    k: e.get(k, {}).get("value") if k != "delta" else e.get("delta")
+                    for k in (*report.model_order(metrics), "delta")
+                }
+                for b, e in metrics["benchmarks"].items()
+            },
+        }
+    }
+    manifest = store.write_manifest(
+        prefix,
+        stage=STAGE,
+        config_hash=ctx.hash(STAGE),
+        files=files,
+        counts={n: len(v) for n, v in items.items()},
+        metrics=metrics["headline"],
+        extra={
+            "kinds": kinds,
+            "order": list(kinds),
+            "records": rp[len(prefix) + 1 :],
+            "judges": judges,
+            "summary": summary,
+        },
+    )
+    return {
+        **summary_from_manifest(manifest),
+        "report": store.uri(f"{prefix}/report.md"),
+        "table": report.table_rows(metrics, judges),
+    }
 
 
 def rerender(store, prefix: str, title: Optional[str] = None) -> str:
@@ -291,10 +365,16 @@ def rerender(store, prefix: str, title: Optional[str] = None) -> str:
     rp = f"{manifest.get('source') or prefix}/{manifest['records']}"
     records: dict[str, dict[str, list[dict]]] = {}
     for key in store.list(rp + "/"):
-        model, name = key[len(rp) + 1:].split("/", 1)
+        model, name = key[len(rp) + 1 :].split("/", 1)
         records.setdefault(model, {})[name.removesuffix(".jsonl")] = store.read_jsonl(key)
     kinds = {name: manifest["kinds"][name] for name in manifest.get("order", manifest["kinds"])}  # spec order
     metrics = report.compute(records, kinds, manifest.get("judges"))
-    report.write_report(store, prefix, metrics, title or f"lrm-safety report: {prefix.rsplit('/', 2)[0]}",
-                        judges=manifest.get("judges"), loss_curve=_loss_curve(store, prefix.rsplit("/", 1)[0] + "/train"))
+    report.write_report(
+        store,
+        prefix,
+        metrics,
+        title or f"lrm-safety report: {prefix.rsplit('/', 2)[0]}",
+        judges=manifest.get("judges"),
+        loss_curve=_loss_curve(store, prefix.rsplit("/", 1)[0] + "/train"),
+    )
     return store.uri(f"{prefix}/report.md")

@@ -5,6 +5,7 @@ pause: the store is strongly consistent, so of concurrent claimants the last wri
 them read, and only that one goes on. The holder renews it while it works; a lease not renewed for `ttl`
 seconds (its pod died) is taken over. The waiter stops waiting as soon as the work is published.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,9 +20,17 @@ def holder_id() -> str:
 
 
 class StoreLease:
-    def __init__(self, store, key: str, *, ttl: float = 600.0, settle: Optional[float] = None,
-                 poll: Optional[float] = None, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        store,
+        key: str,
+        *,
+        ttl: float = 600.0,
+        settle: Optional[float] = None,
+        poll: Optional[float] = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         # LRM_SAFETY_LEASE_SETTLE_SECONDS / _POLL_SECONDS: tests shorten the waits
         settle = settle if settle is not None else float(os.environ.get("LRM_SAFETY_LEASE_SETTLE_SECONDS", 2.0))
         poll = poll if poll is not None else float(os.environ.get("LRM_SAFETY_LEASE_POLL_SECONDS", 15.0))
@@ -38,7 +47,9 @@ class StoreLease:
             return None
 
     def _live(self, rec) -> bool:
-        return bool(rec) and rec.get("holder") != self.holder and self.clock() - float(rec.get("renewedAt", 0)) < self.ttl
+        return (
+            bool(rec) and rec.get("holder") != self.holder and self.clock() - float(rec.get("renewedAt", 0)) < self.ttl
+        )
 
     def acquire(self, done: Callable[[], bool], on_wait: Callable[[str], None] = lambda holder: None) -> bool:
         """True once this process holds the lease; False as soon as `done()` says someone finished the work."""

@@ -2,6 +2,7 @@
 
 Mixing math in is what keeps over-refusal down in the study (1k or 400 safety + 4k math).
 """
+
 from __future__ import annotations
 
 import random
@@ -41,8 +42,9 @@ def student_renderer(ctx: StageContext, max_length: Optional[int] = None) -> Ren
     from transformers import AutoTokenizer
 
     student = ctx.spec.student
-    path, source = resolve_tokenizer(student.model, revision=student.revision, endpoint=ctx.spec.storage.endpoint,
-                                     base_dir=ctx.base_dir)
+    path, source = resolve_tokenizer(
+        student.model, revision=student.revision, endpoint=ctx.spec.storage.endpoint, base_dir=ctx.base_dir
+    )
     renderer = Renderer(AutoTokenizer.from_pretrained(path), mode=ctx.spec.train.rendering, max_length=max_length)
     renderer.source = source
     return renderer
@@ -53,15 +55,19 @@ def _math_rows(ctx: StageContext) -> list[dict]:
     if m.math_count == 0:
         return []
     if not m.math_source:
-        raise BadInput("spec.mix.mathSource: no math source; set it (distill, a JSONL path, or builtin:synthetic-math) "
-                         "or set mathCount: 0")
+        raise BadInput(
+            "spec.mix.mathSource: no math source; set it (distill, a JSONL path, or builtin:synthetic-math) "
+            "or set mathCount: 0"
+        )
     if m.math_source == "builtin:synthetic-math":
         return synthetic_math(m.math_count, seed=m.seed)
     if m.math_source == "distill":
         rows = distill.accepted_rows(ctx, "math")
         if not rows:
-            raise BadInput("spec.mix.mathSource is distill but the distill stage produced no math samples "
-                             "(set distill.mathPrompts)")
+            raise BadInput(
+                "spec.mix.mathSource is distill but the distill stage produced no math samples "
+                "(set distill.mathPrompts)"
+            )
         return rows
     return ctx.read_rows(m.math_source)
 
@@ -95,9 +101,11 @@ def build(ctx: StageContext, renderer) -> tuple[dict[str, list[dict]], dict, dic
         counts["duplicatesDropped"] = d1 + d2
     if len(safety_src) < m.safety_count:
         if not m.allow_shortfall:
-            raise BadInput(f"spec.mix.safetyCount is {m.safety_count} but only {len(safety_src)} safety samples are "
-                           f"available (distill accepted fewer): lower safetyCount, distil more prompts, or set "
-                           f"mix.allowShortfall: true to train on what there is")
+            raise BadInput(
+                f"spec.mix.safetyCount is {m.safety_count} but only {len(safety_src)} safety samples are "
+                f"available (distill accepted fewer): lower safetyCount, distil more prompts, or set "
+                f"mix.allowShortfall: true to train on what there is"
+            )
         counts["safetyShortfall"] = m.safety_count - len(safety_src)
     # Math: all of it when there is no more than asked (the release keeps all 4,000), else a sample of its own.
     math = list(math_src) if len(math_src) <= m.math_count else release_sample(math_src, m.math_count, f"{m.seed}-math")
@@ -108,7 +116,9 @@ def build(ctx: StageContext, renderer) -> tuple[dict[str, list[dict]], dict, dic
         for row in rows:
             prompt, response = _as_pair(row)
             msgs = ([{"role": "system", "content": system}] if system else []) + [
-                {"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+                {"role": "user", "content": prompt},
+                {"role": "assistant", "content": response},
+            ]
             sample = {"kind": kind, "messages": msgs}
             if row.get("finish") == "length":  # kept by distill.rectify.keepTruncated: no end of turn trained
                 sample["endOfTurn"] = False
@@ -117,8 +127,11 @@ def build(ctx: StageContext, renderer) -> tuple[dict[str, list[dict]], dict, dic
     max_len = spec.train.max_length
     kept, lengths, over = [], [], 0
     for s in samples:
-        n = len(renderer(s["messages"], s.get("endOfTurn", True))) if renderer else \
-            estimate_tokens(" ".join(x["content"] for x in s["messages"]))
+        n = (
+            len(renderer(s["messages"], s.get("endOfTurn", True)))
+            if renderer
+            else estimate_tokens(" ".join(x["content"] for x in s["messages"]))
+        )
         if n > max_len:
             over += 1
             if m.overlength == "drop":
@@ -130,7 +143,10 @@ def build(ctx: StageContext, renderer) -> tuple[dict[str, list[dict]], dict, dic
     counts["overLengthPolicy"] = m.overlength
     n_held = int(round(len(kept) * m.heldout_fraction))
     held = set(random.Random(f"{m.seed}-heldout").sample(range(len(kept)), n_held)) if n_held else set()
-    splits = {"train": [s for i, s in enumerate(kept) if i not in held], "heldout": [s for i, s in enumerate(kept) if i in held]}
+    splits = {
+        "train": [s for i, s in enumerate(kept) if i not in held],
+        "heldout": [s for i, s in enumerate(kept) if i in held],
+    }
     counts["train"], counts["heldout"] = len(splits["train"]), len(splits["heldout"])
     metrics = {"tokens": length_stats(lengths), "totalTokens": sum(lengths)}
     return splits, counts, metrics
@@ -149,8 +165,11 @@ def run(ctx: StageContext, **_) -> dict:
         key = f"{prefix}/{name}.jsonl"
         ctx.store.write_jsonl(key, rows)
         files.append(key)
-    ctx.store.write_manifest(prefix, stage=STAGE, config_hash=ctx.hash(STAGE), files=files, counts=counts,
-                             metrics=metrics)
-    console.print(f"mix: {counts['train']} train / {counts['heldout']} held out "
-                  f"({counts.get('safety', 0)} safety + {counts.get('math', 0)} math)")
+    ctx.store.write_manifest(
+        prefix, stage=STAGE, config_hash=ctx.hash(STAGE), files=files, counts=counts, metrics=metrics
+    )
+    console.print(
+        f"mix: {counts['train']} train / {counts['heldout']} held out "
+        f"({counts.get('safety', 0)} safety + {counts.get('math', 0)} math)"
+    )
     return {"stage": STAGE, "counts": counts, "metrics": metrics, "complete": True}

@@ -9,6 +9,7 @@ written unless `train.keepCheckpoints`: with optimizer state each is about 3x th
 Several GPUs or nodes: the stage re-execs itself under torchrun with rendezvous from the
 environment the operator sets (MASTER_ADDR, JOB_COMPLETION_INDEX).
 """
+
 from __future__ import annotations
 
 import os
@@ -51,8 +52,11 @@ def launch_command(train_spec, spec_path: str, env: dict, force: bool = False) -
         return None
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--nnodes={train_spec.nodes}"]
     if train_spec.nodes > 1:
-        cmd += [f"--node-rank={env.get('JOB_COMPLETION_INDEX', '0')}",
-                f"--master-addr={env.get('MASTER_ADDR', '127.0.0.1')}", f"--master-port={env.get('MASTER_PORT', '29500')}"]
+        cmd += [
+            f"--node-rank={env.get('JOB_COMPLETION_INDEX', '0')}",
+            f"--master-addr={env.get('MASTER_ADDR', '127.0.0.1')}",
+            f"--master-port={env.get('MASTER_PORT', '29500')}",
+        ]
     else:
         cmd += ["--standalone"]
     return cmd + ["-m", "lrm_safety.cli", "stage", "train", "--spec", spec_path, "--launcher", "inprocess"]
@@ -80,7 +84,7 @@ def checkpoint_steps(store, prefix: str, complete_only: bool = True) -> list[int
     """Steps of the checkpoints under `prefix`; complete ones only (their marker is written last) by default."""
     steps = set()
     for key in store.list(f"{prefix}/"):
-        parts = key[len(prefix) + 1:].split("/")
+        parts = key[len(prefix) + 1 :].split("/")
         step = _step_of(parts[0])
         if step is not None and (parts[-1] == COMPLETE or not complete_only):
             steps.add(step)
@@ -259,11 +263,15 @@ def _train(ctx: StageContext) -> dict:
     ctx.require("mix")
     cuda = torch.cuda.is_available()
     profile = runtime_profile(t, cuda, int(os.environ.get("WORLD_SIZE", "1")))
-    use_ds = profile["deepspeed"] != "none" and (cuda or os.environ.get("DS_ACCELERATOR") == "cpu") and (
-        "LOCAL_RANK" in os.environ)
+    use_ds = (
+        profile["deepspeed"] != "none"
+        and (cuda or os.environ.get("DS_ACCELERATOR") == "cpu")
+        and ("LOCAL_RANK" in os.environ)
+    )
     rows = store.read_jsonl(f"{ctx.artifacts('mix')}/train.jsonl")
-    model_dir = resolve_model(spec.student.model, revision=spec.student.revision, endpoint=spec.storage.endpoint,
-                              base_dir=ctx.base_dir)
+    model_dir = resolve_model(
+        spec.student.model, revision=spec.student.revision, endpoint=spec.storage.endpoint, base_dir=ctx.base_dir
+    )
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     dataset = Dataset.from_list(tokenized_rows(rows, Renderer(tokenizer, mode=t.rendering, max_length=t.max_length)))
     if tokenizer.pad_token is None:
@@ -277,8 +285,13 @@ def _train(ctx: StageContext) -> dict:
 
         lo = t.lora
         tm = lo.target_modules
-        peft_config = LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, task_type="CAUSAL_LM",
-                                 target_modules=tm[0] if tm == ["all-linear"] else tm)
+        peft_config = LoraConfig(
+            r=lo.r,
+            lora_alpha=lo.alpha,
+            lora_dropout=lo.dropout,
+            task_type="CAUSAL_LM",
+            target_modules=tm[0] if tm == ["all-linear"] else tm,
+        )
     work = scratch_dir(ctx)
     ckpt_prefix = checkpoints_prefix(ctx)
     clock = _Clock()
@@ -289,8 +302,14 @@ def _train(ctx: StageContext) -> dict:
         if "tensorboard" in t.report_to:
             os.environ["TENSORBOARD_LOGGING_DIR"] = str(work / "runs")
             callbacks.append(_curves_uploader(store, work / "runs", f"{ctx.prefix(STAGE)}/runs"))
-        trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer,
-                             peft_config=peft_config, callbacks=callbacks)
+        trainer = SFTTrainer(
+            model=model,
+            args=cfg,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=callbacks,
+        )
         return _fit(ctx, trainer, rows, resume, work, clock, profile, use_ds, num)
 
 
@@ -313,8 +332,17 @@ def _workspace(store, ckpt_prefix: str, work: Path):
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _fit(ctx: StageContext, trainer, rows: list[dict], resume: Optional[str], work: Path, clock: "_Clock",
-         profile: dict, use_ds: bool, num: dict) -> dict:
+def _fit(
+    ctx: StageContext,
+    trainer,
+    rows: list[dict],
+    resume: Optional[str],
+    work: Path,
+    clock: "_Clock",
+    profile: dict,
+    use_ds: bool,
+    num: dict,
+) -> dict:
     import torch
 
     t, store, prefix = ctx.spec.train, ctx.store, ctx.prefix(STAGE)
@@ -328,16 +356,25 @@ def _fit(ctx: StageContext, trainer, rows: list[dict], resume: Optional[str], wo
     epochs_done = trainer.state.epoch or 1.0
     elapsed = (clock.end - clock.start) if clock.start and clock.end else result.metrics.get("train_runtime", 0)
     metrics = {
-        "steps": trainer.state.global_step, "stepsThisRun": clock.steps, "resumedFrom": resume and Path(resume).name,
-        "lossCurve": loss_curve, "finalLoss": loss_curve[-1]["loss"] if loss_curve else None,
+        "steps": trainer.state.global_step,
+        "stepsThisRun": clock.steps,
+        "resumedFrom": resume and Path(resume).name,
+        "lossCurve": loss_curve,
+        "finalLoss": loss_curve[-1]["loss"] if loss_curve else None,
         "firstLoss": loss_curve[0]["loss"] if loss_curve else None,
         "trainRuntimeS": round(result.metrics.get("train_runtime", 0.0), 2),
         "tokensPerS": round(tokens * epochs_done / elapsed, 1) if elapsed else None,
         "peakMemoryGiB": round((torch.cuda.max_memory_allocated() if cuda else _rss()) / 2**30, 2),
-        "precision": num["precision"], "masterWeights": num["master"],
-        "deepspeed": profile["deepspeed"] if use_ds else "none", "method": t.method,
-        "attention": profile["attn"], "packing": profile["packing"], "paddingFree": profile["padding_free"],
-        "liger": profile["liger"], "loss": t.loss, "rendering": t.rendering,
+        "precision": num["precision"],
+        "masterWeights": num["master"],
+        "deepspeed": profile["deepspeed"] if use_ds else "none",
+        "method": t.method,
+        "attention": profile["attn"],
+        "packing": profile["packing"],
+        "paddingFree": profile["padding_free"],
+        "liger": profile["liger"],
+        "loss": t.loss,
+        "rendering": t.rendering,
         "samplesPerStep": t.per_device_batch_size * t.accumulation * int(os.environ.get("WORLD_SIZE", "1")),
     }
     final = work / "model"
@@ -346,23 +383,35 @@ def _fit(ctx: StageContext, trainer, rows: list[dict], resume: Optional[str], wo
         if t.method == "lora" and t.lora.merge:
             from peft import AutoPeftModelForCausalLM
 
-            merged = AutoPeftModelForCausalLM.from_pretrained(str(final), dtype=getattr(torch, num["load_dtype"])) \
-                .merge_and_unload()
+            merged = AutoPeftModelForCausalLM.from_pretrained(
+                str(final), dtype=getattr(torch, num["load_dtype"])
+            ).merge_and_unload()
             shutil.rmtree(final)
             merged.save_pretrained(str(final), safe_serialization=True)
         trainer.processing_class.save_pretrained(str(final))
         keys = store.upload_dir(final, f"{prefix}/model")
         store.write_json(f"{prefix}/metrics.json", metrics)
-        store.write_manifest(prefix, stage=STAGE, config_hash=ctx.hash(STAGE), files=keys + [f"{prefix}/metrics.json"],
-                             counts={"samples": len(rows), "steps": metrics["steps"]},
-                             metrics={k: v for k, v in metrics.items() if k != "lossCurve"},
-                             extra={"model": store.uri(f"{prefix}/model"), "summary": {
-                                 "counts": {"steps": metrics["steps"]},
-                                 "metrics": {k: metrics[k] for k in ("finalLoss", "tokensPerS")}}})
+        store.write_manifest(
+            prefix,
+            stage=STAGE,
+            config_hash=ctx.hash(STAGE),
+            files=keys + [f"{prefix}/metrics.json"],
+            counts={"samples": len(rows), "steps": metrics["steps"]},
+            metrics={k: v for k, v in metrics.items() if k != "lossCurve"},
+            extra={
+                "model": store.uri(f"{prefix}/model"),
+                "summary": {
+                    "counts": {"steps": metrics["steps"]},
+                    "metrics": {k: metrics[k] for k in ("finalLoss", "tokensPerS")},
+                },
+            },
+        )
         if not t.keep_checkpoints:
             prune_checkpoints(store, checkpoints_prefix(ctx))  # after the manifest: a crash before it still resumes
-        console.print(f"train: {metrics['steps']} steps, loss {metrics['firstLoss']} -> {metrics['finalLoss']}, "
-                      f"model at {store.uri(prefix + '/model')}")
+        console.print(
+            f"train: {metrics['steps']} steps, loss {metrics['firstLoss']} -> {metrics['finalLoss']}, "
+            f"model at {store.uri(prefix + '/model')}"
+        )
     return {"stage": STAGE, "metrics": metrics}
 
 

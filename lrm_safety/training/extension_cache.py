@@ -8,6 +8,7 @@ so staleness is judged with an advisory flock that the kernel drops when its hol
 training holds it shared for its whole run, and one that gets it exclusively knows no other run
 is building, so any baton left in the cache is stale and removed.
 """
+
 from __future__ import annotations
 
 import fcntl

@@ -11,6 +11,7 @@ no token merges across the boundary.
 `mode="conversation"` renders the whole conversation through the chat template instead, as the study's release
 did (TRL 0.16 with a `messages` dataset): reproducible, and visibly lossy for templates like R1-Distill's.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,8 +42,10 @@ class Rendered:
 
 def _template(tokenizer, messages, **kw) -> str:
     if not getattr(tokenizer, "chat_template", None):
-        raise BadInput("the student's tokenizer has no chat template: SFT data must be rendered the way the model is "
-                       "prompted; use a chat (instruct or R1-distilled) model")
+        raise BadInput(
+            "the student's tokenizer has no chat template: SFT data must be rendered the way the model is "
+            "prompted; use a chat (instruct or R1-distilled) model"
+        )
     return tokenizer.apply_chat_template(messages, tokenize=False, **kw)
 
 
@@ -75,8 +78,13 @@ def _ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def render(tokenizer, messages: list[dict], mode: str = "prompt-completion", max_length: Optional[int] = None,
-           eot: Optional[str] = None) -> Rendered:
+def render(
+    tokenizer,
+    messages: list[dict],
+    mode: str = "prompt-completion",
+    max_length: Optional[int] = None,
+    eot: Optional[str] = None,
+) -> Rendered:
     """messages = [..., user, assistant]: the training example as token ids with the completion's start."""
     if mode not in MODES:
         raise BadInput(f"unknown rendering {mode!r}; use one of {', '.join(MODES)}")

@@ -7,6 +7,7 @@ no module-level state, so two operators can live in one process and every test s
 - ServerBook: the served models' idle looks and what their objects last said;
 - StudyBook: each study's queue of one, its cells' last signals and the cells just made.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -76,7 +77,7 @@ class WorkQueue:
 
     def take_due(self, now: float, room: int) -> list[tuple[Key, Optional[dict]]]:
         """Up to `room` due keys (the earliest first), each given the safety net's next look meanwhile."""
-        due = sorted((at, key) for key, at in dict(self.due).items() if at <= now)[:max(room, 0)]
+        due = sorted((at, key) for key, at in dict(self.due).items() if at <= now)[: max(room, 0)]
         for _, key in due:
             self.due[key] = now + self.jitter()  # the reconcile sets the look it needs next
         return [(key, self.fresh.pop(key, None)) for _, key in due]

@@ -12,6 +12,7 @@ Secret, an image pull, unschedulable) or whose attempt failed and waits for a re
 `grace` seconds another experiment may take it over (an update at the Lease's resourceVersion, so of several
 waiters again exactly one wins).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -29,27 +30,52 @@ def lease_name(work: str) -> str:
     return f"{PREFIX}{work}"
 
 
-def render(work: str, stage: str, namespace: str, experiment: str, uid: Optional[str], now: str,
-           resource_version: Optional[str] = None) -> dict:
+def render(
+    work: str,
+    stage: str,
+    namespace: str,
+    experiment: str,
+    uid: Optional[str],
+    now: str,
+    resource_version: Optional[str] = None,
+) -> dict:
     """The claim of `experiment` on `work`; with `resource_version`, the update that takes over a stuck claim."""
-    meta: dict = {"name": lease_name(work), "namespace": namespace,
-                  "labels": {LABEL_WORK: work, LABEL_EXPERIMENT: experiment, LABEL_STAGE: stage}}
+    meta: dict = {
+        "name": lease_name(work),
+        "namespace": namespace,
+        "labels": {LABEL_WORK: work, LABEL_EXPERIMENT: experiment, LABEL_STAGE: stage},
+    }
     if uid:
-        meta["ownerReferences"] = [{"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "name": experiment,
-                                    "uid": uid, "controller": False, "blockOwnerDeletion": False}]
+        meta["ownerReferences"] = [
+            {
+                "apiVersion": f"{API_GROUP}/{API_VERSION}",
+                "kind": KIND,
+                "name": experiment,
+                "uid": uid,
+                "controller": False,
+                "blockOwnerDeletion": False,
+            }
+        ]
     if resource_version:
         meta["resourceVersion"] = resource_version
-    return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta,
-            "spec": {"holderIdentity": experiment, "acquireTime": now, "renewTime": now}}
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": meta,
+        "spec": {"holderIdentity": experiment, "acquireTime": now, "renewTime": now},
+    }
 
 
 def view(lease: dict) -> dict:
     """What decisions need of a claim (the operator's index holds this, not the Lease)."""
     meta = lease.get("metadata") or {}
-    return {"holder": (lease.get("spec") or {}).get("holderIdentity"),
-            "stage": (meta.get("labels") or {}).get(LABEL_STAGE),
-            "stuckSince": (meta.get("annotations") or {}).get(STUCK),
-            "resourceVersion": meta.get("resourceVersion"), "uid": meta.get("uid")}
+    return {
+        "holder": (lease.get("spec") or {}).get("holderIdentity"),
+        "stage": (meta.get("labels") or {}).get(LABEL_STAGE),
+        "stuckSince": (meta.get("annotations") or {}).get(STUCK),
+        "resourceVersion": meta.get("resourceVersion"),
+        "uid": meta.get("uid"),
+    }
 
 
 def takeover_in(claim: dict, now: dt.datetime, grace: float) -> Optional[float]:

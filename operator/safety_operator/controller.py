@@ -8,6 +8,7 @@ reconciles, the wake-ups `decide` asks for (a retry's backoff, a start deadline)
 `resync_seconds` (+ jitter) for unfinished experiments and studies only, served models' idle clocks, and copies
 running stages' progress; a finished experiment costs nothing, not even a task.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -62,10 +63,12 @@ class Controller:
         if self.settings.read_store:
             self.store_readable = await asyncio.to_thread(credentials_available)
             if not self.store_readable:
-                log.warning("no S3 credentials: create Secret %r (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) in the "
-                            "operator's namespace and restart it (chart value s3.credentialsSecret); until then "
-                            "finished stages are not reused before their pods start and progress is not copied",
-                            self.settings.store_secret)
+                log.warning(
+                    "no S3 credentials: create Secret %r (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) in the "
+                    "operator's namespace and restart it (chart value s3.credentialsSecret); until then "
+                    "finished stages are not reused before their pods start and progress is not copied",
+                    self.settings.store_secret,
+                )
 
     async def in_thread(self, fn, *args):
         """On kopf's executor, not asyncio's default of cores + 4 threads."""
@@ -81,8 +84,15 @@ class Controller:
         self.watched.forget(key)
         self.progress.pop(key, None)
 
-    def reconcile(self, namespace: str, name: str, jobs: dict[str, dict], pods: dict[str, list[dict]],
-                  fresh: Optional[dict] = None, served: tuple = ({}, {}, {}, {})) -> None:
+    def reconcile(
+        self,
+        namespace: str,
+        name: str,
+        jobs: dict[str, dict],
+        pods: dict[str, list[dict]],
+        fresh: Optional[dict] = None,
+        served: tuple = ({}, {}, {}, {}),
+    ) -> None:
         """Fetch the experiment, decide, act. Serialised per experiment so two triggers never race; reads the current
         object rather than the triggering event's copy, which may be stale (`fresh`: a just-created object with no
         status yet, which is current as it is)."""
@@ -100,9 +110,12 @@ class Controller:
             # final state. Read those pods once, so the exit code and termination message are never missed.
             for st in ((body.get("status") or {}).get("stages") or {}).values():
                 jname = (st or {}).get("jobName")
-                if (st or {}).get("state") == "Running" and jname in jobs and \
-                        job_state(jobs[jname]) in ("succeeded", "failed") and \
-                        not podinfo.terminated(pods.get(jname) or []):
+                if (
+                    (st or {}).get("state") == "Running"
+                    and jname in jobs
+                    and job_state(jobs[jname]) in ("succeeded", "failed")
+                    and not podinfo.terminated(pods.get(jname) or [])
+                ):
                     log.info("%s/%s: %s finished before its pods' end was seen: listing them", namespace, name, jname)
                     pods = {**pods, jname: api.job_pods(namespace, jname)}
             spec = None
@@ -118,16 +131,30 @@ class Controller:
             try:
                 for _ in range(3):  # a claim lost to another experiment: decide again, knowing the winner
                     disrupted = dict(self.watched.disrupted.get(key) or {})
-                    acts = decide(Observed(body=body, jobs=jobs, pods=pods, finished_in_store=lookup, now=utcnow(),
-                                           disruptions=disrupted,
-                                           claims=lambda work: overrides.get(work) or self.claims.get(namespace, work),
-                                           claim_grace=s.claim_grace_seconds, servers=served[0],
-                                           server_pods=served[1], server_services=served[2],
-                                           server_slices=served[3]), s.worker)
+                    acts = decide(
+                        Observed(
+                            body=body,
+                            jobs=jobs,
+                            pods=pods,
+                            finished_in_store=lookup,
+                            now=utcnow(),
+                            disruptions=disrupted,
+                            claims=lambda work: overrides.get(work) or self.claims.get(namespace, work),
+                            claim_grace=s.claim_grace_seconds,
+                            servers=served[0],
+                            server_pods=served[1],
+                            server_services=served[2],
+                            server_slices=served[3],
+                        ),
+                        s.worker,
+                    )
                     lost = False
                     for c in acts.claims:
-                        won, current = api.claim(claimsmod.render(c.work, c.stage, namespace, name, uid,
-                                                                  claimsmod.micro(utcnow()), c.resource_version))
+                        won, current = api.claim(
+                            claimsmod.render(
+                                c.work, c.stage, namespace, name, uid, claimsmod.micro(utcnow()), c.resource_version
+                            )
+                        )
                         if current is not None:
                             self.claims.put(namespace, c.work, claimsmod.view(current))
                         if not won:
@@ -177,9 +204,13 @@ class Controller:
             status["conditions"] = set_condition(status.get("conditions") or [], "Degraded", False, "Reconciled", "")
         if status and not self.store_readable and self.settings.read_store:
             status["conditions"] = set_condition(
-                status.get("conditions") or [], "StoreReadable", False, "NoCredentials",
+                status.get("conditions") or [],
+                "StoreReadable",
+                False,
+                "NoCredentials",
                 f"the operator has no S3 credentials (Secret {self.settings.store_secret!r} in its namespace): it "
-                f"cannot reuse finished stages before their pods start, keep TTL-deleted Jobs finished, or copy progress")
+                f"cannot reuse finished stages before their pods start, keep TTL-deleted Jobs finished, or copy progress",
+            )
         return status
 
     def _note_waiting(self, namespace: str, name: str, spec, status: dict) -> None:
@@ -193,12 +224,19 @@ class Controller:
         """The experiments whose stage has a Job to report on (the scheduler reads them only while its pods run)."""
         s, stage = self.settings, status.get("stage")
         st = (status.get("stages") or {}).get(stage) or {}
-        running = spec is not None and status.get("phase") == "Running" and st.get("state") == "Running" and \
-            not st.get("nextRetryAt") and not st.get("waiting") and spec.storage.uri.startswith("s3://")
+        running = (
+            spec is not None
+            and status.get("phase") == "Running"
+            and st.get("state") == "Running"
+            and not st.get("nextRetryAt")
+            and not st.get("waiting")
+            and spec.storage.uri.startswith("s3://")
+        )
         if not running or not (s.read_store and self.store_readable and s.progress_seconds):
             self.progress.pop(key, None)
-        elif key not in self.progress or self.progress[key].stage != stage or \
-                self.progress[key].job != st.get("jobName"):
+        elif (
+            key not in self.progress or self.progress[key].stage != stage or self.progress[key].job != st.get("jobName")
+        ):
             self.progress[key] = ProgressReader(key[1], spec, stage, st.get("jobName"))
 
     def _report_api_error(self, body: dict, e: ApiException) -> None:
@@ -207,10 +245,12 @@ class Controller:
         message = f"{kube.describe_api_error(e)}"
         log.warning("reconcile of %s failed: %s", body["metadata"]["name"], message)
         try:
-            conds = set_condition((body.get("status") or {}).get("conditions") or [], "Degraded", True,
-                                  "ReconcileError", message)
-            self.api.patch_status(body["metadata"].get("namespace") or "default", body["metadata"]["name"],
-                                  {"conditions": conds})
+            conds = set_condition(
+                (body.get("status") or {}).get("conditions") or [], "Degraded", True, "ReconcileError", message
+            )
+            self.api.patch_status(
+                body["metadata"].get("namespace") or "default", body["metadata"]["name"], {"conditions": conds}
+            )
         except ApiException as e2:
             log.warning("cannot record the error in status either: %s", kube.describe_api_error(e2))
         self.api.event(body, "Warning", "ReconcileError", message)
@@ -228,8 +268,9 @@ class Controller:
         with self.queue.locks[key]:  # the stage may have moved on while the objects were read
             if self.progress.get(key) is not reader:
                 return False
-            self.api.patch_status(key[0], key[1], {"progress": column(reader.stage, doc),
-                                                   "stages": {reader.stage: {"progress": doc}}})
+            self.api.patch_status(
+                key[0], key[1], {"progress": column(reader.stage, doc), "stages": {reader.stage: {"progress": doc}}}
+            )
         return True
 
     def observed(self, namespace: str, name: str) -> tuple[dict, dict]:
@@ -242,8 +283,9 @@ class Controller:
             job = podinfo.job_of(pod)
             if job is None:  # pods are labelled by the Job controller; fall back to ours
                 labels = pod["labels"]
-                job = manifests.job_name(name, labels.get(manifests.LABEL_STAGE, ""),
-                                         int(labels.get(manifests.LABEL_ATTEMPT, 1)))
+                job = manifests.job_name(
+                    name, labels.get(manifests.LABEL_STAGE, ""), int(labels.get(manifests.LABEL_ATTEMPT, 1))
+                )
             pods[job].append(pod)
         return jobs, dict(pods)
 
@@ -253,8 +295,12 @@ class Controller:
         deps = {d["name"]: d for d in w.index("model_servers").get(namespace, [])}
         pods_ix, slices_ix = w.index("model_server_pods"), w.index("model_server_slices")
         services = {sv["name"]: sv for sv in w.index("model_server_services").get(namespace, [])}
-        return (deps, {n: list(pods_ix.get((namespace, n), [])) for n in deps}, services,
-                {n: list(slices_ix.get((namespace, n), [])) for n in deps})
+        return (
+            deps,
+            {n: list(pods_ix.get((namespace, n), [])) for n in deps},
+            services,
+            {n: list(slices_ix.get((namespace, n), [])) for n in deps},
+        )
 
     def pods_run(self, key: Key, job: Optional[str]) -> bool:
         """Has a pod of that Job started, by the index (on the event loop, where the index changes)?"""
@@ -284,7 +330,9 @@ class Controller:
         """A stage Job finished. If the pods watch has not delivered its pod's end (the termination message) yet,
         that pod's event triggers the reconcile instead of a LIST; a look in a few seconds covers one never seen."""
         job = body["metadata"]["name"]
-        mine = [p for p in self.watched.index("stage_pods").get((namespace, experiment), []) if podinfo.job_of(p) == job]
+        mine = [
+            p for p in self.watched.index("stage_pods").get((namespace, experiment), []) if podinfo.job_of(p) == job
+        ]
         if not podinfo.terminated(mine) and job_state(body) == "succeeded":
             self.watched.awaiting[(namespace, job)] = experiment
             self.queue.look_within((namespace, experiment), POD_END_WAIT_SECONDS)
@@ -297,10 +345,19 @@ class Controller:
         disrupted = podinfo.disruption(body)
         if disrupted and experiment and f"{uid}/disrupted" not in w.pod_signals:
             w.pod_signals[f"{uid}/disrupted"] = ()  # once per pod, however many events it still has
-            log.info("%s/%s: stage pod %s %s: %s", namespace, experiment, body["metadata"]["name"],
-                     disrupted["reason"], disrupted["message"])
-            w.note_disruption((namespace, experiment), body["metadata"]["name"],
-                              {**disrupted, "job": podinfo.job_of(body), "at": now_iso()})
+            log.info(
+                "%s/%s: stage pod %s %s: %s",
+                namespace,
+                experiment,
+                body["metadata"]["name"],
+                disrupted["reason"],
+                disrupted["message"],
+            )
+            w.note_disruption(
+                (namespace, experiment),
+                body["metadata"]["name"],
+                {**disrupted, "job": podinfo.job_of(body), "at": now_iso()},
+            )
             self.kick(namespace, experiment)
         if type_ == "DELETED":
             w.pod_signals.pop(f"{uid}/disrupted", None)
@@ -379,12 +436,19 @@ class Controller:
                 api.delete_server(namespace, dep["name"])
                 log.info("server %s/%s: its last owner %s is gone: deleted it", namespace, dep["name"], name or uid)
                 continue
-            log.info("server %s/%s: %s no longer %s it (%d owner(s) left)", namespace, dep["name"], name or uid,
-                     "owns or uses" if mine and using else "owns" if mine else "uses", len(left))
+            log.info(
+                "server %s/%s: %s no longer %s it (%d owner(s) left)",
+                namespace,
+                dep["name"],
+                name or uid,
+                "owns or uses" if mine and using else "owns" if mine else "uses",
+                len(left),
+            )
             patch: dict = {"metadata": {}}
             if mine:
-                patch["metadata"]["ownerReferences"] = [{**o, "controller": False, "blockOwnerDeletion": False}
-                                                        for o in left]
+                patch["metadata"]["ownerReferences"] = [
+                    {**o, "controller": False, "blockOwnerDeletion": False} for o in left
+                ]
             if using:
                 patch["metadata"]["annotations"] = {servermod.USERS + name: None}
             api.patch_deployment(namespace, dep["name"], patch)
@@ -468,8 +532,9 @@ class Controller:
                 spawn(self.run(*key, fresh=fresh))
             for key in [k for k, at in list(self.servers.due.items()) if at <= now]:
                 del self.servers.due[key]
-                dep = next((d for d in self.watched.index("model_servers").get(key[0], []) if d["name"] == key[1]),
-                           None)
+                dep = next(
+                    (d for d in self.watched.index("model_servers").get(key[0], []) if d["name"] == key[1]), None
+                )
                 if dep is not None:
                     spawn(self.in_thread(self.reconcile_server, key[0], dep))
             for key in [k for k, at in list(self.studies.due.items()) if at <= now]:
@@ -479,10 +544,13 @@ class Controller:
                 next_progress = now + s.progress_seconds
                 for key in [k for k, reader in list(self.progress.items()) if self.pods_run(k, reader.job)]:
                     spawn(self.in_thread(self.copy_progress, key))
-            soonest = min([*dict(q.due).values(), *dict(self.servers.due).values(), *dict(self.studies.due).values()],
-                          default=now + s.tick_seconds)
-            timeout = min(max(soonest - time.monotonic(), 0.0), s.tick_seconds,
-                          max(next_progress - time.monotonic(), 0.05))
+            soonest = min(
+                [*dict(q.due).values(), *dict(self.servers.due).values(), *dict(self.studies.due).values()],
+                default=now + s.tick_seconds,
+            )
+            timeout = min(
+                max(soonest - time.monotonic(), 0.0), s.tick_seconds, max(next_progress - time.monotonic(), 0.05)
+            )
             if timeout > 0:
                 try:
                     await asyncio.wait_for(wake.wait(), timeout)
@@ -497,13 +565,20 @@ def trim_job(body: dict) -> dict:
     """What decisions read of a Job: its name, labels decide never reads are left out."""
     meta, spec = body.get("metadata") or {}, body.get("spec") or {}
     labels = meta.get("labels") or {}
-    return {"metadata": {"name": meta.get("name"),
-                         "labels": {k: labels[k] for k in (manifests.LABEL_EXPERIMENT, manifests.LABEL_STAGE)
-                                    if k in labels}},
-            "spec": {k: spec[k] for k in ("suspend", "activeDeadlineSeconds") if k in spec},
-            "status": {"conditions": [{k: c.get(k) for k in ("type", "status", "reason", "message")}
-                                      for c in (body.get("status") or {}).get("conditions") or []
-                                      if c.get("status") == "True"]}}
+    return {
+        "metadata": {
+            "name": meta.get("name"),
+            "labels": {k: labels[k] for k in (manifests.LABEL_EXPERIMENT, manifests.LABEL_STAGE) if k in labels},
+        },
+        "spec": {k: spec[k] for k in ("suspend", "activeDeadlineSeconds") if k in spec},
+        "status": {
+            "conditions": [
+                {k: c.get(k) for k in ("type", "status", "reason", "message")}
+                for c in (body.get("status") or {}).get("conditions") or []
+                if c.get("status") == "True"
+            ]
+        },
+    }
 
 
 def fold_events(events: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
@@ -517,8 +592,10 @@ def fold_events(events: list[tuple[str, str, str]]) -> list[tuple[str, str, str]
 
 
 def degraded(body: dict) -> bool:
-    return any(c.get("type") == "Degraded" and c.get("status") == "True"
-               for c in (body.get("status") or {}).get("conditions") or [])
+    return any(
+        c.get("type") == "Degraded" and c.get("status") == "True"
+        for c in (body.get("status") or {}).get("conditions") or []
+    )
 
 
 def trim_heap() -> None:

@@ -4,6 +4,7 @@ study, or server) is due, and the controller's one scheduler task does the rest.
 
 No state lives here: `main` creates the Controller and kopf hands every handler the same one as `memo.controller`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -28,8 +29,15 @@ log = logging.getLogger("lrm-safety-operator")
 LABELS = {manifests.LABEL_EXPERIMENT: kopf.PRESENT}
 SERVED = {servermod.LABEL_SERVER: kopf.PRESENT}
 LABEL_STUDY = f"{API_GROUP}/study"
-INDICES = ("stage_jobs", "stage_pods", "model_servers", "model_server_pods", "model_server_services",
-           "model_server_slices", "study_children")
+INDICES = (
+    "stage_jobs",
+    "stage_pods",
+    "model_servers",
+    "model_server_pods",
+    "model_server_services",
+    "model_server_slices",
+    "study_children",
+)
 
 
 def _controller(memo, kwargs: dict) -> Controller:
@@ -120,9 +128,18 @@ async def login(memo, **kwargs):
         auth = info.as_aiohttp_basic_auth()
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=memo.controller.settings.api_connections, ssl=info.as_ssl_context()),
-        headers=info.as_http_headers(), auth=auth, proxy=info.proxy_url, trust_env=info.trust_env)
-    return kopf.AiohttpSession(aiohttp_session=session, server=info.server, priority=info.priority,
-                               default_namespace=info.default_namespace, expiration=info.expiration)
+        headers=info.as_http_headers(),
+        auth=auth,
+        proxy=info.proxy_url,
+        trust_env=info.trust_env,
+    )
+    return kopf.AiohttpSession(
+        aiohttp_session=session,
+        server=info.server,
+        priority=info.priority,
+        default_namespace=info.default_namespace,
+        expiration=info.expiration,
+    )
 
 
 # ---------------------------------------------------------------- indices
@@ -179,9 +196,13 @@ async def on_update(namespace, name, body, meta, diff, status, memo, **kw):
     ignored = ignored_changes(diff, status, meta.get("generation"))
     if ignored:
         await asyncio.to_thread(
-            ctl.api.event, dict(body), "Warning", "SpecChangeIgnored",
+            ctl.api.event,
+            dict(body),
+            "Warning",
+            "SpecChangeIgnored",
             f"changes to {', '.join(ignored)} after start are ignored (only suspend and scheduling fields apply); "
-            f"create a new experiment to change them")
+            f"create a new experiment to change them",
+        )
     if not is_finished(status):
         ctl.kick(namespace, name)
 
@@ -191,8 +212,12 @@ async def on_job_event(namespace, labels, type, body, memo, **kw):
     """Only a finished Job changes a decision; the Jobs the operator just created or patched need no reconcile."""
     ctl = _controller(memo, kw)
     experiment = labels.get(manifests.LABEL_EXPERIMENT)
-    if type == "DELETED" or job_state(body) not in ("succeeded", "failed") or not experiment \
-            or labels.get(manifests.LABEL_STAGE) not in STAGES:
+    if (
+        type == "DELETED"
+        or job_state(body) not in ("succeeded", "failed")
+        or not experiment
+        or labels.get(manifests.LABEL_STAGE) not in STAGES
+    ):
         return
     ctl.job_finished(namespace, experiment, body)
 
@@ -290,8 +315,9 @@ async def on_study_deleted(namespace, name, uid, memo, **kw):
     ctl = _controller(memo, kw)
     ctl.studies.due.pop((namespace, name), None)
     deps = ctl.watched.index("model_servers").get(namespace, [])
-    log.info("study %s/%s deleted: releasing its ownership of %d server(s) in the namespace", namespace, name,
-             len(deps))
+    log.info(
+        "study %s/%s deleted: releasing its ownership of %d server(s) in the namespace", namespace, name, len(deps)
+    )
     if deps:
         await ctl.in_thread(ctl.release_servers, namespace, uid, None)
 

@@ -1,4 +1,5 @@
 """The operator's Kubernetes I/O over the official client: create-or-adopt, status patches, events."""
+
 from __future__ import annotations
 
 import json
@@ -80,16 +81,18 @@ class Api:
         from lrm_safety.spec.study import STUDY_KIND, STUDY_PLURAL
 
         try:
-            self.custom.patch_namespaced_custom_object_status(API_GROUP, API_VERSION, namespace, STUDY_PLURAL, name,
-                                                              {"status": status}, _preload_content=False)
+            self.custom.patch_namespaced_custom_object_status(
+                API_GROUP, API_VERSION, namespace, STUDY_PLURAL, name, {"status": status}, _preload_content=False
+            )
         except ApiException as e:
             e._where = f"patch {STUDY_KIND} {namespace}/{name} status: "
             raise
 
     def patch_experiment(self, namespace: str, name: str, patch: dict) -> None:
         try:
-            self.custom.patch_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name, patch,
-                                                       _preload_content=False)
+            self.custom.patch_namespaced_custom_object(
+                API_GROUP, API_VERSION, namespace, PLURAL, name, patch, _preload_content=False
+            )
         except ApiException as e:
             if e.status == 404:
                 return
@@ -97,18 +100,27 @@ class Api:
             raise
 
     def list_jobs(self, namespace: str, experiment: str) -> dict[str, dict]:
-        data = _raw(self.batch.list_namespaced_job(
-            namespace, label_selector=f"{manifests.LABEL_EXPERIMENT}={experiment}", _preload_content=False))
+        data = _raw(
+            self.batch.list_namespaced_job(
+                namespace, label_selector=f"{manifests.LABEL_EXPERIMENT}={experiment}", _preload_content=False
+            )
+        )
         items = (data or {}).get("items") or []
         # Filter here too: a label selector the server ignores must not leak other experiments' Jobs.
-        return {j["metadata"]["name"]: j for j in items
-                if (j.get("metadata", {}).get("labels") or {}).get(manifests.LABEL_EXPERIMENT) == experiment}
+        return {
+            j["metadata"]["name"]: j
+            for j in items
+            if (j.get("metadata", {}).get("labels") or {}).get(manifests.LABEL_EXPERIMENT) == experiment
+        }
 
     def job_pods(self, namespace: str, job: str) -> list[dict]:
         """One LIST, for a finished Job whose pods' final state the watch has not delivered yet."""
         data = _raw(self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}", _preload_content=False))
-        return [p for p in (data or {}).get("items") or []
-                if (p.get("metadata", {}).get("labels") or {}).get("job-name") == job]
+        return [
+            p
+            for p in (data or {}).get("items") or []
+            if (p.get("metadata", {}).get("labels") or {}).get("job-name") == job
+        ]
 
     def create_or_adopt(self, obj: dict) -> None:
         kind, meta = obj["kind"], obj["metadata"]
@@ -125,7 +137,9 @@ class Api:
             elif kind == "NetworkPolicy":
                 self.networking.create_namespaced_network_policy(ns, obj, _preload_content=False)
             elif kind == KIND:
-                self.custom.create_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, obj, _preload_content=False)
+                self.custom.create_namespaced_custom_object(
+                    API_GROUP, API_VERSION, ns, PLURAL, obj, _preload_content=False
+                )
             else:
                 raise ValueError(f"cannot create {kind}")
             log.info("created %s %s/%s", kind, ns, meta["name"])
@@ -163,8 +177,9 @@ class Api:
 
     def mark_claim(self, namespace: str, name: str, annotation: str, value: Optional[str]) -> None:
         try:
-            self.coordination.patch_namespaced_lease(name, namespace, {"metadata": {"annotations": {annotation: value}}},
-                                                    _preload_content=False)
+            self.coordination.patch_namespaced_lease(
+                name, namespace, {"metadata": {"annotations": {annotation: value}}}, _preload_content=False
+            )
         except ApiException as e:
             if e.status != 404:
                 e._where = f"patch Lease {namespace}/{name}: "
@@ -199,8 +214,11 @@ class Api:
     def delete_server(self, namespace: str, name: str, resource_version: Optional[str] = None) -> bool:
         """A served model's Deployment (only if unchanged since it was judged idle: a user that just arrived keeps
         it), then its Service and NetworkPolicy. False when the Deployment changed meanwhile."""
-        pre = client.V1DeleteOptions(preconditions=client.V1Preconditions(resource_version=resource_version)) \
-            if resource_version else None
+        pre = (
+            client.V1DeleteOptions(preconditions=client.V1Preconditions(resource_version=resource_version))
+            if resource_version
+            else None
+        )
         try:
             self.apps.delete_namespaced_deployment(name, namespace, body=pre, _preload_content=False)
         except ApiException as e:
@@ -229,8 +247,9 @@ class Api:
 
     def patch_status(self, namespace: str, name: str, status: dict) -> None:
         try:
-            self.custom.patch_namespaced_custom_object_status(API_GROUP, API_VERSION, namespace, PLURAL, name,
-                                                              {"status": status}, _preload_content=False)
+            self.custom.patch_namespaced_custom_object_status(
+                API_GROUP, API_VERSION, namespace, PLURAL, name, {"status": status}, _preload_content=False
+            )
         except ApiException as e:
             e._where = f"patch {KIND} {namespace}/{name} status: "
             raise
@@ -238,8 +257,15 @@ class Api:
     def event(self, body: dict, type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on the experiment, named as client-go names them (`<object>.<unique hex>`)."""
         meta = body.get("metadata") or {}
-        log.log(logging.WARNING if type_ == "Warning" else logging.INFO, "[%s/%s] %s %s: %s",
-                meta.get("namespace"), meta.get("name"), type_, reason, message)
+        log.log(
+            logging.WARNING if type_ == "Warning" else logging.INFO,
+            "[%s/%s] %s %s: %s",
+            meta.get("namespace"),
+            meta.get("name"),
+            type_,
+            reason,
+            message,
+        )
         if not self.post_events:
             return
         import datetime as dt
@@ -247,14 +273,26 @@ class Api:
 
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
         ns = meta.get("namespace") or "default"
-        event = {"apiVersion": "v1", "kind": "Event",
-                 "metadata": {"name": f"{meta.get('name')}.{uuid.uuid4().hex[:16]}", "namespace": ns},
-                 "involvedObject": {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": body.get("kind") or KIND,
-                                    "name": meta.get("name"),
-                                    "namespace": ns, "uid": meta.get("uid")},
-                 "type": type_, "reason": reason[:128], "message": message[:1024], "count": 1,
-                 "firstTimestamp": now, "lastTimestamp": now,
-                 "source": {"component": "lrm-safety-operator"}, "reportingComponent": "lrm-safety-operator"}
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta.get('name')}.{uuid.uuid4().hex[:16]}", "namespace": ns},
+            "involvedObject": {
+                "apiVersion": f"{API_GROUP}/{API_VERSION}",
+                "kind": body.get("kind") or KIND,
+                "name": meta.get("name"),
+                "namespace": ns,
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason[:128],
+            "message": message[:1024],
+            "count": 1,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "source": {"component": "lrm-safety-operator"},
+            "reportingComponent": "lrm-safety-operator",
+        }
         try:
             self.core.create_namespaced_event(ns, event, _preload_content=False)
         except ApiException as e:  # events are best effort: never fail a reconcile over one

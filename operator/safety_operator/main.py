@@ -1,4 +1,5 @@
 """`lrm-safety operator`: run the kopf operator with the chart's settings."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,9 +24,15 @@ def effective_priority(settings: Settings, rng: random.Random = random.SystemRan
     return settings.priority * TIE_BREAK + rng.randrange(TIE_BREAK) if settings.peering else settings.priority
 
 
-def run(settings: Settings, *, stop_flag: Optional[threading.Event] = None, ready_flag=None,
-        registry: Optional[kopf.OperatorRegistry] = None, liveness: Optional[str] = None,
-        controller: Optional[Controller] = None) -> None:
+def run(
+    settings: Settings,
+    *,
+    stop_flag: Optional[threading.Event] = None,
+    ready_flag=None,
+    registry: Optional[kopf.OperatorRegistry] = None,
+    liveness: Optional[str] = None,
+    controller: Optional[Controller] = None,
+) -> None:
     """One run of the operator: a Controller of its own (all the state it keeps), handed to every handler through
     kopf's memo, so a restart (or a second operator in the same process) starts from what the API server says."""
     from . import handlers  # noqa: F401  registers the handlers
@@ -36,8 +43,15 @@ def run(settings: Settings, *, stop_flag: Optional[threading.Event] = None, read
     priority = effective_priority(settings)
     if not standalone:
         logging.getLogger(__name__).info("peering %r with priority %d", settings.peering_name, priority)
-    kw = dict(standalone=standalone, priority=priority, stop_flag=stop_flag, ready_flag=ready_flag,
-              liveness_endpoint=liveness, registry=registry, memo=kopf.Memo(controller=controller))
+    kw = dict(
+        standalone=standalone,
+        priority=priority,
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+        liveness_endpoint=liveness,
+        registry=registry,
+        memo=kopf.Memo(controller=controller),
+    )
     if settings.namespaces:
         kw["namespaces"] = list(settings.namespaces)
     else:
@@ -58,6 +72,7 @@ def _trace_memory(path: str, controller: Controller) -> None:
     if frames:
         tracemalloc.start(frames)  # exact, but it slows the operator several times over
     else:
+
         def census(*_):
             try:
                 _census(path, controller)
@@ -72,8 +87,9 @@ def _trace_memory(path: str, controller: Controller) -> None:
         lines = [f"traced: {sum(s.size for s in snap.statistics('filename')) / 2**20:.1f} MiB"]
         for key, limit in (("filename", 25), ("lineno", 40)):
             lines.append(f"-- by {key}")
-            lines += [f"{st.size / 2**20:8.2f} MiB {st.count:9d} {st.traceback[0]}"
-                      for st in snap.statistics(key)[:limit]]
+            lines += [
+                f"{st.size / 2**20:8.2f} MiB {st.count:9d} {st.traceback[0]}" for st in snap.statistics(key)[:limit]
+            ]
         lines.append("-- by traceback (top 12)")
         for st in snap.statistics("traceback")[:12]:
             lines.append(f"{st.size / 2**20:8.2f} MiB {st.count:9d}")
@@ -90,7 +106,6 @@ def _census(path: str, controller: Controller) -> None:
     import sys
     from collections import Counter
 
-
     count: Counter = Counter()
     size: Counter = Counter()
     for obj in gc.get_objects():
@@ -101,10 +116,19 @@ def _census(path: str, controller: Controller) -> None:
     lines += [f"{size[k] / 2**20:8.2f} MiB {count[k]:9d} {k}" for k, _ in size.most_common(40)]
     lines.append("-- operator tables")
     q = controller.queue
-    for name, table in (("due", q.due), ("errors", q.errors), ("made", q.made), ("locks", q.locks), ("turns", q.turns),
-                        ("claims", controller.claims.claims), ("waiters", controller.claims.waiters),
-                        ("progress", controller.progress), ("pod_signals", controller.watched.pod_signals),
-                        ("awaiting", controller.watched.awaiting), ("child_signals", controller.studies.child_signals)):
+    for name, table in (
+        ("due", q.due),
+        ("errors", q.errors),
+        ("made", q.made),
+        ("locks", q.locks),
+        ("turns", q.turns),
+        ("claims", controller.claims.claims),
+        ("waiters", controller.claims.waiters),
+        ("progress", controller.progress),
+        ("pod_signals", controller.watched.pod_signals),
+        ("awaiting", controller.watched.awaiting),
+        ("child_signals", controller.studies.child_signals),
+    ):
         lines.append(f"{name}: {len(table)}")
     for name, index in controller.watched.indices.items():
         if hasattr(index, "__len__") and name.startswith("stage"):

@@ -3,6 +3,7 @@
 The operator keeps a trimmed copy of every stage pod in memory (a kopf index fed by the watch), so
 reading these costs no API request.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,12 +25,17 @@ def trim(pod: dict) -> dict:
     def states(key):
         return [{"name": c.get("name"), "state": c.get("state") or {}} for c in status.get(key) or []]
 
-    return {"name": meta.get("name"), "labels": dict(meta.get("labels") or {}),
-            "creationTimestamp": meta.get("creationTimestamp"), "phase": status.get("phase"),
-            "conditions": [{k: c.get(k) for k in ("type", "status", "reason", "message")}
-                           for c in status.get("conditions") or []],
-            "initContainerStatuses": states("initContainerStatuses"),
-            "containerStatuses": states("containerStatuses")}
+    return {
+        "name": meta.get("name"),
+        "labels": dict(meta.get("labels") or {}),
+        "creationTimestamp": meta.get("creationTimestamp"),
+        "phase": status.get("phase"),
+        "conditions": [
+            {k: c.get(k) for k in ("type", "status", "reason", "message")} for c in status.get("conditions") or []
+        ],
+        "initContainerStatuses": states("initContainerStatuses"),
+        "containerStatuses": states("containerStatuses"),
+    }
 
 
 def disruption(pod: dict) -> Optional[dict]:
@@ -99,9 +105,15 @@ def terminated(pods: list[dict]) -> list[dict]:
         for cs in _statuses(pod):
             t = (cs.get("state") or {}).get("terminated")
             if t is not None:
-                out.append({"pod": (pod.get("metadata") or pod).get("name"), "exitCode": t.get("exitCode"),
-                            "reason": t.get("reason"), "summary": parse_termination_message(t.get("message")),
-                            "raw": (t.get("message") or "").strip()})
+                out.append(
+                    {
+                        "pod": (pod.get("metadata") or pod).get("name"),
+                        "exitCode": t.get("exitCode"),
+                        "reason": t.get("reason"),
+                        "summary": parse_termination_message(t.get("message")),
+                        "raw": (t.get("message") or "").strip(),
+                    }
+                )
     return out
 
 
@@ -124,8 +136,10 @@ def combine_summaries(pods: list[dict]) -> dict:
 _EXIT = re.compile(r"exit code (\d+)")
 
 
-SIGNALS = {143: "terminated by SIGTERM: the pod was deleted, or stopped by its node (drain, shutdown)",
-           137: "killed by SIGKILL: out of memory, or stopped without a grace period"}
+SIGNALS = {
+    143: "terminated by SIGTERM: the pod was deleted, or stopped by its node (drain, shutdown)",
+    137: "killed by SIGKILL: out of memory, or stopped without a grace period",
+}
 
 
 def _why(t: dict) -> str:
@@ -147,8 +161,11 @@ def failure(job: Optional[dict], pods: list[dict]) -> dict:
     bad = [t for t in failed if t["exitCode"] == BAD_INPUT_EXIT or t["summary"].get("permanent")]
     pick = (bad or failed or [None])[0]
     if pick is not None:
-        return {"reason": f"exit {pick['exitCode']}: {_why(pick)}"[:500], "exitCode": pick["exitCode"],
-                "permanent": bool(bad)}
+        return {
+            "reason": f"exit {pick['exitCode']}: {_why(pick)}"[:500],
+            "exitCode": pick["exitCode"],
+            "permanent": bool(bad),
+        }
     for c in ((job or {}).get("status") or {}).get("conditions") or []:
         if c.get("type") in ("Failed", "FailureTarget") and c.get("status") == "True":
             msg = f"{c.get('reason', 'Failed')}: {c.get('message', '')}".strip(": ")

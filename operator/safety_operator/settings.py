@@ -1,4 +1,5 @@
 """Operator settings from the environment (the Helm chart sets these)."""
+
 from __future__ import annotations
 
 import os

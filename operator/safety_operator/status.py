@@ -5,6 +5,7 @@ the same observation gives the same decision whether the operator has run for da
 `decide` also says when it next needs to look (a retry's backoff, a start deadline), so the operator
 polls nothing: watches and those wake-ups drive it.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -103,8 +104,9 @@ def job_state(job: Optional[dict]) -> str:
     return "running"
 
 
-def set_condition(conditions: list[dict], type_: str, status: bool, reason: str, message: str = "",
-                  now: Optional[dt.datetime] = None) -> list[dict]:
+def set_condition(
+    conditions: list[dict], type_: str, status: bool, reason: str, message: str = "", now: Optional[dt.datetime] = None
+) -> list[dict]:
     """Kubernetes convention: lastTransitionTime changes only when status flips."""
     value = "True" if status else "False"
     stamp = iso(now or utcnow())
@@ -115,8 +117,9 @@ def set_condition(conditions: list[dict], type_: str, status: bool, reason: str,
                 c["lastTransitionTime"] = stamp
             c.update(status=value, reason=reason, message=message[:1000])
             return out
-    out.append({"type": type_, "status": value, "reason": reason, "message": message[:1000],
-                "lastTransitionTime": stamp})
+    out.append(
+        {"type": type_, "status": value, "reason": reason, "message": message[:1000], "lastTransitionTime": stamp}
+    )
     return out
 
 
@@ -140,13 +143,17 @@ def _metrics_from_summary(summary: dict, metrics: dict) -> dict:
     for key in ("benchmarks", "judges"):
         if src.get(key):
             m[key] = src[key]
-    m["display"] = {k: percent(m[k]) for k in ("asr", "refusalRate", "overRefusal", "mathAccuracy", "codeAccuracy")
-                    if m.get(k) is not None}
+    m["display"] = {
+        k: percent(m[k])
+        for k in ("asr", "refusalRate", "overRefusal", "mathAccuracy", "codeAccuracy")
+        if m.get(k) is not None
+    }
     return m
 
 
-def finish(status: dict, phase: str, reason: str, message: str, now: dt.datetime, ready: bool = False,
-           failed: bool = False) -> None:
+def finish(
+    status: dict, phase: str, reason: str, message: str, now: dt.datetime, ready: bool = False, failed: bool = False
+) -> None:
     """An end state: phase, message and the Ready/Progressing/Failed conditions agree."""
     status["phase"] = phase
     status["message"] = message
@@ -176,8 +183,10 @@ def is_finished(status: Optional[dict]) -> bool:
         return True
     if status.get("phase") != "Failed":
         return False
-    invalid = any(c.get("type") == "Failed" and c.get("status") == "True" and c.get("reason") == "InvalidSpec"
-                  for c in status.get("conditions") or [])
+    invalid = any(
+        c.get("type") == "Failed" and c.get("status") == "True" and c.get("reason") == "InvalidSpec"
+        for c in status.get("conditions") or []
+    )
     return not (invalid and _never_started(status))
 
 
@@ -235,10 +244,19 @@ class _Decision:
         last = dict(st.get("progress") or {})
         if last.get("total"):
             last["done"] = last["total"]  # the last report may predate the end by its throttle interval
-        st.update(state="Succeeded", finishedAt=iso(self.now), summary=summary, message=how,
-                  artifactUri=f"{self.spec.storage.uri.rstrip('/')}/{where}",
-                  progress={**last, "percent": 100.0, "etaSeconds": 0,
-                            "durationSeconds": round((self.now - started).total_seconds()) if started else None})
+        st.update(
+            state="Succeeded",
+            finishedAt=iso(self.now),
+            summary=summary,
+            message=how,
+            artifactUri=f"{self.spec.storage.uri.rstrip('/')}/{where}",
+            progress={
+                **last,
+                "percent": 100.0,
+                "etaSeconds": 0,
+                "durationSeconds": round((self.now - started).total_seconds()) if started else None,
+            },
+        )
         _clear(st, "nextRetryAt", "waiting", "attemptStartedAt", "runningSince")
         self.status["metrics"] = _metrics_from_summary(summary, self.status["metrics"])
         self.event("Normal", "StageSucceeded", f"{stage}: {how}")
@@ -247,8 +265,9 @@ class _Decision:
         """Record a failed attempt; schedule the retry, or fail the experiment. True when the experiment failed."""
         attempt = st.get("attempts") or 1
         failures = list(st.get("failures") or [])
-        failures.append({"attempt": attempt, "reason": reason, "exitCode": exit_code, "at": iso(self.now),
-                         "permanent": permanent})
+        failures.append(
+            {"attempt": attempt, "reason": reason, "exitCode": exit_code, "at": iso(self.now), "permanent": permanent}
+        )
         st["failures"] = failures[-20:]
         _clear(st, "waiting", "runningSince")
         limit = self.spec.resources.backoff_limit
@@ -261,9 +280,12 @@ class _Decision:
             self.event("Warning", "StageFailed", f"{stage}: {why}: {reason}")
             return True
         delay = retry_delay(self.spec.resources.retry_backoff_seconds, attempt)
-        st.update(attempts=attempt + 1, jobName=manifests.job_name(self.name, stage, attempt + 1),
-                  nextRetryAt=iso(self.now + dt.timedelta(seconds=delay)),
-                  message=f"attempt {attempt} failed ({reason}); retry {attempt + 1} of {limit + 1} in {delay}s")
+        st.update(
+            attempts=attempt + 1,
+            jobName=manifests.job_name(self.name, stage, attempt + 1),
+            nextRetryAt=iso(self.now + dt.timedelta(seconds=delay)),
+            message=f"attempt {attempt} failed ({reason}); retry {attempt + 1} of {limit + 1} in {delay}s",
+        )
         self.event("Warning", "StageRetry", f"{stage}: attempt {attempt} failed ({reason}); retrying in {delay}s")
         return False
 
@@ -273,8 +295,11 @@ class _Decision:
         if st.get("state") in (None, "Pending"):
             done = self.obs.finished_in_store(stage)
             if done is not None:
-                how = (f"reused from {done['reusedFrom']} (same config and inputs): no Job" if done.get("reusedFrom")
-                       else "already finished in the store for this config: no Job")
+                how = (
+                    f"reused from {done['reusedFrom']} (same config and inputs): no Job"
+                    if done.get("reusedFrom")
+                    else "already finished in the store for this config: no Job"
+                )
                 self.succeed(stage, st, dict(done), how)
                 return "next"
             if self.wait_for_holder(stage, st):
@@ -305,8 +330,9 @@ class _Decision:
                 self.succeed(stage, st, done, f"Job {jname} is gone; the store has the finished stage")
                 return "next"
             # Lost before it finished: create it again (same name, so an existing one answers 409 and is adopted).
-            self.acts.create += manifests.render_stage(self.name, self.namespace, self.spec, stage,
-                                                       st.get("attempts") or 1, self.uid)
+            self.acts.create += manifests.render_stage(
+                self.name, self.namespace, self.spec, stage, st.get("attempts") or 1, self.uid
+            )
             state = "suspended" if self.spec.suspend else "running"
         if state == "succeeded":
             summary = podinfo.combine_summaries(pods) or self.obs.finished_in_store(stage) or {}
@@ -330,12 +356,21 @@ class _Decision:
         for pod, d in sorted(self.obs.disruptions.items(), key=lambda kv: kv[1].get("at") or ""):
             if d.get("job") != jname or pod in seen:
                 continue
-            st["disruptions"] = [*(st.get("disruptions") or []),
-                                 {"pod": pod, "reason": d["reason"], "message": d.get("message", ""),
-                                  "at": d.get("at") or iso(self.now)}][-20:]
-            self.event("Warning", "PodDisrupted", f"{stage}: pod {pod} {d['reason']}: {d.get('message') or ''}"
-                                                  f"; its Job runs another and the attempt goes on (not a failure)"
-                                                  [:1000])
+            st["disruptions"] = [
+                *(st.get("disruptions") or []),
+                {
+                    "pod": pod,
+                    "reason": d["reason"],
+                    "message": d.get("message", ""),
+                    "at": d.get("at") or iso(self.now),
+                },
+            ][-20:]
+            self.event(
+                "Warning",
+                "PodDisrupted",
+                f"{stage}: pod {pod} {d['reason']}: {d.get('message') or ''}"
+                f"; its Job runs another and the attempt goes on (not a failure)"[:1000],
+            )
 
     # -- served models
     def ensure_servers(self, stage: str) -> list[tuple[serving.Served, dict]]:
@@ -350,11 +385,16 @@ class _Decision:
                 if s.name not in self.made_servers:
                     self.made_servers.add(s.name)
                     # the Service follows once the Deployment exists, owned by it (its uid comes with the watch)
-                    self.acts.create.append(servermod.render_deployment(self.spec, self.namespace, s, owner,
-                                                                        {self.name: stage}))
-                    self.event("Normal", "ServerCreated", f"{stage}: server {s.name} for {s.model} "
-                                                          f"({serving.server_gpus(self.spec, s)} GPU(s) x "
-                                                          f"{s.serve.replicas})")
+                    self.acts.create.append(
+                        servermod.render_deployment(self.spec, self.namespace, s, owner, {self.name: stage})
+                    )
+                    self.event(
+                        "Normal",
+                        "ServerCreated",
+                        f"{stage}: server {s.name} for {s.model} "
+                        f"({serving.server_gpus(self.spec, s)} GPU(s) x "
+                        f"{s.serve.replicas})",
+                    )
                     # Another user may have made it in the same instant (our create is then a 409): only its users'
                     # reconciles follow the Deployment's events, so look again soon to join it.
                     self.wake_in(JOIN_SECONDS)
@@ -366,7 +406,8 @@ class _Decision:
                 owners = dep.get("ownerReferences") or []
                 if owner.get("uid") and owner["uid"] not in {o.get("uid") for o in owners}:
                     patch.setdefault("metadata", {})["ownerReferences"] = [
-                        {**o, "controller": False, "blockOwnerDeletion": False} for o in [*owners, owner]]
+                        {**o, "controller": False, "blockOwnerDeletion": False} for o in [*owners, owner]
+                    ]
                 if patch:
                     self.acts.server_patches.append((s.name, patch))
                 self.ensure_service(s, dep)
@@ -386,11 +427,18 @@ class _Decision:
             self.event("Normal", "ServiceCreated", f"server {s.name}: its Service, owned by its Deployment")
         elif dep["uid"] not in (svc.get("owners") or []):
             self.made_services.add(s.name)
-            self.acts.service_patches.append((s.name, {"metadata": {"ownerReferences": [servermod.deployment_owner(dep)]}}))
+            self.acts.service_patches.append(
+                (s.name, {"metadata": {"ownerReferences": [servermod.deployment_owner(dep)]}})
+            )
 
     def server_readiness(self, name: str, dep: Optional[dict]) -> dict:
-        return servermod.readiness(dep, self.obs.server_pods.get(name) or [], self.obs.server_services.get(name),
-                                   self.obs.server_slices.get(name) or [], need_service=True)
+        return servermod.readiness(
+            dep,
+            self.obs.server_pods.get(name) or [],
+            self.obs.server_services.get(name),
+            self.obs.server_slices.get(name) or [],
+            need_service=True,
+        )
 
     def servers_up(self, stage: str, st: dict) -> str:
         """'ready' when every server the stage needs answers; else 'wait' (ServerNotReady, with the server's own
@@ -431,26 +479,33 @@ class _Decision:
         they vanished), every other server it used is released (the server goes after its idle time); and the
         status lists them."""
         st = (self.status["stages"].get(stage) or {}) if stage else {}
-        if stage and st.get("state") in ("Pending", "Running") and self.status.get("phase") != "Failed" \
-                and not self.using:
+        if (
+            stage
+            and st.get("state") in ("Pending", "Running")
+            and self.status.get("phase") != "Failed"
+            and not self.using
+        ):
             self.ensure_servers(stage)
         for name, dep in self.obs.servers.items():
             if self.name in servermod.users(dep) and name not in self.using:
                 self.acts.server_patches.append(
-                    (name, {"metadata": {"annotations": {servermod.USERS + self.name: None}}}))
+                    (name, {"metadata": {"annotations": {servermod.USERS + self.name: None}}})
+                )
         shown = {}
         for s in serving.served(self.spec):
             dep = self.obs.servers.get(s.name)
             r = self.server_readiness(s.name, dep) if dep else None
             shown[s.name] = {
-                "model": s.model, "roles": sorted({role for stg in self.spec.stages
-                                                   for role in serving.roles_of(self.spec, stg, s)}),
-                "endpoint": s.endpoint(self.namespace), "gpus": serving.server_gpus(self.spec, s),
-                "replicas": s.serve.replicas, "readyReplicas": (dep or {}).get("readyReplicas", 0),
+                "model": s.model,
+                "roles": sorted({role for stg in self.spec.stages for role in serving.roles_of(self.spec, stg, s)}),
+                "endpoint": s.endpoint(self.namespace),
+                "gpus": serving.server_gpus(self.spec, s),
+                "replicas": s.serve.replicas,
+                "readyReplicas": (dep or {}).get("readyReplicas", 0),
                 "state": "Absent" if dep is None else r["reason"],
-                "stages": [stg for stg in self.spec.stages
-                           if s.key in {x.key for x in serving.served(self.spec, stg)}],
-                "inUseBy": self.using.get(s.name)}
+                "stages": [stg for stg in self.spec.stages if s.key in {x.key for x in serving.served(self.spec, stg)}],
+                "inUseBy": self.using.get(s.name),
+            }
         if shown or self.status.get("servers"):
             self.status["servers"] = shown
 
@@ -474,8 +529,11 @@ class _Decision:
         left = claimsmod.takeover_in(claim, self.now, self.obs.claim_grace)
         if left == 0:
             self.acts.claims.append(Claim(work, stage, claim.get("resourceVersion")))
-            self.event("Normal", "WorkTakenOver", f"{stage}: {holder}'s pods for the same work are held up since "
-                                                  f"{claim['stuckSince']}; running it here")
+            self.event(
+                "Normal",
+                "WorkTakenOver",
+                f"{stage}: {holder}'s pods for the same work are held up since {claim['stuckSince']}; running it here",
+            )
             return False
         message = f"{holder} is running the same {stage} work; its output is reused when it finishes"
         if left is not None:
@@ -485,8 +543,11 @@ class _Decision:
         w = st.get("waiting") or {}
         if w.get("reason") != "SameWorkRunning" or w.get("message") != message:
             same_holder = w.get("reason") == "SameWorkRunning" and (w.get("message") or "").startswith(f"{holder} ")
-            st["waiting"] = {"reason": "SameWorkRunning", "message": message,
-                             "since": w.get("since") if w.get("reason") == "SameWorkRunning" else iso(self.now)}
+            st["waiting"] = {
+                "reason": "SameWorkRunning",
+                "message": message,
+                "since": w.get("since") if w.get("reason") == "SameWorkRunning" else iso(self.now),
+            }
             if not same_holder:
                 self.event("Normal", "SameWorkRunning", f"{stage}: {message}")
         return True
@@ -532,8 +593,11 @@ class _Decision:
         if held:
             reason, message = held
             previous = (st.get("waiting") or {}).get("reason")
-            st["waiting"] = {"reason": reason, "message": message[:500],
-                             "since": (st.get("waiting") or {}).get("since") if previous == reason else iso(self.now)}
+            st["waiting"] = {
+                "reason": reason,
+                "message": message[:500],
+                "since": (st.get("waiting") or {}).get("since") if previous == reason else iso(self.now),
+            }
             if previous != reason:
                 self.event("Warning", reason, f"{stage}: {message}")
         deadline = parse_time(st["attemptStartedAt"]) + dt.timedelta(seconds=self.spec.resources.start_timeout_seconds)
@@ -541,8 +605,9 @@ class _Decision:
             self.wake_in((deadline - self.now).total_seconds())
             return False
         w = st.get("waiting") or {}
-        reason = (f"{w['reason']}: {w['message']}" if w else "no pod started") + \
-            f" (start timeout {self.spec.resources.start_timeout_seconds}s)"
+        reason = (
+            f"{w['reason']}: {w['message']}" if w else "no pod started"
+        ) + f" (start timeout {self.spec.resources.start_timeout_seconds}s)"
         if job is not None:  # stop the held-up pods: the Job controller fails the Job (DeadlineExceeded)
             self.acts.patch_jobs.append((jname, {"spec": {"activeDeadlineSeconds": 1}}))
         permanent = bool(w) and podinfo.waiting_is_permanent(w["reason"], w["message"])
@@ -614,8 +679,13 @@ class _Decision:
         return self.acts
 
 
-HONOURED = {("spec", "suspend"), ("spec", "resources", "nodeSelector"), ("spec", "resources", "tolerations"),
-            ("spec", "resources", "priorityClassName"), ("spec", "resources", "queue")}
+HONOURED = {
+    ("spec", "suspend"),
+    ("spec", "resources", "nodeSelector"),
+    ("spec", "resources", "tolerations"),
+    ("spec", "resources", "priorityClassName"),
+    ("spec", "resources", "queue"),
+}
 
 
 def ignored_changes(diff, status: Optional[dict], generation: Optional[int]) -> list[str]:
@@ -630,9 +700,13 @@ def ignored_changes(diff, status: Optional[dict], generation: Optional[int]) -> 
     frozen = status.get("specGeneration")
     if frozen is not None and generation is not None and generation <= frozen:
         return []
-    return sorted({".".join(map(str, path)) for _, path, _, _ in diff
-                   if path and path[0] == "spec" and tuple(path[:3]) not in HONOURED
-                   and tuple(path[:2]) not in HONOURED})
+    return sorted(
+        {
+            ".".join(map(str, path))
+            for _, path, _, _ in diff
+            if path and path[0] == "spec" and tuple(path[:3]) not in HONOURED and tuple(path[:2]) not in HONOURED
+        }
+    )
 
 
 def decide(obs: Observed, worker: WorkerDefaults = WorkerDefaults()) -> Actions:
@@ -659,8 +733,9 @@ def decide(obs: Observed, worker: WorkerDefaults = WorkerDefaults()) -> Actions:
     if old.get("phase") == "Failed":  # fixed before any Job started: start over
         status["phase"] = None
         status["message"] = None
-        status["conditions"] = set_condition(status["conditions"], "Failed", False, "SpecFixed",
-                                             "the spec is valid now", obs.now)
+        status["conditions"] = set_condition(
+            status["conditions"], "Failed", False, "SpecFixed", "the spec is valid now", obs.now
+        )
     spec = worker.apply(spec)
     d = _Decision(obs, spec, status, old)
     acts = d.run()

@@ -6,6 +6,7 @@ Read with the operator's own S3 credentials (the chart's `s3.credentialsSecret`)
 retry: an unreachable store only means the Job is created, and the worker, which checks the same manifest
 first, then skips in seconds.
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,10 +27,17 @@ def _client(endpoint: Optional[str], region: Optional[str]):
     import boto3
     from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=endpoint or os.environ.get("AWS_ENDPOINT_URL"),
-                        region_name=region or os.environ.get("AWS_REGION") or "us-east-1",
-                        config=Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"},
-                                      s3={"addressing_style": "path"}))
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint or os.environ.get("AWS_ENDPOINT_URL"),
+        region_name=region or os.environ.get("AWS_REGION") or "us-east-1",
+        config=Config(
+            connect_timeout=3,
+            read_timeout=10,
+            retries={"max_attempts": 2, "mode": "standard"},
+            s3={"addressing_style": "path"},
+        ),
+    )
 
 
 def _store(spec: SafetyExperimentSpec):
@@ -116,8 +124,14 @@ def finished_in_store(name: str, namespace: str, spec: SafetyExperimentSpec) -> 
                 extra["reusedFrom"] = manifest["reusedFrom"]
             return summary_from_manifest(manifest, **extra)
         except Exception as e:  # no credentials, no bucket, an outage: the worker decides instead
-            log.info("%s/%s: cannot read the %s manifest (%s: %s); the stage's pod will check it", namespace, name,
-                     stage, type(e).__name__, e)
+            log.info(
+                "%s/%s: cannot read the %s manifest (%s: %s); the stage's pod will check it",
+                namespace,
+                name,
+                stage,
+                type(e).__name__,
+                e,
+            )
             return None
 
     return lookup

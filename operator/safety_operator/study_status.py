@@ -4,6 +4,7 @@ The children are ordinary SafetyExperiments with deterministic names (lrm_safety
 while fewer than maxParallel are unfinished; a restarted operator finds the ones it made (409: adopt). The study's
 status is the children's, side by side: a row per cell with its phase and headline metrics.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,22 +30,30 @@ class StudyActions:
 
 def is_study_finished(status) -> bool:
     """Succeeded or Failed, unless it failed for an invalid spec (a fixed spec is expanded again)."""
-    return (status or {}).get("phase") in ("Succeeded", "Failed") and \
-        not any(c.get("reason") == "InvalidSpec" for c in (status or {}).get("conditions") or [])
+    return (status or {}).get("phase") in ("Succeeded", "Failed") and not any(
+        c.get("reason") == "InvalidSpec" for c in (status or {}).get("conditions") or []
+    )
 
 
 def trim_child(body: dict) -> dict:
     """What the study needs of a child (kept in the operator's index)."""
     status = body.get("status") or {}
     metrics = status.get("metrics") or {}
-    return {"suspend": bool((body.get("spec") or {}).get("suspend")), "phase": status.get("phase"),
-            "stage": status.get("stage"), "message": status.get("message"),
-            "metrics": {k: metrics.get(k) for k in HEADLINE_KEYS if metrics.get(k) is not None}}
+    return {
+        "suspend": bool((body.get("spec") or {}).get("suspend")),
+        "phase": status.get("phase"),
+        "stage": status.get("stage"),
+        "message": status.get("message"),
+        "metrics": {k: metrics.get(k) for k in HEADLINE_KEYS if metrics.get(k) is not None},
+    }
 
 
 def _row(cell, child: Optional[dict]) -> dict:
-    row: dict[str, Any] = {"name": cell.name, "role": cell.role, "phase": (child or {}).get("phase") or
-                           ("Pending" if child else "Waiting")}
+    row: dict[str, Any] = {
+        "name": cell.name,
+        "role": cell.role,
+        "phase": (child or {}).get("phase") or ("Pending" if child else "Waiting"),
+    }
     if cell.labels:
         row["cell"] = {str(k): v for k, v in cell.labels.items()}
     if child and child.get("stage"):
@@ -101,15 +110,26 @@ def decide_study(body: dict, children: dict[str, dict], now=None) -> StudyAction
     scored = [r["asr"] for r in finished if r.get("asr") is not None]
     refusals = [r["refusalRate"] for r in finished if r.get("refusalRate") is not None]
     best = {"bestAsr": min(scored) if scored else None, "bestRefusalRate": max(refusals) if refusals else None}
-    status.update(cells=rows, counts=counts, done=f"{done}/{len(rows)}", **best,
-                  display={k: percent(v) for k, v in best.items() if v is not None})
+    status.update(
+        cells=rows,
+        counts=counts,
+        done=f"{done}/{len(rows)}",
+        **best,
+        display={k: percent(v) for k, v in best.items() if v is not None},
+    )
     failed = [r for r in rows if r["phase"] == "Failed"]
     if done == len(rows):
         if old.get("phase") not in FINISHED:
             if failed:
                 names = ", ".join(r["name"] for r in failed)
-                finish(status, "Failed", "CellsFailed", f"{len(failed)} of {len(rows)} cells failed: {names}", now,
-                       failed=True)
+                finish(
+                    status,
+                    "Failed",
+                    "CellsFailed",
+                    f"{len(failed)} of {len(rows)} cells failed: {names}",
+                    now,
+                    failed=True,
+                )
                 acts.events.append(("Warning", "CellsFailed", status["message"]))
             else:
                 finish(status, "Succeeded", "Succeeded", f"all {len(rows)} cells succeeded", now, ready=True)
@@ -119,17 +139,21 @@ def decide_study(body: dict, children: dict[str, dict], now=None) -> StudyAction
             acts.events.append(("Normal", "Suspended", f"{len(active)} running cells suspended"))
         status["phase"] = "Suspended"
         status["message"] = f"suspended: {done}/{len(rows)} cells done"
-        status["conditions"] = set_condition(status["conditions"], "Progressing", False, "Suspended",
-                                             status["message"], now)
+        status["conditions"] = set_condition(
+            status["conditions"], "Progressing", False, "Suspended", status["message"], now
+        )
     else:
         status["phase"] = "Running"
         running = len(active) + len(acts.create)
-        status["message"] = (f"{done}/{len(rows)} cells done, {running} running (maxParallel {spec.max_parallel})"
-                             + (f"; failed: {', '.join(r['name'] for r in failed)}" if failed else ""))
-        status["conditions"] = set_condition(status["conditions"], "Progressing", True, "CellsRunning",
-                                             status["message"], now)
-        status["conditions"] = set_condition(status["conditions"], "Ready", False, "CellsRunning", status["message"],
-                                             now)
+        status["message"] = f"{done}/{len(rows)} cells done, {running} running (maxParallel {spec.max_parallel})" + (
+            f"; failed: {', '.join(r['name'] for r in failed)}" if failed else ""
+        )
+        status["conditions"] = set_condition(
+            status["conditions"], "Progressing", True, "CellsRunning", status["message"], now
+        )
+        status["conditions"] = set_condition(
+            status["conditions"], "Ready", False, "CellsRunning", status["message"], now
+        )
     status.setdefault("startedAt", iso(now))
     if status != old:
         acts.status = status

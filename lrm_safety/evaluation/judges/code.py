@@ -9,6 +9,7 @@ unprivileged user when we are root, resource limits (CPU seconds, address space,
 empty temp dir and session, and the whole process group killed when it ends or times out, so an infinite loop,
 a fork bomb or a network call costs one test, not the stage.
 """
+
 from __future__ import annotations
 
 import base64
@@ -29,21 +30,66 @@ NOBODY = 65534
 # model it is given with the DeepSeekAPI style (lm_styles.register_language_model), whose prompt is a system
 # message and a user message laid out as `### Question:` / `### Format:` with a code block / `### Answer:`. Same
 # layout here, the wording this project's own.
-SYSTEM = ("You are an expert Python programmer. Given a programming problem, you write a correct Python program "
-          "that meets its specification and passes all of its tests.")
+SYSTEM = (
+    "You are an expert Python programmer. Given a programming problem, you write a correct Python program "
+    "that meets its specification and passes all of its tests."
+)
 STARTER_FORMAT = "Use the starter code below for your solution and put your code between the delimiters."
-STDIN_FORMAT = ("Read the input from stdin, solve the problem and write the answer to stdout (do not test the "
-                "sample inputs directly). Put your code between the delimiters below, so that the program reads "
-                "the input, runs the algorithm and writes the output to STDOUT.")
+STDIN_FORMAT = (
+    "Read the input from stdin, solve the problem and write the answer to stdout (do not test the "
+    "sample inputs directly). Put your code between the delimiters below, so that the program reads "
+    "the input, runs the algorithm and writes the output to STDOUT."
+)
 ANSWER_LINE = "### Answer: (use the format given, with the backticks)"
 # What the fork prepends to every program before running it (testing_util.py import_string): the standard
 # modules a contest solution tends to use without importing them, and a deep recursion limit.
-PRELUDE = "".join(f"from {m} import *\n" for m in (
-    "string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random", "statistics",
-    "itertools", "functools", "operator", "io", "sys", "json", "builtins", "typing")) + "".join(
-    f"import {m}\n" for m in ("string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random",
-                               "statistics", "itertools", "functools", "operator", "io", "sys", "json")) + \
-    "sys.setrecursionlimit(50000)\n"
+PRELUDE = (
+    "".join(
+        f"from {m} import *\n"
+        for m in (
+            "string",
+            "re",
+            "datetime",
+            "collections",
+            "heapq",
+            "bisect",
+            "copy",
+            "math",
+            "random",
+            "statistics",
+            "itertools",
+            "functools",
+            "operator",
+            "io",
+            "sys",
+            "json",
+            "builtins",
+            "typing",
+        )
+    )
+    + "".join(
+        f"import {m}\n"
+        for m in (
+            "string",
+            "re",
+            "datetime",
+            "collections",
+            "heapq",
+            "bisect",
+            "copy",
+            "math",
+            "random",
+            "statistics",
+            "itertools",
+            "functools",
+            "operator",
+            "io",
+            "sys",
+            "json",
+        )
+    )
+    + "sys.setrecursionlimit(50000)\n"
+)
 TEST_TIMEOUT_S = 6.0  # lcb_runner/runner/parser.py --timeout (eval_code.sh leaves it): per test
 
 
@@ -77,7 +123,7 @@ def extract_program(response: str) -> Optional[str]:
     fences = [i for i, line in enumerate(lines) if "```" in line]
     if len(fences) < 2:
         return None
-    return "\n".join(lines[fences[-2] + 1:fences[-1]])
+    return "\n".join(lines[fences[-2] + 1 : fences[-1]])
 
 
 def sandbox_python() -> str:
@@ -110,11 +156,14 @@ def _harness(fn_name: Optional[str]) -> str:
     """Runs the program after the fork's prelude of imports, a SystemExit counting as a normal end (as the fork's
     call_method); for functional tests, calls `fn_name` (a method of `Solution` or a function) with the test's
     JSON arguments (one per line on stdin) and prints the JSON result (a tuple as a list, as the fork)."""
-    head = ("import runpy, sys\nprelude = {}\nexec(open('prelude.py').read(), prelude)\n"
-            "prelude.pop('__builtins__', None)\n")
+    head = (
+        "import runpy, sys\nprelude = {}\nexec(open('prelude.py').read(), prelude)\nprelude.pop('__builtins__', None)\n"
+    )
     if not fn_name:
-        return head + ("try:\n    runpy.run_path('solution.py', init_globals=prelude, run_name='__main__')\n"
-                       "except SystemExit:\n    pass\n")
+        return head + (
+            "try:\n    runpy.run_path('solution.py', init_globals=prelude, run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+        )
     return head + (
         "import json\n"
         "ns = runpy.run_path('solution.py', init_globals=prelude)\n"
@@ -158,8 +207,13 @@ def same_output(expected: str, got: str, functional: bool) -> bool:
     return True
 
 
-def run_tests(program: str, tests: list[dict], fn_name: Optional[str] = None, timeout_s: float = TEST_TIMEOUT_S,
-              memory_mb: int = 1024) -> dict:
+def run_tests(
+    program: str,
+    tests: list[dict],
+    fn_name: Optional[str] = None,
+    timeout_s: float = TEST_TIMEOUT_S,
+    memory_mb: int = 1024,
+) -> dict:
     """{passed, passedTests, tests, error}: the program against every test, stopping at the first failure."""
     work = tempfile.mkdtemp(prefix="lrm-code-")
     os.chmod(work, 0o755)
@@ -176,9 +230,16 @@ def run_tests(program: str, tests: list[dict], fn_name: Optional[str] = None, ti
         base = [unshare, "-rn"] if unshare else []
         cmd = base + [sandbox_python(), "-I", "-S", "main.py"]
         for n, test in enumerate(tests):
-            proc = subprocess.Popen(cmd, cwd=work, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True, preexec_fn=_limits(int(timeout_s) + 1, memory_mb),
-                                    env={"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0"})
+            proc = subprocess.Popen(
+                cmd,
+                cwd=work,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                preexec_fn=_limits(int(timeout_s) + 1, memory_mb),
+                env={"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0"},
+            )
             try:
                 out, err = proc.communicate(test.get("input", ""), timeout=timeout_s)
             except subprocess.TimeoutExpired:

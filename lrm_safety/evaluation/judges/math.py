@@ -6,6 +6,7 @@ math-verify (the grader open-r1 and lighteval use) parses LaTeX into SymPy and c
 `\\sqrt3` = `\\sqrt{3}`, `\\sqrt{2}/2` = `\\frac{\\sqrt{2}}{2}`, `5\\text{ cm}` = `5`, `90^\\circ` = `90`. A string
 normaliser and a SymPy fallback keep the grade defined where math-verify cannot parse either side.
 """
+
 from __future__ import annotations
 
 import re
@@ -21,7 +22,7 @@ def _boxed_spans(text: str) -> list[str]:
         if i < 0:
             return out
         j = text.find("{", i)
-        if j < 0 or text[i + 6:j].strip():
+        if j < 0 or text[i + 6 : j].strip():
             # \boxed 5 (no braces)
             m = re.match(r"\\boxed\s+([^\s$]+)", text[i:])
             if m:
@@ -34,7 +35,7 @@ def _boxed_spans(text: str) -> list[str]:
             if depth == 0:
                 break
             k += 1
-        out.append(text[j + 1:k])
+        out.append(text[j + 1 : k])
         i = k
 
 
@@ -86,11 +87,11 @@ def _sympy_value(s: str):
     expr = expr.replace("{", "(").replace("}", ")")
     if "\\" in expr:
         return None
-    from sympy.parsing.sympy_parser import (implicit_multiplication_application, parse_expr,
-                                            standard_transformations)
+    from sympy.parsing.sympy_parser import implicit_multiplication_application, parse_expr, standard_transformations
 
-    return parse_expr(expr, transformations=standard_transformations + (implicit_multiplication_application,),
-                      evaluate=True)
+    return parse_expr(
+        expr, transformations=standard_transformations + (implicit_multiplication_application,), evaluate=True
+    )
 
 
 def _math_verify(predicted: str, reference: str) -> Optional[bool]:

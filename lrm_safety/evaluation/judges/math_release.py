@@ -8,6 +8,7 @@ then `math_equal`: the same string; a multiple-choice letter; comma lists in any
 equations; and SymPy equivalence, run in a separate process that is killed after 3 seconds (as the release).
 The code is this project's; the rules, the unit list and their order are the release's.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,28 +23,164 @@ ABS_TOL = 1e-4  # grader.py: numeric_equal, isclose(reference, prediction, abs_t
 # parser.py's unit words (mostly MathQA's), removed where they stand alone; with their plurals. Patterns, unescaped,
 # as the release uses them.
 _UNITS = [
-    "east", "degree", "mph", "kmph", "ft", "m sqaure", " m east", "sq m", "deg", "mile", "q .", "monkey", "prime",
-    "ratio", "profit of rs", "rd", "o", "gm", "p . m", "lb", "tile", "per", "dm", "lt", "gain", "ab", "way", "west",
-    "a .", "b .", "c .", "d .", "e .", "f .", "g .", "h .", "t", "a", "h", "no change", "men", "soldier", "pie", "bc",
-    "excess", "st", "inches", "noon", "percent", "by", "gal", "kmh", "c", "acre", "rise", "a . m", "th", "π r 2", "sq",
-    "mark", "l", "toy", "coin", "sq . m", "gallon", "° f", "profit", "minw", "yr", "women", "feet", "am", "pm", "hr",
-    "cu cm", "square", "v â € ™", "are", "rupee", "rounds", "cubic", "cc", "mtr", "s", "ohm", "number", "kmph", "day",
-    "hour", "minute", "min", "second", "man", "woman", "sec", "cube", "mt", "sq inch", "mp", "∏ cm ³", "hectare",
-    "more", "sec", "unit", "cu . m", "cm 2", "rs .", "rs", "kg", "g", "month", "km", "m", "cm", "mm", "apple", "liter",
-    "loss", "yard", "pure", "year", "increase", "decrease", "d", "less", "Surface", "litre", "pi sq m", "s .", "metre",
-    "meter", "inch",
+    "east",
+    "degree",
+    "mph",
+    "kmph",
+    "ft",
+    "m sqaure",
+    " m east",
+    "sq m",
+    "deg",
+    "mile",
+    "q .",
+    "monkey",
+    "prime",
+    "ratio",
+    "profit of rs",
+    "rd",
+    "o",
+    "gm",
+    "p . m",
+    "lb",
+    "tile",
+    "per",
+    "dm",
+    "lt",
+    "gain",
+    "ab",
+    "way",
+    "west",
+    "a .",
+    "b .",
+    "c .",
+    "d .",
+    "e .",
+    "f .",
+    "g .",
+    "h .",
+    "t",
+    "a",
+    "h",
+    "no change",
+    "men",
+    "soldier",
+    "pie",
+    "bc",
+    "excess",
+    "st",
+    "inches",
+    "noon",
+    "percent",
+    "by",
+    "gal",
+    "kmh",
+    "c",
+    "acre",
+    "rise",
+    "a . m",
+    "th",
+    "π r 2",
+    "sq",
+    "mark",
+    "l",
+    "toy",
+    "coin",
+    "sq . m",
+    "gallon",
+    "° f",
+    "profit",
+    "minw",
+    "yr",
+    "women",
+    "feet",
+    "am",
+    "pm",
+    "hr",
+    "cu cm",
+    "square",
+    "v â € ™",
+    "are",
+    "rupee",
+    "rounds",
+    "cubic",
+    "cc",
+    "mtr",
+    "s",
+    "ohm",
+    "number",
+    "kmph",
+    "day",
+    "hour",
+    "minute",
+    "min",
+    "second",
+    "man",
+    "woman",
+    "sec",
+    "cube",
+    "mt",
+    "sq inch",
+    "mp",
+    "∏ cm ³",
+    "hectare",
+    "more",
+    "sec",
+    "unit",
+    "cu . m",
+    "cm 2",
+    "rs .",
+    "rs",
+    "kg",
+    "g",
+    "month",
+    "km",
+    "m",
+    "cm",
+    "mm",
+    "apple",
+    "liter",
+    "loss",
+    "yard",
+    "pure",
+    "year",
+    "increase",
+    "decrease",
+    "d",
+    "less",
+    "Surface",
+    "litre",
+    "pi sq m",
+    "s .",
+    "metre",
+    "meter",
+    "inch",
 ]
 UNIT_PATTERNS = [re.compile(r"(^|\W)" + u + r"($|\W)") for u in _UNITS + [u + "s" for u in _UNITS]]
-_MONTHS = re.compile(r"\b(January|February|March|April|May|June|July|August|September|October|November|December)\b",
-                     re.I)
-_NUMBER_WORDS = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen".split())}
-_NUMBER_WORDS.update({w: 10 * (i + 2) for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())})
-_SCALES = {"hundred": 100, "thousand": 1000, "million": 10 ** 6, "billion": 10 ** 9}
-_CHOICE_PREFIXES = [re.compile(p) for p in (
-    [rf"^\({c}\)" for c in "ABCDE"] + [rf"^{c}\." for c in "ABCDE"] + [rf"^{c}\)" for c in "ABCDE"] +
-    [rf"^\*\*{c}\*\*" for c in "ABCDE"] + [rf"^{c}:" for c in "ABCDE"])]
+_MONTHS = re.compile(
+    r"\b(January|February|March|April|May|June|July|August|September|October|November|December)\b", re.I
+)
+_NUMBER_WORDS = {
+    w: i
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+        "seventeen eighteen nineteen".split()
+    )
+}
+_NUMBER_WORDS.update(
+    {w: 10 * (i + 2) for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())}
+)
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9}
+_CHOICE_PREFIXES = [
+    re.compile(p)
+    for p in (
+        [rf"^\({c}\)" for c in "ABCDE"]
+        + [rf"^{c}\." for c in "ABCDE"]
+        + [rf"^{c}\)" for c in "ABCDE"]
+        + [rf"^\*\*{c}\*\*" for c in "ABCDE"]
+        + [rf"^{c}:" for c in "ABCDE"]
+    )
+]
 
 
 def extract(response: Optional[str]) -> str:
@@ -215,8 +352,9 @@ def equal(pred: Optional[str], ref: Optional[str], depth: int = 0) -> bool:
     if "pmatrix" in pred and "pmatrix" not in ref:
         ref = _pmatrix_from_set(ref)
     p_str, r_str = pred, ref
-    if (pred.startswith("[") and pred.endswith("]") and not ref.startswith("(")) or \
-            (pred.startswith("(") and pred.endswith(")") and not ref.startswith("[")):
+    if (pred.startswith("[") and pred.endswith("]") and not ref.startswith("(")) or (
+        pred.startswith("(") and pred.endswith(")") and not ref.startswith("[")
+    ):
         p_str, r_str = p_str.strip("[]()"), r_str.strip("[]()")
     for c in "{}()":
         p_str, r_str = p_str.replace(c, ""), r_str.replace(c, "")
@@ -288,12 +426,13 @@ def symbolic_equal(a: str, b: str) -> bool:
     from sympy import N, simplify
 
     a, b = _parse(a), _parse(b)
-    checks = (lambda: str(a) == str(b) or a == b,
-              lambda: a.equals(b) or simplify(a - b) == 0,
-              lambda: abs(a.lhs - a.rhs).equals(abs(b.lhs - b.rhs)),
-              lambda: _close(float(N(a)), float(N(b))),
-              lambda: a.shape == b.shape and a.applyfunc(lambda x: round(x, 3)).equals(
-                  b.applyfunc(lambda x: round(x, 3))))
+    checks = (
+        lambda: str(a) == str(b) or a == b,
+        lambda: a.equals(b) or simplify(a - b) == 0,
+        lambda: abs(a.lhs - a.rhs).equals(abs(b.lhs - b.rhs)),
+        lambda: _close(float(N(a)), float(N(b))),
+        lambda: a.shape == b.shape and a.applyfunc(lambda x: round(x, 3)).equals(b.applyfunc(lambda x: round(x, 3))),
+    )
     for check in checks:
         try:
             if check():
