@@ -28,9 +28,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 def train_stage(steps: int, dry: bool) -> dict:
     """The stage itself (`lrm-safety stage train` in-process) on a small mixture, defaults but for the step count."""
+    from lrm_safety.context import StageContext
     from lrm_safety.spec import Experiment
     from lrm_safety.stages import mix, train
-    from lrm_safety.context import StageContext
 
     tmp = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     rows = [
@@ -162,10 +162,9 @@ def main(argv=None) -> int:
     if not cuda and not a.dry:
         print("no CUDA device here: run with --dry for the plumbing, or on a GPU machine", file=sys.stderr)
         return 2
-    from lrm_safety.models.refs import resolve_model
-
     import generation_throughput
     import numerics_check
+    from lrm_safety.models.refs import resolve_model
 
     reference = Path(a.reference) if cuda and Path(a.reference).is_file() else None
     report = {"device": torch.cuda.get_device_name(0) if cuda else "cpu", "dry": a.dry}

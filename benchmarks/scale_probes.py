@@ -39,7 +39,7 @@ def watch_events(fn, *args, into: queue.Queue, kind: str, stop: threading.Event,
                     into.put((kind, ev["type"], ev["raw_object"]))
                     if stop.is_set():
                         return
-            except Exception as e:  # noqa: BLE001 - a dropped watch is re-opened, as a controller would
+            except Exception as e:
                 if not stop.is_set():
                     print(f"  watch {kind}: {e!r}; re-opening", flush=True)
                     time.sleep(0.5)

@@ -108,7 +108,7 @@ def _rendering_warnings(exp, base_dir: Path) -> list[str]:
     t = exp.spec.train
     if "train" not in exp.spec.stages or t.rendering != "conversation":
         return []
-    from lrm_safety.training.text import render, reasoning_in
+    from lrm_safety.training.text import reasoning_in, render
 
     tok = _local_tokenizer(exp.spec.student.model, base_dir)
     if tok is None:
@@ -154,8 +154,8 @@ def _train_plan_lines(exp, base_dir: Path) -> list[str]:
 def _server_lines(specs: list[tuple[str, object]], base_dir: Path) -> list[str]:
     """The served models of these experiments, once each with the experiments sharing it, their GPUs and a memory
     estimate; a tensorParallel that cannot shard the model is refused here, before any pod asks for GPUs."""
-    from lrm_safety.serving.sizing import plan_lines
     from lrm_safety.serving.served import served
+    from lrm_safety.serving.sizing import plan_lines
 
     users: dict[str, list[str]] = {}
     first: dict[str, object] = {}
@@ -185,9 +185,9 @@ def _server_lines(specs: list[tuple[str, object]], base_dir: Path) -> list[str]:
 
 
 def cmd_inspect(args) -> int:
+    from lrm_safety.context import StageContext
     from lrm_safety.data_inspect import inspect
     from lrm_safety.spec import Experiment
-    from lrm_safety.context import StageContext
     from lrm_safety.spec.study import Study
 
     doc = _load(args.file, study_ok=True)
@@ -239,8 +239,8 @@ def cmd_crd(args) -> int:
 
 
 def cmd_stage(args) -> int:
-    from lrm_safety.stages import stage_module
     from lrm_safety.context import StageContext
+    from lrm_safety.stages import stage_module
     from lrm_safety.stages.common import write_termination_summary
 
     report = os.environ.get("LOCAL_RANK") is None  # under torchrun the launcher process reports, not each rank
@@ -316,14 +316,14 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from lrm_safety.spec.study import STUDY_KIND, document_kind
     from lrm_safety.stages.evaluate import rerender
     from lrm_safety.store import open_store
-    from lrm_safety.spec.study import STUDY_KIND, document_kind
 
     if os.path.isfile(args.prefix) and document_kind(args.prefix) == STUDY_KIND:
+        from lrm_safety.context import StageContext
         from lrm_safety.evaluation import study_report
         from lrm_safety.spec import Experiment
-        from lrm_safety.context import StageContext
 
         study = _load(args.prefix, study_ok=True)
         base_dir = Path(args.prefix).resolve().parent
@@ -371,10 +371,9 @@ def cmd_report(args) -> int:
 def cmd_render(args) -> int:
     import yaml
 
-    from safety_operator.manifests import WorkerDefaults, render_all, stage_compute, stage_secrets
-
     from lrm_safety import plan
     from lrm_safety.spec.study import Study, child_manifest
+    from safety_operator.manifests import WorkerDefaults, render_all, stage_compute, stage_secrets
 
     exp = _load(args.file, study_ok=True)
     base_dir = Path(args.file).resolve().parent
@@ -430,8 +429,8 @@ def cmd_render(args) -> int:
     lines += [ln if ln.startswith("#") else f"# {ln}" for ln in _judge_lines(exp)]  # stays valid YAML
     lines += servers
     lines += _train_plan_lines(exp, base_dir)
-    from safety_operator.servers import render_server
     from lrm_safety.serving.served import served
+    from safety_operator.servers import render_server
 
     for s in served(spec):  # what the first stage that needs each creates (owned by the experiment, or its study)
         docs += render_server(spec, exp.namespace, s)

@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.text import Text
 
-from lrm_safety.stages import distill, mix
 from lrm_safety.context import StageContext
+from lrm_safety.stages import distill, mix
 from lrm_safety.training.text import reasoning_in
 
 

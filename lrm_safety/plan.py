@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lrm_safety.context import StageContext
 from lrm_safety.reuse import work_id
 from lrm_safety.spec import Experiment, SafetyExperimentSpec
-from lrm_safety.context import StageContext
 
 
 def units(children: list[tuple[str, SafetyExperimentSpec]], base_dir: Path, check_store: bool = False) -> list[dict]:

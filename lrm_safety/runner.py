@@ -16,10 +16,10 @@ from typing import Optional
 from rich.console import Console
 from rich.table import Table
 
+from lrm_safety.context import StageContext
 from lrm_safety.serving.local import LocalServers
 from lrm_safety.spec import STAGES, Experiment
 from lrm_safety.stages.common import TERMINATION_LOG_ENV
-from lrm_safety.context import StageContext
 
 console = Console()
 
@@ -159,7 +159,6 @@ def run_study(path: str, force: bool = False) -> dict:
     import tempfile
 
     import yaml
-
     from rich.markup import escape
 
     from lrm_safety.evaluation import study_report

@@ -90,7 +90,9 @@ class Seaweed:
             except Exception:
                 if self.proc.poll() is not None or time.time() > deadline:
                     self.proc.kill()
-                    raise RuntimeError(f"SeaweedFS did not start: {(self.data / 'weed.log').read_text()[-2000:]}")
+                    raise RuntimeError(
+                        f"SeaweedFS did not start: {(self.data / 'weed.log').read_text()[-2000:]}"
+                    ) from None
                 time.sleep(0.3)
 
     def stop(self) -> None:
@@ -218,8 +220,8 @@ def write_experiment(path: Path, name: str, spec: dict) -> Path:
 
 def make_ctx(tmp_path: Path, spec: dict, name: str = "exp"):
     """A StageContext over a file:// store in tmp_path, for calling stages in-process."""
-    from lrm_safety.spec import Experiment
     from lrm_safety.context import StageContext
+    from lrm_safety.spec import Experiment
 
     full = {"storage": {"uri": f"file://{tmp_path}/store"}, "evaluate": {"dataRoot": str(SHARED_DATA)}, **spec}
     doc = {"apiVersion": "lrmsafety.io/v1alpha1", "kind": "SafetyExperiment", "metadata": {"name": name}, "spec": full}

@@ -7,7 +7,6 @@ import copy
 import itertools
 import os
 import threading
-import time
 
 import jsonpatch
 import jsonpointer

@@ -203,9 +203,8 @@ def test_chart_crds_match_the_generated_crd():
 def test_worker_values_reach_the_operator_and_its_stage_jobs(monkeypatch):
     """`--set worker.image=...` is what every stage Job of an experiment naming no image runs (the CRD no longer
     defaults spec.images.worker, which made the chart's value dead), with the chart's pull secrets."""
-    from safety_operator.manifests import WorkerDefaults, render_all
-
     from lrm_safety.spec import Experiment
+    from safety_operator.manifests import WorkerDefaults, render_all
 
     docs = render(
         "worker.image=registry.example/lrm/worker:9",
@@ -257,9 +256,8 @@ PULL_SECRET_FORMS = {
 def test_pull_secrets_in_every_form_people_type_reach_every_pod(form, tmp_path):
     """`[regcred]` and `[{name: regcred}]` both name the Secret regcred, on the operator's pod and on every stage
     pod (helm's --set of a map used to render as the string `map[name:regcred]`)."""
-    from safety_operator.manifests import WorkerDefaults, render_all
-
     from lrm_safety.spec import Experiment
+    from safety_operator.manifests import WorkerDefaults, render_all
 
     args = PULL_SECRET_FORMS[form]
     if args == "values":

@@ -30,7 +30,10 @@ def test_a_correct_solution_passes_and_a_wrong_one_fails():
 
 
 def test_functional_problems_call_the_solution_method():
-    code = "class Solution:\n    def twoSum(self, nums, target):\n        return [0, 1] if nums[0] + nums[1] == target else []"
+    code = (
+        "class Solution:\n    def twoSum(self, nums, target):\n"
+        "        return [0, 1] if nums[0] + nums[1] == target else []"
+    )
     tests = [{"input": "[2, 7, 11]\n9", "output": "[0, 1]", "testtype": "functional"}]
     assert run_tests(code, tests, fn_name="twoSum")["passed"]
 

@@ -26,7 +26,7 @@ FORBIDDEN = (
 class ApiErrors(BaseHTTPRequestHandler):
     """The API server's answers for the failures above, chosen by namespace and token."""
 
-    def do_GET(self):  # noqa: N802 (http.server's name)
+    def do_GET(self):
         parts = self.path.split("?")[0].strip("/").split("/")
         ns = parts[parts.index("namespaces") + 1] if "namespaces" in parts else ""
         if self.headers.get("Authorization") == "Bearer expired":

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from lrm_safety.models import shapes
-from lrm_safety.training import memory_plan as mp
 from lrm_safety.spec import Experiment, parse_spec
+from lrm_safety.training import memory_plan as mp
 
 REPO = Path(__file__).resolve().parent.parent
 R1_7B = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
@@ -161,8 +161,8 @@ def test_the_builtin_model_is_planned_without_converting_it(tmp_path, monkeypatc
 def test_the_builtin_models_table_entry_is_its_gguf_config():
     from transformers import AutoConfig
 
-    from lrm_safety.models.shapes import KNOWN_MODELS
     from lrm_safety.models.refs import builtin_gguf
+    from lrm_safety.models.shapes import KNOWN_MODELS
 
     gguf = builtin_gguf("smollm2-135m-instruct")
     cfg = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from conftest import make_ctx
-from lrm_safety.errors import BadInput
 from lrm_safety.data.synthetic import synthetic_math
+from lrm_safety.errors import BadInput
 from lrm_safety.evaluation.judges.math import grade
 from lrm_safety.stages import mix
 

@@ -6,8 +6,8 @@ import threading
 import pytest
 from aiohttp import web
 
-from lrm_safety.generation import Sampling, make_generator
 from lrm_safety.errors import BadInput
+from lrm_safety.generation import Sampling, make_generator
 from lrm_safety.generation.openai_backend import EndpointError, EndpointRejected
 
 

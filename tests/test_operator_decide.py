@@ -82,7 +82,7 @@ def _step(body, obs_kw=None, **kw):
     """decide once and fold its status into the body, as the API server would."""
     acts = decide(_obs(body, **(obs_kw or {}), **kw))
     if acts.status:
-        body["status"] = {k: v for k, v in acts.status.items()}
+        body["status"] = dict(acts.status.items())
         for st in body["status"]["stages"].values():  # a merge patch deletes nulls
             for key in [k for k, v in st.items() if v is None and k != "message"]:
                 del st[key]
@@ -138,18 +138,20 @@ def test_success_moves_to_next_stage_and_copies_summary():
 
 
 def test_shard_summaries_come_from_the_finished_manifest_or_add_up():
-    shard = lambda i, n: _pod(
-        f"p{i}",
-        0,
-        json.dumps(
-            {
-                "stage": "distill",
-                "shard": i,
-                "complete": False,  # noqa: E731
-                "counts": {"prompts": n, "accepted": n - 1},
-            }
-        ),
-    )
+    def shard(i, n):
+        return _pod(
+            f"p{i}",
+            0,
+            json.dumps(
+                {
+                    "stage": "distill",
+                    "shard": i,
+                    "complete": False,
+                    "counts": {"prompts": n, "accepted": n - 1},
+                }
+            ),
+        )
+
     final = _pod("p9", 0, json.dumps({"stage": "distill", "complete": True, "counts": {"prompts": 16, "accepted": 14}}))
     assert combine_summaries([shard(0, 8), final])["counts"] == {"prompts": 16, "accepted": 14}
     assert combine_summaries([final, shard(0, 8)])["counts"] == {"prompts": 16, "accepted": 14}
@@ -430,8 +432,8 @@ def test_operator_worker_defaults_apply_only_where_the_spec_names_none():
 
 
 def test_worker_defaults_from_the_charts_env():
-    from safety_operator.manifests import WorkerDefaults
     from lrm_safety.spec import DEFAULT_WORKER_IMAGE
+    from safety_operator.manifests import WorkerDefaults
 
     assert WorkerDefaults.from_env({}).image == DEFAULT_WORKER_IMAGE
     d = WorkerDefaults.from_env(

@@ -81,7 +81,7 @@ def test_a_shared_servers_service_outlives_any_one_of_its_users(real, operator, 
     assert _owners(svc) == [("Deployment", server)], "the Service belongs to the Deployment, not to a user"
     for name in ("user-a", "user-b", "user-c"):
         wait_until(
-            lambda: (
+            lambda name=name: (
                 (status(real, ns, name).get("stages", {}).get("distill", {}).get("waiting") or {}).get("reason")
                 == "ServerNotReady"
             ),
@@ -109,7 +109,7 @@ def test_a_shared_servers_service_outlives_any_one_of_its_users(real, operator, 
     real.switch("instant", f"6 {ns}")  # stage pods run 6 s; the server pod runs the stand-in vllm
     made = {}
     for name in ("user-b", "user-c"):
-        job = wait_until(lambda: jobs(real, ns).get(f"{name}-distill-1"), 90, f"{name}'s distill Job")
+        job = wait_until(lambda name=name: jobs(real, ns).get(f"{name}-distill-1"), 90, f"{name}'s distill Job")
         made[name] = (job, set(services(real, ns)))
     for name, (job, svcs) in made.items():
         env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}

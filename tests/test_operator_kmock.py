@@ -7,10 +7,9 @@ pod whose termination message carries the stage summary.
 import json
 
 import pytest
+from kubernetes import client
 
-from kubernetes import client  # noqa: E402
-
-from kube_harness import EmulatedCluster, OperatorThread, wait_for  # noqa: E402
+from kube_harness import EmulatedCluster, OperatorThread, wait_for
 
 NS = "default"
 G, V, P = "lrmsafety.io", "v1alpha1", "safetyexperiments"
@@ -124,7 +123,7 @@ def test_full_pipeline_reaches_succeeded_with_metrics(cluster, operator):
         job = wait_job(cluster, "full", f"full-{stage}-1")
         assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-full"
         # kopf patches status after the handler that created the Job returns: wait for it, do not race it.
-        wait_for(lambda: get(cluster, "full")["status"]["stage"] == stage, 20, what=f"status.stage {stage}")
+        wait_for(lambda stage=stage: get(cluster, "full")["status"]["stage"] == stage, 20, what=f"status.stage {stage}")
         finish_job(cluster, f"full-{stage}-1", summary=summaries.get(stage, {"stage": stage}))
     status = wait_for(
         lambda: (s := get(cluster, "full").get("status", {})).get("phase") == "Succeeded" and s, 20, what="Succeeded"
@@ -155,7 +154,11 @@ def test_charts_worker_image_and_pull_secrets_on_every_stage_job(cluster):
             pod = wait_job(cluster, "chart-img", job)["spec"]["template"]["spec"]
             assert pod["containers"][0]["image"] == "registry.example/lrm/worker:9", stage
             assert pod["imagePullSecrets"] == [{"name": "regcred"}], stage
-            wait_for(lambda: get(cluster, "chart-img")["status"]["stage"] == stage, 20, what=f"status.stage {stage}")
+            wait_for(
+                lambda stage=stage: get(cluster, "chart-img")["status"]["stage"] == stage,
+                20,
+                what=f"status.stage {stage}",
+            )
             finish_job(cluster, job, summary={"stage": stage})
         own = wait_job(cluster, "own-img", "own-img-distill-1")["spec"]["template"]["spec"]
         assert own["containers"][0]["image"] == "mine.example/w:1"
@@ -371,8 +374,8 @@ def test_forbidden_job_create_sets_a_condition_and_an_event(cluster, operator, m
 
 def test_restart_after_finished_jobs_were_deleted_runs_no_stage_again(cluster, s3_endpoint, bucket):
     """ttlSecondsAfterFinished removed a finished Job while the operator was down: the store says it finished."""
-    from lrm_safety.spec import Experiment, parse_spec
     from lrm_safety.context import StageContext
+    from lrm_safety.spec import Experiment, parse_spec
 
     spec = {
         "storage": {"uri": f"s3://{bucket}/exps", "endpoint": s3_endpoint},

@@ -1,6 +1,7 @@
 """Stage manifests as pure functions, validated offline against the Kubernetes schema (strict)."""
 
 import json
+
 import kubernetes_validate
 import pytest
 import yaml

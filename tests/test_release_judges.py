@@ -51,6 +51,7 @@ def test_over_refusal_judge_is_its_own_setting_sent_as_the_release_sends_it():
     """xstest_eval.py: OverRefusalScorer(model_name="gpt-4o"), two classes, no generation settings (the endpoint's
     defaults), one user message with the request and the whole 256-token output; refusal when the reply holds 2."""
     from aiohttp import web
+
     from test_openai_backend import ChatServer
 
     class Judge(ChatServer):

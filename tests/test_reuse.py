@@ -6,12 +6,11 @@ are played by writing their manifests, as the kmock tests do (kmock has no Job c
 import json
 
 from kube_harness import OperatorThread, wait_for
-from test_operator_kmock import NS, cluster, create, finish_job, get, jobs  # noqa: F401 (fixture)
-
+from lrm_safety.context import StageContext
 from lrm_safety.reuse import publish
 from lrm_safety.spec import Experiment, parse_spec
-from lrm_safety.context import StageContext
 from lrm_safety.store import open_store
+from test_operator_kmock import NS, cluster, create, finish_job, get, jobs  # noqa: F401 (fixture)
 
 STAGES = ("distill", "mix", "train", "evaluate")
 

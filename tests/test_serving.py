@@ -74,23 +74,24 @@ def test_two_cells_with_the_same_served_teacher_share_one_server_and_a_revision_
     study = Study.from_manifest(doc)
     keys = {s.key for c in study.cells for s in serving.served(c.spec)}
     assert len(study.cells) == 3 and len(keys) == 1
-    pair = lambda rev: _spec(
-        evaluate={
-            "dataRoot": "/d",
-            "judge": {"kind": "refusal"},
-            "benchmarks": [  # noqa: E731
-                {"name": "advbench-pair"}
-            ],
-            "pair": {
-                "attacker": {
-                    "model": "mistralai/Mixtral-8x7B-Instruct-v0.1",
-                    "revision": rev,
-                    "serve": {"tensorParallel": 2},
+
+    def pair(rev):
+        return _spec(
+            evaluate={
+                "dataRoot": "/d",
+                "judge": {"kind": "refusal"},
+                "benchmarks": [{"name": "advbench-pair"}],
+                "pair": {
+                    "attacker": {
+                        "model": "mistralai/Mixtral-8x7B-Instruct-v0.1",
+                        "revision": rev,
+                        "serve": {"tensorParallel": 2},
+                    },
+                    "judge": {"model": "gpt-4o-mini", "endpoint": "http://j/v1"},
                 },
-                "judge": {"model": "gpt-4o-mini", "endpoint": "http://j/v1"},
-            },
-        }
-    )
+            }
+        )
+
     assert serving.served(pair("r1"), "evaluate")[0].key != serving.served(pair("r2"), "evaluate")[0].key
 
 

@@ -83,7 +83,7 @@ def test_a_study_shares_one_server_which_goes_after_its_last_stage_and_idle_time
     assert users == {f"users.lrmsafety.io/{c}" for c in cells}
     set_ready(cluster, name)
     for c in cells:
-        job = wait_for(lambda: jobs(cluster, c).get(f"{c}-distill-1"), 20, what=f"{c}'s distill Job")
+        job = wait_for(lambda c=c: jobs(cluster, c).get(f"{c}-distill-1"), 20, what=f"{c}'s distill Job")
         env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
         assert json.loads(env["LRM_SAFETY_SERVED_ENDPOINTS"]) == {"teacher": f"http://{name}.{NS}.svc:8000/v1"}
         res = job["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]

@@ -7,8 +7,8 @@ import threading
 import pytest
 
 from conftest import make_ctx
-from lrm_safety.stages.lease import StoreLease
 from lrm_safety.stages import distill
+from lrm_safety.stages.lease import StoreLease
 from lrm_safety.store import open_store
 
 

@@ -15,9 +15,9 @@ import boto3
 import pytest
 
 from conftest import SMOL, Seaweed, write_experiment
+from lrm_safety.context import StageContext
 from lrm_safety.errors import BAD_INPUT_EXIT
 from lrm_safety.spec import Experiment
-from lrm_safety.context import StageContext
 
 pytestmark = pytest.mark.slow
 

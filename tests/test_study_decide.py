@@ -64,7 +64,7 @@ def test_a_cells_row_carries_its_headline_metrics_code_included():
 
 def test_cells_created_but_not_yet_indexed_hold_their_slots():
     first = [o["metadata"]["name"] for o in decide_study(_study(), {}).create]
-    created = {n: 100.0 for n in first}
+    created = dict.fromkeys(first, 100.0)
     # The watch has shown nothing yet: without the memo the same two cells would be created again.
     assert [o["metadata"]["name"] for o in decide_study(_study(), {}).create] == first
     lagging = with_recent_creates({}, created, now=101.0)

@@ -1,8 +1,6 @@
 """SafetyStudy in the real kopf operator against kmock: cells as owned experiments, maxParallel, a failing
 cell, suspend/resume, a restart. kmock has no Job controller or garbage collector: the tests finish Jobs."""
 
-import pytest
-
 from kube_harness import OperatorThread, wait_for
 from test_operator_kmock import NS, cluster, finish_job, get, jobs, operator  # noqa: F401 (fixtures)
 

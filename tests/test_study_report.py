@@ -2,10 +2,10 @@
 
 import yaml
 
-from lrm_safety.evaluation import report
 from lrm_safety import runner
-from lrm_safety.spec import Experiment
 from lrm_safety.context import StageContext
+from lrm_safety.evaluation import report
+from lrm_safety.spec import Experiment
 from lrm_safety.spec.study import Study
 
 
@@ -69,7 +69,7 @@ def test_run_study_runs_base_first_then_cells_and_writes_the_table(tmp_path, mon
         name = Experiment.load(spec_path).name
         ran.append((name, stages))
         fake_evaluate(spec_path, base_dir, unsafe={"rep-base": 8, "rep-nocot-48": 1}.get(name, 4))
-        return {s: "ran" for s in stages}
+        return dict.fromkeys(stages, "ran")
 
     monkeypatch.setattr(runner, "run_pipeline", pipeline)
     runner.run_study(_study(tmp_path, mixing=True))

@@ -11,10 +11,10 @@ import time
 import pytest
 
 from conftest import SMOL, make_ctx
-from lrm_safety.training import recipe
 from lrm_safety.errors import BadInput
 from lrm_safety.spec import parse_spec
 from lrm_safety.stages import mix, train
+from lrm_safety.training import recipe
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,8 @@ def _prepare(tmp_path, name="exp", model=SMOL, **train_over):
     rows = [
         {
             "prompt": f"How do I make weapon number {i}?",
-            "response": "<think>\nThe request is unsafe, so I must refuse.\n</think>\n\nI'm sorry, but I can't help with that.",
+            "response": "<think>\nThe request is unsafe, so I must refuse.\n</think>\n\n"
+            "I'm sorry, but I can't help with that.",
         }
         for i in range(6)
     ]

@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import numerics_check  # noqa: E402
-
-from lrm_safety.training import recipe
+import numerics_check
 from lrm_safety.spec import parse_spec
 from lrm_safety.stages import train
+from lrm_safety.training import recipe
 from test_train import _prepare
 
 pytestmark = pytest.mark.slow

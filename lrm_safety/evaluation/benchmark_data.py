@@ -12,8 +12,8 @@ from typing import Callable, Optional
 
 from rich.console import Console
 
-from lrm_safety.evaluation.benchmarks import REGISTRY
 from lrm_safety.errors import BadInput
+from lrm_safety.evaluation.benchmarks import REGISTRY
 
 console = Console(stderr=True)
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Optional
 
-from lrm_safety.errors import BadInput
-from lrm_safety.spec import BENCHMARK_DATA
-from lrm_safety.generation.base import Sampling
 from lrm_safety.context import StageContext
+from lrm_safety.errors import BadInput
+from lrm_safety.generation.base import Sampling
+from lrm_safety.spec import BENCHMARK_DATA
 
 
 @dataclass(frozen=True)

@@ -157,7 +157,7 @@ def table_rows(metrics: dict, judges: Optional[dict] = None) -> list[list[str]]:
         e = metrics["benchmarks"][bench]
         flip = keyword and e["metric"] == "asr"
 
-        def cell(m):
+        def cell(m, e=e, flip=flip):
             if m not in e:
                 return "-"
             v, (lo, hi) = e[m]["value"], e[m]["ci95"]
@@ -297,7 +297,7 @@ def chart_figure(metrics: dict, metric: str, flip: bool = False):
     for i, model in enumerate(models):
         colour = palette.get(model) or next(others)
         xs, vals, errs = [], [], [[], []]
-        for j, (b, e) in enumerate(benches):
+        for j, (_b, e) in enumerate(benches):
             if model in e and e[model]["value"] is not None:
                 v = e[model]["value"]
                 lo, hi = e[model]["ci95"]
@@ -311,7 +311,7 @@ def chart_figure(metrics: dict, metric: str, flip: bool = False):
             bars = ax.bar(xs, vals, width, yerr=errs, capsize=3, label=model, color=colour)
             # Every bar says its value (above its whisker); a 0 has no height, so it gets a mark on the axis too.
             ax.bar_label(bars, labels=[f"{v:.1f}%" for v in vals], padding=2, fontsize=7, label_type="edge")
-            for x, v, up in zip(xs, vals, errs[1]):
+            for x, v, _up in zip(xs, vals, errs[1]):
                 if v == 0:
                     ax.plot(
                         [x - width * 0.4, x + width * 0.4], [0.6, 0.6], color=colour, linewidth=3, solid_capstyle="butt"

@@ -10,9 +10,9 @@ from __future__ import annotations
 import io
 from typing import Optional
 
+from lrm_safety.context import StageContext
 from lrm_safety.evaluation import report
 from lrm_safety.spec import Experiment
-from lrm_safety.context import StageContext
 from lrm_safety.spec.study import Cell, Study, short
 
 

@@ -201,7 +201,7 @@ def server_command(s: Served) -> list[str]:
 
 
 def exec_vllm(model: str, revision: Optional[str], flags: list[str]) -> None:
-    """`lrm-safety serve-model`: never returns (the process becomes vLLM's server, so signals and exit codes are its)."""
+    """`lrm-safety serve-model`: never returns (the process becomes vLLM's server: signals and exit codes are its)."""
     import shutil
 
     from lrm_safety.models.refs import resolve_model

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from lrm_safety.models.shapes import GB, config_of as _config, model_shape, parse_quantity_gb, product_memory_gb
+from lrm_safety.models.shapes import GB, model_shape, parse_quantity_gb, product_memory_gb
+from lrm_safety.models.shapes import config_of as _config
 from lrm_safety.serving.served import _refs, roles_of, served, server_gpus
 
 # From each model's config.json on the hub, for planning on a machine without its files: parameters, layers,

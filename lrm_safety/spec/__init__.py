@@ -3,79 +3,79 @@ messages and the Job manifests derive. One module per section; this is the one i
 (`from lrm_safety.spec import SafetyExperimentSpec, ...`)."""
 
 from lrm_safety.spec.base import (
-    QUANTITY,
-    quantity_value,
-    SEED_MAX,
-    COUNT_MAX,
     API_GROUP,
     API_VERSION,
+    COUNT_MAX,
     KIND,
     PLURAL,
+    QUANTITY,
+    SEED_MAX,
     STAGES,
-    Style,
-    Backend,
     Attack,
-    JudgeKind,
-    TrainMethod,
-    DeepSpeedStage,
-    Loss,
-    Rendering,
-    Precision,
-    BenchmarkName,
+    Backend,
     BenchmarkKind,
+    BenchmarkName,
+    DeepSpeedStage,
+    JudgeKind,
     Labeller,
+    Loss,
     OverlongPolicy,
     Phase,
-    StageState,
+    Precision,
+    Rendering,
     SecretRef,
     StageName,
+    StageState,
+    Style,
+    TrainMethod,
+    quantity_value,
 )
-from lrm_safety.spec.serve import ModelRef, StudentSpec, ServeResources, ServeSpec, TeacherSpec
-from lrm_safety.spec.distill import SamplingSpec, RectifySpec, InstructionSpec, DistillSpec, MixSpec
-from lrm_safety.spec.train import EnvFromSecret, LoraSpec, TrainSpec
+from lrm_safety.spec.distill import DistillSpec, InstructionSpec, MixSpec, RectifySpec, SamplingSpec
 from lrm_safety.spec.evaluate import (
-    SamplingOverride,
-    GUARD_MODEL,
-    JudgeSpec,
-    OverRefusalJudgeSpec,
     BENCHMARK_DATA,
+    GUARD_MODEL,
     BenchmarkSpec,
-    ModelEndpoint,
     EvaluatedModel,
-    PairSpec,
     EvaluateSpec,
-)
-from lrm_safety.spec.resources import (
-    StorageSpec,
-    Toleration,
-    StageResources,
-    ResourcesSpec,
-    DEFAULT_WORKER_IMAGE,
-    ImagesSpec,
-)
-from lrm_safety.spec.status import (
-    Condition,
-    Waiting,
-    AttemptFailure,
-    StageStatus,
-    Metrics,
-    ServerStatus,
-    SafetyExperimentStatus,
+    JudgeSpec,
+    ModelEndpoint,
+    OverRefusalJudgeSpec,
+    PairSpec,
+    SamplingOverride,
 )
 from lrm_safety.spec.experiment import (
+    FRIENDLY,
+    MAX_NAME,
+    SERVE_SHAPE,
+    Experiment,
     SafetyExperimentSpec,
     SpecError,
-    FRIENDLY,
-    format_errors,
-    parse_spec,
-    Experiment,
-    MAX_NAME,
     check_metadata,
-    load_document,
-    spec_dict,
-    SERVE_SHAPE,
     config_hash,
+    format_errors,
+    load_document,
+    parse_spec,
+    spec_dict,
 )
+from lrm_safety.spec.resources import (
+    DEFAULT_WORKER_IMAGE,
+    ImagesSpec,
+    ResourcesSpec,
+    StageResources,
+    StorageSpec,
+    Toleration,
+)
+from lrm_safety.spec.serve import ModelRef, ServeResources, ServeSpec, StudentSpec, TeacherSpec
+from lrm_safety.spec.status import (
+    AttemptFailure,
+    Condition,
+    Metrics,
+    SafetyExperimentStatus,
+    ServerStatus,
+    StageStatus,
+    Waiting,
+)
+from lrm_safety.spec.train import EnvFromSecret, LoraSpec, TrainSpec
 
 __all__ = [
     "QUANTITY",

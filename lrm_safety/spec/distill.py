@@ -6,7 +6,7 @@ from typing import Optional
 
 from pydantic import Field, model_validator
 
-from lrm_safety.spec.base import COUNT_MAX, Labeller, OverlongPolicy, SEED_MAX, Style, _Model
+from lrm_safety.spec.base import COUNT_MAX, SEED_MAX, Labeller, OverlongPolicy, Style, _Model
 
 
 class SamplingSpec(_Model):

@@ -7,12 +7,12 @@ from typing import Optional
 from pydantic import Field, model_validator
 
 from lrm_safety.spec.base import (
+    COUNT_MAX,
+    SEED_MAX,
     Backend,
     BenchmarkKind,
     BenchmarkName,
-    COUNT_MAX,
     JudgeKind,
-    SEED_MAX,
     SecretRef,
     _Model,
 )

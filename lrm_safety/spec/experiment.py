@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from lrm_safety.spec.base import API_GROUP, API_VERSION, Backend, KIND, QUANTITY, STAGES, StageName, _Model
+from lrm_safety.spec.base import API_GROUP, API_VERSION, KIND, QUANTITY, STAGES, Backend, StageName, _Model
 from lrm_safety.spec.distill import DistillSpec, MixSpec
 from lrm_safety.spec.evaluate import EvaluateSpec
 from lrm_safety.spec.resources import ImagesSpec, ResourcesSpec, StorageSpec

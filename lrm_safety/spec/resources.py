@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 from pydantic import ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from lrm_safety.spec.base import QUANTITY, SecretRef, _DNS_NAME, _Model
+from lrm_safety.spec.base import _DNS_NAME, QUANTITY, SecretRef, _Model
 
 
 class StorageSpec(_Model):

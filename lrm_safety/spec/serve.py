@@ -6,7 +6,7 @@ from typing import Optional
 
 from pydantic import Field, model_validator
 
-from lrm_safety.spec.base import Backend, QUANTITY, SecretRef, _Model
+from lrm_safety.spec.base import QUANTITY, Backend, SecretRef, _Model
 
 
 class ModelRef(_Model):

@@ -6,7 +6,7 @@ from typing import Optional
 
 from pydantic import Field, model_validator
 
-from lrm_safety.spec.base import COUNT_MAX, DeepSpeedStage, Loss, Precision, Rendering, SEED_MAX, TrainMethod, _Model
+from lrm_safety.spec.base import COUNT_MAX, SEED_MAX, DeepSpeedStage, Loss, Precision, Rendering, TrainMethod, _Model
 
 
 class EnvFromSecret(_Model):

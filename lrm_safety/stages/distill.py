@@ -14,14 +14,15 @@ from rich.console import Console
 from tqdm.auto import tqdm
 
 from lrm_safety import styles
+from lrm_safety.context import StageContext
 from lrm_safety.errors import BadInput
-from lrm_safety.generation import Sampling, make_generator
+from lrm_safety.evaluation.judges.math import answers_match, extract_boxed
 from lrm_safety.evaluation.judges.refusal import judge_consistency
-from lrm_safety.evaluation.judges.math import extract_boxed, answers_match
+from lrm_safety.generation import Sampling, make_generator
 from lrm_safety.models.refs import resolve_model
 from lrm_safety.progress import ProgressReporter
-from lrm_safety.serving.served import api_key as served_api_key, reachable
-from lrm_safety.context import StageContext
+from lrm_safety.serving.served import api_key as served_api_key
+from lrm_safety.serving.served import reachable
 from lrm_safety.stages.common import length_stats, skipped, summary_from_manifest, token_counter
 
 console = Console(stderr=True)
@@ -397,8 +398,8 @@ def run_shard(ctx: StageContext, shard: int = 0, num_shards: Optional[int] = Non
     """The shard's safety prompts, then its math prompts: reused when a finished distill of the same teacher,
     math prompts and sampling published them, else distilled under a store lease so concurrent cells of a study
     do it once (the others wait, then reuse)."""
-    from lrm_safety.stages.lease import StoreLease
     from lrm_safety.reuse import pointer
+    from lrm_safety.stages.lease import StoreLease
 
     num_shards = num_shards or ctx.spec.distill.shards
     if not 0 <= shard < num_shards:
@@ -453,10 +454,10 @@ def run_shard(ctx: StageContext, shard: int = 0, num_shards: Optional[int] = Non
         distil(math, "math")
     elif math:
         lease = StoreLease(store, pointer("distill-math", key).replace(".json", ".lease"))
-        waiting = lambda holder: console.print(
-            f"distill shard {shard}: {holder} is distilling the same math; "  # noqa: E731
-            f"waiting to reuse it"
-        )
+
+        def waiting(holder):
+            return console.print(f"distill shard {shard}: {holder} is distilling the same math; waiting to reuse it")
+
         if lease.acquire(lambda: _math_source(ctx, key) is not None, on_wait=waiting):
             try:
                 source = _math_source(ctx, key)  # finished while this one claimed the lease

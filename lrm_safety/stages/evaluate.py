@@ -12,21 +12,22 @@ from typing import Optional
 
 from rich.console import Console
 
+from lrm_safety.context import StageContext
 from lrm_safety.evaluation import benchmarks as bm
 from lrm_safety.evaluation import report
-from lrm_safety.generation import Sampling, make_generator
-from lrm_safety.generation.base import estimate_tokens
 from lrm_safety.evaluation.judges import describe_judges
 from lrm_safety.evaluation.judges.code import grade_code
 from lrm_safety.evaluation.judges.math import grade
 from lrm_safety.evaluation.judges.refusal import is_refusal, reasoning_decision
+from lrm_safety.generation import Sampling, make_generator
+from lrm_safety.generation.base import estimate_tokens
 from lrm_safety.models.refs import resolve_model
 from lrm_safety.progress import ProgressReporter
-from lrm_safety.serving.served import api_key as served_api_key, reachable
-from lrm_safety.styles import ChecklistError, parse_checklist, parse_response
+from lrm_safety.serving.served import api_key as served_api_key
+from lrm_safety.serving.served import reachable
 from lrm_safety.stages import train as train_stage
-from lrm_safety.context import StageContext
 from lrm_safety.stages.common import skipped, summary_from_manifest
+from lrm_safety.styles import ChecklistError, parse_checklist, parse_response
 
 console = Console(stderr=True)
 STAGE = "evaluate"
@@ -232,12 +233,15 @@ def _records_prefix(ctx: StageContext) -> str:
 def _model_dirs(ctx: StageContext) -> dict[str, Path]:
     """base (the untrained student, with compareBase), trained (when this experiment trains), evaluate.models."""
     spec = ctx.spec
-    resolve = lambda ref: resolve_model(
-        ref.model,
-        revision=ref.revision,
-        endpoint=spec.storage.endpoint,  # noqa: E731
-        base_dir=ctx.base_dir,
-    )
+
+    def resolve(ref):
+        return resolve_model(
+            ref.model,
+            revision=ref.revision,
+            endpoint=spec.storage.endpoint,
+            base_dir=ctx.base_dir,
+        )
+
     out = {"base": resolve(spec.student)} if spec.evaluate.compare_base else {}
     if "train" in spec.stages:
         out["trained"] = train_stage.trained_model_dir(ctx)

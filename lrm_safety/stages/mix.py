@@ -11,14 +11,14 @@ from typing import Optional
 from rich.console import Console
 
 from lrm_safety import styles
+from lrm_safety.context import StageContext
+from lrm_safety.data.synthetic import synthetic_math
 from lrm_safety.errors import BadInput
 from lrm_safety.generation.base import estimate_tokens
-from lrm_safety.data.synthetic import synthetic_math
 from lrm_safety.models.refs import resolve_tokenizer
-from lrm_safety.training.text import Renderer
 from lrm_safety.stages import distill
-from lrm_safety.context import StageContext
 from lrm_safety.stages.common import length_stats, skipped
+from lrm_safety.training.text import Renderer
 
 console = Console(stderr=True)
 STAGE = "mix"

@@ -24,12 +24,12 @@ from typing import Optional
 
 from rich.console import Console
 
+from lrm_safety.context import StageContext
+from lrm_safety.models.refs import cached_dir, resolve_model
+from lrm_safety.stages.common import skipped, summary_from_manifest
 from lrm_safety.training.extension_cache import extension_cache
 from lrm_safety.training.recipe import numerics, runtime_profile, sft_kwargs
-from lrm_safety.models.refs import cached_dir, resolve_model
 from lrm_safety.training.text import Renderer
-from lrm_safety.context import StageContext
-from lrm_safety.stages.common import skipped, summary_from_manifest
 
 console = Console(stderr=True)
 STAGE = "train"

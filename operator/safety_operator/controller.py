@@ -209,7 +209,8 @@ class Controller:
                 False,
                 "NoCredentials",
                 f"the operator has no S3 credentials (Secret {self.settings.store_secret!r} in its namespace): it "
-                f"cannot reuse finished stages before their pods start, keep TTL-deleted Jobs finished, or copy progress",
+                f"cannot reuse finished stages before their pods start, keep TTL-deleted Jobs finished, or copy "
+                f"progress",
             )
         return status
 

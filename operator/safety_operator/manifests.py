@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
-from lrm_safety.serving.served import API_KEY_ENV, served_roles, endpoints_env
+from lrm_safety.serving.served import API_KEY_ENV, endpoints_env, served_roles
 from lrm_safety.spec import API_GROUP, API_VERSION, DEFAULT_WORKER_IMAGE, KIND, SafetyExperimentSpec, spec_dict
 
 LABEL_EXPERIMENT = f"{API_GROUP}/experiment"
@@ -51,7 +51,7 @@ class WorkerDefaults:
         )
 
     def apply(self, spec: SafetyExperimentSpec) -> SafetyExperimentSpec:
-        """A copy of `spec` with these defaults where it names nothing; pull secrets are the union, the chart's first."""
+        """A copy of `spec` with these defaults where it names nothing; pull secrets: the union, the chart's first."""
         images = spec.images.model_copy(
             update={
                 "worker": spec.images.worker or self.image,
@@ -400,9 +400,9 @@ def render_service(experiment: str, namespace: str, attempt: int = 1, uid: Optio
 
 
 def stage_work_id(experiment: str, spec: SafetyExperimentSpec, stage: str) -> str:
+    from lrm_safety.context import StageContext
     from lrm_safety.reuse import work_id
     from lrm_safety.spec import Experiment
-    from lrm_safety.context import StageContext
 
     return work_id(StageContext(Experiment(name=experiment, spec=spec)), stage)
 

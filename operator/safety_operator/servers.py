@@ -15,8 +15,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Optional
 
-from lrm_safety.serving.sizing import server_resources
 from lrm_safety.serving.served import PORT, Served, server_command, server_gpus
+from lrm_safety.serving.sizing import server_resources
 from lrm_safety.spec import API_GROUP, API_VERSION, KIND, SafetyExperimentSpec
 
 from . import manifests

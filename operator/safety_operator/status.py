@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from lrm_safety.evaluation.report import HEADLINE_KEYS, pct
+from lrm_safety.serving import served as serving
 from lrm_safety.spec import SafetyExperimentSpec, SpecError, parse_spec
 
-from lrm_safety.serving import served as serving
-
-from . import claims as claimsmod, manifests, pods as podinfo, servers as servermod
+from . import claims as claimsmod
+from . import manifests
+from . import pods as podinfo
+from . import servers as servermod
 from .manifests import WorkerDefaults
 
 MAX_BACKOFF_S = 600
