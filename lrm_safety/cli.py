@@ -55,6 +55,7 @@ def cmd_validate(args) -> int:
             [f"# note: {n}" for n in notes]
             + _rendering_warnings(doc, base_dir)
             + _judge_lines(doc)
+            + _prompts_lines(doc, base_dir, read_store=args.check_store)
             + _server_lines([(doc.name, doc.spec)], base_dir)
             + _train_plan_lines(doc, base_dir)
         ):
@@ -137,6 +138,30 @@ def _judge_lines(exp) -> list[str]:
     from lrm_safety.evaluation.judges import judge_lines
 
     return judge_lines(exp.spec.evaluate)
+
+
+def _prompts_lines(exp, base_dir: Path, read_store: bool = False) -> list[str]:
+    """Whose words each reader of the spec will read, with each text's hash (validate, render). An s3:// file is
+    read only with --check-store: validate and render need no network."""
+    from lrm_safety.context import StageContext
+    from lrm_safety.wording import describe_use, locate, used
+
+    roles = used(exp.spec)
+    if not roles:
+        return []
+    uri, _ = locate(exp.spec)
+    if uri and uri.startswith("s3://") and not read_store:
+        return [
+            f"# prompts ({exp.spec.prompts}): the release's words from {uri} if it is there when the stages run, "
+            "else the project's own (--check-store reads it now)"
+        ]
+    try:
+        words = StageContext(exp, base_dir=base_dir).wording
+    except Exception as e:  # a store that cannot be read: the stages would fail, not change their words
+        if isinstance(e, BadInput):
+            raise
+        return [f"# prompts ({exp.spec.prompts}): cannot read {uri} now ({one_line(e)})"]
+    return [f"# prompts ({exp.spec.prompts}): {line}" for line in describe_use(words, roles)]
 
 
 def _train_plan_lines(exp, base_dir: Path) -> list[str]:
@@ -228,6 +253,31 @@ def cmd_data_push(args) -> int:
             print(f"{name}: {what}")
     if missing:
         raise UserError(missing)
+    return 0
+
+
+def cmd_release_import(args) -> int:
+    from lrm_safety.store import open_store
+    from lrm_safety.wording import digest
+    from lrm_safety.wording import release as rel
+
+    dirs = {"RELEASE_DIR": args.release, "--aisafetylab": args.aisafetylab, "--fastchat": args.fastchat}
+    bad = [f"{flag} {d}: no such directory" for flag, d in dirs.items() if d and not Path(d).is_dir()]
+    if bad:
+        raise UserError(bad)
+    release = rel.Checkout.of(rel.RELEASE, Path(args.release))
+    lab = rel.Checkout.of(rel.AISAFETYLAB, Path(args.aisafetylab))
+    fastchat = rel.Checkout.of(rel.FASTCHAT, Path(args.fastchat)) if args.fastchat else rel.installed_fastchat()
+    got = rel.import_texts(release, lab, fastchat)
+    if got.problems:
+        raise UserError([*got.problems, f"nothing written to {rel.destination(args.dest)}"])
+    for line in [*rel.commit_notes(release, lab), *got.changed]:
+        print(f"# note: {line}", file=sys.stderr)
+    dest = open_store(args.dest, endpoint=args.endpoint)
+    dest.write_json(rel.FILE, got.document())
+    for name, t in got.document()["texts"].items():
+        print(f"{name}: {t['repo']} {t['path']} ({t['where']}), sha256 {digest(t['text'])[:12]}")
+    print(f"wrote {rel.destination(args.dest)}: experiments whose evaluate.dataRoot is {args.dest} now use these texts")
     return 0
 
 
@@ -398,7 +448,7 @@ def cmd_render(args) -> int:
     if args.plan:
         sys.stdout.write(plan.render_experiment(exp, base_dir))
         sys.stdout.write("\n".join(servers) + "\n" if servers else "")
-        judges = _judge_lines(exp)
+        judges = _judge_lines(exp) + _prompts_lines(exp, base_dir, read_store=args.check_store)
         sys.stdout.write("\n".join(judges) + "\n" if judges else "")
         return 0
     # As the operator does: what the spec leaves unset comes from the chart's worker values (here, the same env).
@@ -427,6 +477,7 @@ def cmd_render(args) -> int:
     if spec.images.pull_secrets:
         lines.append(f"#   image pull secrets: {', '.join(spec.images.pull_secrets)}")
     lines += [ln if ln.startswith("#") else f"# {ln}" for ln in _judge_lines(exp)]  # stays valid YAML
+    lines += _prompts_lines(exp, base_dir, read_store=args.check_store)
     lines += servers
     lines += _train_plan_lines(exp, base_dir)
     from lrm_safety.serving.served import served
@@ -485,6 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_stage)
     s = command(sub, "validate", help="check a SafetyExperiment YAML; errors name the field")
     s.add_argument("file")
+    s.add_argument(
+        "--check-store", action="store_true", help="also read the imported prompts file when it is on S3 (spec.prompts)"
+    )
     s.set_defaults(fn=cmd_validate)
     s = command(sub, "inspect", help="print the exact training text (masked and trained parts) before training")
     s.add_argument("file")
@@ -505,7 +559,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="list the stage work that would run, with and without reuse (an experiment: against its store)",
     )
-    s.add_argument("--check-store", action="store_true", help="study --plan: also look up finished work in the store")
+    s.add_argument(
+        "--check-store",
+        action="store_true",
+        help="study --plan: also look up finished work in the store; every render: read an s3:// prompts file",
+    )
     s.set_defaults(fn=cmd_render)
     s = command(sub, "report", help="re-render report.md and charts from stored records")
     s.add_argument("prefix", help="<storage uri>/<experiment>/evaluate, or a SafetyStudy YAML (the study's report)")
@@ -520,6 +578,26 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--online", action="store_true", help="fetch what --from lacks from the Hugging Face hub")
     d.add_argument("--endpoint", help="S3 endpoint URL")
     d.set_defaults(fn=cmd_data_push)
+    s = command(sub, "release", help="the study's release: `release import` its exact prompts from your checkouts")
+    rsub = s.add_subparsers(dest="release_cmd", required=True)
+    r = command(
+        rsub,
+        "import",
+        help="read every text the study's models read from your checkouts (never fetched) and write "
+        "DEST/release-texts.json, which the stages then use (spec.prompts)",
+    )
+    r.add_argument("release", metavar="RELEASE_DIR", help="a checkout of thu-coai/LRM-Safety-Study")
+    r.add_argument("dest", help="s3://bucket/prefix or a directory: the evaluate.dataRoot the experiments name")
+    r.add_argument(
+        "--aisafetylab", required=True, metavar="DIR", help="a checkout of thu-coai/AISafetyLab (the study ran 00b582d)"
+    )
+    r.add_argument(
+        "--fastchat",
+        metavar="DIR",
+        help="a checkout of lm-sys/FastChat (its chatgpt template's system message); default: the installed fschat",
+    )
+    r.add_argument("--endpoint", help="S3 endpoint URL")
+    r.set_defaults(fn=cmd_release_import)
     s = command(sub, "crd", help="print the CRD generated from the spec")
     s.add_argument("--docs", action="store_true", help="print the spec reference (docs/spec.md) instead")
     s.add_argument("--study", action="store_true", help="print the SafetyStudy CRD")

@@ -12,6 +12,9 @@ from lrm_safety.data import BUILTIN_DATA, SYNTHETIC_EVAL
 from lrm_safety.errors import BadInput
 from lrm_safety.spec import Experiment, config_hash
 from lrm_safety.store import Store, open_store, parse_jsonl, read_uri_bytes
+from lrm_safety.wording import Wording
+from lrm_safety.wording import locate as locate_words
+from lrm_safety.wording import resolve as resolve_wording
 
 
 @dataclass
@@ -22,6 +25,7 @@ class StageContext:
     local_inputs: bool = True
     """Digest local input paths for reuse lookups (the operator cannot see the pods' files: False there)."""
     _resolved: dict = field(default_factory=dict)
+    _wording: Optional[Wording] = None
 
     @property
     def spec(self):
@@ -41,24 +45,29 @@ class StageContext:
         s = self.spec
         return "distill" in s.stages and (not s.mix.safety_source or s.mix.math_source == "distill")
 
-    def hash(self, stage: str) -> str:
+    def hash(self, stage: str, read: bool = True) -> str:
         """Each stage's hash covers its own config and the hashes of the stages it reads, so a change reruns
-        downstream; a stage that reads no upstream (mix on existing files) does not depend on it."""
+        downstream; a stage that reads no upstream (mix on existing files) does not depend on it. `read` False
+        hashes where the words would come from instead of the words themselves (work ids, render: no I/O)."""
         s = self.spec
+        extra = [w] if (w := self._words_part(stage, read)) else []
         if stage == "distill":
-            return config_hash("distill", s.teacher, s.distill)
+            return config_hash("distill", s.teacher, self.distill_in_force(read), *extra)
         if stage == "mix":
             return config_hash(
                 "mix",
                 s.mix,
                 s.student.model,
                 s.train.max_length,
-                self.hash("distill") if self.mix_reads_distill() else None,
+                self.hash("distill", read) if self.mix_reads_distill() else None,
+                *extra,
             )
         if stage == "train":
-            return config_hash("train", s.student, s.train, self.hash("mix"))
+            return config_hash("train", s.student, s.train, self.hash("mix", read))
         if stage == "evaluate":
-            return config_hash("evaluate", s.evaluate, s.student, self.hash("train") if "train" in s.stages else None)
+            return config_hash(
+                "evaluate", s.evaluate, s.student, self.hash("train", read) if "train" in s.stages else None, *extra
+            )
         raise ValueError(stage)
 
     def resolve(self, stage: str) -> Optional[tuple[str, dict]]:
@@ -89,6 +98,43 @@ class StageContext:
                 f"{self.store.uri(self.prefix(stage))}/_SUCCESS.json); run it first"
             )
         return found[1]
+
+    def _words_part(self, stage: str, read: bool) -> Optional[dict]:
+        """What the words add to a stage's hash: the release's change what the teacher, PAIR and the XSTest judge
+        read (and the system prompt mix adds when asked); the project's add nothing, so hashes from before the
+        import existed stay valid."""
+        s = self.spec
+        if s.prompts == "builtin" or not (stage in ("distill", "evaluate") or (stage == "mix" and s.mix.system_prompt)):
+            return None
+        if not read:
+            return {"prompts": s.prompts, "file": locate_words(s)[0]}
+        return {"wording": self.wording.digest()} if self.wording.release else None
+
+    def distill_in_force(self, read: bool = True):
+        """spec.distill with the fixed refusal filled in from the words in force (so the hash follows the text)."""
+        d = self.spec.distill
+        if d.rectify.refusal_text or not read:
+            return d
+        refusal = self.wording.nocot_refusal()
+        return d.model_copy(update={"rectify": d.rectify.model_copy(update={"refusal_text": refusal})})
+
+    @property
+    def wording(self) -> Wording:
+        """The words in force (spec.prompts), read once: the release's import, or the project's."""
+        if self._wording is None:
+            self._wording = resolve_wording(self.spec, self._read_existing)
+        return self._wording
+
+    def _read_existing(self, uri: str) -> bytes:
+        """A file's bytes; FileNotFoundError when it is not there (local or S3), other failures as they are."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return read_uri_bytes(uri, endpoint=self.spec.storage.endpoint, base_dir=self.base_dir)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code", "") in ("NoSuchKey", "NoSuchBucket", "404"):
+                raise FileNotFoundError(uri) from None
+            raise
 
     def read_text(self, uri: str) -> str:
         """A text file named in the spec (an instruction, a prompt)."""

@@ -43,7 +43,7 @@ def preview_rows(ctx: StageContext) -> list[dict]:
     from lrm_safety.data.synthetic import synthetic_math
 
     rec = next(r for r in ctx.read_rows("builtin:demo-safety") if r.get("label") == "harmful")
-    refusal = ctx.spec.distill.rectify.refusal_text
+    refusal = ctx.spec.distill.rectify.refusal_text or styles.NOCOT_REFUSAL  # a preview: no store read
     style = ctx.spec.distill.style
     if style == "template":
         response = styles.format_response(

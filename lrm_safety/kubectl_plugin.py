@@ -254,7 +254,10 @@ def cmd_status(args) -> int:
     if shown:
         console.print("metrics: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
     for role, how in (metrics.get("judges") or {}).items():
-        console.print(f"{'harm' if role == 'harm' else 'over-refusal'} judged by {how}")
+        if role == "words":
+            console.print(f"words (PAIR, the XSTest judge): {how}")
+        else:
+            console.print(f"{'harm' if role == 'harm' else 'over-refusal'} judged by {how}")
     servers = status.get("servers") or {}
     if servers:
         table = Table("server", "model", "roles", "ready", "state", "stages", "in use by", "endpoint")

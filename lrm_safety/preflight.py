@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lrm_safety.models.refs import BUILTIN, local_path
+from lrm_safety.wording import locate as locate_words
+from lrm_safety.wording import used as used_words
 
 CONFIGMAP_LIMIT = 1024 * 1024  # the API server refuses a ConfigMap whose data exceeds 1 MiB
 
@@ -29,6 +31,11 @@ def check(exp, base_dir: Path) -> Findings:
     for where, uri, kind in data_refs(exp.spec):
         _data(found, where, uri, kind, base_dir)
     _stored_size(found, exp)
+    words, why = locate_words(exp.spec)
+    if exp.spec.prompts == "release" and words is None:
+        found.errors.append(
+            f"spec.prompts: release: {why} (where `lrm-safety release import` wrote release-texts.json)"
+        )
     return found
 
 
@@ -75,6 +82,10 @@ def data_refs(spec) -> list[tuple[str, str, str]]:
         for i, b in enumerate(ev.benchmarks):
             where = f"spec.evaluate.benchmarks[{i}].path" if b.path else f"spec.evaluate.dataRoot ({b.name})"
             out.append((where, b.data_path(ev.data_root), "file"))
+    words, _ = locate_words(spec)
+    if words and (spec.prompts_file or spec.prompts == "release") and used_words(spec):
+        where = "spec.promptsFile" if spec.prompts_file else "spec.prompts: release (its file under evaluate.dataRoot)"
+        out.append((where, words, "file"))
     return out
 
 

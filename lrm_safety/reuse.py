@@ -132,7 +132,7 @@ def cache_key(ctx: "StageContext", stage: str, local: bool = True) -> str:
 def work_id(ctx: "StageContext", stage: str) -> str:
     """The same stage work in the same store, from the spec alone (no input read): the label the operator uses
     to let only one experiment run it at a time, while the others wait and then reuse it."""
-    return config_hash("work", ctx.spec.storage.uri, stage, ctx.hash(stage))
+    return config_hash("work", ctx.spec.storage.uri, stage, ctx.hash(stage, read=False))
 
 
 def pointer(stage: str, key: str) -> str:

@@ -126,7 +126,7 @@ def test_template_style_with_labels_and_fixed_refusal(tmp_path, smol_dir):
     rows = {r["prompt"]: r for r in ctx.store.read_jsonl("exp/distill/shard-00000.jsonl")}
     bomb = rows["How do I build a pipe bomb?"]
     assert "* illicit/violent: Yes." in bomb["reasoning"] and "must refuse" in bomb["reasoning"]
-    assert bomb["answer"] == ctx.spec.distill.rectify.refusal_text and bomb["accepted"]
+    assert bomb["answer"] == ctx.distill_in_force().rectify.refusal_text and bomb["accepted"]
     kill = rows["How do I kill a stuck Python process?"]
     assert kill["reasoning"].count(": No.") == 8 and "request is safe" in kill["reasoning"]
     assert "<think>" not in kill["answer"] and kill["response"].count("<think>") == 1

@@ -130,6 +130,21 @@ def test_status_lists_the_served_models(cluster):
     assert "Llama-Guard-3-8B" in row and "0/1" in row and "Loading" in row and "evaluate" in row
 
 
+def test_status_names_the_judges_and_whose_words_they_read(cluster):
+    judges = {
+        "harm": "a guard model (meta-llama/Llama-Guard-3-8B) on the whole output",
+        "overRefusal": "an LLM judge (gpt-4o), two classes",
+        "words": "the release's words from s3://d/release-texts.json (imported from thu-coai/AISafetyLab@00b582d): "
+        "xstest.rubric 96dfc5e9e5a6",
+    }
+    _experiment(cluster, {**RUNNING, "metrics": {"asr": 0.1, "judges": judges}})
+    r = sexp(cluster, "status", "exp")
+    assert r.returncode == 0, r.stderr
+    assert "harm judged by a guard model" in r.stdout and "over-refusal judged by an LLM judge" in r.stdout
+    assert "words (PAIR, the XSTest judge): the release's words from s3://d/release-texts.json" in r.stdout
+    assert "over-refusal judged by the release's" not in r.stdout
+
+
 def test_logs_of_the_current_pod_of_a_stage(cluster):
     _experiment(cluster, RUNNING)
     cluster.core.create_namespaced_pod(

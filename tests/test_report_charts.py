@@ -80,3 +80,61 @@ def test_n_is_the_items_judged_for_every_model_layout():
         {"base": {"advbench": records["ckpt"]["advbench"][:40]}, "trained": records["ckpt"]}, {"advbench": "harmful"}
     )
     assert report.table_rows(both)[0][2] == "40/50", "models judged on different counts show both"
+
+
+def _aime_records(solved_by):
+    """30 problems x 4 samples; problem i solved by the first solved_by[i] samples."""
+    return [{"item": i, "correct": s < k} for i, k in enumerate(solved_by) for s in range(4)]
+
+
+def test_aime_reports_the_releases_acc_beside_the_mean_pass_at_1():
+    """The release's eval.py prints "Acc" (a problem any of its 4 samples solved) and the mean pass@1."""
+    base = _aime_records([4] * 3 + [1] * 6 + [0] * 21)  # 9 of 30 solved at all; pass@1 (12 + 6) / 120
+    trained = _aime_records([4] * 3 + [2] * 3 + [0] * 24)  # 6 solved; pass@1 (12 + 6) / 120
+    m = report.compute({"base": {"aime": base}, "trained": {"aime": trained}}, {"aime": "math"})
+    b, t = m["benchmarks"]["aime"]["base"], m["benchmarks"]["aime"]["trained"]
+    assert (b["value"], b["acc"], b["samples"]) == (0.15, 0.3, 4)
+    assert (t["value"], t["acc"]) == (0.15, 0.2)
+    assert b["accCi95"] == list(report.wilson(9, 30))
+    rows = report.table_rows(m)
+    assert rows[0][:3] == ["aime", "mean accuracy (4 samples)", "30"] and rows[0][-1] == "+0.0 pts"
+    assert rows[1][:3] == ["aime", "Acc (any of 4)", "30"] and rows[1][3].startswith("30.0% [")
+    assert rows[1][-1] == "-10.0 pts"
+    one = report.compute({"trained": {"math500": [{"correct": i < 3} for i in range(10)]}}, {"math500": "math"})
+    assert "acc" not in one["benchmarks"]["math500"]["trained"] and len(report.table_rows(one)) == 1
+
+
+def test_the_study_table_has_an_acc_column_for_k_sample_benchmarks():
+    from lrm_safety.evaluation import study_report
+    from lrm_safety.spec.study import Study
+
+    study = Study.from_manifest(
+        {
+            "apiVersion": "lrmsafety.io/v1alpha1",
+            "kind": "SafetyStudy",
+            "metadata": {"name": "aime"},
+            "spec": {
+                "base": {
+                    "storage": {"uri": "file://./s"},
+                    "evaluate": {"dataRoot": "/d", "benchmarks": [{"name": "aime"}]},
+                },
+                "axes": [{"path": "distill.style", "name": "style", "values": ["nocot"]}],
+            },
+        }
+    )
+    m = report.benchmark_metrics("math", _aime_records([4] * 3 + [1] * 6 + [0] * 21))
+    rows = [
+        {
+            "name": c.name,
+            "role": c.role,
+            "cell": c.labels,
+            "student": c.spec.student.model,
+            "done": True,
+            "benchmarks": {"aime": {"metric": "accuracy", **m}},
+            "judges": None,
+        }
+        for c in study.cells
+    ]
+    text, _ = study_report.render(study, rows)
+    assert "| cell | aime: mean accuracy (4 samples) | aime: Acc (any of 4) |" in text
+    assert "| style=nocot | 15.0% [" in text and "| 30.0% [" in text

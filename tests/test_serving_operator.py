@@ -96,7 +96,7 @@ def test_a_study_shares_one_server_which_goes_after_its_last_stage_and_idle_time
     assert name in deployments(cluster), "one cell still distills: the server stays"
     finish_job(cluster, f"{cells[2]}-distill-1", summary={"stage": "distill"})
     wait_for(lambda: name not in deployments(cluster), 20, what="the idle server deleted")
-    assert name not in services(cluster)
+    wait_for(lambda: name not in services(cluster), 10, what="its Service deleted after it (kmock has no GC)")
 
 
 def test_deleting_the_study_removes_its_server(cluster, operator):

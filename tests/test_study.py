@@ -114,31 +114,57 @@ def test_study_name_is_short_enough_to_prefix_cells():
 
 
 def test_examples_validate_and_the_plan_shares_work():
-    """The study's six-style grid: the base evaluated once, not six times; and with a second axis that only mix
-    reads, distillation runs once per style instead of once per cell."""
+    """The study's grid (six styles x 1k/400 safety samples x math on/off): the base evaluated once, not 24 times,
+    and distillation once per style, since only mix reads the other two axes."""
     from lrm_safety.plan import study_plan
 
     study = Study.load(str(REPO / "examples" / "study.yaml"))
-    assert [c.labels["style"] for c in study.cells if c.role == "cell"] == STYLES
+    cells = [c for c in study.cells if c.role == "cell"]
+    assert len(cells) == 24 and sorted({c.labels["style"] for c in cells}) == sorted(STYLES)
+    assert {(c.labels["safety"], c.labels["math"]) for c in cells} == {(1000, 4000), (1000, 0), (400, 4000), (400, 0)}
+    assert any(b.name == "livecodebench" for b in cells[0].spec.evaluate.benchmarks)
     plan = study_plan(study, REPO / "examples")
     evaluations = [u for u in plan["units"] if u["stage"] == "evaluate"]
     base = [u for u in evaluations if u["experiments"] == [f"{study.name}-base"]]
-    assert len(base) == 1 and plan["with"]["baseEvaluations"] == 1 and plan["without"]["baseEvaluations"] == 6
-    assert plan["with"]["modelEvaluations"] == 7 and plan["without"]["modelEvaluations"] == 12
-    two = Study.from_manifest(
-        {
-            **study_doc(),
-            "spec": {
-                **study_doc()["spec"],
-                "axes": [*study_doc()["spec"]["axes"], {"path": "mix.safetyCount", "values": [1000, 400]}],
-            },
-        }
-    )
-    plan2 = study_plan(two, REPO / "examples")
-    distills = [u for u in plan2["units"] if u["stage"] == "distill"]
-    assert len(distills) == 6 and all(len(u["experiments"]) == 2 for u in distills)
-    assert plan2["without"]["jobs"] == 48 and plan2["with"]["jobs"] == 6 + 12 + 12 + 12 + 1
+    assert len(base) == 1 and plan["with"]["baseEvaluations"] == 1 and plan["without"]["baseEvaluations"] == 24
+    assert plan["with"]["modelEvaluations"] == 25 and plan["without"]["modelEvaluations"] == 48
+    distills = [u for u in plan["units"] if u["stage"] == "distill"]
+    assert len(distills) == 6 and all(len(u["experiments"]) == 4 for u in distills)
+    assert plan["without"]["jobs"] == 24 * 4 and plan["with"]["jobs"] == 6 + 24 + 24 + 25
     assert Study.load(str(REPO / "examples" / "quickstart-study.yaml")).cells[0].role == "base"
+
+
+def test_the_rendering_axis_shares_distill_and_mix(capsys):
+    """examples/study.yaml's commented axis, uncommented: what the student is trained on differs, so train and
+    evaluate run per rendering, while distill and mix (which never read train.rendering) are computed once."""
+    from lrm_safety.cli import main
+    from lrm_safety.plan import study_plan
+
+    text = (REPO / "examples" / "study.yaml").read_text()
+    axis = "    # - {path: train.rendering, name: rendering, values: [prompt-completion, conversation]}"
+    assert axis in text
+    doc = study_doc()
+    doc["spec"]["axes"].append(
+        {"path": "train.rendering", "name": "rendering", "values": ["prompt-completion", "conversation"]}
+    )
+    study = Study.from_manifest(doc)
+    plan = study_plan(study, REPO / "examples")
+    units = {stage: [u for u in plan["units"] if u["stage"] == stage] for stage in ("distill", "mix", "train")}
+    assert len(units["distill"]) == 6 and all(len(u["experiments"]) == 8 for u in units["distill"])
+    assert len(units["mix"]) == 24 and all(len(u["experiments"]) == 2 for u in units["mix"])
+    assert len(units["train"]) == 48 and all(len(u["experiments"]) == 1 for u in units["train"])
+    for u in units["mix"]:
+        renderings = {next(c for c in study.cells if c.name == n).labels["rendering"] for n in u["experiments"]}
+        assert renderings == {"prompt-completion", "conversation"}
+    path = REPO / "examples" / "_rendering_axis_test.yaml"  # beside the example: its relative paths still resolve
+    try:
+        path.write_text(text.replace(axis, axis.replace("# - ", "- ")))
+        assert main(["render", str(path), "--plan"]) == 0
+    finally:
+        path.unlink(missing_ok=True)
+    out = capsys.readouterr().out
+    mix_lines = [ln for ln in out.splitlines() if ln.strip().startswith("mix ")]
+    assert len(mix_lines) == 24 and all(ln.count(", ") == 1 for ln in mix_lines), "each mix shared by two renderings"
 
 
 def test_math_distillation_is_one_unit_per_teacher_across_styles():
@@ -150,8 +176,8 @@ def test_math_distillation_is_one_unit_per_teacher_across_styles():
     study = Study.from_manifest(doc)
     plan = study_plan(study, REPO / "examples")
     math = [u for u in plan["units"] if u["stage"] == "distill-math"]
-    assert len(math) == 1 and len(math[0]["experiments"]) == 6
-    assert plan["with"]["mathDistillations"] == 1 and plan["without"]["mathDistillations"] == 6
+    assert len(math) == 1 and len(math[0]["experiments"]) == 24
+    assert plan["with"]["mathDistillations"] == 1 and plan["without"]["mathDistillations"] == 24
     doc["spec"]["axes"].append({"path": "teacher.model", "values": ["deepseek-ai/DeepSeek-R1", "Qwen/QwQ-32B"]})
     two = study_plan(Study.from_manifest(doc), REPO / "examples")
     assert two["with"]["mathDistillations"] == 2, "once per teacher"

@@ -51,7 +51,8 @@ def mean_interval(values: list[float], z: float = 1.96) -> tuple[float, float]:
 
 def benchmark_metrics(kind: str, records: list[dict]) -> dict:
     """One sample per item: the rate with a Wilson interval. k samples: the mean pass@1 (each item's mean over its
-    samples, averaged over items, as the release's --n_sampling) with an interval over items."""
+    samples, averaged over items, as the release's --n_sampling) with an interval over items, and beside it the
+    release's "Acc": the fraction of items any sample solved."""
     per_item: dict = {}
     for i, r in enumerate(records):
         per_item.setdefault(r.get("item", i), []).append(_hit(kind, r))
@@ -62,12 +63,16 @@ def benchmark_metrics(kind: str, records: list[dict]) -> dict:
         out = {"n": n, "metric": METRIC[kind], "value": round(k / n, 4) if n else None, "ci95": list(wilson(k, n))}
     else:
         means = [sum(v) / len(v) for v in per_item.values()]
+        solved = sum(any(v) for v in per_item.values())
         out = {
             "n": n,
             "samples": samples,
             "metric": METRIC[kind],
             "value": round(sum(means) / n, 4),
             "ci95": list(mean_interval(means)),
+            # the release's eval.py prints both: "Acc", an item solved by any of its samples, and the mean pass@1
+            "acc": round(solved / n, 4),
+            "accCi95": list(wilson(solved, n)),
         }
     out.update(failure_patterns(kind, records))
     return out
@@ -170,16 +175,30 @@ def table_rows(metrics: dict, judges: Optional[dict] = None) -> list[list[str]]:
         delta = e.get("delta")
         if flip and delta is not None:
             delta = -delta
+        label = "refusal rate (keyword)" if flip else LABEL[e["metric"]]
+        samples = max((e[m].get("samples", 1) for m in model_order(metrics) if m in e), default=1)
         rows.append(
             [
                 bench,
-                "refusal rate (keyword)" if flip else LABEL[e["metric"]],
+                f"mean {label} ({samples} samples)" if samples > 1 else label,
                 n,
                 *[cell(m) for m in header(metrics)[3:-1]],
                 "-" if delta is None else f"{100 * delta:+.1f} pts",
             ]
         )
+        if any("acc" in e[m] for m in model_order(metrics) if m in e):
+            rows.append([bench, f"Acc (any of {samples})", n, *[acc_cell(e.get(m)) for m in header(metrics)[3:-1]]])
+            both = [e[m]["acc"] for m in ("base", "trained") if "acc" in e.get(m, {})]
+            rows[-1].append(f"{100 * (both[1] - both[0]):+.1f} pts" if len(both) == 2 else "-")
     return rows
+
+
+def acc_cell(m: Optional[dict]) -> str:
+    """The release's any-of-k "Acc" with its Wilson interval."""
+    if not m or "acc" not in m:
+        return "-"
+    lo, hi = m["accCi95"]
+    return f"{pct(m['acc'])} [{pct(lo)}, {pct(hi)}]"
 
 
 HEADER = ["benchmark", "metric", "n", "base", "trained", "delta"]
@@ -254,6 +273,8 @@ def judges_lines(judges: Optional[dict]) -> list[str]:
     if not judges:
         return []
     lines = ["", f"Judges: harm by {judges.get('harm')}; over-refusal by {judges.get('overRefusal')}."]
+    if judges.get("words"):
+        lines.append(f"Words (PAIR, the XSTest judge): {judges['words']}.")
     if keyword_judged(judges):
         lines.append(
             "The keyword matcher measures refusals, not harm: harmful benchmarks show the refusal rate "

@@ -77,6 +77,10 @@ def render(study: Study, rows: list[dict]) -> tuple[str, dict[str, bytes]]:
         benches += [b for b in r["benchmarks"] if b not in benches]
     kind = {b: next(r["benchmarks"][b]["metric"] for r in rows if b in r["benchmarks"]) for b in benches}
     head = [("refusal rate (keyword)" if keyword and kind[b] == "asr" else report.LABEL[kind[b]]) for b in benches]
+    # k-sample benchmarks (AIME): the release's any-of-k "Acc" in a column beside the mean pass@1
+    samples = {b: max(r["benchmarks"][b].get("samples", 1) for r in rows if b in r["benchmarks"]) for b in benches}
+    acc = [b for b in benches if any("acc" in r["benchmarks"].get(b, {}) for r in rows)]
+    head = [f"mean {h} ({samples[b]} samples)" if samples[b] > 1 else h for b, h in zip(benches, head)]
     sa = _student_axis(study)
     lines = [
         f"# lrm-safety study: {study.name}",
@@ -92,13 +96,17 @@ def render(study: Study, rows: list[dict]) -> tuple[str, dict[str, bytes]]:
             "",
             f"## {student}",
             "",
-            "| cell | " + " | ".join(f"{b}: {h}" for b, h in zip(benches, head)) + " |",
-            "|" + "---|" * (len(benches) + 1),
+            "| cell | "
+            + " | ".join(
+                [*(f"{b}: {h}" for b, h in zip(benches, head)), *(f"{b}: Acc (any of {samples[b]})" for b in acc)]
+            )
+            + " |",
+            "|" + "---|" * (len(benches) + len(acc) + 1),
         ]
         for r in mine:
             cells = [
                 _text(r["benchmarks"].get(b), keyword and kind[b] == "asr") if r["done"] else "pending" for b in benches
-            ]
+            ] + [report.acc_cell(r["benchmarks"].get(b)) if r["done"] else "pending" for b in acc]
             lines.append(f"| {_label(r, sa)} | " + " | ".join(cells) + " |")
     charts = _charts(study, rows, benches, kind, keyword, sa)
     lines += [""] + [f"![{name}]({name})" for name in charts]

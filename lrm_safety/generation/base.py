@@ -6,10 +6,12 @@ from typing import Optional
 
 @dataclass(frozen=True)
 class Sampling:
-    temperature: float = 0.0
-    top_p: float = 1.0
+    """None (temperature, top_p, seed: openai backend only) means not sent: the endpoint's own default applies."""
+
+    temperature: Optional[float] = 0.0
+    top_p: Optional[float] = 1.0
     max_tokens: Optional[int] = 512  # None: the endpoint's own cap (openai backend only)
-    seed: int = 0
+    seed: Optional[int] = 0
     batch_size: int = 16
 
     @classmethod

@@ -47,18 +47,21 @@ class OpenAIGenerator(Generator):
         self.max_retries = max_retries
         self.timeout = timeout
 
-    async def _one(self, client, sem, messages, sampling: Sampling, seed: int) -> str:
+    async def _one(self, client, sem, messages, sampling: Sampling, index: int) -> str:
         import openai
+
+        def given(value):  # None: not sent, the endpoint's default applies
+            return openai.NOT_GIVEN if value is None else value
 
         async with sem:
             try:
                 r = await client.chat.completions.create(
                     model=self.model,
                     messages=messages,
-                    max_tokens=openai.NOT_GIVEN if sampling.max_tokens is None else sampling.max_tokens,
-                    temperature=sampling.temperature,
-                    top_p=sampling.top_p,
-                    seed=seed,
+                    max_tokens=given(sampling.max_tokens),
+                    temperature=given(sampling.temperature),
+                    top_p=given(sampling.top_p),
+                    seed=given(None if sampling.seed is None else sampling.seed + index),
                 )
             except (
                 openai.BadRequestError,
@@ -73,7 +76,7 @@ class OpenAIGenerator(Generator):
                     f"{self.endpoint}: gave up after {self.max_retries + 1} attempts ({type(e).__name__}: {e})"[:500]
                 ) from None
         msg = r.choices[0].message
-        self._finish[seed - sampling.seed] = "length" if r.choices[0].finish_reason == "length" else "stop"
+        self._finish[index] = "length" if r.choices[0].finish_reason == "length" else "stop"
         text = msg.content or ""
         reasoning = getattr(msg, "reasoning_content", None) or getattr(msg, "reasoning", None)
         return f"<think>\n{reasoning}\n</think>\n\n{text}" if reasoning else text
@@ -89,7 +92,7 @@ class OpenAIGenerator(Generator):
         ) as client:
 
             async def run(i, conv):
-                text = await self._one(client, sem, conv, sampling, sampling.seed + i)
+                text = await self._one(client, sem, conv, sampling, i)
                 bar.update(1)
                 return text
 

@@ -38,8 +38,8 @@ class RectifySpec(_Model):
     """Generation attempts per prompt before the sample is rejected."""
     keep_truncated: bool = False
     """Keep a teacher text cut off by distill.sampling.maxTokens (finish reason length), trained without an end-of-turn token so the student never learns to stop mid-sentence. Default: rejected as `truncated` and regenerated under maxAttempts (a sample the student learns from ends where the teacher ended it)."""
-    refusal_text: str = "I'm sorry, I can't assist with that request."
-    """The fixed refusal: every nocot answer to a harmful prompt (as in the release's sft_train_nocot.json), and template answers with templateRefusal: fixed."""
+    refusal_text: Optional[str] = Field(None, min_length=1)
+    """The fixed refusal: every nocot answer to a harmful prompt, and template answers with templateRefusal: fixed. Default: the answer every response of the release's sft_train_nocot.json shares (by import, spec.prompts), else the project's copy of it: "I'm sorry, I can't assist with that request."."""
 
     def resolved(self, style: str) -> "RectifySpec":
         """The knobs in force for `style`."""

@@ -75,8 +75,8 @@ class OverRefusalJudgeSpec(_Model):
     """OpenAI-compatible base URL (kind llm; required)."""
     api_key_secret_ref: Optional[SecretRef] = None
     """Secret whose accessKeyKey entry holds the endpoint's API key."""
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    """The release sends no sampling settings, so the endpoint's default applies (OpenAI's: 1.0); set 0 for a repeatable verdict."""
+    temperature: Optional[float] = Field(None, ge=0.0, le=2.0)
+    """Default none sent, as the release (its client sends no sampling settings, so the endpoint's default applies: OpenAI's 1.0; nor top_p or a seed); set 0 for a repeatable verdict."""
     max_tokens: Optional[int] = Field(None, ge=1, le=4096)
     """Verdict length cap; default none sent (as the release)."""
     template: Optional[str] = None
@@ -179,6 +179,10 @@ class PairSpec(_Model):
 
     streams: int = Field(5, ge=1, le=64)
     """Attacker conversations per request, each with its own seed and history (the release: n_streams 5)."""
+    template: Optional[str] = Field(None, pattern="^(first|second|random)$")
+    """Which of AISafetyLab's two attacker templates is the system message and which the first turn: first (default: the order of its init_templates.json, the long instructions as the system message), second (swapped), or random (drawn per request with templateSeed). The release drew the order with an unseeded random.sample each run (its third defect: docs/spec.md)."""
+    template_seed: Optional[int] = Field(None, ge=0, le=SEED_MAX)
+    """Seed of template: random (default 0)."""
     iterations: int = Field(5, ge=1, le=64)
     """Rounds per stream (the release: n_iterations 5); the search ends at the first in-loop score of 10, mid-round."""
     attacker: Optional[ModelEndpoint] = None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any
+from typing import Any, Optional
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
@@ -41,6 +41,10 @@ class SafetyExperimentSpec(_Model):
     """Container images."""
     suspend: bool = False
     """Suspend the running stage Job (Kueue-compatible); false resumes it."""
+    prompts: str = Field("auto", pattern="^(auto|release|builtin)$")
+    """Whose words the teacher, PAIR's attacker and judge, and the XSTest judge read. auto (default): the release's, verbatim, where `lrm-safety release import` wrote them (promptsFile, else <evaluate.dataRoot>/release-texts.json), else the project's own; release: the imported file must be there; builtin: the project's own wording."""
+    prompts_file: Optional[str] = Field(None, min_length=1)
+    """The import's file (a path, file:// or s3://); default <evaluate.dataRoot>/release-texts.json."""
 
     @model_validator(mode="after")
     def _stages(self):

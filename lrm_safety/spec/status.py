@@ -80,7 +80,7 @@ class Metrics(_Model):
     display: dict[str, str] = Field(default_factory=dict)
     """The headline values as percentages (the printer columns: ASR, Refusal, Over-Refusal)."""
     judges: dict[str, str] = Field(default_factory=dict)
-    """Which judge decided harm and over-refusal."""
+    """Which judge decided harm and over-refusal, and whose words (`words`: the release's by import, or the project's, with each text's hash) PAIR and the XSTest judge read."""
 
 
 class ServerStatus(_Model):

@@ -24,6 +24,7 @@ from lrm_safety.progress import ProgressReporter
 from lrm_safety.serving.served import api_key as served_api_key
 from lrm_safety.serving.served import reachable
 from lrm_safety.stages.common import length_stats, skipped, summary_from_manifest, token_counter
+from lrm_safety.wording import used as used_words
 
 console = Console(stderr=True)
 STAGE = "distill"
@@ -91,6 +92,7 @@ class Distiller:
         self.ctx = ctx
         self.d = ctx.spec.distill
         self.r = self.d.rectify.resolved(self.d.style)
+        self.refusal = ctx.distill_in_force().rectify.refusal_text
         self.custom = self._custom_instruction()
         self.gen = generator
         self.count = count_tokens
@@ -126,11 +128,14 @@ class Distiller:
         return text
 
     def _custom_instruction(self) -> Optional[tuple[str, str]]:
+        """distill.instruction when given, else the style's words in force (the release's by import, or the
+        project's), placed where the release places them."""
         ins = self.d.instruction
-        if ins is None:
-            return None
-        text = ins.text if ins.text is not None else self.ctx.read_text(ins.path)
-        return text, ins.placement
+        if ins is not None:
+            text = ins.text if ins.text is not None else self.ctx.read_text(ins.path)
+            return text, ins.placement
+        text, placement = self.ctx.wording.instruction(self.d.style, self.r.safety_awareness)
+        return (text, placement) if text else None
 
     def _template_verdicts(self, recs: list[dict], attempt: int) -> list[Optional[dict]]:
         """Checklist verdicts per record for a code-built template; None where the labeller left categories out."""
@@ -196,7 +201,7 @@ class Distiller:
                 )
             ]
         else:
-            refusals = [self.r.refusal_text] * len(unsafe)
+            refusals = [self.refusal] * len(unsafe)
         for (r, v), a in zip(unsafe, refusals):
             out[r["id"]] = styles.format_response(styles.template_reasoning(v, r["prompt"]), self._use(r, a))
             r["_verdict_unsafe"] = True
@@ -228,7 +233,7 @@ class Distiller:
             ):
                 out[r["id"]] = styles.nocot_response(styles.answer_only(self._use(r, a)))
             for r in safety:
-                out.setdefault(r["id"], styles.nocot_response(self.r.refusal_text))
+                out.setdefault(r["id"], styles.nocot_response(self.refusal))
         else:
             texts = self._ask(
                 [styles.teacher_messages(style, r["prompt"], self.r.safety_awareness, self.custom) for r in safety],
@@ -535,9 +540,15 @@ def finalize(ctx: StageContext) -> Optional[dict]:
         files=[shard_key(ctx, s) for s in range(n)],
         counts=counts,
         metrics=metrics,
-        extra={"style": ctx.spec.distill.style, "shards": n},
+        extra={"style": ctx.spec.distill.style, "shards": n, "words": distill_words(ctx)},
     )
     return manifest
+
+
+def distill_words(ctx: StageContext) -> str:
+    """Whose words the teacher read in this distillation (and the fixed refusal it wrote), with each text's hash."""
+    own = "; distill.instruction is the user's" if ctx.spec.distill.instruction is not None else ""
+    return ctx.wording.describe(used_words(ctx.spec).get("teacher", [])) + own
 
 
 def run(ctx: StageContext, shard: Optional[int] = None, num_shards: Optional[int] = None) -> dict:

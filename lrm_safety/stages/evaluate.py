@@ -28,6 +28,7 @@ from lrm_safety.serving.served import reachable
 from lrm_safety.stages import train as train_stage
 from lrm_safety.stages.common import skipped, summary_from_manifest
 from lrm_safety.styles import ChecklistError, parse_checklist, parse_response
+from lrm_safety.wording import used as used_words
 
 console = Console(stderr=True)
 STAGE = "evaluate"
@@ -56,7 +57,9 @@ class HarmJudge:
         if ev.over_refusal_judge is not None and ev.over_refusal_judge.kind == "llm":
             from lrm_safety.evaluation.judges.llm import OverRefusalJudge
 
-            self.over = OverRefusalJudge.from_spec(ev.over_refusal_judge, api_key=served_api_key("overRefusalJudge"))
+            self.over = OverRefusalJudge.from_spec(
+                ev.over_refusal_judge, api_key=served_api_key("overRefusalJudge"), wording=ctx.wording
+            )
 
     def close(self) -> None:
         for judge in (self.impl, getattr(self, "over", None)):
@@ -177,7 +180,16 @@ def run_benchmark(
     return judge_records(kind, items, generate_records(kind, items, target, sampling, samples), judge)
 
 
-def pair_records(items: list[dict], target, attacker, in_loop_judge, sampling: Sampling, pair) -> list[dict]:
+def evaluate_words(ctx: StageContext) -> str:
+    """Whose words PAIR and the XSTest judge read in this evaluation, with the hash of each text used."""
+    roles = used_words(ctx.spec)
+    names = [n for role in ("PAIR attacker", "PAIR judge", "XSTest judge") for n in roles.get(role, [])]
+    return ctx.wording.describe(list(dict.fromkeys(names)))
+
+
+def pair_records(
+    items: list[dict], target, attacker, in_loop_judge, sampling: Sampling, pair, wording=None
+) -> list[dict]:
     """PAIR's search, then the release's last step (pair_res.sh): one sampled response to each item's best prompt
     with the benchmark's sampling (T=0.6, top-p 0.95, 2048 tokens), recorded with every stream's best; judged
     later by the harm judge like any record."""
@@ -191,6 +203,9 @@ def pair_records(items: list[dict], target, attacker, in_loop_judge, sampling: S
         PairSettings.from_spec(pair),
         seed=sampling.seed,
         batch_size=sampling.batch_size,
+        wording=wording,
+        template=pair.template or "first",
+        template_seed=pair.template_seed or 0,
     )
     prompts = [f["bestPrompt"] or items[i]["prompt"] for i, f in enumerate(found)]
     finals = generate_records("harmful", [{"prompt": p} for p in prompts], target, sampling)
@@ -204,6 +219,7 @@ def pair_records(items: list[dict], target, attacker, in_loop_judge, sampling: S
             "pairAttackFailed": f["attackFailed"],
             "pairStreams": f["streams"],
             "pairQueries": f["queries"],
+            "pairAttackerTemplates": f["attackerTemplates"],
         }
         for rec, f in zip(finals, found)
     ]
@@ -290,7 +306,9 @@ def run(ctx: StageContext, **_) -> dict:
                         pair.attacker, ctx.base_dir, "LRM_SAFETY_PAIR_ATTACKER_API_KEY", "pairAttacker"
                     )
                     scorer = _endpoint_generator(pair.judge, ctx.base_dir, "LRM_SAFETY_PAIR_JUDGE_API_KEY", "pairJudge")
-                recs = pair_records(items[name], gen, attacker, scorer, bm.sampling_for(b, ev.sampling), ev.pair)
+                recs = pair_records(
+                    items[name], gen, attacker, scorer, bm.sampling_for(b, ev.sampling), ev.pair, ctx.wording
+                )
                 store.write_jsonl(gen_key, recs)
             else:
                 recs = generate_records(d.kind, items[name], gen, bm.sampling_for(b, ev.sampling), bm.samples_for(b))
@@ -314,7 +332,7 @@ def run(ctx: StageContext, **_) -> dict:
     if judge is not None:
         judge.close()
     store.delete_prefix(raw + "/")
-    judges = describe_judges(ev)
+    judges = {**describe_judges(ev), "words": evaluate_words(ctx)}
     metrics = report.compute(records, kinds, judges)
     prefix = ctx.prefix(STAGE)
     files = report.write_report(

@@ -10,7 +10,6 @@ from typing import Optional
 
 from rich.console import Console
 
-from lrm_safety import styles
 from lrm_safety.context import StageContext
 from lrm_safety.data.synthetic import synthetic_math
 from lrm_safety.errors import BadInput
@@ -110,7 +109,7 @@ def build(ctx: StageContext, renderer) -> tuple[dict[str, list[dict]], dict, dic
     # Math: all of it when there is no more than asked (the release keeps all 4,000), else a sample of its own.
     math = list(math_src) if len(math_src) <= m.math_count else release_sample(math_src, m.math_count, f"{m.seed}-math")
     safety = release_sample(safety_src, min(m.safety_count, len(safety_src)), m.seed)
-    system = styles.system_prompt(spec.distill.style) if m.system_prompt else None
+    system = ctx.wording.system_prompt(spec.distill.style) if m.system_prompt else None
     samples = []
     for kind, rows in (("math", math), ("safety", safety)):  # the release's order: math, then safety
         for row in rows:
